@@ -1,0 +1,63 @@
+"""energyql: distributional control of pre-trained image generators as energy expressions.
+
+    >>> import energyql as eq
+    >>> prog = eq.compile('clip("a blue triangle") | then debias(size)', gen="shapes")
+    >>> sampler = eq.train(prog, gen="shapes")          # doctest: +SKIP
+    >>> images = sampler.sample(16)                      # doctest: +SKIP
+
+Importing energyql does not import torch; the training and sampling entry points import it
+on first use.
+"""
+
+from __future__ import annotations
+
+from energyql.errors import (
+    ArgumentError,
+    ArtifactError,
+    CompositionError,
+    EnergyQLError,
+    ExpressionError,
+    NameResolutionError,
+    ParseError,
+    TrainingError,
+    UnknownGeneratorError,
+    WeightsMissingError,
+)
+from energyql.lang.api import (
+    Program,
+    attr,
+    clip,
+    compile,
+    debias,
+    dist,
+    keep,
+    pose,
+    uniform,
+)
+
+__version__ = "0.1.0"
+
+# Torch-backed entry points, imported lazily so that the language layer stays instant.
+_LAZY = {
+    "train": "energyql.train:train",
+    "load": "energyql.sampler:load",
+    "evaluate": "energyql.evaluate:evaluate",
+    "load_generator": "energyql.generators:load",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, _, attribute = _LAZY[name].partition(":")
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module 'energyql' has no attribute '{name}'")
+
+
+__all__ = [
+    "ArgumentError", "ArtifactError", "CompositionError", "EnergyQLError", "ExpressionError",
+    "NameResolutionError", "ParseError", "Program", "TrainingError", "UnknownGeneratorError",
+    "WeightsMissingError", "attr", "clip", "compile", "debias", "dist", "keep", "pose",
+    "uniform", *_LAZY, "__version__",
+]

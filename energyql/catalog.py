@@ -1,0 +1,188 @@
+"""Catalogs: what names a generator's world offers, and which control model backs each.
+
+A catalog is plain data (no torch): attributes with their values, aliases for attributes and
+values, conditional controls with their parameters and ranges, and what can be kept fixed
+across a conditional sweep. Checking an expression needs only its catalog, never weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Values of a binary attribute, in the order a classifier's two outputs use.
+BINARY_VALUES = ("no", "yes")
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """A discrete property of an image that a control model can classify.
+
+    Arguments:
+        name: the attribute's name in expressions, e.g. ``"color"``.
+        values: its values in the order the backing model's outputs use.
+        model: which control model predicts it (e.g. ``"shapes-classifier"``).
+        binary: a yes/no attribute that may stand bare as a predicate (``smiling``).
+        labels: human-readable labels per value, where the name is not enough (``"20-29"``).
+        value_aliases: extra spellings of values, e.g. ``{"man": "male"}``.
+    """
+
+    name: str
+    values: tuple[str, ...]
+    model: str
+    binary: bool = False
+    labels: tuple[str, ...] = ()
+    value_aliases: tuple[tuple[str, str], ...] = ()
+    description: str = ""
+
+    def resolve_value(self, name: str) -> str | None:
+        """Return the canonical value that ``name`` spells, or None."""
+        if name in self.values:
+            return name
+        return dict(self.value_aliases).get(name)
+
+    def label(self, value: str) -> str:
+        """Return the display label of ``value``."""
+        if self.labels:
+            return self.labels[self.values.index(value)]
+        return value
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A continuous parameter of a conditional control, e.g. ``yaw`` in degrees."""
+
+    name: str
+    low: float
+    high: float
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class Control:
+    """A conditional control (``pose(...)``) whose parameters become a flow's context."""
+
+    name: str
+    parameters: tuple[Parameter, ...]
+    model: str
+    description: str = ""
+
+    def parameter(self, name: str) -> Parameter | None:
+        return next((p for p in self.parameters if p.name == name), None)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Everything an expression may name for one world of generators."""
+
+    name: str
+    attributes: tuple[Attribute, ...]
+    aliases: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    controls: tuple[Control, ...] = ()
+    keepables: tuple[tuple[str, str], ...] = ()  # (name, backing model)
+    clip_model: str = ""
+    description: str = ""
+    _by_name: dict = field(default=None, compare=False, hash=False, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {a.name: a for a in self.attributes})
+
+    def attribute(self, name: str) -> Attribute | None:
+        return self._by_name.get(name)
+
+    def alias(self, name: str) -> tuple[str, ...] | None:
+        """Return the attribute product an alias stands for, e.g. ``("gender",)``."""
+        return dict(self.aliases).get(name)
+
+    def control(self, name: str) -> Control | None:
+        return next((c for c in self.controls if c.name == name), None)
+
+    def keepable(self, name: str) -> str | None:
+        return dict(self.keepables).get(name)
+
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.attributes)
+
+
+def _binary(name: str, model: str, description: str) -> Attribute:
+    return Attribute(name, BINARY_VALUES, model, binary=True, description=description)
+
+
+SHAPES = Catalog(
+    name="shapes",
+    description="The embedded 32x32 world of one coloured shape on a dark background.",
+    attributes=(
+        Attribute("shape", ("circle", "square", "triangle"), "shapes-classifier"),
+        Attribute("color", ("red", "green", "blue"), "shapes-classifier"),
+        Attribute("size", ("small", "large"), "shapes-classifier",
+                  value_aliases=(("big", "large"), ("little", "small"))),
+    ),
+    aliases=(("colour", ("color",)), ("clip_bias", ("size",))),
+    controls=(
+        Control(
+            "pose",
+            (
+                Parameter("x", 0.2, 0.8, "image widths"),
+                Parameter("y", 0.2, 0.8, "image heights"),
+                Parameter("rotation", -45.0, 45.0, "degrees"),
+            ),
+            model="shapes-pose",
+            description="position and rotation of the shape, read by the shapes pose regressor",
+        ),
+    ),
+    keepables=(("identity", "shapes-identity"),),
+    clip_model="shapes-clip",
+)
+
+_FAIRFACE_RACES = (
+    "white", "black", "latino_hispanic", "east_asian", "southeast_asian", "indian",
+    "middle_eastern",
+)
+_FAIRFACE_AGES = (
+    "age_0_2", "age_3_9", "age_10_19", "age_20_29", "age_30_39", "age_40_49", "age_50_59",
+    "age_60_69", "age_70_plus",
+)
+_FAIRFACE_AGE_LABELS = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+")
+
+FACES = Catalog(
+    name="faces",
+    description="Human faces (FFHQ-like): FairFace race/age/gender and binary face attributes.",
+    attributes=(
+        Attribute("race", _FAIRFACE_RACES, "face-attributes",
+                  labels=("White", "Black", "Latino/Hispanic", "East Asian", "Southeast Asian",
+                          "Indian", "Middle Eastern"),
+                  value_aliases=(("asian", "east_asian"), ("latino", "latino_hispanic"),
+                                 ("hispanic", "latino_hispanic"))),
+        Attribute("age", _FAIRFACE_AGES, "face-attributes", labels=_FAIRFACE_AGE_LABELS,
+                  value_aliases=(("baby", "age_0_2"), ("child", "age_3_9"),
+                                 ("teen", "age_10_19"), ("senior", "age_70_plus"))),
+        Attribute("gender", ("male", "female"), "face-attributes",
+                  value_aliases=(("man", "male"), ("woman", "female"))),
+        _binary("smiling", "face-attributes", "the person smiles"),
+        _binary("glasses", "face-attributes", "wears eyeglasses or sunglasses"),
+        _binary("beard", "face-attributes", "has a beard"),
+        _binary("makeup", "face-attributes", "wears visible makeup"),
+        _binary("blond_hair", "face-attributes", "has blond hair"),
+    ),
+    # PromptGen found CLIP's reporting bias on faces to be mostly about gender.
+    aliases=(("clip_bias", ("gender",)),),
+    controls=(
+        Control(
+            "pose",
+            (Parameter("yaw", -45.0, 45.0, "degrees"), Parameter("pitch", -30.0, 30.0, "degrees")),
+            model="face-pose",
+            description="head pose from MTCNN landmarks",
+        ),
+    ),
+    keepables=(("identity", "facenet"),),
+    clip_model="ViT-B-32:openai",
+)
+
+GENERIC = Catalog(
+    name="generic",
+    description="Any image domain: text control through CLIP only, no attribute classifiers.",
+    attributes=(),
+    clip_model="ViT-B-32:openai",
+)
+
+CATALOGS: dict[str, Catalog] = {c.name: c for c in (SHAPES, FACES, GENERIC)}

@@ -1,0 +1,63 @@
+"""The typer app and the error boundary shared by every command.
+
+Commands print errors (never tracebacks) to stderr: exit 2 for an expression or usage error,
+1 for a runtime failure; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from energyql.errors import EnergyQLError, ExpressionError, UnknownGeneratorError
+
+app = typer.Typer(
+    name="energyql",
+    help="Distributional control of pre-trained image generators (PromptGen) from one expression.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True)
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    _state["debug"] = debug
+
+
+def fail(error: BaseException) -> "typer.Exit":
+    """Print ``error`` to stderr and return the Exit to raise (2: expression, 1: runtime)."""
+    if _state["debug"]:
+        import traceback
+
+        traceback.print_exception(error, file=sys.stderr)
+    stderr.print(Text.assemble(("error: ", "bold red"), str(error)))
+    usage = isinstance(error, (ExpressionError, UnknownGeneratorError))
+    return typer.Exit(code=2 if usage else 1)
+
+
+def guarded(function):
+    """Run ``function``; turn an EnergyQLError into a clean message and exit code."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except EnergyQLError as error:
+            raise fail(error) from None
+
+    return wrapper
+
+
+def main() -> None:
+    import energyql.cli  # noqa: F401  (registers every command on ``app``)
+
+    app()

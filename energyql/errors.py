@@ -1,0 +1,103 @@
+"""The error family of energyql: every failure a user can cause is an ``EnergyQLError``.
+
+Expression errors also subclass ``ValueError`` and carry the source and a span, so that their
+message shows the offending line with a caret under the text and a ``hint:`` line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Span:
+    """A half-open character range ``[start, end)`` in an expression's source."""
+
+    start: int
+    end: int
+
+    def line_and_column(self, source: str) -> tuple[int, int]:
+        """Return the 1-based line and column of ``start`` in ``source``."""
+        line = source.count("\n", 0, self.start) + 1
+        column = self.start - (source.rfind("\n", 0, self.start) + 1) + 1
+        return line, column
+
+
+def caret_excerpt(source: str, span: Span) -> str:
+    """Return the source line holding ``span`` with carets under the spanned text."""
+    start = max(0, min(span.start, len(source)))
+    line_start = source.rfind("\n", 0, start) + 1
+    line_end = source.find("\n", start)
+    if line_end == -1:
+        line_end = len(source)
+    line = source[line_start:line_end]
+    width = max(1, min(span.end, line_end) - start)
+    return f"  {line}\n  {' ' * (start - line_start)}{'^' * width}"
+
+
+class EnergyQLError(Exception):
+    """Root of every error energyql raises on purpose."""
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message + (f"\nhint: {self.hint}" if self.hint else "")
+
+
+class ExpressionError(EnergyQLError, ValueError):
+    """An error in an expression's text; shows the line and a caret under ``span``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        span: Span | None = None,
+        hint: str | None = None,
+    ):
+        super().__init__(message, hint=hint)
+        self.source = source
+        self.span = span
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.source is not None and self.span is not None:
+            parts.append(caret_excerpt(self.source, self.span))
+        if self.hint:
+            parts.append(f"hint: {self.hint}")
+        return "\n".join(parts)
+
+
+class ParseError(ExpressionError):
+    """The text is not a well-formed expression."""
+
+
+class NameResolutionError(ExpressionError):
+    """A name (attribute, value, control, binding) is not known where it is used."""
+
+
+class ArgumentError(ExpressionError):
+    """A call has the wrong number, kind or value of arguments."""
+
+
+class CompositionError(ExpressionError):
+    """Terms are combined in a way that has no meaning (e.g. ``not uniform(...)``)."""
+
+
+class UnknownGeneratorError(EnergyQLError, ValueError):
+    """A generator name that is neither registered nor a usable path."""
+
+
+class WeightsMissingError(EnergyQLError):
+    """Model weights are not on disk and cannot be fetched; says where to put them."""
+
+
+class TrainingError(EnergyQLError):
+    """Training cannot go on (e.g. the loss keeps being non-finite)."""
+
+
+class ArtifactError(EnergyQLError):
+    """A saved artifact is missing, incomplete or does not match its generator."""

@@ -1,0 +1,93 @@
+"""The generator registry: names map to specs (plain data, no torch).
+
+A spec says which catalog a generator's world uses and where its loader lives, so that
+``energyql check --gen NAME`` resolves names without importing torch or touching weights.
+Users can add their own entries with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, replace
+
+from energyql.errors import UnknownGeneratorError
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """How to build one named generator.
+
+    Arguments:
+        name: registry name, e.g. ``"shapes"`` or ``"stylegan2-ffhq"``.
+        catalog: name of the catalog of its world (see :mod:`energyql.catalog`).
+        loader: ``"module:function"``; the function takes the spec and keyword options and
+            returns a :class:`energyql.generators.base.Generator`.
+        weights: key of its weights in the hub table, or None when shipped in the package.
+        path: a local checkpoint for path-based entries (``stylegan2:PATH``).
+    """
+
+    name: str
+    catalog: str
+    loader: str
+    description: str = ""
+    weights: str | None = None
+    resolution: int = 0
+    path: str | None = None
+
+    def load(self, **options):
+        """Import the loader and build the generator (imports torch)."""
+        module_name, _, function = self.loader.partition(":")
+        return getattr(importlib.import_module(module_name), function)(self, **options)
+
+
+_REGISTRY: dict[str, GeneratorSpec] = {}
+_PATH_SCHEMES: dict[str, GeneratorSpec] = {}
+
+
+def register(spec: GeneratorSpec, *, scheme: bool = False) -> None:
+    """Add a generator; ``scheme=True`` makes ``NAME:PATH`` select a local checkpoint."""
+    (_PATH_SCHEMES if scheme else _REGISTRY)[spec.name] = spec
+
+
+def names() -> list[str]:
+    """Return every registered generator name."""
+    return sorted(_REGISTRY)
+
+
+def specs() -> list[GeneratorSpec]:
+    return [_REGISTRY[n] for n in names()]
+
+
+def resolve(name: str) -> GeneratorSpec:
+    """Return the spec for a registered name or a ``scheme:PATH`` string."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    scheme, sep, path = name.partition(":")
+    if sep and scheme in _PATH_SCHEMES and path:
+        return replace(_PATH_SCHEMES[scheme], name=name, path=path)
+    known = names() + [f"{s}:PATH" for s in sorted(_PATH_SCHEMES)]
+    close = difflib.get_close_matches(name, names(), n=1)
+    hint = (f"did you mean '{close[0]}'? " if close else "") + "known generators: " + ", ".join(known)
+    raise UnknownGeneratorError(f"unknown generator '{name}'", hint=hint)
+
+
+register(GeneratorSpec(
+    "shapes", "shapes", "energyql.worlds.shapes.generator:load",
+    "the embedded 32x32 shapes world (weights ship inside the package)", resolution=32,
+))
+
+_STYLEGAN2 = "energyql.generators.stylegan2:load_spec"
+for _name, _catalog, _res, _what in (
+    ("ffhq", "faces", 1024, "StyleGAN2 on FFHQ faces"),
+    ("metfaces", "faces", 1024, "StyleGAN2 on MetFaces portraits"),
+    ("afhqcat", "generic", 512, "StyleGAN2 on AFHQ cats"),
+    ("church", "generic", 256, "StyleGAN2 on LSUN churches"),
+    ("car", "generic", 512, "StyleGAN2 on LSUN cars"),
+    ("landscape", "generic", 256, "StyleGAN2 on landscapes"),
+):
+    register(GeneratorSpec(f"stylegan2-{_name}", _catalog, _STYLEGAN2, _what,
+                           weights=f"stylegan2-{_name}", resolution=_res))
+register(GeneratorSpec("stylegan2", "faces", _STYLEGAN2,
+                       "any local StyleGAN2 checkpoint (rosinality .pt or NVIDIA .pkl)"),
+         scheme=True)
