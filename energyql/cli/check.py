@@ -1,0 +1,32 @@
+"""``energyql check EXPR [--gen NAME] [--json]``: parse and check an expression, print its graph.
+
+Needs only the catalog, never weights or torch, so it answers instantly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from energyql.cli.app import app, guarded, stdout
+
+
+@app.command("check")
+@guarded
+def check(
+    expr: Annotated[str, typer.Argument(help="The expression, e.g. 'clip(\"a face\") & uniform(race)'.")],
+    gen: Annotated[Optional[str], typer.Option(
+        "--gen", "-g", help="Generator whose catalog checks the names (e.g. stylegan2-ffhq, "
+        "shapes). Without it only syntax and composition are checked.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the graph as JSON.")] = False,
+) -> None:
+    """Check an expression and print its stages, terms and the models behind them."""
+    from energyql.lang.api import compile
+
+    program = compile(expr, gen=gen)
+    if as_json:
+        typer.echo(json.dumps(program.to_dict(), indent=2))
+    else:
+        stdout.print(program.tree())

@@ -1,0 +1,91 @@
+"""Composition of programs in Python: ``&``, ``.then`` / ``|``, ``w * p``, ``~p``, ``.or_``.
+
+Each operation builds the same graph the parser builds for the equivalent text, and applies
+the same composition rules. Mixing a checked and an unchecked program checks the unchecked
+one against the other's catalog.
+"""
+
+from __future__ import annotations
+
+from numbers import Real
+
+from energyql.errors import CompositionError
+from energyql.lang.bind import scaled
+from energyql.lang.graph import And, Not, Or, Program, Stage, Term
+from energyql.lang.structure import validate_program
+
+
+def as_program(value: Program | Term) -> Program:
+    """Return ``value`` as a program (a term becomes a one-stage program)."""
+    if isinstance(value, Program):
+        return value
+    if isinstance(value, Term):
+        return Program((Stage((value,)),))
+    raise TypeError(f"expected an energyql Program or term, got {type(value).__name__}")
+
+
+def _unify(programs: list[Program]) -> list[Program]:
+    checked = [p for p in programs if p.catalog is not None]
+    if not checked:
+        return programs
+    names = {p.catalog for p in checked}
+    if len(names) > 1:
+        raise CompositionError(f"cannot combine programs checked against different catalogs "
+                               f"({', '.join(sorted(names))})")
+    anchor = checked[0]
+    catalog = anchor.catalog_obj or anchor.catalog
+    return [p if p.catalog is not None else p.checked(catalog) for p in programs]
+
+
+def _build(stages: tuple[Stage, ...], parts: list[Program]) -> Program:
+    checked = next((p for p in parts if p.catalog is not None), None)
+    if checked is None:
+        return validate_program(Program(stages))
+    return validate_program(Program(stages, checked.catalog, catalog_obj=checked.catalog_obj,
+                                    generator=checked.generator))
+
+
+def _single(program: Program, operation: str) -> tuple[Term, ...]:
+    if len(program.stages) != 1:
+        raise CompositionError(f"{operation} needs a one-stage program, got "
+                               f"{len(program.stages)} stages",
+                               hint="combine stages with .then(...) or '|'")
+    return program.stages[0].terms
+
+
+def _one_term(terms: tuple[Term, ...]) -> Term:
+    return terms[0] if len(terms) == 1 else And(terms)
+
+
+def conjoin(left: Program | Term, right: Program | Term) -> Program:
+    """Return ``left & right``: the terms of both in one stage (energies add)."""
+    parts = _unify([as_program(left), as_program(right)])
+    terms = _single(parts[0], "'&'") + _single(parts[1], "'&'")
+    return _build((Stage(terms),), parts)
+
+
+def then(first: Program | Term, *others: Program | Term) -> Program:
+    """Return ``first`` followed by the stages of ``others``."""
+    parts = _unify([as_program(p) for p in (first, *others)])
+    return _build(tuple(s for p in parts for s in p.stages), parts)
+
+
+def either(left: Program | Term, right: Program | Term) -> Program:
+    """Return ``left or right`` (a soft OR)."""
+    parts = _unify([as_program(left), as_program(right)])
+    term = Or((_one_term(_single(parts[0], "'or'")), _one_term(_single(parts[1], "'or'"))))
+    return _build((Stage((term,)),), parts)
+
+
+def scale(program: Program, weight: float) -> Program:
+    """Return ``weight * program``."""
+    if isinstance(weight, bool) or not isinstance(weight, Real):
+        return NotImplemented
+    term = scaled(float(weight), _one_term(_single(program, "a weight")))
+    return _build((Stage((term,)),), [program])
+
+
+def negate(program: Program) -> Program:
+    """Return ``not program`` (``~program``)."""
+    term = Not(_one_term(_single(program, "'not'")))
+    return _build((Stage((term,)),), [program])

@@ -1,0 +1,537 @@
+"""The energy graph: stages of terms, plain frozen data that the trainer lowers to energies.
+
+Every node is hashable and compares by meaning: source positions ride along in fields that
+take no part in equality (``origin``, ``parts``). ``str(node)`` prints canonical source that
+parses back to an equal node. A :class:`Program` whose ``catalog`` is None is *unchecked*: its
+names are as written (it may hold :class:`Name` and :class:`DistSpec`); ``program.checked(cat)``
+resolves them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator
+
+from energyql.errors import CompositionError, Span
+
+if TYPE_CHECKING:
+    from energyql.catalog import Catalog
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a node came from: the source text and the span in it."""
+
+    source: str
+    span: Span
+
+
+def _hidden(default: Any = None) -> Any:
+    return field(default=default, compare=False, repr=False, kw_only=True)
+
+
+@dataclass(frozen=True)
+class Term:
+    """Base of every term. ``origin`` is the node's source span (never compared)."""
+
+    origin: Origin | None = _hidden()
+
+    def __str__(self) -> str:
+        return to_source(self)
+
+    def walk(self) -> Iterator[Term]:
+        """Yield this term and every term below it, parents first."""
+        stack: list[Term] = [self]
+        while stack:
+            term = stack.pop()
+            yield term
+            stack.extend(reversed(term.children))
+
+    @property
+    def children(self) -> tuple[Term, ...]:
+        return ()
+
+    @property
+    def is_probability(self) -> bool:
+        """True for terms that denote a probability (predicates and their not/and/or)."""
+        return False
+
+    @property
+    def predicates(self) -> tuple[Predicate, ...]:
+        return tuple(t for t in self.walk() if isinstance(t, Predicate))
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+
+# --- pointwise terms ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clip(Term):
+    """``clip("text")``: w·(1 − cos(img_emb(aug(x)), text_emb)); ``model=None``: catalog's CLIP."""
+
+    text: str
+    model: str | None = None
+    augment: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"type": "clip", "text": self.text, "model": self.model, "augment": self.augment}
+
+
+@dataclass(frozen=True)
+class Predicate(Term):
+    """``attr == value``: −log p(value | x) from the attribute's classifier.
+
+    ``parts`` holds the origins of the attribute and the value names.
+    """
+
+    attr: str
+    value: str
+    parts: tuple = _hidden(())
+
+    @property
+    def is_probability(self) -> bool:
+        return True
+
+    def to_dict(self) -> dict:
+        return {"type": "predicate", "attr": self.attr, "value": self.value}
+
+
+@dataclass(frozen=True)
+class Name(Term):
+    """A bare name not yet resolved against a catalog (unchecked programs only)."""
+
+    name: str
+
+    @property
+    def is_probability(self) -> bool:
+        return True
+
+    def to_dict(self) -> dict:
+        return {"type": "name", "name": self.name}
+
+
+@dataclass(frozen=True)
+class Not(Term):
+    """``not P``: −log(1 − p) over a probability-valued term."""
+
+    term: Term
+
+    @property
+    def children(self) -> tuple[Term, ...]:
+        return (self.term,)
+
+    @property
+    def is_probability(self) -> bool:
+        return self.term.is_probability
+
+    def to_dict(self) -> dict:
+        return {"type": "not", "term": self.term.to_dict()}
+
+
+def _flatten(kind: type, terms) -> tuple[Term, ...]:
+    out: list[Term] = []
+    for term in terms:
+        out.extend(term.terms if isinstance(term, kind) else (term,))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class And(Term):
+    """``A & B & ...``: product of experts, energies add. Always flat."""
+
+    terms: tuple[Term, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "terms", _flatten(And, self.terms))
+
+    @property
+    def children(self) -> tuple[Term, ...]:
+        return self.terms
+
+    @property
+    def is_probability(self) -> bool:
+        return all(t.is_probability for t in self.terms)
+
+    def to_dict(self) -> dict:
+        return {"type": "and", "terms": [t.to_dict() for t in self.terms]}
+
+
+@dataclass(frozen=True)
+class Or(Term):
+    """``A or B``: −log(pA + pB − pA·pB) for predicates, else −logsumexp(−E). Always flat."""
+
+    terms: tuple[Term, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "terms", _flatten(Or, self.terms))
+
+    @property
+    def children(self) -> tuple[Term, ...]:
+        return self.terms
+
+    @property
+    def is_probability(self) -> bool:
+        return all(t.is_probability for t in self.terms)
+
+    def to_dict(self) -> dict:
+        return {"type": "or", "terms": [t.to_dict() for t in self.terms]}
+
+
+@dataclass(frozen=True)
+class Scale(Term):
+    """``w * A``: the energy of A times w (> 0). Nested scales multiply out."""
+
+    weight: float
+    term: Term
+
+    def __post_init__(self) -> None:
+        weight, term = float(self.weight), self.term
+        while isinstance(term, Scale):
+            weight, term = weight * term.weight, term.term
+        object.__setattr__(self, "weight", weight)
+        object.__setattr__(self, "term", term)
+
+    @property
+    def children(self) -> tuple[Term, ...]:
+        return (self.term,)
+
+    def to_dict(self) -> dict:
+        return {"type": "scale", "weight": self.weight, "term": self.term.to_dict()}
+
+
+# --- stage-level terms --------------------------------------------------------------------------
+
+CONSTRAINT_KINDS = ("uniform", "debias", "dist")
+
+
+@dataclass(frozen=True)
+class Constraint(Term):
+    """A distributional constraint on the joint of ``attrs``.
+
+    ``target`` lists the wanted probability of every joint value in ``itertools.product`` order
+    of each attribute's catalog values (empty while unchecked); ``values`` gives those value
+    names per attribute (filled by checking, never compared). ``parts``: origins of the names.
+    """
+
+    kind: str
+    attrs: tuple[str, ...]
+    target: tuple[float, ...] = ()
+    values: tuple[tuple[str, ...], ...] = _hidden(())
+    parts: tuple = _hidden(())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attrs", tuple(self.attrs))
+        object.__setattr__(self, "target", tuple(float(p) for p in self.target))
+
+    @property
+    def cells(self) -> tuple[tuple[str, ...], ...]:
+        """The joint values in target order (needs a checked constraint)."""
+        import itertools
+
+        return tuple(itertools.product(*self.values))
+
+    def to_dict(self) -> dict:
+        return {"type": "constraint", "kind": self.kind, "attrs": list(self.attrs),
+                "target": list(self.target), "values": [list(v) for v in self.values]}
+
+
+@dataclass(frozen=True)
+class DistSpec(Term):
+    """``dist(attrs, key=p, ...)`` as written (unchecked programs only); checking makes it a
+    :class:`Constraint` of kind ``"dist"``. ``parts``: origins of the attribute names, then of
+    each entry."""
+
+    attrs: tuple[str, ...]
+    entries: tuple[tuple[tuple[str, ...], float], ...]
+    parts: tuple = _hidden(())
+
+    def to_dict(self) -> dict:
+        return {"type": "dist", "attrs": list(self.attrs),
+                "entries": [[list(k), p] for k, p in self.entries]}
+
+
+@dataclass(frozen=True)
+class Param:
+    """``name in low..high``: a free parameter of a conditional control."""
+
+    name: str
+    low: float
+    high: float
+    origin: Origin | None = _hidden()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "low", float(self.low))
+        object.__setattr__(self, "high", float(self.high))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "low": self.low, "high": self.high}
+
+
+@dataclass(frozen=True)
+class Control(Term):
+    """``pose(yaw in -30..30)``: a conditional control whose parameters become flow context."""
+
+    name: str
+    params: tuple[Param, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", tuple(self.params))
+
+    def to_dict(self) -> dict:
+        return {"type": "control", "name": self.name, "params": [p.to_dict() for p in self.params]}
+
+
+@dataclass(frozen=True)
+class Keep(Term):
+    """``keep(identity)``: a paired energy keeping ``what`` fixed across a control's sweep."""
+
+    what: str
+
+    def to_dict(self) -> dict:
+        return {"type": "keep", "what": self.what}
+
+
+STAGE_LEVEL = (Constraint, DistSpec, Control, Keep)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: its top-level conjuncts (energies add). Never holds an :class:`And`."""
+
+    terms: tuple[Term, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "terms", _flatten(And, self.terms))
+
+    def __str__(self) -> str:
+        if len(self.terms) == 1:
+            return _print(self.terms[0], 0)
+        return " & ".join(_print(t, _AND + 1) for t in self.terms)
+
+    def _of(self, kind) -> tuple:
+        return tuple(t for t in self.terms if isinstance(t, kind))
+
+    @property
+    def constraints(self) -> tuple[Constraint, ...]:
+        """The distributional constraints (λ is fitted for these)."""
+        return self._of(Constraint)
+
+    @property
+    def controls(self) -> tuple[Control, ...]:
+        return self._of(Control)
+
+    @property
+    def keeps(self) -> tuple[Keep, ...]:
+        return self._of(Keep)
+
+    @property
+    def pointwise(self) -> tuple[Term, ...]:
+        """The pointwise energy terms (clip, predicates and their not/and/or/weights)."""
+        return tuple(t for t in self.terms if not isinstance(t, STAGE_LEVEL))
+
+    @property
+    def predicates(self) -> tuple[Predicate, ...]:
+        """Every predicate used by a pointwise term."""
+        return tuple(p for t in self.pointwise for p in t.predicates)
+
+    @property
+    def clips(self) -> tuple[Clip, ...]:
+        return tuple(c for t in self.pointwise for c in t.walk() if isinstance(c, Clip))
+
+    @property
+    def is_conditional(self) -> bool:
+        return bool(self.controls)
+
+    def to_dict(self) -> dict:
+        return {"terms": [t.to_dict() for t in self.terms]}
+
+
+@dataclass(frozen=True)
+class Program:
+    """A checked (``catalog`` set) or unchecked (``catalog=None``) sequence of stages.
+
+    ``source`` (the text it was compiled from), ``catalog_obj`` (the Catalog it was checked
+    against) and ``generator`` (the name given to ``compile``) are kept but never compared.
+    """
+
+    stages: tuple[Stage, ...]
+    catalog: str | None = None
+    source: str | None = _hidden()
+    catalog_obj: Catalog | None = _hidden()
+    generator: str | None = _hidden()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+
+    # -- reading
+    def __str__(self) -> str:
+        return " | then ".join(str(s) for s in self.stages)
+
+    def __repr__(self) -> str:
+        return f"Program({str(self)!r}, catalog={self.catalog!r})"
+
+    def __iter__(self) -> Iterator[Stage]:
+        return iter(self.stages)
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    def __getitem__(self, index: int) -> Stage:
+        return self.stages[index]
+
+    @property
+    def is_checked(self) -> bool:
+        return self.catalog is not None
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        """Every attribute the program names (predicates and constraints), first use first."""
+        seen: dict[str, None] = {}
+        for stage in self.stages:
+            for term in stage.terms:
+                for node in term.walk():
+                    if isinstance(node, Predicate):
+                        seen[node.attr] = None
+                    elif isinstance(node, (Constraint, DistSpec)):
+                        seen.update(dict.fromkeys(node.attrs))
+        return tuple(seen)
+
+    def to_dict(self) -> dict:
+        """Return a JSON-able description (canonical text, catalog, stages, backing models)."""
+        from energyql.lang.render import program_dict
+
+        return program_dict(self)
+
+    def tree(self):
+        """Return a rich renderable tree of stages and terms with their backing models."""
+        from energyql.lang.render import program_tree
+
+        return program_tree(self)
+
+    # -- checking and composing (see energyql.lang.compose)
+    def checked(self, catalog: Catalog | str) -> Program:
+        """Return this program resolved against ``catalog`` (a Catalog, catalog or generator
+        name); raises the same errors as :func:`energyql.compile`."""
+        from energyql.lang.check import check_program, resolve_catalog
+
+        cat, where = resolve_catalog(catalog)
+        return check_program(self, cat, where)
+
+    def then(self, *others: Program | Term) -> Program:
+        """Return this program followed by the stages of ``others``."""
+        from energyql.lang.compose import then
+
+        return then(self, *others)
+
+    def or_(self, other: Program | Term) -> Program:
+        """Return the soft OR of two single-stage pointwise programs."""
+        from energyql.lang.compose import either
+
+        return either(self, other)
+
+    def __and__(self, other: Program | Term) -> Program:
+        from energyql.lang.compose import conjoin
+
+        return conjoin(self, other)
+
+    def __rand__(self, other: Program | Term) -> Program:
+        from energyql.lang.compose import conjoin
+
+        return conjoin(other, self)
+
+    def __or__(self, other: Program | Term) -> Program:
+        return self.then(other)
+
+    def __ror__(self, other: Program | Term) -> Program:
+        from energyql.lang.compose import then
+
+        return then(other, self)
+
+    def __mul__(self, weight: float) -> Program:
+        from energyql.lang.compose import scale
+
+        return scale(self, weight)
+
+    __rmul__ = __mul__
+
+    def __invert__(self) -> Program:
+        from energyql.lang.compose import negate
+
+        return negate(self)
+
+
+# --- canonical text -----------------------------------------------------------------------------
+
+_OR, _AND, _SCALE, _NOT, _ATOM = 1, 2, 3, 4, 5
+
+
+def format_number(value: float) -> str:
+    """Print a number so that it parses back to the same float."""
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+def quote(text: str) -> str:
+    """Return ``text`` as a double-quoted string literal of the language."""
+    escaped = (text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+               .replace("\t", "\\t").replace("\r", "\\r"))
+    return f'"{escaped}"'
+
+
+def to_source(term: Term) -> str:
+    """Return the canonical source of one term."""
+    return _print(term, 0)
+
+
+def _print(term: Term, context: int) -> str:
+    text, level = _print_node(term)
+    return f"({text})" if level < context else text
+
+
+def _print_node(term: Term) -> tuple[str, int]:
+    if isinstance(term, Or):
+        return " or ".join(_print(t, _OR + 1) for t in term.terms), _OR
+    if isinstance(term, And):
+        return " & ".join(_print(t, _AND + 1) for t in term.terms), _AND
+    if isinstance(term, Scale):
+        return f"{format_number(term.weight)} * {_print(term.term, _NOT)}", _SCALE
+    if isinstance(term, Not):
+        return f"not {_print(term.term, _NOT)}", _NOT
+    return _print_atom(term), _ATOM
+
+
+def _print_atom(term: Term) -> str:
+    if isinstance(term, Clip):
+        options = "".join(
+            f", {key}={value}" for key, value in (
+                ("model", None if term.model is None else quote(term.model)),
+                ("augment", None if term.augment is None else format_number(term.augment)),
+            ) if value is not None)
+        return f"clip({quote(term.text)}{options})"
+    if isinstance(term, Predicate):
+        return f"{term.attr} == {term.value}"
+    if isinstance(term, Name):
+        return term.name
+    if isinstance(term, Constraint):
+        attrs = " x ".join(term.attrs)
+        if term.kind != "dist":
+            return f"{term.kind}({attrs})"
+        if len(term.values) != len(term.attrs):
+            raise CompositionError("cannot print an unchecked dist constraint without its values")
+        entries = [f"{' x '.join(cell)}={format_number(p)}"
+                   for cell, p in zip(term.cells, term.target) if p > 0]
+        return f"dist({', '.join([attrs, *entries])})"
+    if isinstance(term, DistSpec):
+        entries = [f"{' x '.join(key)}={format_number(p)}" for key, p in term.entries]
+        return f"dist({', '.join([' x '.join(term.attrs), *entries])})"
+    if isinstance(term, Control):
+        params = ", ".join(f"{p.name} in {format_number(p.low)}..{format_number(p.high)}"
+                           for p in term.params)
+        return f"{term.name}({params})"
+    if isinstance(term, Keep):
+        return f"keep({term.what})"
+    raise CompositionError(f"cannot print a {type(term).__name__} term")

@@ -1,0 +1,323 @@
+"""Text -> syntax tree. The only module that imports lark.
+
+The grammar lives in ``energyql.lark`` next to this file (a link to ``grammar/energyql.lark``
+in a checkout, a plain file in the wheel). Every failure becomes a :class:`ParseError` with the
+span of the offending text and a hint for the common slips.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import lark
+from lark import Lark, Token, Tree
+
+from energyql.errors import ParseError, Span
+from energyql.lang import ast
+
+#: Deepest syntax tree accepted; deeper nesting is refused before any recursive pass runs.
+MAX_DEPTH = 100
+
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r"}
+
+
+@lru_cache(maxsize=1)
+def _lark() -> Lark:
+    grammar = Path(__file__).with_name("energyql.lark").read_text(encoding="utf-8")
+    return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True,
+                maybe_placeholders=True)
+
+
+def parse(source: str) -> ast.Source:
+    """Return the syntax tree of a whole program (bindings, then stages)."""
+    if not source.strip() or not _scan(source):
+        raise ParseError("empty expression", source=source, span=Span(0, len(source)),
+                         hint='write a term, e.g. clip("a photo of a face") or smiling')
+    try:
+        tree = _lark().parse(source)
+    except lark.UnexpectedInput as error:
+        raise _friendly(source, error) from None
+    _check_depth(source, tree)
+    return _Builder(source).source(tree)
+
+
+# --- tree -> AST --------------------------------------------------------------------------------
+
+
+def _span(node: Tree | Token) -> Span:
+    if isinstance(node, Token):
+        return Span(node.start_pos, node.end_pos)
+    return Span(node.meta.start_pos, node.meta.end_pos)
+
+
+def _check_depth(source: str, tree: Tree) -> None:
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ParseError(f"expression nested too deeply (more than {MAX_DEPTH} levels)",
+                             source=source, span=_span(node),
+                             hint="split it with let bindings or remove redundant nesting")
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+
+
+class _Builder:
+    """Turns lark's parse tree into :mod:`energyql.lang.ast` nodes (one method per alias)."""
+
+    def __init__(self, source: str):
+        self.text = source
+
+    def source(self, tree: Tree) -> ast.Source:
+        *bindings, pipeline = tree.children
+        lets = tuple(self.binding(b) for b in bindings)
+        stages = tuple(self.expr(child) for child in pipeline.children)
+        return ast.Source(_span(tree), lets, stages)
+
+    def binding(self, tree: Tree) -> ast.Let:
+        name, value = tree.children
+        return ast.Let(_span(tree), self.ident(name), self.expr(value))
+
+    def ident(self, token: Token) -> ast.Ident:
+        return ast.Ident(_span(token), str(token))
+
+    def expr(self, node: Tree | Token) -> ast.Expr:
+        method = getattr(self, f"_{node.data}", None) if isinstance(node, Tree) else None
+        if method is None:  # the grammar guarantees every alias has a method
+            raise ParseError("unsupported construct", source=self.text, span=_span(node))
+        return method(node)
+
+    def _name(self, tree: Tree) -> ast.Expr:
+        return ast.NameRef(_span(tree), self.ident(tree.children[0]))
+
+    def _product(self, tree: Tree) -> ast.Expr:
+        return ast.Product(_span(tree), tuple(self.ident(t) for t in tree.children))
+
+    def _let_names(self, tree: Tree) -> ast.Expr:
+        if len(tree.children) == 1:
+            return self._name(tree)
+        return self._product(tree)
+
+    def _eq(self, tree: Tree, negated: bool = False) -> ast.Expr:
+        attr, value = tree.children
+        return ast.Compare(_span(tree), self.ident(attr), self.ident(value), negated)
+
+    def _ne(self, tree: Tree) -> ast.Expr:
+        return self._eq(tree, negated=True)
+
+    def _string(self, tree: Tree) -> ast.Expr:
+        token = tree.children[0]
+        return ast.StringLit(_span(tree), self._unescape(token))
+
+    def _number(self, tree: Tree) -> ast.Expr:
+        return self.number(tree.children[0])
+
+    def number(self, token: Token) -> ast.NumberLit:
+        value = float(token)
+        if not math.isfinite(value):
+            raise ParseError(f"number '{token}' is too large", source=self.text, span=_span(token))
+        return ast.NumberLit(_span(token), value)
+
+    def _not_(self, tree: Tree) -> ast.Expr:
+        return ast.NotExpr(_span(tree), self.expr(tree.children[0]))
+
+    def _mul(self, tree: Tree) -> ast.Expr:
+        return ast.MulExpr(_span(tree), tuple(self.expr(c) for c in tree.children))
+
+    def _and_(self, tree: Tree) -> ast.Expr:
+        return ast.AndExpr(_span(tree), tuple(self.expr(c) for c in tree.children))
+
+    def _or_(self, tree: Tree) -> ast.Expr:
+        return ast.OrExpr(_span(tree), tuple(self.expr(c) for c in tree.children))
+
+    def _call(self, tree: Tree) -> ast.Expr:
+        func, args = tree.children
+        parsed = tuple(self.arg(a) for a in args.children if a is not None) if args else ()
+        return ast.Call(_span(tree), self.ident(func), parsed)
+
+    def arg(self, tree: Tree) -> ast.Arg:
+        if tree.data == "pos_arg":
+            return ast.PosArg(_span(tree), self.expr(tree.children[0]))
+        if tree.data == "kw_arg":
+            key, value = tree.children
+            return ast.KwArg(_span(tree), tuple(self.ident(t) for t in key.children),
+                             self.expr(value))
+        name, low, high = tree.children
+        return ast.RangeArg(_span(tree), self.ident(name), self.number(low), self.number(high))
+
+    def _unescape(self, token: Token) -> str:
+        body, out, i = str(token)[1:-1], [], 0
+        while i < len(body):
+            char = body[i]
+            if char == "\\":
+                code = body[i + 1]
+                if code not in _ESCAPES:
+                    at = token.start_pos + 1 + i
+                    raise ParseError(f"unknown escape '\\{code}' in a string", source=self.text,
+                                     span=Span(at, at + 2),
+                                     hint='strings know \\" \\\\ \\n \\t and \\r')
+                out.append(_ESCAPES[code])
+                i += 2
+            else:
+                out.append(char)
+                i += 1
+        return "".join(out)
+
+
+# --- friendly syntax errors ---------------------------------------------------------------------
+
+_TOKEN_RE = re.compile(
+    r'(?P<ws>\s+)|(?P<comment>#[^\n]*)|(?P<string>"(?:[^"\\\n]|\\.)*"?)'
+    r"|(?P<number>-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|(?P<op>==|!=|\.\.|[&|*(),=;])|(?P<other>.)",
+    re.S,
+)
+_KEYWORDS = {"or", "not", "then", "let", "x", "in"}
+_BINARY = {"&", "or", "*", "==", "!=", "x", "=", "in", "..", "not"}
+_DESCRIBE = {
+    "NAME": "a name", "STRING": "a string", "NUMBER": "a number", "_LET_END": "a line end or ';'",
+    "$END": "the end",
+}
+
+
+def _scan(source: str, end: int | None = None) -> list[tuple[str, str, int]]:
+    """Return ``(kind, text, start)`` of the significant tokens before ``end``."""
+    tokens = []
+    for match in _TOKEN_RE.finditer(source, 0, len(source) if end is None else end):
+        kind = match.lastgroup
+        if kind in ("ws", "comment"):
+            continue
+        text = match.group()
+        if kind == "name" and text in _KEYWORDS:
+            kind = "op"
+        tokens.append((kind, text, match.start()))
+    return tokens
+
+
+def _open_parens(tokens: list[tuple[str, str, int]]) -> list[int]:
+    """Return the indices of the '(' tokens still open at the end of ``tokens``."""
+    stack: list[int] = []
+    for index, (_kind, text, _start) in enumerate(tokens):
+        if text == "(":
+            stack.append(index)
+        elif text == ")" and stack:
+            stack.pop()
+    return stack
+
+
+def _describe_expected(expected: set[str]) -> str:
+    terminals = {t.name: t for t in _lark().terminals}
+    names = []
+    for name in sorted(expected):
+        if name in _DESCRIBE:
+            names.append(_DESCRIBE[name])
+        elif name in terminals and terminals[name].pattern.type == "str":
+            names.append(f"'{terminals[name].pattern.value}'")
+    return ", ".join(dict.fromkeys(names))
+
+
+def _friendly(source: str, error: lark.UnexpectedInput) -> ParseError:
+    """Map lark's failure to a short message, a span and a hint."""
+    pos = max(0, min(getattr(error, "pos_in_stream", None) or 0, len(source)))
+    if isinstance(error, lark.UnexpectedCharacters):
+        return _bad_character(source, pos)
+    token = getattr(error, "token", None)
+    at_end = isinstance(error, lark.UnexpectedEOF) or (token is not None and token.type == "$END")
+    if at_end:
+        return _unexpected_end(source, error)
+    before = _scan(source, token.start_pos)
+    span = Span(token.start_pos, max(token.end_pos or 0, token.start_pos + 1))
+    text = str(token)
+    expected = set(getattr(error, "expected", ()) or ())
+
+    def fail(message: str, hint: str | None = None, where: Span = span) -> ParseError:
+        return ParseError(message, source=source, span=where, hint=hint)
+
+    prev = before[-1] if before else None
+    if prev and prev[1] == "|" and text != "then":
+        return fail("expected 'then' after '|'",
+                    "'A | then B' starts a new stage; for a soft OR write 'A or B'",
+                    Span(prev[2], prev[2] + 1))
+    if text == ")" and not _open_parens(before):
+        return fail("unmatched ')'", "remove it or add the '(' it closes")
+    if text == "=":
+        return fail("unexpected '='", "compare an attribute with '==', e.g. gender == female")
+    calls = _open_calls(before)
+    if calls and calls[-1] == "clip" and token.type in ("NAME", "NUMBER") and prev \
+            and prev[0] in ("name", "number"):
+        start = next(t[2] for t in reversed(before) if t[1] == "(") + 1
+        stop = _find_close(source, start)
+        words = source[start:stop].strip()
+        first = len(source[start:stop]) - len(source[start:stop].lstrip())
+        return fail("the prompt of clip() must be quoted", f'write clip("{words}")',
+                    Span(start + first, start + first + len(words)))
+    term_end = prev is not None and (prev[0] in ("name", "string", "number") or prev[1] == ")")
+    term_start = token.type in ("NAME", "STRING", "NUMBER", "LPAR", "NOT")
+    if term_end and term_start:
+        return fail(f"missing operator before '{text}'",
+                    "join terms with '&' (both), 'or' (either) or '| then' (a new stage)")
+    if token.type not in ("NAME", "STRING", "NUMBER", "LPAR", "NOT") and \
+            (prev is None or prev[1] in _BINARY | {"(", ",", "|", "then"}):
+        where = f"after '{prev[1]}'" if prev else "at the start"
+        return fail(f"expected a term {where}, found '{text}'", "write a term such as smiling "
+                    'or clip("...") there, or remove the operator')
+    described = _describe_expected(expected)
+    return fail(f"unexpected '{text}'", f"expected {described}" if described else None)
+
+
+def _open_calls(tokens: list[tuple[str, str, int]]) -> list[str]:
+    """Return the function names of the calls still open at the end of ``tokens``."""
+    names = []
+    for index in _open_parens(tokens):
+        before = tokens[index - 1] if index else None
+        names.append(before[1] if before and before[0] == "name" else "")
+    return names
+
+
+def _find_close(source: str, start: int) -> int:
+    for index in range(start, len(source)):
+        if source[index] in "),":
+            return index
+    return len(source)
+
+
+def _unexpected_end(source: str, error: lark.UnexpectedInput) -> ParseError:
+    tokens = _scan(source)
+    end = Span(len(source), len(source) + 1)
+    last = tokens[-1] if tokens else None
+    expected = set(getattr(error, "expected", ()) or ())
+    if last and last[1] in _BINARY | {"|", "then"} and last[1] not in ("(", ","):
+        span = Span(last[2], last[2] + len(last[1]))
+        if last[1] == "|":
+            return ParseError("expected 'then' after '|'", source=source, span=span,
+                              hint="'A | then B' starts a new stage; for a soft OR write 'A or B'")
+        return ParseError(f"expected a term after '{last[1]}'", source=source, span=span,
+                          hint=f"remove the trailing '{last[1]}' or add a term after it")
+    open_parens = _open_parens(tokens)
+    if open_parens:
+        start = tokens[open_parens[-1]][2]
+        return ParseError("unclosed '('", source=source, span=Span(start, start + 1),
+                          hint="add ')' to close it")
+    if "_LET_END" in expected or (tokens and tokens[0][1] == "let"):
+        return ParseError("a program needs an expression after its let bindings", source=source,
+                          span=end, hint="end each binding with a new line or ';', then write "
+                          "the expression, e.g. let b = gender; clip(\"a face\") & uniform(b)")
+    return ParseError("unexpected end of expression", source=source, span=end)
+
+
+def _bad_character(source: str, pos: int) -> ParseError:
+    char = source[pos] if pos < len(source) else ""
+    if char == '"':
+        line_end = source.find("\n", pos)
+        stop = len(source) if line_end == -1 else line_end
+        return ParseError("unterminated string", source=source, span=Span(pos, max(stop, pos + 1)),
+                          hint="close it with '\"' on the same line")
+    if char == "'":
+        return ParseError("strings use double quotes", source=source, span=Span(pos, pos + 1),
+                          hint='write clip("a smiling man")')
+    shown = char if char.isprintable() else ascii(char)[1:-1]
+    return ParseError(f"unexpected character '{shown}'", source=source, span=Span(pos, pos + 1),
+                      hint="names are letters, digits and '_'; operators are & or not * == != "
+                           "x | then")

@@ -1,0 +1,158 @@
+"""Views of a program: a rich tree for people and a JSON-able dict for tools.
+
+Both name the control model behind each term (CLIP model, attribute classifier, pose
+regressor, identity network), looked up in the program's catalog.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from rich.tree import Tree
+
+from energyql.catalog import CATALOGS
+from energyql.lang.graph import (
+    And, Clip, Constraint, Control, DistSpec, Keep, Name, Not, Or, Predicate, Program, Scale,
+    Term, format_number, quote, to_source,
+)
+
+if TYPE_CHECKING:
+    from energyql.catalog import Catalog
+
+_UNCHECKED = "unchecked"
+
+
+def _catalog(program: Program) -> Catalog | None:
+    if program.catalog_obj is not None:
+        return program.catalog_obj
+    return CATALOGS.get(program.catalog) if program.catalog else None
+
+
+def backing(term: Term, catalog: Catalog | None) -> str | None:
+    """Return the control model behind ``term`` (None for operators)."""
+    if isinstance(term, Clip):
+        if term.model:
+            return term.model
+        return (catalog.clip_model or "CLIP") if catalog else "CLIP (catalog default)"
+    if catalog is None:
+        return _UNCHECKED if isinstance(term, (Predicate, Name, Constraint, DistSpec, Control,
+                                               Keep)) else None
+    if isinstance(term, Predicate):
+        attribute = catalog.attribute(term.attr)
+        return attribute.model if attribute else None
+    if isinstance(term, Constraint):
+        models = [catalog.attribute(a).model for a in term.attrs if catalog.attribute(a)]
+        return ", ".join(dict.fromkeys(models)) or None
+    if isinstance(term, Control):
+        control = catalog.control(term.name)
+        return control.model if control else None
+    if isinstance(term, Keep):
+        return catalog.keepable(term.what)
+    return None
+
+
+# --- dict ---------------------------------------------------------------------------------------
+
+
+def _term_dict(term: Term, catalog: Catalog | None) -> dict:
+    data = term.to_dict()
+    for key in ("term", "terms"):
+        if key in data:
+            children = term.children
+            data[key] = ([_term_dict(c, catalog) for c in children] if key == "terms"
+                         else _term_dict(children[0], catalog))
+    model = backing(term, catalog)
+    if model is not None:
+        data["backed_by"] = model
+    data["source"] = to_source(term)
+    return data
+
+
+def program_dict(program: Program) -> dict:
+    catalog = _catalog(program)
+    return {
+        "canonical": str(program),
+        "catalog": program.catalog,
+        "generator": program.generator,
+        "checked": program.catalog is not None,
+        "stages": [{"index": i, "terms": [_term_dict(t, catalog) for t in stage.terms]}
+                   for i, stage in enumerate(program.stages, 1)],
+    }
+
+
+# --- rich tree ----------------------------------------------------------------------------------
+
+
+def _label(term: Term, catalog: Catalog | None) -> Text:
+    text = Text()
+    if isinstance(term, Clip):
+        text.append("clip ", style="bold cyan").append(quote(term.text))
+        if term.augment is not None:
+            text.append(f"  augment={term.augment}", style="dim")
+    elif isinstance(term, Predicate):
+        text.append("predicate ", style="bold green").append(f"{term.attr} == {term.value}")
+    elif isinstance(term, Name):
+        text.append("name ", style="bold green").append(term.name)
+    elif isinstance(term, Not):
+        text.append("not", style="bold magenta").append("  −log(1 − p)", style="dim")
+    elif isinstance(term, And):
+        text.append("and", style="bold magenta").append("  energies add", style="dim")
+    elif isinstance(term, Or):
+        text.append("or", style="bold magenta").append("  soft OR", style="dim")
+    elif isinstance(term, Scale):
+        text.append(f"weight {format_number(term.weight)}", style="bold yellow")
+    elif isinstance(term, Constraint):
+        text.append(f"{term.kind} ", style="bold blue").append(" x ".join(term.attrs))
+        cells = len(term.target)
+        if cells:
+            text.append(f"  {cells} cells", style="dim")
+        if term.kind == "dist" and term.values:
+            shown = ", ".join(f"{' x '.join(c)}={p:.3g}" for c, p in zip(term.cells, term.target)
+                              if p > 0)
+            text.append(f"  {shown}" if len(shown) < 120 else f"  {shown[:117]}...", style="dim")
+    elif isinstance(term, DistSpec):
+        text.append("dist ", style="bold blue").append(" x ".join(term.attrs))
+    elif isinstance(term, Control):
+        text.append(f"control {term.name} ", style="bold blue").append(", ".join(
+            f"{p.name} in {format_number(p.low)}..{format_number(p.high)}" for p in term.params))
+    elif isinstance(term, Keep):
+        text.append("keep ", style="bold blue").append(term.what)
+    model = backing(term, catalog)
+    if model:
+        text.append(f"  [{model}]", style="dim italic")
+    return text
+
+
+def _add(parent: Tree, term: Term, catalog: Catalog | None) -> None:
+    # Iterative, so that deep programs built in Python render without recursion limits.
+    stack = [(parent, term)]
+    while stack:
+        node, current = stack.pop()
+        branch = node.add(_label(current, catalog))
+        stack.extend((branch, child) for child in reversed(current.children))
+
+
+def program_tree(program: Program) -> Tree:
+    catalog = _catalog(program)
+    header = Text()
+    header.append("program ", style="bold").append(str(program))
+    where = program.generator or program.catalog
+    header.append(f"\n{len(program.stages)} stage(s) · ", style="dim")
+    header.append(f"catalog {program.catalog} ({where})" if program.catalog else
+                  "names unchecked (pass a generator to check them)", style="dim")
+    root = Tree(header)
+    for index, stage in enumerate(program.stages, 1):
+        kinds = []
+        if stage.pointwise:
+            kinds.append(f"{len(stage.pointwise)} pointwise")
+        if stage.constraints or any(isinstance(t, DistSpec) for t in stage.terms):
+            kinds.append(f"{len([t for t in stage.terms if isinstance(t, (Constraint, DistSpec))])}"
+                         " constraint(s)")
+        if stage.controls:
+            kinds.append("conditional")
+        branch = root.add(Text.assemble((f"stage {index}", "bold"), (f"  {', '.join(kinds)}",
+                                                                      "dim")))
+        for term in stage.terms:
+            _add(branch, term, catalog)
+    return root
