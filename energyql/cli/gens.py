@@ -1,0 +1,75 @@
+"""``energyql gens``: every registered generator, and whether its weights are ready."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from energyql.cli.app import app, guarded, stdout
+
+
+def weights_status(spec) -> tuple[str, str]:
+    """Return ``(status, where)`` for a spec: status is 'ready', 'missing' or 'local file'."""
+    from energyql import hub
+
+    if spec.weights is not None:
+        if spec.weights not in hub.KNOWN:
+            return "missing", f"(no hub entry '{spec.weights}')"
+        where = str(hub.location(spec.weights))
+        return ("ready" if hub.is_present(spec.weights) else "missing"), where
+    if spec.path is not None:
+        return ("ready" if Path(spec.path).expanduser().is_file() else "missing"), spec.path
+    # Weights shipped inside the package live in energyql/worlds/<world>/weights/.
+    module = spec.loader.partition(":")[0].split(".")
+    if module[:2] == ["energyql", "worlds"] and len(module) > 2:
+        import energyql
+
+        folder = Path(energyql.__file__).parent / "worlds" / module[2] / "weights"
+        shipped = [p for p in folder.glob("*.safetensors")] if folder.is_dir() else []
+        return ("ready" if shipped else "missing"), str(folder)
+    return "built in", ""
+
+
+_STYLES = {"ready": "green", "missing": "yellow", "built in": "green", "local file": "cyan"}
+
+
+@app.command()
+@guarded
+def gens(
+    paths: Annotated[bool, typer.Option("--paths", help="Show where each file is expected.")] = False,
+    commands: Annotated[bool, typer.Option(
+        "--commands", help="Print the command that fetches each missing file.")] = False,
+) -> None:
+    """List every registered generator and whether its weights are present."""
+    from rich.table import Table
+
+    from energyql import hub
+    from energyql.generators import registry
+
+    table = Table(title="generators", title_justify="left")
+    for column in ("name", "catalog", "resolution", "weights", "description"):
+        table.add_column(column, no_wrap=column != "description")
+    if paths:
+        table.add_column("expected at", overflow="fold")
+    missing = []
+    for spec in registry.specs():
+        status, where = weights_status(spec)
+        if status == "missing" and spec.weights in hub.KNOWN:
+            missing.append(spec.weights)
+        row = [spec.name, spec.catalog, f"{spec.resolution}" if spec.resolution else "-",
+               f"[{_STYLES[status]}]{status}[/]", spec.description]
+        table.add_row(*row, *([where] if paths else []))
+    for scheme, spec in sorted(registry._PATH_SCHEMES.items()):
+        row = [f"{scheme}:PATH", spec.catalog, "from file", "[cyan]local file[/]",
+               spec.description]
+        table.add_row(*row, *(["PATH"] if paths else []))
+    stdout.print(table)
+    stdout.print(f"weights cache: {hub.cache_dir()}  (set ENERGYQL_CACHE to move it)")
+    if missing and commands:
+        for key in missing:
+            stdout.print(hub.fetch_command(key), soft_wrap=True, markup=False, highlight=False)
+    elif missing:
+        stdout.print("missing weights download on first use; offline, see "
+                     "`energyql gens --commands`")
