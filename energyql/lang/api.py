@@ -83,7 +83,7 @@ def _compile(src: str, gen: object, env: Mapping[str, object] | None) -> Program
 
 
 def _one(term: Term) -> Program:
-    return validate_program(Program((Stage((term,)),)))
+    return validate_program(Program((Stage((term,)),)), complete=False)
 
 
 def _name(value: object, what: str) -> str:

@@ -96,15 +96,16 @@ def _env_value(key: str, value: object, parse) -> Binding:
     if isinstance(value, Term):
         return TermValue(value)
     if isinstance(value, str):
+        label = f"env['{key}']"
         try:
             tree = parse(value)
-            if tree.bindings or len(tree.stages) != 1:
-                raise ArgumentError("bind one expression without 'let' or 'then'",
-                                    source=value, span=tree.span)
-            return _Binder(value, {}).value(tree.stages[0])
         except ExpressionError as error:
-            error.message = f"{error.message} (in env['{key}'])"
+            error.message = f"{error.message} (in {label})"
             raise
+        if tree.bindings or len(tree.stages) != 1:
+            raise ArgumentError(f"bind one expression without 'let' or 'then' (in {label})",
+                                source=value, span=tree.span)
+        return _Binder(value, {}, label).value(tree.stages[0])
     raise ArgumentError(f"env['{key}'] has unsupported type {type(value).__name__}",
                         hint="give a number, a tuple of names, expression text or a Program")
 
@@ -113,13 +114,14 @@ def _env_value(key: str, value: object, parse) -> Binding:
 
 
 class _Binder:
-    def __init__(self, source: str, env: Mapping[str, Binding]):
+    def __init__(self, source: str, env: Mapping[str, Binding], label: str | None = None):
         self.source = source
         self.env = env
+        self.label = label
         self.lets: dict[str, Binding] = {}
 
     def at(self, node: ast.Node) -> Origin:
-        return Origin(self.source, node.span)
+        return Origin(self.source, node.span, self.label)
 
     def fail(self, kind: type[ExpressionError], message: str, node: ast.Node,
              hint: str | None = None) -> ExpressionError:

@@ -40,9 +40,9 @@ def _unify(programs: list[Program]) -> list[Program]:
 def _build(stages: tuple[Stage, ...], parts: list[Program]) -> Program:
     checked = next((p for p in parts if p.catalog is not None), None)
     if checked is None:
-        return validate_program(Program(stages))
+        return validate_program(Program(stages), complete=False)
     return validate_program(Program(stages, checked.catalog, catalog_obj=checked.catalog_obj,
-                                    generator=checked.generator))
+                                    generator=checked.generator), complete=False)
 
 
 def _single(program: Program, operation: str) -> tuple[Term, ...]:

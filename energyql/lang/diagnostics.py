@@ -14,6 +14,8 @@ def error_at(kind: type[ExpressionError], message: str, origin: Origin | None,
     """Return an error of ``kind`` pointing at ``origin`` (when known)."""
     if origin is None:
         return kind(message, hint=hint)
+    if origin.label:
+        message = f"{message} (in {origin.label})"
     return kind(message, source=origin.source, span=origin.span, hint=hint)
 
 

@@ -21,10 +21,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a node came from: the source text and the span in it."""
+    """Where a node came from: the source text, the span in it, and which text that is when
+    it is not the main expression (e.g. ``"env['face']"``)."""
 
     source: str
     span: Span
+    label: str | None = None
 
 
 def _hidden(default: Any = None) -> Any:

@@ -31,14 +31,18 @@ def describe(term: Term, limit: int = 40) -> str:
     return f"'{text[:limit - 3]}...'" if len(text) > limit else f"'{text}'"
 
 
-def validate_program(program: Program) -> Program:
-    """Raise a CompositionError or ArgumentError where ``program`` breaks a rule; else return it."""
+def validate_program(program: Program, *, complete: bool = True) -> Program:
+    """Raise a CompositionError or ArgumentError where ``program`` breaks a rule; else return it.
+
+    ``complete=False`` skips the rules that only a whole stage can meet (``keep(...)`` needs a
+    control), so that combinators can build fragments such as ``eq.keep("identity")``.
+    """
     for index, stage in enumerate(program.stages, 1):
-        validate_stage(stage, index)
+        validate_stage(stage, index, complete=complete)
     return program
 
 
-def validate_stage(stage: Stage, index: int = 1) -> None:
+def validate_stage(stage: Stage, index: int = 1, *, complete: bool = True) -> None:
     if not stage.terms:
         raise CompositionError(f"stage {index} has no terms")
     controls: dict[str, Control] = {}
@@ -53,7 +57,7 @@ def validate_stage(stage: Stage, index: int = 1) -> None:
         elif not isinstance(term, STAGE_LEVEL):
             _validate_pointwise(term)
     keeps = [t for t in stage.terms if isinstance(t, Keep)]
-    if keeps and not controls:
+    if complete and keeps and not controls:
         raise error_at(CompositionError,
                        f"keep({keeps[0].what}) needs a conditional control in the same stage",
                        keeps[0].origin, "pair it with a control, e.g. "
