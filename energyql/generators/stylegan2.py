@@ -223,8 +223,10 @@ class LearnedConstant(nn.Module):
         super().__init__()
         self.input = nn.Parameter(torch.randn(1, channels, size, size))
 
-    def forward(self, batch: int) -> torch.Tensor:
-        return self.input.expand(batch, -1, -1, -1)
+    def forward(self, batch: int | torch.Tensor) -> torch.Tensor:
+        """Return the constant for a batch size, or for the batch of a tensor (as rosinality)."""
+        n = batch if isinstance(batch, int) else batch.shape[0]
+        return self.input.expand(n, -1, -1, -1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,7 +282,8 @@ class StyleGAN2(nn.Module):
         self.conv1 = StyledLayer(c4, c4, style_dim, blur_taps=blur_taps)
         self.to_rgb1 = RGBLayer(c4, style_dim, upsample=False)
         self.convs = nn.ModuleList()
-        self.to_rgbs = nn.ModuleList()
+        self.upsamples = nn.ModuleList()  # always empty; kept because code written for the
+        self.to_rgbs = nn.ModuleList()    # original may look the attribute up
         self.noises = nn.Module()  # holder of the fixed noise buffers noise_0 .. noise_{L-1}
         for i in range(self.num_layers):
             res = 2 ** ((i + 5) // 2)

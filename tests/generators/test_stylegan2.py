@@ -146,6 +146,7 @@ def test_shapes_at_several_sizes(size):
     assert image.shape == (2, 3, size, size)
     assert latent.shape == (2, net.n_latent, STYLE_DIM)
     assert torch.isfinite(image).all()
+    assert net.input(latent).shape[0] == 2  # called with a tensor, as the original allows
 
 
 def test_noise_determinism():
