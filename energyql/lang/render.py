@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rich.console import Group
 from rich.text import Text
 from rich.tree import Tree
 
@@ -133,15 +134,16 @@ def _add(parent: Tree, term: Term, catalog: Catalog | None) -> None:
         stack.extend((branch, child) for child in reversed(current.children))
 
 
-def program_tree(program: Program) -> Tree:
+def program_tree(program: Program) -> Group:
     catalog = _catalog(program)
+    # The canonical text goes above the tree: tree labels are cropped to the width, text is not.
     header = Text()
     header.append("program ", style="bold").append(str(program))
     where = program.generator or program.catalog
-    header.append(f"\n{len(program.stages)} stage(s) · ", style="dim")
-    header.append(f"catalog {program.catalog} ({where})" if program.catalog else
-                  "names unchecked (pass a generator to check them)", style="dim")
-    root = Tree(header)
+    summary = Text(f"{len(program.stages)} stage(s) · ", style="bold")
+    summary.append(f"catalog {program.catalog} ({where})" if program.catalog else
+                   "names unchecked (pass a generator to check them)", style="dim")
+    root = Tree(summary)
     for index, stage in enumerate(program.stages, 1):
         kinds = []
         if stage.pointwise:
@@ -155,4 +157,4 @@ def program_tree(program: Program) -> Tree:
                                                                       "dim")))
         for term in stage.terms:
             _add(branch, term, catalog)
-    return root
+    return Group(header, root)
