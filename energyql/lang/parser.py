@@ -242,8 +242,20 @@ def _friendly(source: str, error: lark.UnexpectedInput) -> ParseError:
                     Span(prev[2], prev[2] + 1))
     if text == ")" and not _open_parens(before):
         return fail("unmatched ')'", "remove it or add the '(' it closes")
+    if prev and prev[1] == "let":
+        return fail("expected a name after 'let'", "e.g. let bias = gender x age")
     if text == "=":
         return fail("unexpected '='", "compare an attribute with '==', e.g. gender == female")
+    let_hint = _let_line_hint(source, before, token.start_pos)
+    if prev and prev[1] in _KEYWORDS - {"not"} and token.type in _TERM_START:
+        # lark read the keyword as a name because no keyword fits there
+        earlier = before[-2] if len(before) > 1 else None
+        where = Span(prev[2], prev[2] + len(prev[1]))
+        if earlier is None or earlier[1] in _BINARY | {"(", ",", "|", "then"}:
+            after = f"after '{earlier[1]}'" if earlier else "at the start"
+            return fail(f"expected a term {after}, found '{prev[1]}'", let_hint or
+                        f"'{prev[1]}' is a keyword; remove it or write a term there", where)
+        return fail(f"unexpected '{prev[1]}'", let_hint, where)
     calls = _open_calls(before)
     if calls and calls[-1] == "clip" and token.type in ("NAME", "NUMBER") and prev \
             and prev[0] in ("name", "number"):
@@ -254,17 +266,32 @@ def _friendly(source: str, error: lark.UnexpectedInput) -> ParseError:
         return fail("the prompt of clip() must be quoted", f'write clip("{words}")',
                     Span(start + first, start + first + len(words)))
     term_end = prev is not None and (prev[0] in ("name", "string", "number") or prev[1] == ")")
-    term_start = token.type in ("NAME", "STRING", "NUMBER", "LPAR", "NOT")
+    term_start = token.type in _TERM_START
     if term_end and term_start:
         return fail(f"missing operator before '{text}'",
                     "join terms with '&' (both), 'or' (either) or '| then' (a new stage)")
-    if token.type not in ("NAME", "STRING", "NUMBER", "LPAR", "NOT") and \
+    if token.type not in _TERM_START and \
             (prev is None or prev[1] in _BINARY | {"(", ",", "|", "then"}):
         where = f"after '{prev[1]}'" if prev else "at the start"
         return fail(f"expected a term {where}, found '{text}'", "write a term such as smiling "
                     'or clip("...") there, or remove the operator')
+    if not _open_parens(before):
+        expected -= {"RPAR", "COMMA"}
     described = _describe_expected(expected)
-    return fail(f"unexpected '{text}'", f"expected {described}" if described else None)
+    return fail(f"unexpected '{text}'", let_hint or (f"expected {described}" if described
+                                                     else None))
+
+
+_TERM_START = ("NAME", "STRING", "NUMBER", "LPAR", "NOT")
+
+
+def _let_line_hint(source: str, before: list[tuple[str, str, int]], pos: int) -> str | None:
+    """Explain a let binding cut short by its line end, when that is what probably happened."""
+    lets = [t for t in before if t[1] == "let"]
+    if lets and "\n" in source[lets[-1][2]:pos] and not _open_parens(before):
+        return ("a let binding ends at the end of its line; keep its value on one line or wrap "
+                "it in parentheses")
+    return None
 
 
 def _open_calls(tokens: list[tuple[str, str, int]]) -> list[str]:

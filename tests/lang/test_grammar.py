@@ -113,6 +113,9 @@ INVALID = [
     ("gender = male", FACES, ParseError, "=", "'='"),
     ("smiling $", FACES, ParseError, "$", "unexpected character"),
     ("let b = gender", FACES, ParseError, None, "after its let bindings"),
+    ("let b = smiling\n  & glasses", FACES, ParseError, "&", "ends at the end of its line"),
+    ("let = 3; smiling", FACES, ParseError, "=", "expected a name after 'let'"),
+    ("smiling & then glasses", FACES, ParseError, "then", "found 'then'"),
     ("1e999 * smiling", FACES, ParseError, "1e999", "too large"),
     ("(" * 150 + "smiling" + ")" * 150, FACES, None, None, ""),  # fine: parens do not nest trees
     ("not " * 150 + "smiling", FACES, ParseError, None, "nested too deeply"),
