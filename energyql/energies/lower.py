@@ -1,0 +1,152 @@
+"""Lowering: a checked stage of the energy graph -> a PyTorch energy module over images."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from energyql.catalog import CATALOGS, Catalog
+from energyql.energies.base import EnergyTerm, Features
+from energyql.energies.clip import ClipEnergy
+from energyql.energies.combinators import ScaledEnergy, SoftOrEnergy, SumEnergy
+from energyql.energies.constraint import ConstraintEnergy
+from energyql.energies.predicate import (
+    PredicateEnergy,
+    and_log_prob,
+    not_log_prob,
+    or_log_prob,
+    predicate_log_prob,
+)
+from energyql.errors import EnergyQLError
+from energyql.lang import graph as g
+
+
+class ControlModels:
+    """Loads a world's control models on first use and keeps them for every stage.
+
+    Arguments:
+        catalog: the world's catalog.
+        device: where the models run.
+        clip_copies: augmented copies per image for CLIP energies.
+    """
+
+    def __init__(self, catalog: Catalog | str, *, device: str = "cpu", clip_copies: int = 8):
+        self.catalog = CATALOGS[catalog] if isinstance(catalog, str) else catalog
+        self.device = device
+        self.clip_copies = clip_copies
+        self._attributes = None
+
+    @property
+    def attributes(self):
+        if self._attributes is None:
+            from energyql.controls.attributes import load_attribute_model
+
+            self._attributes = load_attribute_model(self.catalog, device=self.device)
+        return self._attributes
+
+    def clip(self, spec: str | None):
+        from energyql.controls.clip import load_clip
+
+        return load_clip(spec or self.catalog.clip_model, self.device)
+
+
+def is_probability(node) -> bool:
+    """Whether a node denotes a probability (predicates and their not/and/or)."""
+    if isinstance(node, (g.Predicate, g.Not)):
+        return True
+    if isinstance(node, (g.And, g.Or)):
+        return all(is_probability(t) for t in node.terms)
+    return False
+
+
+def _log_prob(node, catalog: Catalog):
+    if isinstance(node, g.Predicate):
+        return predicate_log_prob(node.attr, catalog.attribute(node.attr).values.index(node.value))
+    if isinstance(node, g.Not):
+        return not_log_prob(_log_prob(node.term, catalog))
+    parts = [_log_prob(t, catalog) for t in node.terms]
+    return and_log_prob(parts) if isinstance(node, g.And) else or_log_prob(parts)
+
+
+def lower_term(node, models: ControlModels) -> EnergyTerm:
+    """Return the energy module for one pointwise graph node."""
+    text = str(node)
+    if is_probability(node):
+        return PredicateEnergy(_log_prob(node, models.catalog), text)
+    if isinstance(node, g.Clip):
+        return ClipEnergy(models.clip(node.model), node.text,
+                          copies=node.augment if node.augment is not None else models.clip_copies,
+                          source=text)
+    if isinstance(node, g.Scale):
+        return ScaledEnergy(float(node.weight), lower_term(node.term, models), text)
+    if isinstance(node, g.And):
+        return SumEnergy([lower_term(t, models) for t in node.terms], text)
+    if isinstance(node, g.Or):
+        return SoftOrEnergy([lower_term(t, models) for t in node.terms], text)
+    if isinstance(node, (g.Control, g.Keep)):
+        raise EnergyQLError(
+            f"'{text}' needs the conditional trainer, which this version does not have yet",
+            hint="conditional control (pose with identity kept) is planned; train the other "
+                 "terms without it for now")
+    raise EnergyQLError(f"cannot lower '{text}' to an energy")
+
+
+class StageEnergy(nn.Module):
+    """The energy of one stage: pointwise terms plus constraint terms ``-λ·φ``.
+
+    ``forward`` returns ``(total, parts)`` where ``parts`` maps each top-level term's text
+    to its per-image energy, so progress bars and NaN guards can name the culprit.
+    """
+
+    def __init__(self, pointwise: list[EnergyTerm], constraints: list[ConstraintEnergy],
+                 attributes=None):
+        super().__init__()
+        self.pointwise = nn.ModuleList(pointwise)
+        self.constraints = nn.ModuleList(constraints)
+        self.attribute_model = attributes
+
+    def features(self, images: torch.Tensor, generator: torch.Generator | None = None) -> Features:
+        return Features(images, self.attribute_model, generator)
+
+    def parts(self, features: Features) -> dict[str, torch.Tensor]:
+        return {t.text: t(features) for t in [*self.pointwise, *self.constraints]}
+
+    def pointwise_energy(self, features: Features) -> torch.Tensor:
+        if not len(self.pointwise):
+            return torch.zeros(features.images.shape[0], device=features.images.device)
+        return torch.stack([t(features) for t in self.pointwise]).sum(0)
+
+    def phi(self, features: Features) -> torch.Tensor:
+        """Concatenated φ of every constraint, ``(B, ΣK)``."""
+        return torch.cat([c.phi(features) for c in self.constraints], dim=1)
+
+    @property
+    def has_constraints(self) -> bool:
+        return len(self.constraints) > 0
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None):
+        parts = self.parts(self.features(images, generator))
+        total = torch.stack(list(parts.values())).sum(0)
+        return total, parts
+
+
+def lower_stage(stage, models: ControlModels) -> StageEnergy:
+    """Return the StageEnergy for a checked ``graph.Stage``."""
+    pointwise, constraints = [], []
+    for term in stage.terms:
+        if isinstance(term, g.Constraint):
+            constraints.append(ConstraintEnergy(term.kind, tuple(term.attrs),
+                                                tuple(term.target), str(term)))
+        else:
+            pointwise.append(lower_term(term, models))
+    needs_attributes = constraints or any(_mentions_attributes(t) for t in stage.terms)
+    return StageEnergy(pointwise, constraints, models.attributes if needs_attributes else None)
+
+
+def _mentions_attributes(node) -> bool:
+    if isinstance(node, g.Predicate):
+        return True
+    for child in (getattr(node, "terms", None) or ()) + ((node.term,) if hasattr(node, "term") else ()):
+        if _mentions_attributes(child):
+            return True
+    return False

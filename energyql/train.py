@@ -1,0 +1,395 @@
+"""The reverse-KL trainer: one latent flow per stage, trained on fresh noise each step.
+
+For a stage with base generator G (prior p0 on its latent) and energy E, the flow
+``T: eps -> z`` minimises
+
+    loss = E_eps[ -log p0(T(eps)) + E(G(T(eps))) - log|det dT/deps| ]
+
+which is KL(q || p) up to a constant, with ``p(z) ∝ p0(z) exp(-E(G(z)))``. Noise and
+augmentations for step t come from a generator seeded by (seed, stage, t), so a run resumed
+from a checkpoint retraces the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from energyql.energies import ControlModels, StageEnergy, lower_stage
+from energyql.energies.predicate import PredicateEnergy
+from energyql.errors import EnergyQLError, TrainingError
+from energyql.flows import FlowConfig, LatentFlow, standard_normal_log_prob
+from energyql.generators.base import Generator
+from energyql.io import save_tensors, write_json
+from energyql.moments import MomentFit, fit_lambda
+from energyql.sampler import Artifact, StageSampler, build_manifest
+
+# Below this share of effective samples a moment estimate is not trusted.
+LOW_ESS_FRACTION = 0.05
+# How strongly each refit corrects λ for the flow's own error (1 = the full log-ratio).
+FEEDBACK_GAIN = 0.5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (every stage uses the same ones)."""
+
+    steps: int = 400
+    batch: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 10.0
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = False  # bf16 autocast, GPU only
+    blocks: int = 8
+    width: int = 256
+    clip_copies: int = 8
+    moment_samples: int = 4096
+    refit_every: int = 100
+    refit_samples: int = 1024
+    checkpoint_every: int = 50
+    max_bad_steps: int = 10
+    threads: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class StageLog:
+    """What happened while training one stage."""
+
+    index: int
+    source: str
+    steps: int = 0
+    seconds: float = 0.0
+    skipped_steps: int = 0
+    loss: list[float] = field(default_factory=list)
+    fits: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _step_generator(seed: int, stage: int, step: int) -> torch.Generator:
+    # Distinct, reproducible streams per (seed, stage, step).
+    return torch.Generator().manual_seed((seed * 1_000_003 + stage * 10_007 + step) % (2**63))
+
+
+def _features_in_batches(base: Generator, energy: StageEnergy, flow: LatentFlow | None, n: int,
+                         batch: int, generator: torch.Generator, device: str):
+    """Draw n samples; return (phi, pointwise energy, log p0(z) - log q(z)) as CPU tensors."""
+    phis, energies, log_ratios = [], [], []
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            m = min(batch, n - start)
+            eps = torch.randn(m, base.latent_dim, generator=generator).to(device)
+            if flow is None:
+                z, log_ratio = eps, torch.zeros(m, device=device)
+            else:
+                z, logdet = flow(eps)
+                # log p0(z) - log q(z) where log q(z) = log N(eps) - logdet
+                log_ratio = base.log_prior(z) - standard_normal_log_prob(eps) + logdet
+            features = energy.features(base.decode(z), generator)
+            phis.append(energy.phi(features).cpu())
+            energies.append(energy.pointwise_energy(features).cpu())
+            log_ratios.append(log_ratio.cpu())
+    return torch.cat(phis), torch.cat(energies), torch.cat(log_ratios)
+
+
+def fit_constraints(base: Generator, energy: StageEnergy, flow: LatentFlow | None, n: int,
+                    config: TrainConfig, generator: torch.Generator) -> MomentFit:
+    """Refit every constraint's λ so the stage's final distribution meets its targets.
+
+    With ``flow=None`` the samples come from the base generator and the importance weights
+    are ``exp(-E_pointwise)``; with a flow they come from the flow and the weights also carry
+    ``p0/q``, which is exact because the flow's density is known.
+    """
+    phi, pointwise, log_ratio = _features_in_batches(
+        base, energy, flow, n, config.batch * 4, generator, config.device)
+    sizes = [c.target.numel() for c in energy.constraints]
+    # All constraints are fitted jointly: their features may overlap (e.g. debias(a) & uniform(a x b)).
+    target = torch.cat([c.target.cpu() for c in energy.constraints])
+    fit = fit_lambda(phi, target, -pointwise + log_ratio)
+    offset = torch.cat([c.offset.cpu() for c in energy.constraints])
+    if flow is not None:
+        # The importance-weighted fit is exact for the target, but the flow only approximates
+        # the target (reverse KL is mode-seeking). Feed back what the flow's own samples show,
+        # as an offset that tilts the flow further until its samples meet the target.
+        flow_moments = phi.mean(0).clamp(min=1e-4)
+        offset = offset + FEEDBACK_GAIN * (target.clamp(min=1e-4).log() - flow_moments.log())
+        offset = offset - offset.mean()
+        fit = replace(fit, flow_moments=flow_moments)
+    fit = replace(fit, lam=fit.lam + offset)
+    for constraint, lam, extra in zip(energy.constraints, fit.lam.split(sizes), offset.split(sizes)):
+        constraint.offset.copy_(extra.to(constraint.offset.device))
+        constraint.lam.copy_(lam.to(constraint.lam.device))
+    return fit
+
+
+def _fit_record(fit: MomentFit, step: int, energy: StageEnergy) -> dict:
+    sizes = [c.target.numel() for c in energy.constraints]
+    return {
+        "step": step,
+        "ess": round(fit.ess, 1),
+        "samples": fit.samples,
+        "max_moment_error": round(fit.max_error, 5),
+        "flow_max_moment_error": (round(float((fit.flow_moments - fit.target).abs().max()), 5)
+                                  if fit.flow_moments is not None else None),
+        "constraints": {
+            c.text: {"lambda": [round(v, 4) for v in lam.tolist()],
+                     "achieved": [round(v, 4) for v in ach.tolist()],
+                     "target": [round(v, 4) for v in c.target.tolist()]}
+            for c, lam, ach in zip(energy.constraints, fit.lam.split(sizes),
+                                   fit.achieved.split(sizes))
+        },
+    }
+
+
+def _running_figures(parts: dict[str, torch.Tensor], energy: StageEnergy) -> dict[str, float]:
+    """Figures the progress bar shows: mean of each term and the share meeting predicates."""
+    figures = {text: float(value.detach().float().mean()) for text, value in parts.items()}
+    predicates = [t for t in energy.pointwise if isinstance(t, PredicateEnergy)]
+    if predicates:
+        # A predicate holds for an image when its probability exceeds 1/2, i.e. E < log 2.
+        holds = torch.stack([parts[t.text].detach() < math.log(2) for t in predicates]).all(0)
+        figures["on-target share"] = float(holds.float().mean())
+    return figures
+
+
+class _Progress:
+    """A rich progress bar (or nothing) for one stage."""
+
+    def __init__(self, enabled: bool, title: str, total: int, start: int):
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
+                                TextColumn("{task.fields[figures]}"), transient=False)
+            self.task = self.bar.add_task(title, total=total, completed=start, figures="")
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def update(self, step: int, loss: float, figures: dict[str, float]) -> None:
+        if self.bar:
+            shown = "  ".join(f"{k[:28]}={v:.3g}" for k, v in figures.items())
+            self.bar.update(self.task, completed=step, figures=f"loss={loss:.3f}  {shown}")
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.stop()
+
+
+def _checkpoint_paths(directory: Path, index: int) -> tuple[Path, Path]:
+    return directory / f"stage{index}.ckpt.safetensors", directory / f"stage{index}.optim.pt"
+
+
+def _save_checkpoint(directory: Path, index: int, step: int, flow: LatentFlow,
+                     optimizer: torch.optim.Optimizer, energy: StageEnergy, log: StageLog) -> None:
+    weights, optim = _checkpoint_paths(directory, index)
+    tensors = {f"flow.{k}": v for k, v in flow.state_dict().items()}
+    tensors.update({f"lam.{i}": c.lam for i, c in enumerate(energy.constraints)})
+    tensors.update({f"offset.{i}": c.offset for i, c in enumerate(energy.constraints)})
+    # The optimizer state goes first: a weights file always has its matching optimizer state.
+    from energyql.io import atomic_write
+
+    atomic_write(optim, lambda tmp: torch.save(optimizer.state_dict(), tmp))
+    save_tensors(weights, tensors, metadata={"step": str(step), "log": _json(log.to_dict())})
+
+
+def _json(data) -> str:
+    import json
+
+    return json.dumps(data)
+
+
+def _load_checkpoint(directory: Path, index: int, flow: LatentFlow,
+                     optimizer: torch.optim.Optimizer, energy: StageEnergy, device: str):
+    """Restore a stage's checkpoint; return ``(step, log dict)`` or None if there is none."""
+    import json
+
+    from safetensors import safe_open
+
+    weights, optim = _checkpoint_paths(directory, index)
+    if not weights.is_file() or not optim.is_file():
+        return None
+    with safe_open(str(weights), framework="pt", device=device) as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    flow.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("flow.")})
+    for i, constraint in enumerate(energy.constraints):
+        constraint.lam.copy_(tensors[f"lam.{i}"])
+        constraint.offset.copy_(tensors[f"offset.{i}"])
+    optimizer.load_state_dict(torch.load(optim, map_location=device, weights_only=True))
+    return int(metadata["step"]), json.loads(metadata["log"])
+
+
+def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, index: int = 1,
+                source: str = "", checkpoint_dir: Path | None = None, resume: bool = False,
+                progress: bool = True) -> tuple[StageSampler, StageLog]:
+    """Train one stage's flow against ``energy`` over ``base``; return its sampler and log."""
+    device = config.device
+    flow_config = FlowConfig(dim=base.latent_dim, blocks=config.blocks, width=config.width,
+                             seed=config.seed * 100 + index)
+    flow = LatentFlow(flow_config).to(device)
+    base = base.to(device).eval().requires_grad_(False)
+    energy = energy.to(device)
+    params = [p for p in flow.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    log = StageLog(index=index, source=source)
+    start = 0
+    restored = _load_checkpoint(checkpoint_dir, index, flow, optimizer, energy, device) \
+        if resume and checkpoint_dir is not None else None
+    if restored is not None:
+        start, saved_log = restored
+        log = StageLog(**saved_log)
+    elif energy.has_constraints:
+        fit = fit_constraints(base, energy, None, config.moment_samples, config,
+                              _step_generator(config.seed, index, -1))
+        log.fits.append(_fit_record(fit, 0, energy))
+        _warn_low_ess(fit, log, "base samples")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.startswith("cuda") \
+        else contextlib.nullcontext()
+    bad_in_a_row = 0
+    began = time.perf_counter() - log.seconds
+    with _Progress(progress, f"stage {index}", config.steps, start) as bar:
+        for step in range(start, config.steps):
+            generator = _step_generator(config.seed, index, step)
+            eps = torch.randn(config.batch, base.latent_dim, generator=generator).to(device)
+            with autocast:
+                z, logdet = flow(eps)
+                images = base.decode(z).float()
+                total, parts = energy(images, generator)
+            per_sample = -base.log_prior(z) + total - logdet
+            loss = per_sample.mean()
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                finite = bool(torch.isfinite(norm))
+            if not finite:
+                log.skipped_steps += 1
+                bad_in_a_row += 1
+                culprit = _non_finite_term(parts, logdet, z, base)
+                if bad_in_a_row >= config.max_bad_steps:
+                    raise TrainingError(
+                        f"stage {index}: the loss was not finite for {bad_in_a_row} steps in a row "
+                        f"(at step {step}); the term that produced it: {culprit}",
+                        hint="lower --lr, or reduce the weight of that term")
+                optimizer.zero_grad(set_to_none=True)
+                continue
+            bad_in_a_row = 0
+            optimizer.step()
+            log.loss.append(round(float(loss.detach()), 5))
+            log.steps = step + 1
+            if energy.has_constraints and config.refit_every and (step + 1) % config.refit_every == 0 \
+                    and step + 1 < config.steps:
+                fit = fit_constraints(base, energy, flow, config.refit_samples, config,
+                                      _step_generator(config.seed, index, -(step + 2)))
+                log.fits.append(_fit_record(fit, step + 1, energy))
+            log.seconds = time.perf_counter() - began
+            if checkpoint_dir is not None and (step + 1) % config.checkpoint_every == 0:
+                _save_checkpoint(checkpoint_dir, index, step + 1, flow, optimizer, energy, log)
+            bar.update(step + 1, float(loss.detach()), _running_figures(parts, energy))
+    log.seconds = time.perf_counter() - began
+    flow.eval()
+    return StageSampler(base, flow, index), log
+
+
+def _warn_low_ess(fit: MomentFit, log: StageLog, where: str) -> None:
+    if fit.ess_fraction < LOW_ESS_FRACTION:
+        message = (f"stage {log.index}: the moment fit on {where} rests on an effective sample "
+                   f"size of {fit.ess:.0f} of {fit.samples}; λ may be unreliable (it is refitted "
+                   f"on the flow's own samples during training)")
+        log.warnings.append(message)
+        warnings.warn(message, stacklevel=3)
+
+
+def _non_finite_term(parts: dict[str, torch.Tensor], logdet, z, base: Generator) -> str:
+    for text, value in parts.items():
+        if not torch.isfinite(value).all():
+            return f"'{text}'"
+    if not torch.isfinite(logdet).all():
+        return "the flow's log-determinant"
+    if not torch.isfinite(base.log_prior(z)).all():
+        return "the latent prior"
+    return "the gradients (every term was finite)"
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def train(program, gen="shapes", config: TrainConfig | None = None, *, out: str | Path | None = None,
+          resume: bool = False, start: Artifact | None = None, progress: bool = True,
+          **generator_options) -> Artifact:
+    """Train every stage of a program; return the controlled sampler as an Artifact.
+
+    Arguments:
+        program: a source string or a compiled :class:`energyql.Program`.
+        gen: a generator name, ``scheme:PATH`` or a Generator.
+        config: training settings (steps, batch, lr, seed, device, ...).
+        out: directory for checkpoints and the artifact (written atomically); needed to resume.
+        resume: continue from the checkpoints in ``out``.
+        start: an existing artifact whose stages come first (``--from``).
+
+    Example:
+        >>> art = energyql.train('color == red & shape == circle', gen="shapes")  # doctest: +SKIP
+        >>> images = art.sample(16, seed=0)                                        # doctest: +SKIP
+    """
+    from energyql.generators import load as load_generator
+    from energyql.lang.api import compile as compile_program
+
+    config = config or TrainConfig()
+    _set_threads(config.threads)
+    base = start.sampler if start is not None else (
+        gen if isinstance(gen, Generator) else load_generator(gen, device=config.device,
+                                                               **generator_options))
+    source = program if isinstance(program, str) else str(program)
+    program = compile_program(program) if isinstance(program, str) else program
+    program = program.checked(base.catalog)
+    models = ControlModels(base.catalog, device=config.device, clip_copies=config.clip_copies)
+    out = Path(out) if out is not None else None
+    offset = len(start.manifest["stages"]) if start is not None else 0
+    stage_records = list(start.manifest["stages"]) if start is not None else []
+    sampler: Generator = base
+    for k, stage in enumerate(program.stages, start=offset + 1):
+        energy = lower_stage(stage, models)
+        sampler, log = train_stage(sampler, energy, config, index=k, source=str(stage),
+                                   checkpoint_dir=out, resume=resume, progress=progress)
+        stage_records.append({
+            "index": k, "source": str(stage), "flow": sampler.flow.config.to_dict(),
+            "lambda": {c.text: [round(v, 6) for v in c.lam.tolist()] for c in energy.constraints},
+            "train": {**config.to_dict(), "seconds": round(log.seconds, 2),
+                      "skipped_steps": log.skipped_steps},
+            "fits": log.fits, "warnings": log.warnings,
+            "final_loss": log.loss[-1] if log.loss else None,
+        })
+    root = sampler.root if isinstance(sampler, StageSampler) else base
+    canonical = str(program) if start is None else f"{start.manifest['canonical']} | then {program}"
+    manifest = build_manifest(source=source if start is None else f"{start.manifest['source']} | then {source}",
+                              canonical=canonical, generator=root, stages=stage_records)
+    if not isinstance(sampler, StageSampler):
+        raise EnergyQLError("the program has no stage to train")
+    artifact = Artifact(sampler, manifest)
+    if out is not None:
+        artifact.save(out)
+    return artifact
+
+
+__all__ = ["TrainConfig", "StageLog", "train", "train_stage", "fit_constraints", "replace"]
