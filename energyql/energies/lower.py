@@ -28,13 +28,15 @@ class ControlModels:
         catalog: the world's catalog.
         device: where the models run.
         clip_copies: augmented copies per image for CLIP energies.
+        attributes: an attribute model to use instead of the world's own.
     """
 
-    def __init__(self, catalog: Catalog | str, *, device: str = "cpu", clip_copies: int = 8):
+    def __init__(self, catalog: Catalog | str, *, device: str = "cpu", clip_copies: int = 8,
+                 attributes: nn.Module | None = None):
         self.catalog = CATALOGS[catalog] if isinstance(catalog, str) else catalog
         self.device = device
         self.clip_copies = clip_copies
-        self._attributes = None
+        self._attributes = attributes
 
     @property
     def attributes(self):

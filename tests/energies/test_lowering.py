@@ -32,8 +32,7 @@ PROBS = {
 
 
 def energy_of(src: str) -> torch.Tensor:
-    models = ControlModels(SHAPES)
-    models._attributes = FixedAttributes(PROBS)
+    models = ControlModels(SHAPES, attributes=FixedAttributes(PROBS))
     stage = eq.compile(src, gen="shapes").stages[0]
     total, _ = lower_stage(stage, models)(torch.zeros(2, 3, 32, 32))
     return total
@@ -71,8 +70,7 @@ def test_bare_binary_and_value_aliases_resolve_through_the_catalog():
 
 
 def test_constraint_energy_is_minus_lambda_dot_phi():
-    models = ControlModels(SHAPES)
-    models._attributes = FixedAttributes(PROBS)
+    models = ControlModels(SHAPES, attributes=FixedAttributes(PROBS))
     energy = lower_stage(eq.compile("uniform(shape x size)", gen="shapes").stages[0], models)
     constraint = energy.constraints[0]
     constraint.lam.copy_(torch.arange(6.0))
