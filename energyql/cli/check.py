@@ -16,7 +16,8 @@ from energyql.cli.app import app, guarded, stdout
 @app.command("check")
 @guarded
 def check(
-    expr: Annotated[str, typer.Argument(help="The expression, e.g. 'clip(\"a face\") & uniform(race)'.")],
+    expr: Annotated[str, typer.Argument(
+        help="The expression, e.g. 'clip(\"a face\") & uniform(race)'.")],
     gen: Annotated[Optional[str], typer.Option(
         "--gen", "-g", help="Generator whose catalog checks the names (e.g. stylegan2-ffhq, "
         "shapes). Without it only syntax and composition are checked.")] = None,

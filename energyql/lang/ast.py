@@ -111,7 +111,8 @@ class Call(Node):
     args: tuple[Arg, ...]
 
 
-Expr = NameRef | Product | Compare | StringLit | NumberLit | NotExpr | MulExpr | AndExpr | OrExpr | Call
+Expr = (NameRef | Product | Compare | StringLit | NumberLit | NotExpr | MulExpr | AndExpr | OrExpr
+        | Call)
 
 
 @dataclass(frozen=True)

@@ -250,7 +250,9 @@ class _Checker:
             raise error_at(ArgumentError, f"dist() probabilities sum to {total:g}, not 1",
                            term.origin, "make them sum to 1 (they are not rescaled)")
         # Rounded to 12 digits so that the printed target reads cleanly and parses back equal.
-        share = float(f"{(1 - total) / missing:.12g}") if missing and 1 - total > _NEGLIGIBLE else 0.0
+        share = 0.0
+        if missing and 1 - total > _NEGLIGIBLE:
+            share = float(f"{(1 - total) / missing:.12g}")
         target = tuple(given.get(cell, share) for cell in cells)
         return Constraint("dist", attrs, target, origin=term.origin, values=values,
                           parts=attr_parts)
