@@ -1,0 +1,554 @@
+"""Samplers of one stage's target, with or without a trained flow, behind one function.
+
+Every sampler aims at the same distribution over the latent ``u`` of a *base* generator:
+
+    p(u) ∝ p0(u) · exp(-E(G(u)))
+
+For a plain generator the base is that generator and ``E`` the energy given. For a trained
+artifact the base is its **last stage's base** (the root generator for a one-stage artifact,
+the previous stage's sampler otherwise) and ``E`` that stage's energy: the corrections below
+make the last stage exact over the distribution it was trained on; earlier stages stay as
+trained.
+
+    rejection   base proposals, kept with probability exp(-(E - E_min)); exact when E_min
+                bounds E (0 for predicate-only programs), or a hard ``threshold`` on E
+    importance  sampling-importance-resampling (SIR) of a pool of base proposals
+    langevin    unadjusted Langevin (ULA) on -log p0(u) + E(G(u)); ``metropolis=True`` or
+                the name ``mala`` adds the Metropolis-Hastings correction (MALA)
+    flow        the trained flow, feed-forward (no energy evaluated)
+    flow+sir    SIR with the flow as the proposal: weights p0·exp(-E)/q use the flow's exact
+                log-density q
+    flow+imh    independent Metropolis-Hastings with the flow as the proposal
+
+For distributional constraints (``uniform``, ``debias``, ``dist``) the exact target is the one
+whose moments meet the constraint, so λ is refitted on the sampler's own proposals (the pool
+itself for SIR, a pilot batch otherwise) unless ``fit_lambda=False``.
+
+Example:
+    >>> result = sample("flow+sir", artifact, n=64, seed=0)            # doctest: +SKIP
+    >>> result.images.shape, result.stats["ess_fraction"]               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+from energyql.energies.base import Features
+from energyql.energies.clip import ClipEnergy
+from energyql.energies.combinators import ScaledEnergy, SoftOrEnergy, SumEnergy
+from energyql.energies.constraint import ConstraintEnergy
+from energyql.energies.lower import StageEnergy
+from energyql.energies.predicate import PredicateEnergy
+from energyql.errors import EnergyQLError
+from energyql.flows import LatentFlow, standard_normal_log_prob
+from energyql.generators.base import Generator
+from energyql.moments import effective_sample_size, fit_lambda
+from energyql.sampler import Artifact, StageSampler
+
+SAMPLERS = ("rejection", "importance", "langevin", "mala", "flow", "flow+sir", "flow+imh")
+FLOW_SAMPLERS = ("flow", "flow+sir", "flow+imh")
+
+# Images of a pool are kept (rather than decoded again) while they fit in this many floats.
+_KEEP_IMAGES_FLOATS = 1 << 27
+
+
+@dataclass
+class SampleResult:
+    """What a sampler returns.
+
+    ``latents`` are latents of the base generator (see the module docstring), ``images`` their
+    decoded images in [0, 1] (None with ``decode=False``), ``stats`` the sampler's figures:
+    always ``sampler``, ``samples``, ``seconds``, ``proposals`` (latents decoded and judged),
+    plus ``acceptance_rate``, ``ess``/``ess_fraction``, ``gradient_evals``... where they apply.
+    """
+
+    latents: torch.Tensor
+    images: torch.Tensor | None
+    stats: dict = field(default_factory=dict)
+
+
+class SamplerError(EnergyQLError):
+    """A sampler cannot run with the arguments given."""
+
+
+@dataclass
+class _Pool:
+    """Proposals with their log-importance-weights towards the target."""
+
+    latents: torch.Tensor
+    images: torch.Tensor | None
+    log_weights: torch.Tensor
+    energies: torch.Tensor
+
+
+class _Target:
+    """The base generator, an optional flow proposal and the energy, on one device."""
+
+    def __init__(self, source, energy: StageEnergy | None, *, device: str, need_flow: bool):
+        artifact_sampler = source.sampler if isinstance(source, Artifact) else source
+        if isinstance(artifact_sampler, StageSampler):
+            self.base: Generator = artifact_sampler.base
+            self.flow: LatentFlow | None = artifact_sampler.flow
+        elif isinstance(source, Generator):
+            self.base, self.flow = source, None
+        else:
+            raise SamplerError(f"expected a Generator, StageSampler or Artifact, "
+                               f"got {type(source).__name__}")
+        if need_flow and self.flow is None:
+            raise SamplerError("this sampler needs a trained flow: pass an Artifact (energyql.load)",
+                               hint="train one with `energyql run EXPR --out DIR`, or use "
+                                    "'rejection', 'importance' or 'langevin' on a generator")
+        if self.flow is not None and self.flow.config.context_dim:
+            raise SamplerError("conditional flows are not supported by the baseline samplers")
+        self.device = device
+        self.base = self.base.to(device).eval()
+        if self.flow is not None:
+            self.flow = self.flow.to(device).eval()
+        self.energy = energy.to(device).eval() if energy is not None else None
+        self.fit = True  # refit constraints' λ on proposals
+
+    @property
+    def dim(self) -> int:
+        return self.base.latent_dim
+
+    def propose(self, m: int, rng: torch.Generator, *, use_flow: bool):
+        """Return ``m`` proposals ``u`` and ``log p0(u) - log q(u)`` (0 for base proposals)."""
+        eps = torch.randn(m, self.dim, generator=rng).to(self.device)
+        if not use_flow:
+            return eps, torch.zeros(m, device=self.device)
+        u, logdet = self.flow(eps)
+        return u, self.base.log_prior(u) - standard_normal_log_prob(eps) + logdet
+
+    def measure(self, images: torch.Tensor, rng: torch.Generator):
+        """Return the pointwise energy and φ (None without constraints) of images."""
+        features = Features(images, self.energy.attribute_model, rng)
+        pointwise = self.energy.pointwise_energy(features)
+        phi = self.energy.phi(features) if self.energy.has_constraints else None
+        return pointwise, phi
+
+    def lam(self) -> torch.Tensor:
+        return torch.cat([c.lam for c in self.energy.constraints]).to(self.device)
+
+    def set_lambda(self, lam: torch.Tensor) -> None:
+        sizes = [c.target.numel() for c in self.energy.constraints]
+        for constraint, part in zip(self.energy.constraints, lam.split(sizes)):
+            constraint.lam.copy_(part.to(constraint.lam.device))
+
+    def total(self, pointwise: torch.Tensor, phi: torch.Tensor | None) -> torch.Tensor:
+        return pointwise if phi is None else pointwise - phi @ self.lam()
+
+    def energy_of(self, u: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        """Return E(G(u)) with the current λ (differentiable in ``u``)."""
+        return self.total(*self.measure(self.base.decode(u), rng))
+
+
+def _require_energy(target: _Target, name: str) -> None:
+    if target.energy is None:
+        raise SamplerError(f"the '{name}' sampler needs the program's energy",
+                           hint="pass energy=stage_energy(program, source), or an Artifact "
+                                "whose manifest names its program")
+
+
+@torch.no_grad()
+def _pool(target: _Target, size: int, rng: torch.Generator, *, batch: int, use_flow: bool,
+          keep_images: bool) -> tuple[_Pool, dict]:
+    """Draw ``size`` proposals; refit λ on them for constraints; return them weighted."""
+    latents, images, pointwise, phis, log_ratios = [], [], [], [], []
+    for start in range(0, size, batch):
+        m = min(batch, size - start)
+        u, log_ratio = target.propose(m, rng, use_flow=use_flow)
+        x = target.base.decode(u)
+        e, phi = target.measure(x, rng)
+        latents.append(u.cpu())
+        if keep_images:
+            images.append(x.cpu())
+        pointwise.append(e.double().cpu())
+        log_ratios.append(log_ratio.double().cpu())
+        if phi is not None:
+            phis.append(phi.double().cpu())
+    pointwise_all, log_ratio_all = torch.cat(pointwise), torch.cat(log_ratios)
+    stats: dict = {}
+    phi_all = torch.cat(phis) if phis else None
+    if phi_all is not None:
+        if target.fit:
+            stats["lambda_fit"] = _fit(target, phi_all, log_ratio_all - pointwise_all)
+        energies = pointwise_all - phi_all @ target.lam().double().cpu()
+    else:
+        energies = pointwise_all
+    return _Pool(torch.cat(latents), torch.cat(images) if keep_images else None,
+                 log_ratio_all - energies, energies), stats
+
+
+def _fit(target: _Target, phi: torch.Tensor, log_weights: torch.Tensor) -> dict:
+    constraint_target = torch.cat([c.target.cpu() for c in target.energy.constraints])
+    fit = fit_lambda(phi, constraint_target, log_weights)
+    target.set_lambda(fit.lam)
+    return {"ess": round(fit.ess, 1), "samples": fit.samples,
+            "max_moment_error": round(fit.max_error, 5)}
+
+
+def _pilot_fit(target: _Target, rng: torch.Generator, pilot: int, batch: int) -> dict:
+    """Fit λ on ``pilot`` base proposals before a sampler that cannot fit on its own draws."""
+    if target.energy is None or not target.energy.has_constraints or not target.fit:
+        return {}
+    _, stats = _pool(target, pilot, rng, batch=batch, use_flow=False, keep_images=False)
+    return {**stats, "pilot_proposals": pilot}
+
+
+def _keep(target: _Target, size: int) -> bool:
+    pixels = 3 * target.base.image_size ** 2 if target.base.image_size else target.dim
+    return size * pixels <= _KEEP_IMAGES_FLOATS
+
+
+@torch.no_grad()
+def _decode(target: _Target, latents: torch.Tensor, batch: int) -> torch.Tensor:
+    return torch.cat([target.base.decode(latents[i:i + batch].to(target.device)).cpu()
+                      for i in range(0, len(latents), batch)])
+
+
+def _systematic(log_weights: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
+    """Return ``n`` indices drawn by systematic resampling, in random order."""
+    w = torch.softmax(log_weights.double(), 0)
+    positions = (torch.rand(1, generator=rng, dtype=torch.float64) + torch.arange(n)) / n
+    index = torch.searchsorted(torch.cumsum(w, 0), positions).clamp(max=len(w) - 1)
+    return index[torch.randperm(n, generator=rng)]
+
+
+def _resample(target: _Target, pool: _Pool, n: int, rng: torch.Generator, batch: int,
+              decode: bool) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    index = _systematic(pool.log_weights, n, rng)
+    latents = pool.latents[index]
+    images = None
+    if decode:
+        images = pool.images[index] if pool.images is not None else _decode(target, latents, batch)
+    ess = effective_sample_size(pool.log_weights)
+    return latents, images, {"ess": round(ess, 1), "ess_fraction": round(ess / len(pool.latents), 5),
+                             "unique": int(index.unique().numel()),
+                             "redecoded": 0 if pool.images is not None or not decode else n}
+
+
+def energy_lower_bound(energy: StageEnergy) -> float | None:
+    """Return a lower bound of ``energy`` over all images, or None if none is known.
+
+    Predicates (``-log p``) and CLIP energies are ≥ 0, a constraint ``-λ·φ`` is ≥ ``-max λ``
+    (φ is a probability vector), sums add bounds and the soft OR loses at most ``log k``.
+    """
+
+    def bound(term) -> float | None:
+        if isinstance(term, (PredicateEnergy, ClipEnergy)):
+            return 0.0
+        if isinstance(term, ConstraintEnergy):
+            return -float(term.lam.max())
+        if isinstance(term, ScaledEnergy):
+            inner = bound(term.term)
+            return None if inner is None or term.weight < 0 else term.weight * inner
+        if isinstance(term, (SumEnergy, SoftOrEnergy)):
+            parts = [bound(t) for t in term.terms]
+            if any(p is None for p in parts):
+                return None
+            return sum(parts) if isinstance(term, SumEnergy) else min(parts) - math.log(len(parts))
+        return None
+
+    parts = [bound(t) for t in [*energy.pointwise, *energy.constraints]]
+    return None if any(p is None for p in parts) else float(sum(parts))
+
+
+def _rejection(target: _Target, n: int, rng: torch.Generator, *, batch: int, decode: bool,
+               e_min: float | str | None = None, threshold: float | None = None,
+               max_proposals: int | None = None, pilot: int = 4096) -> SampleResult:
+    _require_energy(target, "rejection")
+    stats = _pilot_fit(target, rng, pilot, batch)
+    if threshold is None:
+        if e_min == "pilot":
+            # An empirical minimum is no bound: samples with E below it are clipped to
+            # acceptance 1, so the result is approximate. Users ask for it explicitly.
+            with torch.no_grad():
+                probe = torch.cat([target.energy_of(target.propose(min(batch, pilot - s), rng,
+                                                                   use_flow=False)[0], rng).cpu()
+                                   for s in range(0, pilot, batch)])
+            e_min = float(probe.min())
+            stats["pilot_proposals"] = stats.get("pilot_proposals", 0) + pilot
+        elif e_min is None:
+            e_min = energy_lower_bound(target.energy)
+            if e_min is None:
+                raise SamplerError(
+                    "rejection needs a lower bound of the energy; none is known for this program",
+                    hint="pass e_min=BOUND (exact if it bounds E), e_min='pilot' (the minimum "
+                         "over a pilot batch, approximate), or threshold=T (keep E <= T)")
+        stats["e_min"] = round(float(e_min), 6)
+    else:
+        stats["threshold"] = threshold
+    max_proposals = max_proposals if max_proposals is not None else 10_000 * n
+    kept_latents, kept_images, proposals, accepted = [], [], 0, 0
+    with torch.no_grad():
+        while accepted < n and proposals < max_proposals:
+            m = min(batch, max_proposals - proposals)
+            u, _ = target.propose(m, rng, use_flow=False)
+            x = target.base.decode(u)
+            energy = target.total(*target.measure(x, rng))
+            proposals += m
+            if threshold is None:
+                log_u = torch.rand(m, generator=rng).log().to(target.device)
+                keep = log_u < -(energy - e_min)
+            else:
+                keep = energy <= threshold
+            kept_latents.append(u[keep].cpu())
+            if decode:
+                kept_images.append(x[keep].cpu())
+            accepted += int(keep.sum())
+    stats.update(proposals=proposals, accepted=accepted,
+                 acceptance_rate=round(accepted / max(1, proposals), 6))
+    if accepted < n:
+        warnings.warn(f"rejection kept {accepted} of the {n} samples asked for after "
+                      f"{proposals} proposals (max_proposals)", stacklevel=3)
+    latents = torch.cat(kept_latents)[:n] if kept_latents else torch.empty(0, target.dim)
+    images = torch.cat(kept_images)[:n] if decode and kept_images else None
+    return SampleResult(latents, images, stats)
+
+
+def _importance(target: _Target, n: int, rng: torch.Generator, *, batch: int, decode: bool,
+                use_flow: bool = False, pool: int | None = None) -> SampleResult:
+    _require_energy(target, "flow+sir" if use_flow else "importance")
+    size = pool if pool is not None else (4 if use_flow else 16) * n
+    if size < 1:
+        raise SamplerError(f"pool must be at least 1, got {size}")
+    drawn, stats = _pool(target, size, rng, batch=batch, use_flow=use_flow,
+                         keep_images=decode and _keep(target, size))
+    latents, images, resample_stats = _resample(target, drawn, n, rng, batch, decode)
+    return SampleResult(latents, images, {**stats, "proposals": size, **resample_stats})
+
+
+def _imh(target: _Target, n: int, rng: torch.Generator, *, batch: int, decode: bool,
+         chains: int = 8, burn_in: int = 16) -> SampleResult:
+    """Independent MH: ``chains`` chains, each fed ``n / chains + burn_in`` flow proposals.
+
+    A proposal with importance weight w' replaces the state with weight w with probability
+    min(1, w'/w); every state after burn-in is an output sample (repeats included).
+    """
+    _require_energy(target, "flow+imh")
+    chains = max(1, min(chains, n))
+    steps = -(-n // chains) + burn_in
+    stats = {}
+    if target.energy.has_constraints and target.fit:
+        # Fit λ on one batch of flow proposals, weighted by p0/q (exact), before the chains.
+        _, stats = _pool(target, max(batch, 1024), rng, batch=batch, use_flow=True,
+                         keep_images=False)
+        stats["pilot_proposals"] = max(batch, 1024)
+    fit, target.fit = target.fit, False
+    current_lw = torch.full((chains,), -math.inf, dtype=torch.float64)
+    current_u = torch.zeros(chains, target.dim)
+    current_x = None
+    out_latents, out_images, accepted, proposed = [], [], 0, 0
+    steps_per_batch = max(1, batch // chains)
+    for step0 in range(0, steps, steps_per_batch):
+        k = min(steps_per_batch, steps - step0)
+        drawn, _ = _pool(target, k * chains, rng, batch=batch, use_flow=True, keep_images=decode)
+        log_u = torch.rand(k, chains, generator=rng, dtype=torch.float64).log()
+        for j in range(k):
+            lw = drawn.log_weights[j * chains:(j + 1) * chains]
+            take = log_u[j] < lw - current_lw
+            # The first proposal of every chain is its starting state.
+            take |= torch.isinf(current_lw)
+            current_lw = torch.where(take, lw, current_lw)
+            current_u = torch.where(take[:, None], drawn.latents[j * chains:(j + 1) * chains],
+                                    current_u)
+            if decode:
+                proposals_x = drawn.images[j * chains:(j + 1) * chains]
+                current_x = proposals_x.clone() if current_x is None else torch.where(
+                    take.view(-1, *[1] * (proposals_x.dim() - 1)), proposals_x, current_x)
+            if step0 + j > 0:
+                accepted += int(take.sum())
+                proposed += chains
+            if step0 + j >= burn_in:
+                out_latents.append(current_u.clone())
+                if decode:
+                    out_images.append(current_x.clone())
+    target.fit = fit
+    latents = torch.stack(out_latents, 1).flatten(0, 1)[:n]
+    images = torch.stack(out_images, 1).flatten(0, 1)[:n] if decode else None
+    stats.update(proposals=steps * chains, chains=chains, burn_in=burn_in,
+                 acceptance_rate=round(accepted / max(1, proposed), 5))
+    return SampleResult(latents, images, stats)
+
+
+def _langevin(target: _Target, n: int, rng: torch.Generator, *, batch: int, decode: bool,
+              steps: int = 100, step_size: float = 0.01, metropolis: bool = False,
+              pilot: int = 4096) -> SampleResult:
+    """Langevin chains from the prior, one output sample per chain (its last state)."""
+    _require_energy(target, "mala" if metropolis else "langevin")
+    stats = _pilot_fit(target, rng, pilot, batch)
+    h = float(step_size)
+    if h <= 0 or steps < 0:
+        raise SamplerError(f"langevin needs step_size > 0 and steps >= 0, got {h} and {steps}")
+
+    def potential(u):
+        u = u.detach().requires_grad_(True)
+        with torch.enable_grad():
+            value = -target.base.log_prior(u) + target.energy_of(u, rng)
+            grad, = torch.autograd.grad(value.sum(), u)
+        return value.detach(), grad.detach()
+
+    out, accepted, proposed = [], 0, 0
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        u, _ = target.propose(m, rng, use_flow=False)
+        value, grad = potential(u)
+        for step in range(steps):
+            noise = torch.randn(m, target.dim, generator=rng).to(target.device)
+            proposal = u - h * grad + math.sqrt(2 * h) * noise
+            if not metropolis:
+                u = proposal
+                if step + 1 < steps:  # the last state's gradient is never used
+                    value, grad = potential(u)
+                continue
+            new_value, new_grad = potential(proposal)
+            forward = (proposal - u + h * grad).pow(2).sum(1) / (4 * h)
+            backward = (u - proposal + h * new_grad).pow(2).sum(1) / (4 * h)
+            log_alpha = value - new_value + forward - backward
+            log_v = torch.rand(m, generator=rng).log().to(target.device)
+            take = log_v < log_alpha
+            u = torch.where(take[:, None], proposal, u)
+            value = torch.where(take, new_value, value)
+            grad = torch.where(take[:, None], new_grad, grad)
+            accepted += int(take.sum())
+            proposed += m
+        out.append(u.detach().cpu())
+    latents = torch.cat(out) if out else torch.empty(0, target.dim)
+    stats.update(proposals=n, steps=steps, step_size=h, metropolis=metropolis,
+                 gradient_evals=n * (steps + 1 if metropolis else max(steps, 1)))
+    if metropolis:
+        stats["acceptance_rate"] = round(accepted / max(1, proposed), 5)
+    images = _decode(target, latents, batch) if decode else None
+    return SampleResult(latents, images, stats)
+
+
+@torch.no_grad()
+def _flow(target: _Target, n: int, rng: torch.Generator, *, batch: int, decode: bool) -> SampleResult:
+    latents, images = [], []
+    for start in range(0, n, batch):
+        u, _ = target.propose(min(batch, n - start), rng, use_flow=True)
+        latents.append(u.cpu())
+        if decode:
+            images.append(target.base.decode(u).cpu())
+    return SampleResult(torch.cat(latents), torch.cat(images) if decode else None,
+                        {"proposals": n})
+
+
+def sample(name: str, source, energy: StageEnergy | None = None, *, n: int, seed: int = 0,
+           batch: int = 256, device: str | None = None, decode: bool = True,
+           fit_lambda: bool = True, **options) -> SampleResult:
+    """Return ``n`` samples of the target by the sampler ``name`` (see :data:`SAMPLERS`).
+
+    Arguments:
+        name: ``rejection``, ``importance``, ``langevin``, ``mala``, ``flow``, ``flow+sir``
+            or ``flow+imh``.
+        source: a Generator (the base), or an Artifact / StageSampler (its last stage's flow
+            and base; see the module docstring).
+        energy: the target's energy over the base's images; default for an Artifact: its last
+            stage's, from its manifest (:func:`stage_energy`). Not needed by ``flow``.
+        n: samples wanted.
+        seed: seeds every random draw (noise, acceptance, resampling, augmentations).
+        batch: proposals per generator call.
+        device: where to run (default: where the base generator is).
+        decode: also return images (default); False returns latents only.
+        fit_lambda: refit constraints' λ on the sampler's proposals (see the module docstring).
+        **options: per sampler — rejection: ``e_min`` (a bound, or ``"pilot"``),
+            ``threshold``, ``max_proposals``, ``pilot``; importance / flow+sir: ``pool``
+            (default 16 n / 4 n); langevin / mala: ``steps``, ``step_size``, ``pilot``
+            (and ``metropolis`` for langevin); flow+imh: ``chains``, ``burn_in``.
+
+    Example:
+        >>> art = energyql.load("runs/red-circles")                           # doctest: +SKIP
+        >>> exact = sample("flow+imh", art, n=256, seed=1)                     # doctest: +SKIP
+        >>> exact.stats["acceptance_rate"]                                     # doctest: +SKIP
+    """
+    if name not in SAMPLERS:
+        import difflib
+
+        close = difflib.get_close_matches(name, SAMPLERS, n=1)
+        raise SamplerError(f"unknown sampler '{name}'",
+                           hint=(f"did you mean '{close[0]}'? " if close else "")
+                           + "samplers: " + ", ".join(SAMPLERS))
+    if n < 0:
+        raise SamplerError(f"n must be >= 0, got {n}")
+    if batch < 1:
+        raise SamplerError(f"batch must be >= 1, got {batch}")
+    if energy is None and name != "flow" and isinstance(source, Artifact):
+        energy = stage_energy(source, device=device or str(source.sampler.device))
+    base_device = (source.sampler if isinstance(source, Artifact) else source).device \
+        if isinstance(source, (Artifact, Generator)) else "cpu"
+    target = _Target(source, energy if name != "flow" else None,
+                     device=str(device or base_device), need_flow=name in FLOW_SAMPLERS)
+    target.fit = fit_lambda
+    rng = torch.Generator().manual_seed(seed)
+    runners = {
+        "rejection": _rejection,
+        "importance": _importance,
+        "langevin": _langevin,
+        "mala": lambda *a, **k: _langevin(*a, metropolis=True, **k),
+        "flow": _flow,
+        "flow+sir": lambda *a, **k: _importance(*a, use_flow=True, **k),
+        "flow+imh": _imh,
+    }
+    began = time.perf_counter()
+    try:
+        result = runners[name](target, n, rng, batch=batch, decode=decode, **options)
+    except TypeError as error:
+        if "unexpected keyword argument" not in str(error):
+            raise
+        raise SamplerError(f"sampler '{name}' does not take that option: {error}",
+                           hint="see energyql.baselines.sample for each sampler's options") from None
+    result.stats = {"sampler": name, "samples": len(result.latents),
+                    "seconds": round(time.perf_counter() - began, 4), **result.stats}
+    if target.energy is not None and target.energy.has_constraints:
+        result.stats["lambda"] = {c.text: [round(v, 4) for v in c.lam.tolist()]
+                                  for c in target.energy.constraints}
+    return result
+
+
+def stage_energy(source, program=None, *, stage: int = -1, device: str = "cpu",
+                 clip_copies: int = 4, models=None) -> StageEnergy:
+    """Return one stage's energy (default: the last) with λ as its artifact trained it.
+
+    Arguments:
+        source: an Artifact (its program and λ come from the manifest) or a Generator.
+        program: an expression or compiled program (default: the artifact's).
+        stage: which stage, as an index into the program's stages.
+        models: a :class:`~energyql.energies.ControlModels` to share between calls.
+    """
+    from energyql.energies import ControlModels, lower_stage
+    from energyql.lang.api import compile as compile_program
+
+    manifest = source.manifest if isinstance(source, Artifact) else None
+    generator = source.sampler if isinstance(source, Artifact) else source
+    if program is None:
+        if manifest is None:
+            raise SamplerError("no program given, and a plain generator has none")
+        program = manifest["canonical"]
+    if isinstance(program, str):
+        program = compile_program(program)
+    program = program.checked(generator.catalog)
+    models = models or ControlModels(generator.catalog, device=device, clip_copies=clip_copies)
+    try:
+        chosen = program.stages[stage]
+    except IndexError:
+        raise SamplerError(f"the program has {len(program.stages)} stage(s); there is no "
+                           f"stage {stage}") from None
+    energy = lower_stage(chosen, models)
+    if manifest is not None:
+        index = stage if stage >= 0 else len(program.stages) + stage
+        lambdas = manifest["stages"][index].get("lambda", {}) \
+            if index < len(manifest["stages"]) else {}
+        for constraint in energy.constraints:
+            if constraint.text in lambdas:
+                constraint.lam.copy_(torch.tensor(lambdas[constraint.text]))
+    return energy.to(device).eval()
+
+
+__all__ = ["SAMPLERS", "SampleResult", "SamplerError", "energy_lower_bound", "sample",
+           "stage_energy"]
