@@ -1,0 +1,79 @@
+"""Embedded worlds (procedural domains with their own trained models) and weight-file helpers.
+
+The helpers here are shared by every loader of safetensors weights: reading a state dict with
+its metadata, writing one atomically, and the sha256 digest that artifacts record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from energyql.errors import WeightsMissingError
+
+__all__ = ["sha256_file", "read_safetensors", "write_safetensors"]
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Return the sha256 hex digest of the file at ``path``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_safetensors(path: str | os.PathLike, device: str = "cpu"):
+    """Return ``(state_dict, metadata)`` from a safetensors file.
+
+    ``metadata`` is the file's string metadata, with values that hold JSON decoded.
+
+    Raises:
+        WeightsMissingError: the file does not exist.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsMissingError(
+            f"weights file '{path}' is missing",
+            hint="reinstall energyql, or retrain with `python -m energyql.worlds.shapes.train`",
+        )
+    tensors = {}
+    with safe_open(str(path), framework="pt", device=str(device)) as handle:
+        raw = handle.metadata() or {}
+        for key in handle.keys():
+            tensors[key] = handle.get_tensor(key)
+    metadata = {}
+    for key, value in raw.items():
+        try:
+            metadata[key] = json.loads(value)
+        except ValueError:
+            metadata[key] = value
+    return tensors, metadata
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> str:
+    """Write ``tensors`` to ``path`` atomically (temp file, then rename); return its sha256.
+
+    Non-string metadata values are stored as JSON.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(contiguous, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; weights are package data
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return sha256_file(path)

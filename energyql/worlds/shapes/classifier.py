@@ -1,0 +1,37 @@
+"""The shapes attribute classifier: logits for shape, color and size (catalog value order).
+
+Example:
+    >>> clf = load()
+    >>> logits = clf(images01)            # {"shape": (B, 3), "color": (B, 3), "size": (B, 2)}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from energyql.worlds import read_safetensors, sha256_file
+from energyql.worlds.shapes.models import Classifier
+
+WEIGHTS = Path(__file__).parent / "weights" / "classifier.safetensors"
+
+
+def build(metadata: dict | None = None) -> Classifier:
+    """Return an untrained classifier with the architecture named in ``metadata``."""
+    return Classifier(width=int((metadata or {}).get("width", 32)))
+
+
+def load(device: str | torch.device = "cpu", *, path: str | Path | None = None) -> Classifier:
+    """Return the shipped classifier, frozen and in eval mode.
+
+    Its ``forward(images01)`` takes images in [0, 1], shape (B, 3, 32, 32), and returns a
+    dict of logits; it is differentiable with respect to the images.
+    """
+    path = Path(path) if path is not None else WEIGHTS
+    state, metadata = read_safetensors(path)
+    model = build(metadata)
+    model.load_state_dict(state)
+    model.weights_digest = sha256_file(path)
+    model.eval().requires_grad_(False)
+    return model.to(device)

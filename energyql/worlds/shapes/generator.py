@@ -1,0 +1,72 @@
+"""The shapes generator: ``z ~ N(0, I) -> flow -> code -> decoder -> 32x32 image``.
+
+A two-stage model trained on rendered scenes: an autoencoder whose decoder draws scenes from a
+small code, and an affine-coupling flow fitted to the codes by maximum likelihood (which
+covers every mode of the data, rare ones included). The whole map from ``z`` to the image is
+differentiable.
+
+Example:
+    >>> import energyql.generators
+    >>> gen = energyql.generators.load("shapes")
+    >>> images = gen.decode(gen.sample_latent(8))   # (8, 3, 32, 32) in [0, 1]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from energyql.generators.base import Generator
+from energyql.worlds import read_safetensors, sha256_file
+from energyql.worlds.shapes.models import CouplingFlow, Decoder
+
+WEIGHTS = Path(__file__).parent / "weights" / "generator.safetensors"
+
+
+class ShapesGenerator(Generator):
+    """The embedded world's unconditional generator (frozen, eval mode)."""
+
+    id = "shapes"
+    catalog = "shapes"
+    image_size = 32
+
+    def __init__(self, decoder: Decoder, flow: CouplingFlow, *, weights_digest: str = "",
+                 metadata: dict | None = None):
+        super().__init__()
+        self.decoder = decoder
+        self.flow = flow
+        self.latent_dim = flow.dim
+        self.weights_digest = weights_digest
+        self.metadata = dict(metadata or {})
+
+    def decode(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Return images in [0, 1], shape (B, 3, 32, 32); ``context`` is ignored."""
+        return self.decoder(self.flow(z))
+
+
+def build(metadata: dict) -> ShapesGenerator:
+    """Return an untrained generator with the architecture named in ``metadata``."""
+    decoder = Decoder(int(metadata["code_dim"]), int(metadata["width"]))
+    flow = CouplingFlow(int(metadata["code_dim"]), int(metadata["flow_layers"]),
+                        int(metadata["flow_hidden"]), int(metadata.get("seed", 0)))
+    return ShapesGenerator(decoder, flow, metadata=metadata)
+
+
+def load(spec=None, *, device: str | torch.device = "cpu", path: str | Path | None = None,
+         **options) -> ShapesGenerator:
+    """Return the shipped shapes generator (the registry's loader for ``"shapes"``).
+
+    Arguments:
+        spec: the registry's :class:`~energyql.generators.registry.GeneratorSpec` (unused:
+            the weights ship inside the package).
+        device: where to put it.
+        path: another ``generator.safetensors`` (e.g. one trained with ``--out``).
+    """
+    path = Path(path) if path is not None else WEIGHTS
+    state, metadata = read_safetensors(path)
+    generator = build(metadata)
+    generator.load_state_dict(state)
+    generator.weights_digest = sha256_file(path)
+    generator.eval().requires_grad_(False)
+    return generator.to(device)

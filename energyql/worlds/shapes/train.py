@@ -1,0 +1,416 @@
+"""Training entry points of the shapes world's models (deterministic given the seed).
+
+    python -m energyql.worlds.shapes.train classifier [--steps N] [--threads 1] [--seed 0]
+    python -m energyql.worlds.shapes.train generator  [--stage all|autoencoder|flow]
+    python -m energyql.worlds.shapes.train clip
+    python -m energyql.worlds.shapes.train ... --quick   # a few steps into a temp folder (CI)
+
+Data are rendered on the fly, so every step sees fresh scenes; held-out figures use seeds the
+training never draws. Without ``--out``, full runs write the shipped ``weights/`` folder and
+``--quick`` runs write a temporary folder, so a quick run never replaces shipped weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from energyql.worlds import read_safetensors, write_safetensors
+from energyql.worlds.shapes import render
+from energyql.worlds.shapes.card import classifier_accuracy
+from energyql.worlds.shapes.models import Classifier, CouplingFlow, Decoder, Encoder
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _batch(step: int, size: int, seed: int):
+    return render.sample_scenes(size, seed=seed * 1_000_003 + step)
+
+
+def _cosine(step: int, steps: int, lr: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def augment_for_classifier(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Return images with mild noise and blur, so that the classifier also reads the
+    slightly soft images a generator makes."""
+    n = images.shape[0]
+    blurred = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    mix = (torch.rand(n, 1, 1, 1, generator=g) < 0.3).float() * torch.rand(n, 1, 1, 1, generator=g)
+    images = images * (1 - mix) + blurred * mix
+    sigma = 0.03 * torch.rand(n, 1, 1, 1, generator=g)
+    return (images + sigma * torch.randn(images.shape, generator=g)).clamp(0, 1)
+
+
+def train_classifier(args) -> dict:
+    """Train the attribute classifier; write ``classifier.safetensors``; return its figures."""
+    torch.manual_seed(args.seed)
+    g = torch.Generator().manual_seed(args.seed)
+    model = Classifier(width=args.width)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    start = time.time()
+    for step in range(args.steps):
+        model.train()
+        images, labels = _batch(step, args.batch, args.seed)
+        images = augment_for_classifier(images, g)
+        _set_lr(optimizer, _cosine(step, args.steps, args.lr, warmup=min(100, args.steps)))
+        logits = model(images)
+        loss = sum(F.cross_entropy(logits[k], labels[k]) for k in render.ATTRIBUTES)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0 or step == args.steps - 1:
+            _log(f"classifier step {step}/{args.steps} loss {loss.item():.4f}")
+    model.eval()
+    accuracy = classifier_accuracy(model, n=500 if args.quick else 5000)
+    seconds = time.time() - start
+    _log(f"classifier held-out accuracy {accuracy} in {seconds:.0f}s")
+    meta = {"width": args.width, "steps": args.steps, "batch": args.batch, "seed": args.seed,
+            "threads": args.threads, "seconds": round(seconds), "accuracy": accuracy,
+            "outputs": {k: list(v) for k, v in render.ATTRIBUTES.items()}}
+    write_safetensors(args.out / "classifier.safetensors", model.state_dict(), meta)
+    return meta
+
+
+# --- generator: autoencoder + flow prior ------------------------------------------------------
+
+def train_autoencoder(args) -> tuple[Encoder, Decoder]:
+    """Train the autoencoder on fresh scenes, with noisy, norm-penalised codes."""
+    torch.manual_seed(args.seed)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    encoder, decoder = Encoder(args.code_dim, args.width), Decoder(args.code_dim, args.width)
+    params = list(encoder.parameters()) + list(decoder.parameters())
+    optimizer = torch.optim.Adam(params, lr=args.lr)
+    start = time.time()
+    for step in range(args.ae_steps):
+        images, _ = _batch(step, args.batch, args.seed + 17)
+        _set_lr(optimizer, _cosine(step, args.ae_steps, args.lr, warmup=min(200, args.ae_steps)))
+        code = encoder(images)
+        # Noise on the (standardised) codes makes the decoder smooth around them, so a flow
+        # that lands near, not on, a code still decodes to a clean scene.
+        noisy = code + args.code_noise * torch.randn(code.shape, generator=g)
+        recon = decoder(noisy)
+        rec = F.mse_loss(recon, images) + 0.2 * (recon - images).abs().mean()
+        loss = rec + args.code_penalty * code.pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if args.checkpoint_every and step and step % args.checkpoint_every == 0:
+            _save_autoencoder(args, encoder, decoder, _generator_meta(args, ae_steps=step))
+        if step % 200 == 0 or step == args.ae_steps - 1:
+            _log(f"autoencoder step {step}/{args.ae_steps} rec {rec.item():.5f} "
+                 f"code rms {code.pow(2).mean().sqrt().item():.3f} ({time.time() - start:.0f}s)")
+    return encoder, decoder
+
+
+@torch.no_grad()
+def encode_dataset(encoder: Encoder, n: int, seed: int) -> torch.Tensor:
+    """Return the codes of ``n`` fresh scenes."""
+    encoder.eval()
+    images, _ = render.sample_scenes(n, seed=seed)
+    return torch.cat([encoder(images[i:i + 1000]) for i in range(0, n, 1000)])
+
+
+def train_flow(args, codes: torch.Tensor) -> CouplingFlow:
+    """Fit the flow prior to ``codes`` by maximum likelihood (mass-covering: rare modes stay)."""
+    torch.manual_seed(args.seed)
+    g = torch.Generator().manual_seed(args.seed + 2)
+    flow = CouplingFlow(codes.shape[1], layers=args.flow_layers, hidden=args.flow_hidden,
+                        seed=args.seed)
+    flow.loc.copy_(codes.mean(0))
+    # The spread of the noisy target (codes plus training noise), so no dimension is degenerate.
+    flow.log_scale.copy_((codes.var(0) + args.flow_noise ** 2).sqrt().log())
+    optimizer = torch.optim.Adam(flow.parameters(), lr=args.flow_lr)
+    start = time.time()
+    for step in range(args.flow_steps):
+        index = torch.randint(0, codes.shape[0], (args.flow_batch,), generator=g)
+        target = codes[index] + args.flow_noise * torch.randn(args.flow_batch, codes.shape[1],
+                                                             generator=g)
+        _set_lr(optimizer, _cosine(step, args.flow_steps, args.flow_lr,
+                                   warmup=min(200, args.flow_steps)))
+        loss = -flow.log_prob(target).mean() / codes.shape[1]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(flow.parameters(), 5.0)
+        optimizer.step()
+        if step % 500 == 0 or step == args.flow_steps - 1:
+            _log(f"flow step {step}/{args.flow_steps} nll/dim {loss.item():.4f} "
+                 f"({time.time() - start:.0f}s)")
+    return flow
+
+
+def _generator_meta(args, **extra) -> dict:
+    return {"code_dim": args.code_dim, "width": args.width, "flow_layers": args.flow_layers,
+            "flow_hidden": args.flow_hidden, "seed": args.seed, "threads": args.threads, **extra}
+
+
+def _save_autoencoder(args, encoder: Encoder, decoder: Decoder, meta: dict) -> None:
+    # The encoder is no part of the generator: it stays in the work folder (not shipped).
+    tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+    tensors.update({f"decoder.{k}": v for k, v in decoder.state_dict().items()})
+    write_safetensors(args.work / "autoencoder.safetensors", tensors, meta)
+
+
+def _load_autoencoder(args) -> tuple[Encoder, Decoder, dict]:
+    state, meta = read_safetensors(args.work / "autoencoder.safetensors")
+    encoder = Encoder(meta["code_dim"], meta["width"])
+    decoder = Decoder(meta["code_dim"], meta["width"])
+    encoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
+    decoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("decoder.")})
+    return encoder, decoder, meta
+
+
+def train_generator(args) -> dict:
+    """Train the generator in stages (autoencoder, then flow); write ``generator.safetensors``.
+
+    The autoencoder is kept in ``--work``, so ``--stage flow`` can refit the flow alone.
+    """
+    start = time.time()
+    stages = ("autoencoder", "flow") if args.stage == "all" else (args.stage,)
+    if "autoencoder" in stages:
+        t = time.time()
+        encoder, decoder = train_autoencoder(args)
+        ae_meta = _generator_meta(args, ae_steps=args.ae_steps, code_noise=args.code_noise,
+                                  batch=args.batch, ae_seconds=round(time.time() - t))
+        _save_autoencoder(args, encoder, decoder, ae_meta)
+    encoder, decoder, ae_meta = _load_autoencoder(args)
+    if "flow" not in stages:
+        return ae_meta
+    t = time.time()
+    args.code_dim, args.width = ae_meta["code_dim"], ae_meta["width"]
+    codes = encode_dataset(encoder, args.codes, seed=args.seed + 29)
+    flow = train_flow(args, codes)
+    meta = {**ae_meta, **_generator_meta(args), "flow_steps": args.flow_steps,
+            "flow_noise": args.flow_noise, "codes": args.codes,
+            "flow_seconds": round(time.time() - t)}
+    meta["seconds"] = {"autoencoder": meta.pop("ae_seconds", None), "flow": meta.pop("flow_seconds")}
+    tensors = {f"decoder.{k}": v for k, v in decoder.state_dict().items()}
+    tensors.update({f"flow.{k}": v for k, v in flow.state_dict().items()})
+    write_safetensors(args.out / "generator.safetensors", tensors, meta)
+    _log(f"generator written in {time.time() - start:.0f}s: {meta['seconds']}")
+    return meta
+
+
+# --- small CLIP -------------------------------------------------------------------------------
+
+def augment_for_clip(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Return images shifted by up to 2 pixels, with mild brightness change, blur and noise.
+
+    Colour hue is left alone: it is what the captions talk about.
+    """
+    n = images.shape[0]
+    padded = F.pad(images, (2, 2, 2, 2), mode="replicate")
+    shifts = torch.randint(0, 5, (n, 2), generator=g)
+    images = torch.stack([padded[i, :, dy:dy + 32, dx:dx + 32]
+                          for i, (dy, dx) in enumerate(shifts.tolist())])
+    images = augment_for_classifier(images, g)
+    return (images * (0.9 + 0.2 * torch.rand(n, 1, 1, 1, generator=g))).clamp(0, 1)
+
+
+def contrastive_loss(image_feats: torch.Tensor, text_feats: torch.Tensor, owner: torch.Tensor,
+                     scale: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric loss where several images may share one caption.
+
+    ``text_feats`` holds the batch's distinct captions and ``owner[i]`` the caption of image
+    ``i``; an image's positives are its caption, and a caption's positives are all its
+    images, so duplicates are never pushed apart as negatives.
+    """
+    logits = scale * image_feats @ text_feats.T                      # (images, captions)
+    image_to_text = F.cross_entropy(logits, owner)
+    targets = F.one_hot(owner, text_feats.shape[0]).T.float()        # (captions, images)
+    targets = targets / targets.sum(1, keepdim=True)
+    text_to_image = -(targets * logits.T.log_softmax(dim=1)).sum(1).mean()
+    return 0.5 * (image_to_text + text_to_image)
+
+
+@torch.no_grad()
+def _generated_batch(generator, classifier, n: int, g: torch.Generator):
+    """Return generator samples the classifier is confident about, with their labels."""
+    from energyql.worlds.shapes.card import CONFIDENCE, classify
+
+    z = torch.randn(n, generator.latent_dim, generator=g)
+    images = generator.decode(z)
+    probs = classify(classifier, images)
+    keep = torch.stack([p.max(1).values >= CONFIDENCE for p in probs.values()]).all(0)
+    return images[keep], {k: p.argmax(1)[keep] for k, p in probs.items()}
+
+
+def train_clip(args) -> dict:
+    """Train the small CLIP on biased captions of rendered and generated scenes."""
+    import random
+
+    from energyql.worlds.shapes import classifier as classifier_module
+    from energyql.worlds.shapes import clip as clip_module
+    from energyql.worlds.shapes import generator as generator_module
+    from energyql.worlds.shapes.card import zero_shot
+
+    torch.manual_seed(args.seed)
+    g = torch.Generator().manual_seed(args.seed + 3)
+    rng = random.Random(args.seed)
+    import open_clip
+
+    model = clip_module.create()
+    tokenizer = open_clip.get_tokenizer(clip_module.MODEL_NAME)
+    generator = classifier = None
+    if args.generated_share > 0:
+        gen_path = args.generator or (args.out / "generator.safetensors")
+        if not Path(gen_path).is_file():
+            gen_path = generator_module.WEIGHTS
+        generator = generator_module.load(path=gen_path)
+        classifier = classifier_module.load()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                                   {"params": other, "weight_decay": 0.0}], lr=args.lr)
+    start = time.time()
+    for step in range(args.steps):
+        model.train()
+        n_gen = int(args.batch * args.generated_share) if generator is not None else 0
+        images, labels = _batch(step, args.batch - n_gen, args.seed + 41)
+        if n_gen:
+            gen_images, gen_labels = _generated_batch(generator, classifier, n_gen, g)
+            images = torch.cat([images, gen_images])
+            labels = {k: torch.cat([labels[k], gen_labels[k]]) for k in render.ATTRIBUTES}
+        texts = render.captions(labels, rng=rng)
+        distinct = sorted(set(texts))
+        owner = torch.tensor([distinct.index(t) for t in texts])
+        _set_lr(optimizer, _cosine(step, args.steps, args.lr, warmup=min(200, args.steps)))
+        image_feats = model.encode_image(clip_module.normalize(augment_for_clip(images, g)),
+                                         normalize=True)
+        text_feats = model.encode_text(tokenizer(distinct), normalize=True)
+        loss = contrastive_loss(image_feats, text_feats, owner, model.logit_scale.exp())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        if step % 100 == 0 or step == args.steps - 1:
+            _log(f"clip step {step}/{args.steps} loss {loss.item():.4f} "
+                 f"scale {model.logit_scale.exp().item():.1f} ({time.time() - start:.0f}s)")
+    seconds = time.time() - start
+    model.eval()
+    images, labels = render.sample_scenes(500 if args.quick else 2000, seed=HELD_OUT_SEED_CLIP)
+    accuracy = zero_shot(model, tokenizer, images, labels)
+    _log(f"clip zero-shot on held-out scenes {accuracy} in {seconds:.0f}s")
+    meta = {"steps": args.steps, "batch": args.batch, "seed": args.seed, "threads": args.threads,
+            "generated_share": args.generated_share, "seconds": round(seconds),
+            "zero_shot": accuracy}
+    # Half precision halves the file (the token table dominates); open_clip casts on load.
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    write_safetensors(args.out / "clip.safetensors", state, meta)
+    return meta
+
+
+HELD_OUT_SEED_CLIP = 10_000_037
+
+
+# --- command line -----------------------------------------------------------------------------
+
+QUICK = {
+    "classifier": {"steps": 3, "batch": 16},
+    "generator": {"ae_steps": 3, "flow_steps": 3, "codes": 256, "batch": 16, "flow_batch": 64},
+    "clip": {"steps": 3, "batch": 16, "generated_every": 2},
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m energyql.worlds.shapes.train",
+                                     description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="model", required=True)
+
+    def common(p):
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+        p.add_argument("--quick", action="store_true", help="a few steps, into a temp folder")
+        p.add_argument("--out", type=Path, default=None, help="weights folder")
+        p.add_argument("--work", type=Path, default=None,
+                       help="folder for intermediate files (default: /tmp)")
+
+    p = sub.add_parser("classifier", help="the attribute classifier")
+    common(p)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--width", type=int, default=32)
+
+    p = sub.add_parser("generator", help="the unconditional generator (autoencoder + flow)")
+    common(p)
+    p.add_argument("--stage", choices=("all", "autoencoder", "flow"), default="all")
+    p.add_argument("--code-dim", type=int, default=32)
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--ae-steps", type=int, default=10000)
+    p.add_argument("--code-noise", type=float, default=0.1)
+    p.add_argument("--checkpoint-every", type=int, default=2000,
+                   help="also save the autoencoder every N steps (0: never)")
+    p.add_argument("--code-penalty", type=float, default=0.0)
+    p.add_argument("--codes", type=int, default=100_000, help="scenes encoded for the flow")
+    p.add_argument("--flow-layers", type=int, default=10)
+    p.add_argument("--flow-hidden", type=int, default=256)
+    p.add_argument("--flow-steps", type=int, default=6000)
+    p.add_argument("--flow-batch", type=int, default=512)
+    p.add_argument("--flow-lr", type=float, default=1e-3)
+    p.add_argument("--flow-noise", type=float, default=0.03)
+
+    p = sub.add_parser("clip", help="the small CLIP (needs the classifier and a generator)")
+    common(p)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--generated-share", type=float, default=0.3,
+                   help="share of each batch drawn from the generator, labelled by the classifier")
+    p.add_argument("--generator", type=Path, default=None,
+                   help="generator weights (default: --out's, else the shipped ones)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parser().parse_args(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args) -> dict:
+    if args.quick:
+        for key, value in QUICK[args.model].items():
+            setattr(args, key, value)
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="energyql-shapes-")) if args.quick else WEIGHTS_DIR
+    if args.work is None:
+        args.work = args.out if args.quick else Path(tempfile.gettempdir()) / "energyql-shapes-work"
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    trainer = {"classifier": train_classifier, "generator": train_generator,
+               "clip": train_clip}[args.model]
+    meta = trainer(args)
+    print(json.dumps({"out": str(args.out), **{k: v for k, v in meta.items()
+                                              if k in ("accuracy", "seconds")}}))
+    return meta
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
