@@ -64,3 +64,38 @@ class SideAttribute(torch.nn.Module):
     def forward(self, points):
         logits = torch.stack([-4 * points[:, 0], 4 * points[:, 0]], 1)
         return {"side": torch.log_softmax(logits, 1)}
+
+
+class TinyImageGenerator(Generator):
+    """A random, untrained convolutional decoder to 32x32 images in the shapes catalog.
+
+    Its images mean nothing, but the shapes classifier still gives them attribute
+    distributions, which is all the plumbing tests (CLI, artifacts, reports) need.
+    """
+
+    def __init__(self, latent_dim: int = 8, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.latent_dim = latent_dim
+        self.id = "toy-shapes"
+        self.catalog = "shapes"
+        self.image_size = 32
+        self.weights_digest = "toy"
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(latent_dim, 16 * 8 * 8), torch.nn.Unflatten(1, (16, 8, 8)),
+            torch.nn.Upsample(scale_factor=4), torch.nn.Conv2d(16, 3, 3, padding=1))
+        self.requires_grad_(False)
+
+    def decode(self, z, context=None):
+        return torch.sigmoid(2 * self.net(z))
+
+
+def load_tiny(spec=None, *, device="cpu", **options):
+    return TinyImageGenerator().to(device)
+
+
+def register_tiny() -> str:
+    from energyql.generators.registry import GeneratorSpec, register
+
+    register(GeneratorSpec("toy-shapes", "shapes", "tests.toys:load_tiny", "test-only decoder"))
+    return "toy-shapes"

@@ -1,0 +1,45 @@
+"""``energyql eval (ARTIFACT | --gen NAME) --samples N [--json]``: measure a sampler."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from energyql.cli.app import app, guarded, stdout
+from energyql.errors import EnergyQLError
+
+
+@app.command("eval")
+@guarded
+def eval_command(
+    artifact: Annotated[Optional[Path], typer.Argument(help="Artifact directory.")] = None,
+    gen: Annotated[Optional[str], typer.Option("--gen", "-g", help="Evaluate a base generator.")] = None,
+    expression: Annotated[Optional[str], typer.Option("--expr", "-e", help="Program to measure against.")] = None,
+    samples: Annotated[int, typer.Option(help="Samples to judge.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the JSON here.")] = None,
+) -> None:
+    """Measure attribute distributions, KL to targets, predicate shares and energies."""
+    from energyql.evaluate import evaluate
+    from energyql.generators import load as load_generator
+    from energyql.io import write_json
+    from energyql.lang.api import compile as compile_program
+
+    if (artifact is None) == (gen is None):
+        raise EnergyQLError("give either an ARTIFACT directory or --gen NAME")
+    program = compile_program(expression, gen=gen) if expression and gen else expression
+    target = str(artifact) if artifact is not None else load_generator(gen, device=device)
+    result = evaluate(target, program=program, samples=samples, seed=seed, device=device)
+    if out is not None:
+        write_json(out, result)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        from energyql.workflow import metrics_table
+
+        stdout.print(metrics_table(result))

@@ -1,0 +1,59 @@
+"""``energyql run EXPR --gen NAME``: train every stage, write the artifact and a report."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from energyql.cli.app import app, guarded, stdout
+
+
+def default_out(expression: str) -> Path:
+    slug = re.sub(r"[^a-z0-9]+", "-", expression.lower()).strip("-")[:40] or "run"
+    return Path("runs") / f"{slug}-{hashlib.sha1(expression.encode()).hexdigest()[:6]}"
+
+
+@app.command()
+@guarded
+def run(
+    expression: Annotated[str, typer.Argument(help="The energyql expression to train.")],
+    gen: Annotated[str, typer.Option("--gen", "-g", help="Generator name or scheme:PATH.")] = "shapes",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps per stage.")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Batch size.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate (AdamW).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (CPU runs are deterministic).")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
+    amp: Annotated[bool, typer.Option(help="bf16 mixed precision (GPU only).")] = False,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads.")] = None,
+    truncation: Annotated[Optional[float], typer.Option(help="Truncation (StyleGAN2).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
+    start_from: Annotated[Optional[Path], typer.Option("--from", help="Add stages to this artifact.")] = None,
+    samples: Annotated[int, typer.Option(help="Samples for the evaluation report.")] = 2000,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """Train a controlled sampler for EXPRESSION and write artifact, grids, metrics and report."""
+    from energyql.lang.api import compile as compile_program
+
+    if start_from is not None:
+        from energyql.sampler import read_manifest
+
+        # Stages added to an artifact run on its generator; 'then' before them is optional.
+        gen = read_manifest(start_from)["generator"]["id"]
+        expression = re.sub(r"^\s*\|?\s*then\b", "", expression, count=1)
+    # Check the expression before anything heavy is imported or loaded.
+    program = compile_program(expression, gen=gen)
+    from energyql.workflow import run_and_report
+
+    out = out or default_out(expression)
+    options = {k: v for k, v in dict(steps=steps, batch=batch, lr=lr).items() if v is not None}
+    result = run_and_report(program, expression=expression, gen=gen, out=out, seed=seed,
+                            device=device, amp=amp, threads=threads, truncation=truncation,
+                            resume=resume, start_from=start_from, samples=samples,
+                            progress=progress, **options)
+    stdout.print(result.summary_table())
+    stdout.print(f"wrote {out}/ (artifact, samples.png, base.png, report.md, metrics.json)")

@@ -1,0 +1,250 @@
+"""Metrics of a generator or trained sampler, judged by the world's attribute model.
+
+The JSON this returns is the stable interface of ``energyql eval --json`` (see docs/cli.md):
+``samples``, ``attributes``, ``joint``, ``kl_to_target``, ``predicate_share``, ``energies``,
+``collateral_drift``, ``ess`` and, for artifacts, ``base`` with the same figures for the base
+generator.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+
+from energyql.catalog import CATALOGS, Catalog
+from energyql.energies import ControlModels, StageEnergy, lower_stage
+from energyql.energies.lower import is_probability
+from energyql.energies.predicate import PredicateEnergy
+from energyql.flows import standard_normal_log_prob
+from energyql.generators.base import Generator
+from energyql.lang import graph as g
+from energyql.sampler import Artifact, StageSampler
+
+
+def kl_divergence(p: list[float], q: list[float], floor: float = 1e-12) -> float:
+    """Return KL(p || q) = Σ p log(p / q) for two distributions over the same values."""
+    return float(sum(pi * math.log(pi / max(qi, floor)) for pi, qi in zip(p, q) if pi > 0))
+
+
+def total_variation(p: list[float], q: list[float]) -> float:
+    return 0.5 * float(sum(abs(a - b) for a, b in zip(p, q)))
+
+
+def _histogram(indices: torch.Tensor, size: int, weights: torch.Tensor | None = None) -> list[float]:
+    weights = torch.ones(len(indices), dtype=torch.float64) if weights is None else weights.double()
+    counts = torch.zeros(size, dtype=torch.float64).index_add_(0, indices, weights)
+    return (counts / counts.sum().clamp(min=1e-300)).tolist()
+
+
+def joint_index(labels: dict[str, torch.Tensor], attrs: tuple[str, ...], catalog: Catalog) -> torch.Tensor:
+    """Row-major index of each sample's joint value of ``attrs`` (itertools.product order)."""
+    index = torch.zeros_like(labels[attrs[0]])
+    for attr in attrs:
+        index = index * len(catalog.attribute(attr).values) + labels[attr]
+    return index
+
+
+def joint_keys(attrs: tuple[str, ...], catalog: Catalog) -> list[str]:
+    return [",".join(v) for v in itertools.product(*(catalog.attribute(a).values for a in attrs))]
+
+
+class Judged:
+    """Samples with their attribute labels, pointwise energies and predicate probabilities."""
+
+    def __init__(self, labels: dict[str, torch.Tensor], parts: dict[str, torch.Tensor],
+                 predicate_probs: dict[str, torch.Tensor], log_weights: torch.Tensor | None):
+        self.labels = labels
+        self.parts = parts
+        self.predicate_probs = predicate_probs
+        self.log_weights = log_weights
+
+    @property
+    def n(self) -> int:
+        return len(next(iter(self.labels.values())))
+
+
+@torch.no_grad()
+def judge(generator: Generator, n: int, models: ControlModels, energies: list[StageEnergy], *,
+          seed: int = 0, batch: int = 256, device: str = "cpu") -> Judged:
+    """Sample ``n`` images and measure them with the attribute model and the program's energies.
+
+    ``log_weights`` are, for a StageSampler, ``log p(u) - log q(u)`` of its last stage (the
+    importance weights towards that stage's exact target); for a plain generator they are
+    ``-E`` of the first stage (weights that turn base samples into the exact target).
+    """
+    rng = torch.Generator().manual_seed(seed)
+    labels: dict[str, list] = {a.name: [] for a in models.catalog.attributes}
+    parts: dict[str, list] = {}
+    probs: dict[str, list] = {}
+    weights: list[torch.Tensor] = []
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        eps = torch.randn(m, generator.latent_dim, generator=rng).to(device)
+        if isinstance(generator, StageSampler):
+            u, logdet = generator.flow(eps)
+            images = generator.base.decode(u)
+            log_ratio = generator.base.log_prior(u) - standard_normal_log_prob(eps) + logdet
+            energy = energies[generator.index - 1] if generator.index <= len(energies) else None
+        else:
+            images = generator.decode(eps)
+            log_ratio = torch.zeros(m, device=device)
+            energy = energies[0] if energies else None
+        if models.catalog.attributes:
+            for name, lp in models.attributes(images).items():
+                labels[name].append(lp.argmax(1).cpu())
+        for stage_energy in energies:
+            features = stage_energy.features(images, rng)
+            for text, value in stage_energy.parts(features).items():
+                parts.setdefault(text, []).append(value.float().cpu())
+            for term in stage_energy.pointwise:
+                if isinstance(term, PredicateEnergy):
+                    probs.setdefault(term.text, []).append(term.probability(features).cpu())
+        if energy is not None:
+            total, _ = energy(images, rng)
+            weights.append((log_ratio - total).float().cpu())
+    return Judged({k: torch.cat(v) for k, v in labels.items() if v},
+                  {k: torch.cat(v) for k, v in parts.items()},
+                  {k: torch.cat(v) for k, v in probs.items()},
+                  torch.cat(weights) if weights else None)
+
+
+def figures(judged: Judged, program, catalog: Catalog) -> dict:
+    """Return the attribute, joint, target, predicate and energy figures of judged samples."""
+    result: dict = {"samples": judged.n, "attributes": {}, "joint": {}, "kl_to_target": {},
+                    "kl_to_uniform": {}, "predicate_share": {}, "energies": {}}
+    for attribute in catalog.attributes:
+        if attribute.name not in judged.labels:
+            continue
+        dist = _histogram(judged.labels[attribute.name], len(attribute.values))
+        result["attributes"][attribute.name] = dict(zip(attribute.values, _round(dist)))
+        uniform = [1 / len(dist)] * len(dist)
+        result["kl_to_uniform"][attribute.name] = round(kl_divergence(dist, uniform), 5)
+    products = {tuple(p) for p in itertools.combinations(catalog.attribute_names, 2)}
+    constraints = [t for s in program.stages for t in s.terms if isinstance(t, g.Constraint)] \
+        if program is not None else []
+    products |= {tuple(c.attrs) for c in constraints if len(c.attrs) > 1}
+    for attrs in sorted(products):
+        if not all(a in judged.labels for a in attrs):
+            continue
+        size = math.prod(len(catalog.attribute(a).values) for a in attrs)
+        dist = _histogram(joint_index(judged.labels, attrs, catalog), size)
+        result["joint"][" x ".join(attrs)] = dict(zip(joint_keys(attrs, catalog), _round(dist)))
+    for c in constraints:
+        size = len(c.target)
+        dist = _histogram(joint_index(judged.labels, tuple(c.attrs), catalog), size)
+        key = " x ".join(c.attrs) if c.kind != "dist" else str(c)
+        result["kl_to_target"][key] = round(kl_divergence(dist, list(c.target)), 5)
+    if judged.predicate_probs:
+        holds = {t: p > 0.5 for t, p in judged.predicate_probs.items()}
+        result["predicate_share"]["all"] = round(float(torch.stack(list(holds.values())).all(0)
+                                                       .float().mean()), 4)
+        for text, h in holds.items():
+            result["predicate_share"][text] = round(float(h.float().mean()), 4)
+    for text, values in judged.parts.items():
+        result["energies"][text] = round(float(values.mean()), 4)
+    return result
+
+
+def _round(values: list[float]) -> list[float]:
+    return [round(v, 4) for v in values]
+
+
+def _mentioned_attributes(program) -> set[str]:
+    mentioned: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, g.Predicate):
+            mentioned.add(node.attr)
+        if isinstance(node, g.Constraint):
+            mentioned.update(node.attrs)
+        for child in getattr(node, "terms", ()) or ():
+            walk(child)
+        if hasattr(node, "term"):
+            walk(node.term)
+
+    for stage in program.stages:
+        for term in stage.terms:
+            walk(term)
+    return mentioned
+
+
+def collateral_drift(sampled: Judged, base: Judged, program, catalog: Catalog) -> dict[str, float]:
+    """TV distance, per attribute the program does not mention, between the sampler and the
+    exact target estimated by importance-weighting base samples with exp(-E) (for predicates
+    at weight 1 that is rejection sampling: the base conditioned on the predicate)."""
+    if base.log_weights is None or len(program.stages) != 1:
+        return {}
+    weights = torch.softmax(base.log_weights.double(), 0)
+    drift = {}
+    for attribute in catalog.attributes:
+        name = attribute.name
+        if name in _mentioned_attributes(program) or name not in sampled.labels:
+            continue
+        exact = _histogram(base.labels[name], len(attribute.values), weights)
+        ours = _histogram(sampled.labels[name], len(attribute.values))
+        drift[name] = round(total_variation(ours, exact), 4)
+    return drift
+
+
+def _ess_fraction(log_weights: torch.Tensor) -> float:
+    w = torch.softmax(log_weights.double(), 0)
+    return round(float(1.0 / (w * w).sum()) / len(w), 4)
+
+
+def _energies_for(program, models: ControlModels, manifest: dict | None) -> list[StageEnergy]:
+    energies = []
+    for k, stage in enumerate(program.stages):
+        energy = lower_stage(stage, models)
+        if manifest is not None:
+            lambdas = manifest["stages"][k].get("lambda", {})
+            for constraint in energy.constraints:
+                if constraint.text in lambdas:
+                    constraint.lam.copy_(torch.tensor(lambdas[constraint.text]))
+        energies.append(energy.eval())
+    return energies
+
+
+def evaluate(target: Artifact | Generator | str, *, program=None, samples: int = 2000,
+             base_samples: int | None = None, seed: int = 0, device: str = "cpu",
+             clip_copies: int = 4) -> dict:
+    """Return the eval figures of an artifact (with its base side by side) or a generator.
+
+    Arguments:
+        target: an Artifact, an artifact directory, or a Generator.
+        program: the program to measure against (default: the artifact's own).
+        samples: how many samples to judge.
+        base_samples: base samples for the base figures and the exact-target estimate
+            (default: 4 x samples, since the exact target is estimated by reweighting).
+    """
+    from energyql.lang.api import compile as compile_program
+    from energyql.sampler import load
+
+    if isinstance(target, str):
+        target = load(target, device=device)
+    artifact = target if isinstance(target, Artifact) else None
+    generator = artifact.sampler if artifact else target
+    catalog = CATALOGS[generator.catalog]
+    if program is None and artifact is not None:
+        program = compile_program(artifact.manifest["canonical"])
+    if isinstance(program, str):
+        program = compile_program(program)
+    program = program.checked(catalog) if program is not None else None
+    models = ControlModels(catalog, device=device, clip_copies=clip_copies)
+    energies = _energies_for(program, models, artifact.manifest if artifact else None) \
+        if program is not None else []
+    generator = generator.to(device).eval()
+    judged = judge(generator, samples, models, energies, seed=seed, device=device)
+    result = figures(judged, program, catalog)
+    result["ess"] = {}
+    if artifact is not None:
+        root = generator.root
+        base_judged = judge(root, base_samples or 4 * samples, models, energies, seed=seed + 1,
+                            device=device)
+        result["base"] = figures(base_judged, program, catalog)
+        if program is not None:
+            result["collateral_drift"] = collateral_drift(judged, base_judged, program, catalog)
+        if judged.log_weights is not None:
+            result["ess"][f"stage {generator.index}"] = _ess_fraction(judged.log_weights)
+    return result
