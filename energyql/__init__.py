@@ -39,9 +39,9 @@ __version__ = "0.1.0"
 
 # Torch-backed entry points, imported lazily so that the language layer stays instant.
 _LAZY = {
-    "train": "energyql.train:train",
+    "train": "energyql.trainer:train",
     "load": "energyql.sampler:load",
-    "evaluate": "energyql.evaluate:evaluate",
+    "evaluate": "energyql.evaluation:evaluate",
     "load_generator": "energyql.generators:load",
 }
 

@@ -29,13 +29,15 @@ class StageSampler(Generator):
         base: the generator this stage was trained on (the base or the previous stage).
         flow: the stage's latent flow.
         index: the stage's number, from 1.
+        source: the stage's canonical expression.
     """
 
-    def __init__(self, base: Generator, flow: LatentFlow, index: int = 1):
+    def __init__(self, base: Generator, flow: LatentFlow, index: int = 1, source: str = ""):
         super().__init__()
         self.base = base
         self.flow = flow
         self.index = index
+        self.source = source  # the stage's canonical expression
         self.latent_dim = base.latent_dim
         self.catalog = base.catalog
         self.image_size = base.image_size
@@ -155,7 +157,7 @@ def load(directory: str | Path, *, gen: Generator | str | None = None, device: s
         except RuntimeError as error:
             raise ArtifactError(f"stage {stage['index']} of '{directory}' does not match its "
                                 f"manifest: {error}") from None
-        sampler = StageSampler(sampler, flow.to(device), stage["index"]).eval()
+        sampler = StageSampler(sampler, flow.to(device), stage["index"], stage["source"]).eval()
     if not isinstance(sampler, StageSampler):
         raise ArtifactError(f"'{directory}' has no trained stage")
     return Artifact(sampler, manifest)

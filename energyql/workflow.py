@@ -68,10 +68,10 @@ def run_and_report(program, *, expression: str, gen: str = "shapes", out: str | 
     and ``report.md`` into ``out``."""
     import torch
 
-    from energyql.evaluate import evaluate
+    from energyql.evaluation import evaluate
     from energyql.report import save_grid, write_report
     from energyql.sampler import load
-    from energyql.train import TrainConfig, train
+    from energyql.trainer import TrainConfig, train
 
     out = Path(out)
     settings = {**defaults_for(gen), **overrides}

@@ -4,7 +4,7 @@ import torch
 
 from energyql.energies.constraint import ConstraintEnergy
 from energyql.energies.lower import StageEnergy
-from energyql.train import TrainConfig, train_stage
+from energyql.trainer import TrainConfig, train_stage
 from tests.toys import PointGenerator, QuadraticEnergy, SideAttribute
 
 

@@ -6,7 +6,7 @@ import torch
 
 import energyql as eq
 from energyql.catalog import SHAPES
-from energyql.evaluate import Judged, collateral_drift, figures, joint_index, kl_divergence, total_variation
+from energyql.evaluation import Judged, collateral_drift, figures, joint_index, kl_divergence, total_variation
 
 
 def _labels(shape, color, size):

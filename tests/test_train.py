@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from energyql.errors import TrainingError
-from energyql.train import TrainConfig, train_stage
+from energyql.trainer import TrainConfig, train_stage
 from tests.toys import BrokenEnergy, PointGenerator, QuadraticEnergy, stage
 
 SMALL = TrainConfig(steps=200, batch=256, lr=5e-3, blocks=3, width=32)

@@ -25,7 +25,7 @@ def eval_command(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the JSON here.")] = None,
 ) -> None:
     """Measure attribute distributions, KL to targets, predicate shares and energies."""
-    from energyql.evaluate import evaluate
+    from energyql.evaluation import evaluate
     from energyql.generators import load as load_generator
     from energyql.io import write_json
     from energyql.lang.api import compile as compile_program

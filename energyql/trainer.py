@@ -307,7 +307,7 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
             bar.update(step + 1, float(loss.detach()), _running_figures(parts, energy))
     log.seconds = time.perf_counter() - began
     flow.eval()
-    return StageSampler(base, flow, index), log
+    return StageSampler(base, flow, index, source), log
 
 
 def _warn_low_ess(fit: MomentFit, log: StageLog, where: str) -> None:
@@ -357,18 +357,23 @@ def train(program, gen="shapes", config: TrainConfig | None = None, *, out: str 
 
     config = config or TrainConfig()
     _set_threads(config.threads)
-    base = start.sampler if start is not None else (
-        gen if isinstance(gen, Generator) else load_generator(gen, device=config.device,
-                                                               **generator_options))
+    if start is not None:
+        base = start.sampler
+    elif isinstance(gen, Generator):
+        base = gen
+    else:
+        base = load_generator(gen, device=config.device, **generator_options)
     source = program if isinstance(program, str) else str(program)
     program = compile_program(program) if isinstance(program, str) else program
     program = program.checked(base.catalog)
     models = ControlModels(base.catalog, device=config.device, clip_copies=config.clip_copies)
     out = Path(out) if out is not None else None
-    offset = len(start.manifest["stages"]) if start is not None else 0
-    stage_records = list(start.manifest["stages"]) if start is not None else []
+    # Training on a trained sampler continues its stage numbering (stage k+1 on top of k).
+    earlier = base.stages if isinstance(base, StageSampler) else []
+    stage_records = list(start.manifest["stages"]) if start is not None else [
+        {"index": s.index, "source": s.source, "flow": s.flow.config.to_dict()} for s in earlier]
     sampler: Generator = base
-    for k, stage in enumerate(program.stages, start=offset + 1):
+    for k, stage in enumerate(program.stages, start=len(earlier) + 1):
         energy = lower_stage(stage, models)
         sampler, log = train_stage(sampler, energy, config, index=k, source=str(stage),
                                    checkpoint_dir=out, resume=resume, progress=progress)
@@ -380,16 +385,19 @@ def train(program, gen="shapes", config: TrainConfig | None = None, *, out: str 
             "fits": log.fits, "warnings": log.warnings,
             "final_loss": log.loss[-1] if log.loss else None,
         })
-    root = sampler.root if isinstance(sampler, StageSampler) else base
-    canonical = str(program) if start is None else f"{start.manifest['canonical']} | then {program}"
-    manifest = build_manifest(source=source if start is None else f"{start.manifest['source']} | then {source}",
-                              canonical=canonical, generator=root, stages=stage_records)
     if not isinstance(sampler, StageSampler):
         raise EnergyQLError("the program has no stage to train")
+    canonical = " | then ".join(s.source for s in sampler.stages)
+    if start is not None:
+        source = f"{start.manifest['source']} | then {source}"
+    elif earlier:
+        source = canonical
+    manifest = build_manifest(source=source, canonical=canonical, generator=sampler.root,
+                              stages=stage_records)
     artifact = Artifact(sampler, manifest)
     if out is not None:
         artifact.save(out)
     return artifact
 
 
-__all__ = ["TrainConfig", "StageLog", "train", "train_stage", "fit_constraints", "replace"]
+__all__ = ["TrainConfig", "StageLog", "train", "train_stage", "fit_constraints"]
