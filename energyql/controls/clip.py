@@ -1,21 +1,46 @@
-"""CLIP through open_clip: loading by name, and encoding of [0, 1] images and cached texts.
+"""CLIP through open_clip: specs, weights in the energyql cache, ensembles, cached text features.
 
-A CLIP spec is ``"shapes-clip"`` (the embedded world's small CLIP), ``"NAME:TAG"`` (an
-open_clip model with a pretrained tag, e.g. ``"ViT-B-32:openai"``, cached under the energyql
-cache directory), or ``"NAME:PATH"`` (an open_clip architecture with a local checkpoint file).
+A CLIP spec names one model or a weighted ensemble of models:
+
+- ``"shapes-clip"``: the embedded shapes world's small CLIP (ships inside the package).
+- ``"NAME:TAG"``: an open_clip architecture with a pretrained tag, e.g. ``"ViT-B-32:openai"``.
+  The weights live in ``<cache>/clip/NAME/TAG/`` (see :func:`energyql.hub.cache_dir`) and are
+  downloaded there, atomically, when missing and allowed.
+- ``"NAME:PATH"``: an open_clip architecture with a local checkpoint (``.safetensors``,
+  ``.bin``/``.pt`` state dict). OpenAI weights need the ``-quickgelu`` variant of the name.
+- ``"local-dir:DIR"``: a folder with ``open_clip_config.json`` and its weights (any
+  architecture, e.g. your own); ``"hf-hub:ORG/REPO"``: a Hugging Face open_clip repository.
+- ``"A + 0.5*B"``: an ensemble; each member may carry a weight ``W*``. Its energy and
+  zero-shot logits are the weighted mean of the members' (weights are normalised to sum 1).
+
+``ENERGYQL_CLIP`` replaces a world's default CLIP (``ViT-B-32:openai`` for faces), e.g. with a
+local checkpoint on a machine without network access.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
+import math
 import os
+import pickle
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from energyql.errors import WeightsMissingError
+from energyql import hub
+from energyql.errors import EnergyQLError, WeightsMissingError
+
+ENV_CLIP = "ENERGYQL_CLIP"
+_SCHEMES = ("local-dir", "hf-hub")
+# Augmentation for photographs (see energyql.controls.augment); PromptGen's DiffAugment policy
+# "color,translation,resize,cutout", somewhat gentler.
+PHOTO_AUGMENT = dict(translate=0.1, scale=(0.85, 1.1), rotate_degrees=10.0, cutout=0.25,
+                     brightness=0.15, contrast=0.3, saturation=0.4)
 
 
 class ClipModel(nn.Module):
@@ -24,6 +49,7 @@ class ClipModel(nn.Module):
     Arguments:
         model: the open_clip model.
         tokenizer: its tokenizer.
+        name: the spec it was loaded from.
         image_size: the side its image tower expects.
         mean, std: its input normalisation.
         augment_options: keyword options for :func:`energyql.controls.augment.augment` that
@@ -37,9 +63,11 @@ class ClipModel(nn.Module):
         self.tokenizer = tokenizer
         self.name = name
         self.image_size = image_size
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self.augment_options = augment_options or {}
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1),
+                             persistent=False)
+        self.augment_options = dict(PHOTO_AUGMENT if augment_options is None else augment_options)
         self._text_cache: dict[str, torch.Tensor] = {}
 
     @property
@@ -48,30 +76,151 @@ class ClipModel(nn.Module):
         return float(self.model.logit_scale.exp())
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """Return unit-norm image embeddings for images in [0, 1]."""
+        """Return unit-norm image embeddings ``(B, D)`` for images in [0, 1]."""
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             images = F.interpolate(images, size=(self.image_size, self.image_size),
                                    mode="bilinear", align_corners=False, antialias=True)
-        return F.normalize(self.model.encode_image((images - self.mean) / self.std), dim=-1)
+        return F.normalize(self.model.encode_image((images - self.mean) / self.std).float(), dim=-1)
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        """Return unit-norm text embeddings, computed once per text and cached."""
-        missing = [t for t in texts if t not in self._text_cache]
+        """Return unit-norm text embeddings ``(N, D)``, computed once per text and cached."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
         if missing:
             tokens = self.tokenizer(missing).to(self.mean.device)
             features = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
             self._text_cache.update(zip(missing, features))
-        return torch.stack([self._text_cache[t].to(self.mean.device) for t in texts])
+        return torch.stack([self._text_cache[t] for t in texts]).to(self.mean.device)
+
+    def _apply(self, fn, *args, **kwargs):
+        # Keep cached text features on the model's device when it moves.
+        module = super()._apply(fn, *args, **kwargs)
+        self._text_cache = {k: fn(v) for k, v in self._text_cache.items()}
+        return module
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("ENERGYQL_CACHE", Path.home() / ".cache" / "energyql")) / "clip"
+class ClipEnsemble(nn.Module):
+    """Several CLIP models acting as one: the weighted mean of their logits.
+
+    With member weights ``w_i`` (summing to 1) and logit scales ``s_i``, the ensemble's logit
+    scale is ``S = Σ w_i s_i`` and its embeddings are the members' unit embeddings scaled by
+    ``sqrt(w_i s_i / S)`` and concatenated. They have unit norm, and
+    ``S · (1 − <img, txt>) = Σ w_i s_i (1 − cos_i)``: a CLIP energy (or a zero-shot logit)
+    computed on the ensemble is the weighted mean of the members' own, exactly.
+    """
+
+    def __init__(self, members: list[ClipModel], weights: list[float], *, name: str):
+        super().__init__()
+        total = sum(weights)
+        self.members = nn.ModuleList(members)
+        self.weights = [w / total for w in weights]
+        self.name = name
+        self.image_size = max(m.image_size for m in members)
+        self.augment_options = dict(members[0].augment_options)
+
+    @property
+    def logit_scale(self) -> float:
+        return sum(w * m.logit_scale for w, m in zip(self.weights, self.members))
+
+    def _shares(self) -> list[float]:
+        scale = self.logit_scale
+        return [math.sqrt(w * m.logit_scale / scale) for w, m in zip(self.weights, self.members)]
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([a * m.encode_image(images)
+                          for a, m in zip(self._shares(), self.members)], dim=-1)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        return torch.cat([a * m.encode_text(texts)
+                          for a, m in zip(self._shares(), self.members)], dim=-1)
+
+
+# --- specs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipMember:
+    """One model of a CLIP spec: ``weight * name:source``."""
+
+    weight: float
+    name: str
+    source: str
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}:{self.source}" if self.source else self.name
+
+
+_WEIGHTED = re.compile(r"^\s*(?P<w>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)\s*\*\s*(?P<spec>.+)$")
+
+
+def parse_clip_spec(spec: str) -> tuple[ClipMember, ...]:
+    """Return the members of a CLIP spec (one for a single model).
+
+    Raises :class:`EnergyQLError` for an empty member, a bad weight or a member without weights.
+
+    Example:
+        >>> [m.spec for m in parse_clip_spec("ViT-B-32:openai + 0.5*RN50:openai")]
+        ['ViT-B-32:openai', 'RN50:openai']
+    """
+    members = []
+    for part in spec.split("+"):
+        part = part.strip()
+        weight = 1.0
+        match = _WEIGHTED.match(part)
+        if match:
+            weight, part = float(match["w"]), match["spec"].strip()
+        if not part:
+            raise EnergyQLError(f"CLIP spec '{spec}' has an empty member",
+                                hint="join models with '+', e.g. 'ViT-B-32:openai + 0.5*RN50:openai'")
+        if not weight > 0:
+            raise EnergyQLError(f"CLIP spec '{spec}': member weights must be positive")
+        name, _, source = part.partition(":")
+        name, source = name.strip(), source.strip()
+        if part != "shapes-clip" and not source:
+            raise WeightsMissingError(
+                f"CLIP spec '{part}' names no weights",
+                hint="use NAME:TAG (e.g. 'ViT-B-32:openai'), NAME:PATH to a local checkpoint, "
+                     "or local-dir:DIR")
+        members.append(ClipMember(weight, name, source))
+    return tuple(members)
+
+
+def default_clip_spec(catalog) -> str:
+    """Return the CLIP spec a world uses when an expression names none (``ENERGYQL_CLIP`` wins)."""
+    return os.environ.get(ENV_CLIP, "").strip() or catalog.clip_model
+
+
+def _world_defaults() -> set[str]:
+    from energyql.catalog import CATALOGS
+
+    return {c.clip_model for c in CATALOGS.values() if c.clip_model}
+
+
+def load_clip(spec: str, device: str = "cpu"):
+    """Return the CLIP model (or ensemble) a spec names; see the module docstring.
+
+    With ``ENERGYQL_CLIP`` set, a spec that is some world's default CLIP loads the variable's
+    spec instead, so the override reaches every place that asks for the world's default.
+    """
+    spec = spec.strip()
+    override = os.environ.get(ENV_CLIP, "").strip()
+    if override and spec in _world_defaults():
+        spec = override
+    return _load_cached(spec, str(device))
 
 
 @functools.lru_cache(maxsize=8)
-def load_clip(spec: str, device: str = "cpu") -> ClipModel:
-    """Return the CLIP model a spec names (see the module docstring)."""
+def _load_cached(spec: str, device: str):
+    members = parse_clip_spec(spec)
+    if len(members) == 1 and members[0].weight == 1.0:
+        return _load_one(members[0].spec, device)
+    return ClipEnsemble([_load_one(m.spec, device) for m in members],
+                        [m.weight for m in members], name=spec)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_one(spec: str, device: str) -> ClipModel:
     if spec == "shapes-clip":
         from energyql.worlds.shapes import clip as shapes_clip
 
@@ -82,27 +231,165 @@ def load_clip(spec: str, device: str = "cpu") -> ClipModel:
                                               rotate_degrees=10.0, cutout=0.0)).to(device)
     import open_clip
 
-    name, sep, source = spec.partition(":")
-    if not sep or not source:
-        raise WeightsMissingError(
-            f"CLIP spec '{spec}' names no weights",
-            hint="use NAME:TAG (e.g. 'ViT-B-32:openai') or NAME:PATH to a local checkpoint")
-    is_file = Path(source).expanduser().exists()
-    if not is_file and source not in open_clip.list_pretrained_tags_by_model(name):
-        raise WeightsMissingError(
-            f"no CLIP weights '{source}' for model '{name}': not a file and not a known tag",
-            hint="known tags: " + ", ".join(open_clip.list_pretrained_tags_by_model(name)[:8]))
-    try:
-        model = open_clip.create_model(
-            name, pretrained=str(Path(source).expanduser()) if is_file else source,
-            cache_dir=str(_cache_dir()), device=device, require_pretrained=True)
-    except (RuntimeError, OSError) as error:  # open_clip reports failed downloads this way
-        raise WeightsMissingError(
-            f"could not load CLIP '{spec}': {error}",
-            hint=f"offline? download the checkpoint elsewhere and pass it as '{name}:/path/to/file', "
-                 f"or put it in the cache directory {_cache_dir()} (ENERGYQL_CACHE overrides)",
-        ) from None
-    cfg = model.visual.preprocess_cfg
+    name, _, source = spec.partition(":")
+    if name in _SCHEMES:
+        return _load_scheme(open_clip, spec, device)
+    name = name.replace("/", "-")  # open_clip spells "ViT-B/32" as "ViT-B-32"
+    if name not in open_clip.list_models():
+        close = difflib.get_close_matches(name, open_clip.list_models(), n=3)
+        raise EnergyQLError(
+            f"unknown CLIP architecture '{name}'",
+            hint=(f"did you mean {', '.join(repr(c) for c in close)}? " if close else "")
+            + "see open_clip.list_models(), or use local-dir:DIR for your own architecture")
+    path = Path(source).expanduser()
+    tag_cfg = None
+    if not path.is_file():
+        tag_cfg = open_clip.get_pretrained_cfg(name, source)
+        if not tag_cfg:
+            if os.sep in source or "/" in source or path.suffix:
+                raise WeightsMissingError(f"CLIP checkpoint '{source}' not found",
+                                          hint=f"check the path, or use a tag of '{name}'")
+            tags = open_clip.list_pretrained_tags_by_model(name)
+            raise WeightsMissingError(
+                f"no CLIP weights '{source}' for '{name}': not a file and not a known tag",
+                hint="known tags: " + (", ".join(tags) if tags else "none (give a checkpoint path)"))
+        path = pretrained_path(name, source)
+    options = {}
+    if tag_cfg and tag_cfg.get("quick_gelu") and not name.endswith("-quickgelu"):
+        # open_clip 3 only warns when a tag was trained with QuickGELU but the config uses GELU;
+        # the activations would silently be wrong (OpenAI weights), so follow the tag.
+        options["force_quick_gelu"] = True
+    model = _create(open_clip, name, device, pretrained=str(path), **options)
+    cfg = dict(model.visual.preprocess_cfg)
+    if tag_cfg:
+        cfg.update({k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg})
+    return _wrap(open_clip, model, name, spec, cfg, device)
+
+
+def _load_scheme(open_clip, spec: str, device: str) -> ClipModel:
+    scheme, _, where = spec.partition(":")
+    if scheme == "local-dir" and not (Path(where).expanduser() / "open_clip_config.json").is_file():
+        raise WeightsMissingError(f"no open_clip_config.json in '{where}'",
+                                  hint="local-dir:DIR needs DIR/open_clip_config.json and its weights")
+    if scheme == "hf-hub" and _offline():
+        raise WeightsMissingError(f"'{spec}' needs the network and downloads are off (ENERGYQL_OFFLINE)",
+                                  hint="download the repository elsewhere and use local-dir:DIR")
+    model = _create(open_clip, spec.replace(where, str(Path(where).expanduser()))
+                    if scheme == "local-dir" else spec, device, cache_dir=str(_clip_dir()))
+    return _wrap(open_clip, model, spec, spec, dict(model.visual.preprocess_cfg), device)
+
+
+def _wrap(open_clip, model, name: str, spec: str, cfg: dict, device: str) -> ClipModel:
     size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
-    return ClipModel(model, open_clip.get_tokenizer(name), name=spec, image_size=size,
+    try:
+        tokenizer = open_clip.get_tokenizer(name, cache_dir=str(_clip_dir()))
+    except (OSError, RuntimeError, ValueError) as error:  # tokenizers fetched from the HF hub
+        raise WeightsMissingError(f"could not load the tokenizer of CLIP '{spec}': {error}") from None
+    return ClipModel(model, tokenizer, name=spec, image_size=size,
                      mean=cfg["mean"], std=cfg["std"]).to(device)
+
+
+def _load_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [RuntimeError, OSError, ValueError, KeyError,
+                                         pickle.UnpicklingError]
+    try:
+        from safetensors import SafetensorError
+        errors.append(SafetensorError)
+    except ImportError:  # older safetensors
+        pass
+    return tuple(errors)
+
+
+def _create(open_clip, name: str, device: str, **options):
+    """Build an open_clip model with its weights, turning open_clip's failures into ours."""
+    try:
+        return open_clip.create_model(name, device=device, require_pretrained=True, **options)
+    except _load_errors() as error:
+        where = options.get("pretrained") or name
+        raise EnergyQLError(
+            f"could not load CLIP '{name}' from {where}: {error}".splitlines()[0][:400],
+            hint="the checkpoint must fit the named architecture (OpenAI weights need the "
+                 "'-quickgelu' name); local-dir:DIR takes any architecture with its config",
+        ) from None
+
+
+# --- pretrained weights in the energyql cache --------------------------------------------------
+
+
+def _clip_dir() -> Path:
+    return hub.cache_dir() / "clip"
+
+
+def _offline() -> bool:
+    return hub._offline()
+
+
+def pretrained_files(name: str, tag: str) -> list[tuple[Path, str]]:
+    """Return ``(local file, URL)`` candidates for open_clip's ``name:tag``, preferred first.
+
+    Files live in ``<cache>/clip/NAME/TAG/``; safetensors come before pickled checkpoints.
+    """
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(name, tag) or {}
+    folder = _clip_dir() / name / tag
+    out: list[tuple[Path, str]] = []
+    if cfg.get("hf_hub"):
+        # "org/repo/" names the repository's default weights; "org/repo/file" one file.
+        repo, filename = os.path.split(cfg["hf_hub"])
+        if filename:
+            names = ([filename[:-4] + ".safetensors"] if filename.endswith((".bin", ".pth")) else []) + [filename]
+        else:
+            names = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        out += [(folder / n, f"https://huggingface.co/{repo}/resolve/main/{n}") for n in names]
+    if cfg.get("url"):
+        out.append((folder / os.path.basename(cfg["url"]), cfg["url"]))
+    return out
+
+
+def pretrained_path(name: str, tag: str, *, download: bool = True) -> Path:
+    """Return the local file of open_clip's ``name:tag``, downloading it into the cache if allowed.
+
+    Raises :class:`WeightsMissingError` naming the file, its folder and the command that puts it
+    there when it is missing and cannot be downloaded. A failed download leaves no file behind.
+    """
+    candidates = pretrained_files(name, tag)
+    for file, _ in candidates:
+        if file.is_file():
+            return file
+    first, url = candidates[0]
+    how = f"mkdir -p '{first.parent}' && curl -L -o '{first}' '{url}'"
+    hint = (f"get it with: {how}  (or set ENERGYQL_CACHE to the folder that holds clip/, or use "
+            f"'{name}:/path/to/checkpoint')")
+    if not download or _offline():
+        why = "downloads are off (ENERGYQL_OFFLINE)" if download else "downloading was not allowed"
+        raise WeightsMissingError(f"CLIP weights '{name}:{tag}' ({first.name}) are not at {first}; {why}",
+                                  hint=hint)
+    failures = []
+    for file, link in candidates:
+        try:
+            return _download(link, file)
+        except WeightsMissingError as error:
+            failures.append(error.message)
+    raise WeightsMissingError(
+        f"CLIP weights '{name}:{tag}' are not at {first} and could not be downloaded: {failures[-1]}",
+        hint=hint)
+
+
+def _download(url: str, file: Path) -> Path:
+    """Download one checkpoint atomically; a safetensors file is checked by opening it."""
+    is_safetensors = file.suffix == ".safetensors"
+    # Only the hub entries that embed a digest in their URL (OpenAI's) can be checked by it.
+    digest = url.split("/")[-2] if "openaipublic" in url and len(url.split("/")[-2]) == 64 else None
+    hub.download_file(url, file, sha256=digest, label=f"{file.parent.parent.name}:{file.parent.name}",
+                      check_format=not is_safetensors)
+    if is_safetensors:
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            file.unlink(missing_ok=True)
+            raise WeightsMissingError(f"{url} did not return a safetensors file ({error})") from None
+    return file
