@@ -16,6 +16,8 @@ import torch
 from energyql.catalog import CATALOGS, Catalog
 from energyql.energies import ControlModels, StageEnergy, lower_stage
 from energyql.energies.lower import is_probability
+from energyql.distributed import Group, current as current_group
+from energyql.energies.base import Features
 from energyql.energies.predicate import PredicateEnergy
 from energyql.flows import standard_normal_log_prob
 from energyql.generators.base import Generator
@@ -67,47 +69,55 @@ class Judged:
 
 @torch.no_grad()
 def judge(generator: Generator, n: int, models: ControlModels, energies: list[StageEnergy], *,
-          seed: int = 0, batch: int = 256, device: str = "cpu") -> Judged:
+          seed: int = 0, batch: int = 256, device: str = "cpu", group: Group | None = None) -> Judged:
     """Sample ``n`` images and measure them with the attribute model and the program's energies.
 
     ``log_weights`` are, for a StageSampler, ``log p(u) - log q(u)`` of its last stage (the
     importance weights towards that stage's exact target); for a plain generator they are
     ``-E`` of the first stage (weights that turn base samples into the exact target).
+    Under torchrun each rank judges its rows of every batch and the results are gathered.
     """
-    rng = torch.Generator().manual_seed(seed)
-    labels: dict[str, list] = {a.name: [] for a in models.catalog.attributes}
+    group = group or current_group()
+    noise = torch.Generator().manual_seed(seed)
+    augmentation = torch.Generator().manual_seed(seed + 1)
+    attribute_model = models.attributes if models.catalog.attributes else None
+    labels: dict[str, list] = {}
     parts: dict[str, list] = {}
     probs: dict[str, list] = {}
     weights: list[torch.Tensor] = []
     for start in range(0, n, batch):
         m = min(batch, n - start)
-        eps = torch.randn(m, generator.latent_dim, generator=rng).to(device)
+        eps = torch.randn(m, generator.latent_dim, generator=noise)[group.shard(m)].to(device)
         if isinstance(generator, StageSampler):
             u, logdet = generator.flow(eps)
             images = generator.base.decode(u)
             log_ratio = generator.base.log_prior(u) - standard_normal_log_prob(eps) + logdet
-            energy = energies[generator.index - 1] if generator.index <= len(energies) else None
+            weighting = generator.index - 1  # the stage whose exact target the weights aim at
         else:
             images = generator.decode(eps)
-            log_ratio = torch.zeros(m, device=device)
-            energy = energies[0] if energies else None
-        if models.catalog.attributes:
-            for name, lp in models.attributes(images).items():
-                labels[name].append(lp.argmax(1).cpu())
-        for stage_energy in energies:
-            features = stage_energy.features(images, rng)
-            for text, value in stage_energy.parts(features).items():
-                parts.setdefault(text, []).append(value.float().cpu())
+            log_ratio = torch.zeros(len(eps), device=device)
+            weighting = 0
+        # One Features per batch: every energy shares the attribute model's single pass.
+        features = Features(images, attribute_model, augmentation)
+        if attribute_model is not None:
+            for name, lp in features.attribute_log_probs().items():
+                labels.setdefault(name, []).append(lp.argmax(1))
+        for k, stage_energy in enumerate(energies):
+            stage_parts = stage_energy.parts(features)
+            for text, value in stage_parts.items():
+                parts.setdefault(text, []).append(value.float())
             for term in stage_energy.pointwise:
                 if isinstance(term, PredicateEnergy):
-                    probs.setdefault(term.text, []).append(term.probability(features).cpu())
-        if energy is not None:
-            total, _ = energy(images, rng)
-            weights.append((log_ratio - total).float().cpu())
-    return Judged({k: torch.cat(v) for k, v in labels.items() if v},
-                  {k: torch.cat(v) for k, v in parts.items()},
-                  {k: torch.cat(v) for k, v in probs.items()},
-                  torch.cat(weights) if weights else None)
+                    probs.setdefault(term.text, []).append(term.probability(features))
+            if k == weighting:
+                total = torch.stack(list(stage_parts.values())).sum(0)
+                weights.append((log_ratio - total).float())
+
+    def collect(chunks: dict[str, list]) -> dict[str, torch.Tensor]:
+        return {k: group.gather(torch.cat(v)).cpu() for k, v in chunks.items()}
+
+    return Judged(collect(labels), collect(parts), collect(probs),
+                  group.gather(torch.cat(weights)).cpu() if weights else None)
 
 
 def figures(judged: Judged, program, catalog: Catalog) -> dict:

@@ -23,6 +23,7 @@ import torch
 
 from energyql.energies import ControlModels, StageEnergy, lower_stage
 from energyql.energies.predicate import PredicateEnergy
+from energyql.distributed import Group, current as current_group
 from energyql.errors import EnergyQLError, TrainingError
 from energyql.flows import FlowConfig, LatentFlow, standard_normal_log_prob
 from energyql.generators.base import Generator
@@ -85,28 +86,34 @@ def _step_generator(seed: int, stage: int, step: int) -> torch.Generator:
 
 
 def _features_in_batches(base: Generator, energy: StageEnergy, flow: LatentFlow | None, n: int,
-                         batch: int, generator: torch.Generator, device: str):
-    """Draw n samples; return (phi, pointwise energy, log p0(z) - log q(z)) as CPU tensors."""
+                         batch: int, seed_generator: torch.Generator, device: str, group: Group):
+    """Draw n samples; return (phi, pointwise energy, log p0(z) - log q(z)) as CPU tensors.
+
+    Noise comes from its own stream, drawn for whole batches on every rank, so that N ranks
+    together judge exactly the samples one process would.
+    """
+    noise = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=seed_generator)))
     phis, energies, log_ratios = [], [], []
     with torch.no_grad():
         for start in range(0, n, batch):
             m = min(batch, n - start)
-            eps = torch.randn(m, base.latent_dim, generator=generator).to(device)
+            eps = torch.randn(m, base.latent_dim, generator=noise)[group.shard(m)].to(device)
             if flow is None:
-                z, log_ratio = eps, torch.zeros(m, device=device)
+                z, log_ratio = eps, torch.zeros(len(eps), device=device)
             else:
                 z, logdet = flow(eps)
                 # log p0(z) - log q(z) where log q(z) = log N(eps) - logdet
                 log_ratio = base.log_prior(z) - standard_normal_log_prob(eps) + logdet
-            features = energy.features(base.decode(z), generator)
-            phis.append(energy.phi(features).cpu())
-            energies.append(energy.pointwise_energy(features).cpu())
-            log_ratios.append(log_ratio.cpu())
-    return torch.cat(phis), torch.cat(energies), torch.cat(log_ratios)
+            features = energy.features(base.decode(z), seed_generator)
+            phis.append(energy.phi(features))
+            energies.append(energy.pointwise_energy(features))
+            log_ratios.append(log_ratio)
+    return tuple(group.gather(torch.cat(x)).cpu() for x in (phis, energies, log_ratios))
 
 
 def fit_constraints(base: Generator, energy: StageEnergy, flow: LatentFlow | None, n: int,
-                    config: TrainConfig, generator: torch.Generator) -> MomentFit:
+                    config: TrainConfig, generator: torch.Generator,
+                    group: Group | None = None) -> MomentFit:
     """Refit every constraint's λ so the stage's final distribution meets its targets.
 
     With ``flow=None`` the samples come from the base generator and the importance weights
@@ -114,7 +121,7 @@ def fit_constraints(base: Generator, energy: StageEnergy, flow: LatentFlow | Non
     ``p0/q``, which is exact because the flow's density is known.
     """
     phi, pointwise, log_ratio = _features_in_batches(
-        base, energy, flow, n, config.batch * 4, generator, config.device)
+        base, energy, flow, n, config.batch * 4, generator, config.device, group or Group())
     sizes = [c.target.numel() for c in energy.constraints]
     # All constraints are fitted jointly: their features may overlap (e.g. debias(a) & uniform(a x b)).
     target = torch.cat([c.target.cpu() for c in energy.constraints])
@@ -154,14 +161,23 @@ def _fit_record(fit: MomentFit, step: int, energy: StageEnergy) -> dict:
     }
 
 
-def _running_figures(parts: dict[str, torch.Tensor], energy: StageEnergy) -> dict[str, float]:
-    """Figures the progress bar shows: mean of each term and the share meeting predicates."""
+def _running_figures(parts: dict[str, torch.Tensor], energy: StageEnergy,
+                     features) -> dict[str, float]:
+    """Figures the progress bar shows: each term's mean, the share meeting the predicates,
+    and each constraint's KL from the batch's (argmax) distribution to its target."""
     figures = {text: float(value.detach().float().mean()) for text, value in parts.items()}
     predicates = [t for t in energy.pointwise if isinstance(t, PredicateEnergy)]
     if predicates:
         # A predicate holds for an image when its probability exceeds 1/2, i.e. E < log 2.
         holds = torch.stack([parts[t.text].detach() < math.log(2) for t in predicates]).all(0)
         figures["on-target share"] = float(holds.float().mean())
+    for constraint in energy.constraints:
+        with torch.no_grad():
+            phi = constraint.phi(features)
+            shares = torch.bincount(phi.argmax(1), minlength=phi.shape[1]).float() / len(phi)
+            target = constraint.target.clamp(min=1e-12)
+            kl = (shares * (shares.clamp(min=1e-12) / target).log()).sum()
+        figures[f"KL {' x '.join(constraint.attrs)}"] = float(kl)
     return figures
 
 
@@ -240,7 +256,15 @@ def _load_checkpoint(directory: Path, index: int, flow: LatentFlow,
 def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, index: int = 1,
                 source: str = "", checkpoint_dir: Path | None = None, resume: bool = False,
                 progress: bool = True) -> tuple[StageSampler, StageLog]:
-    """Train one stage's flow against ``energy`` over ``base``; return its sampler and log."""
+    """Train one stage's flow against ``energy`` over ``base``; return its sampler and log.
+
+    Under torchrun every rank runs this with the same config: each evaluates its shard of the
+    global batch and DistributedDataParallel averages the gradients.
+    """
+    group = current_group()
+    if config.batch % group.world:
+        raise EnergyQLError(f"the batch ({config.batch}) must divide evenly over {group.world} ranks")
+    shard = group.shard(config.batch)
     device = config.device
     flow_config = FlowConfig(dim=base.latent_dim, blocks=config.blocks, width=config.width,
                              seed=config.seed * 100 + index)
@@ -248,6 +272,12 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
     base = base.to(device).eval().requires_grad_(False)
     energy = energy.to(device)
     params = [p for p in flow.parameters() if p.requires_grad]
+    trained = flow
+    if group.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(flow, device_ids=[torch.device(device).index]
+                                          if device.startswith("cuda") else None)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     log = StageLog(index=index, source=source)
     start = 0
@@ -258,24 +288,27 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
         log = StageLog(**saved_log)
     elif energy.has_constraints:
         fit = fit_constraints(base, energy, None, config.moment_samples, config,
-                              _step_generator(config.seed, index, -1))
+                              _step_generator(config.seed, index, -1), group)
         log.fits.append(_fit_record(fit, 0, energy))
         _warn_low_ess(fit, log, "base samples")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.startswith("cuda") \
         else contextlib.nullcontext()
     bad_in_a_row = 0
     began = time.perf_counter() - log.seconds
-    with _Progress(progress, f"stage {index}", config.steps, start) as bar:
+    with _Progress(progress and group.is_main, f"stage {index}", config.steps, start) as bar:
         for step in range(start, config.steps):
             generator = _step_generator(config.seed, index, step)
-            eps = torch.randn(config.batch, base.latent_dim, generator=generator).to(device)
+            eps = torch.randn(config.batch, base.latent_dim, generator=generator)[shard].to(device)
             with autocast:
-                z, logdet = flow(eps)
+                z, logdet = trained(eps)
                 images = base.decode(z).float()
-                total, parts = energy(images, generator)
+                features = energy.features(images, generator)
+                parts = energy.parts(features)
+                total = torch.stack(list(parts.values())).sum(0)
             per_sample = -base.log_prior(z) + total - logdet
             loss = per_sample.mean()
-            finite = bool(torch.isfinite(loss))
+            # Every rank must take the same branch, or the gradient all-reduce would hang.
+            finite = group.all_true(bool(torch.isfinite(loss)), device)
             if finite:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -299,12 +332,13 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
             if energy.has_constraints and config.refit_every and (step + 1) % config.refit_every == 0 \
                     and step + 1 < config.steps:
                 fit = fit_constraints(base, energy, flow, config.refit_samples, config,
-                                      _step_generator(config.seed, index, -(step + 2)))
+                                      _step_generator(config.seed, index, -(step + 2)), group)
                 log.fits.append(_fit_record(fit, step + 1, energy))
             log.seconds = time.perf_counter() - began
-            if checkpoint_dir is not None and (step + 1) % config.checkpoint_every == 0:
+            if checkpoint_dir is not None and group.is_main and (step + 1) % config.checkpoint_every == 0:
                 _save_checkpoint(checkpoint_dir, index, step + 1, flow, optimizer, energy, log)
-            bar.update(step + 1, float(loss.detach()), _running_figures(parts, energy))
+            if bar.bar is not None:
+                bar.update(step + 1, float(loss.detach()), _running_figures(parts, energy, features))
     log.seconds = time.perf_counter() - began
     flow.eval()
     return StageSampler(base, flow, index, source), log
@@ -395,8 +429,9 @@ def train(program, gen="shapes", config: TrainConfig | None = None, *, out: str 
     manifest = build_manifest(source=source, canonical=canonical, generator=sampler.root,
                               stages=stage_records)
     artifact = Artifact(sampler, manifest)
-    if out is not None:
+    if out is not None and current_group().is_main:
         artifact.save(out)
+    current_group().barrier()
     return artifact
 
 

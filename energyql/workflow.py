@@ -68,6 +68,8 @@ def run_and_report(program, *, expression: str, gen: str = "shapes", out: str | 
     and ``report.md`` into ``out``."""
     import torch
 
+    from energyql.distributed import current as current_group
+    from energyql.distributed import device_for
     from energyql.evaluation import evaluate
     from energyql.report import save_grid, write_report
     from energyql.sampler import load
@@ -75,6 +77,7 @@ def run_and_report(program, *, expression: str, gen: str = "shapes", out: str | 
 
     out = Path(out)
     settings = {**defaults_for(gen), **overrides}
+    device = device_for(device, current_group())
     config = replace(TrainConfig(), seed=seed, device=device, amp=amp, threads=threads,
                      **settings)
     generator_options = {"truncation": truncation} if truncation is not None else {}
@@ -82,15 +85,18 @@ def run_and_report(program, *, expression: str, gen: str = "shapes", out: str | 
     artifact = train(program, gen, config, out=out, resume=resume, start=start,
                      progress=progress, **generator_options)
     sampler = artifact.sampler.eval()
-    noise = torch.randn(grid, sampler.latent_dim,
-                        generator=torch.Generator().manual_seed(seed)).to(device)
-    scale = 2 if sampler.image_size and sampler.image_size <= 64 else 1
-    with torch.no_grad():
-        save_grid(out / "samples.png", sampler.decode(noise), scale=scale)
-        save_grid(out / "base.png", sampler.root.decode(noise), scale=scale)
+    # Evaluation is sharded over ranks under torchrun; files are written by rank 0 only.
     metrics = evaluate(artifact, samples=samples, seed=seed, device=device)
-    artifact.manifest["metrics"] = metrics
-    artifact.save(out)
-    write_json(out / "metrics.json", metrics)
-    write_report(out, artifact.manifest, metrics)
+    if current_group().is_main:
+        noise = torch.randn(grid, sampler.latent_dim,
+                            generator=torch.Generator().manual_seed(seed)).to(device)
+        scale = 2 if sampler.image_size and sampler.image_size <= 64 else 1
+        with torch.no_grad():
+            save_grid(out / "samples.png", sampler.decode(noise), scale=scale)
+            save_grid(out / "base.png", sampler.root.decode(noise), scale=scale)
+        artifact.manifest["metrics"] = metrics
+        artifact.save(out)
+        write_json(out / "metrics.json", metrics)
+        write_report(out, artifact.manifest, metrics)
+    current_group().barrier()
     return RunResult(out, metrics, artifact.manifest)

@@ -35,6 +35,10 @@ def eval_command(
     program = compile_program(expression, gen=gen) if expression and gen else expression
     target = str(artifact) if artifact is not None else load_generator(gen, device=device)
     result = evaluate(target, program=program, samples=samples, seed=seed, device=device)
+    from energyql.distributed import current as current_group
+
+    if not current_group().is_main:  # under torchrun, rank 0 speaks for every rank
+        return
     if out is not None:
         write_json(out, result)
     if as_json:

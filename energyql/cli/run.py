@@ -55,5 +55,8 @@ def run(
                             device=device, amp=amp, threads=threads, truncation=truncation,
                             resume=resume, start_from=start_from, samples=samples,
                             progress=progress, **options)
-    stdout.print(result.summary_table())
-    stdout.print(f"wrote {out}/ (artifact, samples.png, base.png, report.md, metrics.json)")
+    from energyql.distributed import current as current_group
+
+    if current_group().is_main:
+        stdout.print(result.summary_table())
+        stdout.print(f"wrote {out}/ (artifact, samples.png, base.png, report.md, metrics.json)")

@@ -111,7 +111,15 @@ class StageEnergy(nn.Module):
         return Features(images, self.attribute_model, generator)
 
     def parts(self, features: Features) -> dict[str, torch.Tensor]:
-        return {t.text: t(features) for t in [*self.pointwise, *self.constraints]}
+        """Each term's per-image energy, keyed by its text (repeated texts get ``#2``, ...)."""
+        parts: dict[str, torch.Tensor] = {}
+        for term in [*self.pointwise, *self.constraints]:
+            key, n = term.text, 1
+            while key in parts:
+                n += 1
+                key = f"{term.text}#{n}"
+            parts[key] = term(features)
+        return parts
 
     def pointwise_energy(self, features: Features) -> torch.Tensor:
         if not len(self.pointwise):

@@ -1,0 +1,88 @@
+"""Data parallelism on PyTorch's own engine: torchrun sets the environment, we read it.
+
+``torchrun --nproc-per-node N -m energyql run EXPR ...`` starts N processes with ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous address set. Every rank draws the *global*
+batch's noise from the same seeded generator and keeps its own rows, so a run on N ranks sees
+exactly the samples a single process would, and gradients averaged by DistributedDataParallel
+equal the single-process gradient of the global mean loss.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+# A rank that dies leaves the others blocked in a collective; they give up after this long.
+DEFAULT_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place in the run: rank, world size, local rank."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, n: int) -> slice:
+        """Rows of a global batch of ``n`` that this rank handles (contiguous, in rank order)."""
+        per, extra = divmod(n, self.world)
+        start = self.rank * per + min(self.rank, extra)
+        return slice(start, start + per + (1 if self.rank < extra else 0))
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate every rank's rows in rank order (shards may differ in length by one)."""
+        if not self.active:
+            return tensor
+        sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(self.world)]
+        dist.all_gather(sizes, torch.tensor([len(tensor)], device=tensor.device))
+        longest = int(max(s.item() for s in sizes))
+        padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+        padded[: len(tensor)] = tensor
+        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(parts, padded)
+        return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+
+    def all_true(self, flag: bool, device: torch.device | str = "cpu") -> bool:
+        """Whether ``flag`` holds on every rank (so that all ranks take the same branch)."""
+        if not self.active:
+            return flag
+        value = torch.tensor([1 if flag else 0], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
+        return bool(value.item())
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+def current() -> Group:
+    """Return this process's Group, joining the process group torchrun describes if needed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Group()
+    if not dist.is_initialized():
+        backend = os.environ.get("ENERGYQL_DIST_BACKEND") or (
+            "nccl" if torch.cuda.is_available() else "gloo")
+        timeout = timedelta(seconds=int(os.environ.get("ENERGYQL_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)))
+        dist.init_process_group(backend=backend, timeout=timeout)
+    return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def device_for(requested: str, group: Group) -> str:
+    """On several GPUs each rank takes ``cuda:LOCAL_RANK`` unless an index was given."""
+    if group.active and requested == "cuda":
+        return f"cuda:{group.local_rank}"
+    return requested
