@@ -357,23 +357,37 @@ def pretrained_path(name: str, tag: str, *, download: bool = True) -> Path:
     for file, _ in candidates:
         if file.is_file():
             return file
+    import open_clip
+
     first, url = candidates[0]
     how = f"mkdir -p '{first.parent}' && curl -L -o '{first}' '{url}'"
+    quick = (open_clip.get_pretrained_cfg(name, tag) or {}).get("quick_gelu") and not name.endswith("-quickgelu")
     hint = (f"get it with: {how}  (or set ENERGYQL_CACHE to the folder that holds clip/, or use "
-            f"'{name}:/path/to/checkpoint')")
+            f"'{name}{'-quickgelu' if quick else ''}:/path/to/checkpoint')")
     if not download or _offline():
         why = "downloads are off (ENERGYQL_OFFLINE)" if download else "downloading was not allowed"
         raise WeightsMissingError(f"CLIP weights '{name}:{tag}' ({first.name}) are not at {first}; {why}",
                                   hint=hint)
+    existing = first.parent  # the folders made for a failed download are removed again
+    while not existing.exists():
+        existing = existing.parent
     failures = []
     for file, link in candidates:
         try:
             return _download(link, file)
         except WeightsMissingError as error:
             failures.append(error.message)
+    _remove_empty(first.parent, stop=existing)
     raise WeightsMissingError(
         f"CLIP weights '{name}:{tag}' are not at {first} and could not be downloaded: {failures[-1]}",
         hint=hint)
+
+
+def _remove_empty(folder: Path, *, stop: Path) -> None:
+    """Remove ``folder`` and its parents up to ``stop`` while they are empty (failed downloads)."""
+    while folder != stop and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
 
 
 def _download(url: str, file: Path) -> Path:
