@@ -163,3 +163,16 @@ def test_logit_scale_and_augment_options(tiny_clip):
     model = load_clip(f"{name}:{checkpoint}")
     assert model.logit_scale == pytest.approx(1 / 0.07, rel=1e-4)
     assert model.augment_options["cutout"] > 0 and model.augment_options["saturation"] > 0
+
+
+def test_an_expression_names_an_ensemble_in_its_model_option(tiny_clip):
+    import energyql
+    from energyql.energies import ControlModels, lower_stage
+
+    name, checkpoint, folder = tiny_clip
+    source = f'clip("a smiling man", model="{name}:{checkpoint} + 0.5*local-dir:{folder}", augment=2)'
+    stage = energyql.compile(source, gen="stylegan2-ffhq").stages[0]
+    energy = lower_stage(stage, ControlModels(FACES))
+    assert isinstance(energy.pointwise[0].clip, ClipEnsemble)
+    total, _ = energy(torch.rand(2, 3, 32, 32), torch.Generator().manual_seed(0))
+    assert total.shape == (2,) and torch.isfinite(total).all()
