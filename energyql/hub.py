@@ -150,7 +150,7 @@ def fetch_command(key: str) -> str:
             f"curl -L -o {shlex.quote(str(target))} {shlex.quote(entry.url)}")
 
 
-def _offline() -> bool:
+def offline() -> bool:
     return os.environ.get("ENERGYQL_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
 
 
@@ -165,8 +165,8 @@ def path(key: str, *, download: bool = True, progress: bool = True) -> Path:
     if target.is_file():
         return target
     how = fetch_command(key)
-    if not download or _offline() or not entry.url:
-        why = ("downloads are off (ENERGYQL_OFFLINE)" if download and _offline() and entry.url
+    if not download or offline() or not entry.url:
+        why = ("downloads are off (ENERGYQL_OFFLINE)" if download and offline() and entry.url
                else "no download URL is known" if not entry.url else "downloading was not allowed")
         raise WeightsMissingError(
             f"weights '{key}' ({entry.filename}) are not at {target}; {why}",

@@ -364,6 +364,19 @@ def _non_finite_term(parts: dict[str, torch.Tensor], logdet, z, base: Generator)
     return "the gradients (every term was finite)"
 
 
+def _controls_record(models: ControlModels) -> dict:
+    """Which judges trained the artifact (the world's CLIP and attribute models)."""
+    from energyql.controls.attributes import face_attribute_backend
+    from energyql.controls.clip import default_clip_spec
+
+    record = {"clip": default_clip_spec(models.catalog),
+              "attributes": sorted({a.model for a in models.catalog.attributes})}
+    if "face-attributes" in record["attributes"]:
+        kind, path = face_attribute_backend()
+        record["face_attributes"] = kind if path is None else f"{kind}:{path}"
+    return record
+
+
 def _set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
@@ -428,6 +441,7 @@ def train(program, gen="shapes", config: TrainConfig | None = None, *, out: str 
         source = canonical
     manifest = build_manifest(source=source, canonical=canonical, generator=sampler.root,
                               stages=stage_records)
+    manifest["controls"] = _controls_record(models)
     artifact = Artifact(sampler, manifest)
     if out is not None and current_group().is_main:
         artifact.save(out)

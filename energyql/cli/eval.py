@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from energyql.cli.app import app, guarded, stdout
+from energyql.cli.app import app, environment, guarded, stdout
 from energyql.errors import EnergyQLError
 
 
@@ -23,6 +23,10 @@ def eval_command(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the JSON here.")] = None,
+    clip: Annotated[Optional[str], typer.Option(
+        "--clip", help="CLIP spec replacing the world's default (NAME:TAG, NAME:PATH, ...).")] = None,
+    face_attributes: Annotated[Optional[str], typer.Option(
+        "--face-attributes", help="Face attribute model: clip, fairface or fairface:PATH.")] = None,
 ) -> None:
     """Measure attribute distributions, KL to targets, predicate shares and energies."""
     from energyql.evaluation import evaluate
@@ -34,7 +38,8 @@ def eval_command(
         raise EnergyQLError("give either an ARTIFACT directory or --gen NAME")
     program = compile_program(expression, gen=gen) if expression and gen else expression
     target = str(artifact) if artifact is not None else load_generator(gen, device=device)
-    result = evaluate(target, program=program, samples=samples, seed=seed, device=device)
+    with environment(ENERGYQL_CLIP=clip, ENERGYQL_FACE_ATTRIBUTES=face_attributes):
+        result = evaluate(target, program=program, samples=samples, seed=seed, device=device)
     from energyql.distributed import current as current_group
 
     if not current_group().is_main:  # under torchrun, rank 0 speaks for every rank

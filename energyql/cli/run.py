@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from energyql.cli.app import app, guarded, stdout
+from energyql.cli.app import app, environment, guarded, stdout
 
 
 def default_out(expression: str) -> Path:
@@ -35,6 +35,10 @@ def run(
     start_from: Annotated[Optional[Path], typer.Option("--from", help="Add stages to this artifact.")] = None,
     samples: Annotated[int, typer.Option(help="Samples for the evaluation report.")] = 2000,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    clip: Annotated[Optional[str], typer.Option(
+        "--clip", help="CLIP spec replacing the world's default (NAME:TAG, NAME:PATH, ...).")] = None,
+    face_attributes: Annotated[Optional[str], typer.Option(
+        "--face-attributes", help="Face attribute model: clip, fairface or fairface:PATH.")] = None,
 ) -> None:
     """Train a controlled sampler for EXPRESSION and write artifact, grids, metrics and report."""
     from energyql.lang.api import compile as compile_program
@@ -51,10 +55,11 @@ def run(
 
     out = out or default_out(expression)
     options = {k: v for k, v in dict(steps=steps, batch=batch, lr=lr).items() if v is not None}
-    result = run_and_report(program, expression=expression, gen=gen, out=out, seed=seed,
-                            device=device, amp=amp, threads=threads, truncation=truncation,
-                            resume=resume, start_from=start_from, samples=samples,
-                            progress=progress, **options)
+    with environment(ENERGYQL_CLIP=clip, ENERGYQL_FACE_ATTRIBUTES=face_attributes):
+        result = run_and_report(program, expression=expression, gen=gen, out=out, seed=seed,
+                                device=device, amp=amp, threads=threads, truncation=truncation,
+                                resume=resume, start_from=start_from, samples=samples,
+                                progress=progress, **options)
     from energyql.distributed import current as current_group
 
     if current_group().is_main:

@@ -191,23 +191,13 @@ def default_clip_spec(catalog) -> str:
     return os.environ.get(ENV_CLIP, "").strip() or catalog.clip_model
 
 
-def _world_defaults() -> set[str]:
-    from energyql.catalog import CATALOGS
-
-    return {c.clip_model for c in CATALOGS.values() if c.clip_model}
-
-
 def load_clip(spec: str, device: str = "cpu"):
     """Return the CLIP model (or ensemble) a spec names; see the module docstring.
 
-    With ``ENERGYQL_CLIP`` set, a spec that is some world's default CLIP loads the variable's
-    spec instead, so the override reaches every place that asks for the world's default.
+    A world's default CLIP (and its ``ENERGYQL_CLIP`` override) is chosen by the caller with
+    :func:`default_clip_spec`; an explicit spec is always loaded as written.
     """
-    spec = spec.strip()
-    override = os.environ.get(ENV_CLIP, "").strip()
-    if override and spec in _world_defaults():
-        spec = override
-    return _load_cached(spec, str(device))
+    return _load_cached(spec.strip(), str(device))
 
 
 @functools.lru_cache(maxsize=8)
@@ -321,7 +311,7 @@ def _clip_dir() -> Path:
 
 
 def _offline() -> bool:
-    return hub._offline()
+    return hub.offline()
 
 
 def pretrained_files(name: str, tag: str) -> list[tuple[Path, str]]:

@@ -47,9 +47,10 @@ class ControlModels:
         return self._attributes
 
     def clip(self, spec: str | None):
-        from energyql.controls.clip import load_clip
+        """The CLIP a term names, or the world's default (``ENERGYQL_CLIP`` overrides it)."""
+        from energyql.controls.clip import default_clip_spec, load_clip
 
-        return load_clip(spec or self.catalog.clip_model, self.device)
+        return load_clip(spec or default_clip_spec(self.catalog), self.device)
 
 
 def is_probability(node) -> bool:

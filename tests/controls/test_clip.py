@@ -87,7 +87,10 @@ def test_world_default_can_be_replaced(tiny_clip, monkeypatch):
     name, checkpoint, _ = tiny_clip
     monkeypatch.setenv("ENERGYQL_CLIP", f"{name}:{checkpoint}")
     assert default_clip_spec(FACES) == f"{name}:{checkpoint}"
-    assert load_clip(FACES.clip_model) is load_clip(f"{name}:{checkpoint}")
+    # The override reaches every user of the world's default through ControlModels.
+    from energyql.energies.lower import ControlModels
+
+    assert ControlModels(FACES).clip(None) is load_clip(f"{name}:{checkpoint}")
     monkeypatch.delenv("ENERGYQL_CLIP")
     assert default_clip_spec(FACES) == "ViT-B-32:openai" and default_clip_spec(SHAPES) == "shapes-clip"
 
