@@ -18,6 +18,7 @@ from energyql.energies import ControlModels, StageEnergy, lower_stage
 from energyql.energies.lower import is_probability
 from energyql.distributed import Group, current as current_group
 from energyql.energies.base import Features
+from energyql.energies.conditional import identity_distance, sample_context
 from energyql.energies.predicate import PredicateEnergy
 from energyql.flows import standard_normal_log_prob
 from energyql.generators.base import Generator
@@ -80,6 +81,7 @@ def judge(generator: Generator, n: int, models: ControlModels, energies: list[St
     group = group or current_group()
     noise = torch.Generator().manual_seed(seed)
     augmentation = torch.Generator().manual_seed(seed + 1)
+    contexts = torch.Generator().manual_seed(seed + 2)
     attribute_model = models.attributes if models.catalog.attributes else None
     labels: dict[str, list] = {}
     parts: dict[str, list] = {}
@@ -89,7 +91,10 @@ def judge(generator: Generator, n: int, models: ControlModels, energies: list[St
         m = min(batch, n - start)
         eps = torch.randn(m, generator.latent_dim, generator=noise)[group.shard(m)].to(device)
         if isinstance(generator, StageSampler):
-            u, logdet = generator.flow(eps)
+            # A conditional sampler is judged over contexts drawn uniformly from its ranges.
+            requested = sample_context(generator.context_params, len(eps), contexts).to(device) \
+                if generator.context_params else None
+            u, logdet = generator.flow(eps, generator.flow_context(requested, len(eps)))
             images = generator.base.decode(u)
             log_ratio = generator.base.log_prior(u) - standard_normal_log_prob(eps) + logdet
             weighting = generator.index - 1  # the stage whose exact target the weights aim at
@@ -103,6 +108,8 @@ def judge(generator: Generator, n: int, models: ControlModels, energies: list[St
             for name, lp in features.attribute_log_probs().items():
                 labels.setdefault(name, []).append(lp.argmax(1))
         for k, stage_energy in enumerate(energies):
+            if stage_energy.is_conditional:
+                continue  # its energies need requested values; see conditional_figures
             stage_parts = stage_energy.parts(features)
             for text, value in stage_parts.items():
                 parts.setdefault(text, []).append(value.float())
@@ -257,4 +264,42 @@ def evaluate(target: Artifact | Generator | str, *, program=None, samples: int =
             result["collateral_drift"] = collateral_drift(judged, base_judged, program, catalog)
         if judged.log_weights is not None:
             result["ess"][f"stage {generator.index}"] = _ess_fraction(judged.log_weights)
+        if generator.context_params:
+            result.update(conditional_figures(generator, models, seed=seed, device=device))
+    return result
+
+
+@torch.no_grad()
+def conditional_figures(sampler: StageSampler, models: ControlModels, *, rows: int = 64,
+                        steps: int = 5, seed: int = 0, device: str = "cpu") -> dict:
+    """Pose error and identity distances of a conditional sampler (PromptGen's measures).
+
+    Each parameter is swept over ``steps`` values across its range (the others mid-range) for
+    ``rows`` noises. ``pose_error``: parameter → mean |reading − requested|;
+    ``identity_within``: mean √(2 − 2cos) between the identity embeddings of one noise at
+    different values of the first parameter; ``identity_between``: the same between different
+    noises at the same value.
+    """
+    params = sampler.context_params
+    catalog = models.catalog
+    pose_model = models.pose(catalog.control(params[0].control))
+    noise = torch.randn(rows, sampler.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    pose_error, sweeps = {}, {}
+    for param in params:
+        values = torch.linspace(param.low, param.high, steps).tolist()
+        images = [sampler.decode(noise, sampler.context_tensor({param.name: v}, rows).to(device))
+                  for v in values]
+        readings = [pose_model(x)[param.name] for x in images]
+        pose_error[param.name] = round(float(torch.stack(
+            [(r - v).abs().mean() for r, v in zip(readings, values)]).mean()), 4)
+        sweeps[param.name] = images
+    result = {"pose_error": pose_error}
+    if catalog.keepable("identity"):
+        embed = models.identity("identity")
+        grid = torch.stack([embed(x) for x in sweeps[params[0].name]], dim=1)  # rows, steps, d
+        pairs = [(i, j) for i in range(steps) for j in range(i + 1, steps)]
+        within = torch.stack([identity_distance(grid[:, i], grid[:, j]) for i, j in pairs]).mean()
+        between = identity_distance(grid, grid.roll(1, dims=0)).mean()
+        result["identity_within"] = round(float(within), 4)
+        result["identity_between"] = round(float(between), 4)
     return result

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from energyql.energies.conditional import ContextParam, normalize_context
 from energyql.errors import ArtifactError
 from energyql.flows import FlowConfig, LatentFlow
 from energyql.generators.base import Generator
@@ -32,12 +33,16 @@ class StageSampler(Generator):
         source: the stage's canonical expression.
     """
 
-    def __init__(self, base: Generator, flow: LatentFlow, index: int = 1, source: str = ""):
+    def __init__(self, base: Generator, flow: LatentFlow, index: int = 1, source: str = "",
+                 context: list[ContextParam] | tuple = ()):
         super().__init__()
         self.base = base
         self.flow = flow
         self.index = index
         self.source = source  # the stage's canonical expression
+        # A conditional stage's free parameters: decode() takes their values (physical units).
+        self.context_params = list(context)
+        self.context_dim = len(self.context_params)
         self.latent_dim = base.latent_dim
         self.catalog = base.catalog
         self.image_size = base.image_size
@@ -45,8 +50,31 @@ class StageSampler(Generator):
         self.weights_digest = base.weights_digest
 
     def latent(self, eps: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """Return the base generator's latent for this stage's noise."""
-        return self.flow(eps, context)[0]
+        """Return the base generator's latent for this stage's noise (and context values)."""
+        return self.flow(eps, self.flow_context(context, len(eps)))[0]
+
+    def flow_context(self, context: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """The flow's context input for requested values; None for unconditional stages."""
+        if not self.context_params:
+            return None
+        if context is None:
+            raise ArtifactError(
+                "this sampler is conditional: give values for "
+                + ", ".join(f"{p.name} in {p.low:g}..{p.high:g}" for p in self.context_params),
+                hint="e.g. energyql sample ARTIFACT --set NAME=VALUE, or sample(n, context={...})")
+        context = torch.as_tensor(context, dtype=torch.float32, device=self.device)
+        return normalize_context(self.context_params, context.expand(n, -1))
+
+    def context_tensor(self, values: dict[str, float] | None, n: int) -> torch.Tensor:
+        """Return ``(n, P)`` context values from a name → value dict (unnamed: mid-range)."""
+        values = dict(values or {})
+        unknown = set(values) - {p.name for p in self.context_params}
+        if unknown:
+            raise ArtifactError(f"unknown context parameter(s): {', '.join(sorted(unknown))}",
+                                hint="this sampler takes: " + ", ".join(
+                                    p.name for p in self.context_params) or "no context")
+        row = [float(values.get(p.name, (p.low + p.high) / 2)) for p in self.context_params]
+        return torch.tensor(row).expand(n, -1).clone()
 
     def decode(self, eps: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         return self.base.decode(self.latent(eps, context))
@@ -70,10 +98,17 @@ class Artifact:
         self.sampler = sampler
         self.manifest = manifest
 
-    def sample(self, n: int, *, seed: int | None = None, batch_size: int = 256) -> torch.Tensor:
-        """Return ``n`` controlled images in [0, 1]."""
+    def sample(self, n: int, *, seed: int | None = None, batch_size: int = 256,
+               context: dict[str, float] | torch.Tensor | None = None) -> torch.Tensor:
+        """Return ``n`` controlled images in [0, 1].
+
+        ``context`` sets a conditional sampler's parameters, e.g. ``{"x": 0.3}`` (others
+        mid-range), or per-sample values ``(n, P)``.
+        """
         self.sampler.eval()
-        return self.sampler.sample(n, seed=seed, batch_size=batch_size)
+        if self.sampler.context_params and not isinstance(context, torch.Tensor):
+            context = self.sampler.context_tensor(context, n)
+        return self.sampler.sample(n, seed=seed, batch_size=batch_size, context=context)
 
     @property
     def generator(self) -> StageSampler:
@@ -157,7 +192,9 @@ def load(directory: str | Path, *, gen: Generator | str | None = None, device: s
         except RuntimeError as error:
             raise ArtifactError(f"stage {stage['index']} of '{directory}' does not match its "
                                 f"manifest: {error}") from None
-        sampler = StageSampler(sampler, flow.to(device), stage["index"], stage["source"]).eval()
+        context = [ContextParam(**c) for c in stage.get("context", [])]
+        sampler = StageSampler(sampler, flow.to(device), stage["index"], stage["source"],
+                               context).eval()
     if not isinstance(sampler, StageSampler):
         raise ArtifactError(f"'{directory}' has no trained stage")
     return Artifact(sampler, manifest)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from energyql.energies import ControlModels, StageEnergy, lower_stage
+from energyql.energies.conditional import normalize_context, sample_context
 from energyql.energies.predicate import PredicateEnergy
 from energyql.distributed import Group, current as current_group
 from energyql.errors import EnergyQLError, TrainingError
@@ -266,7 +267,11 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
         raise EnergyQLError(f"the batch ({config.batch}) must divide evenly over {group.world} ranks")
     shard = group.shard(config.batch)
     device = config.device
-    flow_config = FlowConfig(dim=base.latent_dim, blocks=config.blocks, width=config.width,
+    if getattr(base, "context_dim", 0):
+        raise EnergyQLError("a stage cannot be trained on top of a conditional stage",
+                            hint="make the conditional stage (pose(...)) the last one")
+    flow_config = FlowConfig(dim=base.latent_dim, context_dim=len(energy.context),
+                             blocks=config.blocks, width=config.width,
                              seed=config.seed * 100 + index)
     flow = LatentFlow(flow_config).to(device)
     base = base.to(device).eval().requires_grad_(False)
@@ -299,10 +304,26 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
         for step in range(start, config.steps):
             generator = _step_generator(config.seed, index, step)
             eps = torch.randn(config.batch, base.latent_dim, generator=generator)[shard].to(device)
+            context = reference = flow_context = None
+            if energy.is_conditional:
+                # Requested values, and for paired energies a second context for the same noise.
+                context = sample_context(energy.context, config.batch, generator)[shard].to(device)
+                flow_context = normalize_context(energy.context, context)
+                if energy.paired:
+                    other = sample_context(energy.context, config.batch, generator)[shard].to(device)
             with autocast:
-                z, logdet = trained(eps)
+                if energy.paired:
+                    # One forward pass for both contexts (DDP expects one forward per backward).
+                    both, logdet = trained(torch.cat([eps, eps]), torch.cat(
+                        [flow_context, normalize_context(energy.context, other)]))
+                    z, z_other = both.chunk(2)
+                    logdet = logdet[: len(eps)]
+                    reference = base.decode(z_other).float()
+                else:
+                    z, logdet = trained(eps, flow_context)
                 images = base.decode(z).float()
-                features = energy.features(images, generator)
+                features = energy.features(images, generator, context=context,
+                                           reference_images=reference)
                 parts = energy.parts(features)
                 total = torch.stack(list(parts.values())).sum(0)
             per_sample = -base.log_prior(z) + total - logdet
@@ -341,7 +362,7 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
                 bar.update(step + 1, float(loss.detach()), _running_figures(parts, energy, features))
     log.seconds = time.perf_counter() - began
     flow.eval()
-    return StageSampler(base, flow, index, source), log
+    return StageSampler(base, flow, index, source, energy.context), log
 
 
 def _warn_low_ess(fit: MomentFit, log: StageLog, where: str) -> None:
@@ -418,7 +439,8 @@ def train(program, gen="shapes", config: TrainConfig | None = None, *, out: str 
     # Training on a trained sampler continues its stage numbering (stage k+1 on top of k).
     earlier = base.stages if isinstance(base, StageSampler) else []
     stage_records = list(start.manifest["stages"]) if start is not None else [
-        {"index": s.index, "source": s.source, "flow": s.flow.config.to_dict()} for s in earlier]
+        {"index": s.index, "source": s.source, "flow": s.flow.config.to_dict(),
+         "context": [p.to_dict() for p in s.context_params]} for s in earlier]
     sampler: Generator = base
     for k, stage in enumerate(program.stages, start=len(earlier) + 1):
         energy = lower_stage(stage, models)
@@ -426,6 +448,7 @@ def train(program, gen="shapes", config: TrainConfig | None = None, *, out: str 
                                    checkpoint_dir=out, resume=resume, progress=progress)
         stage_records.append({
             "index": k, "source": str(stage), "flow": sampler.flow.config.to_dict(),
+            "context": [p.to_dict() for p in energy.context],
             "lambda": {c.text: [round(v, 6) for v in c.lam.tolist()] for c in energy.constraints},
             "train": {**config.to_dict(), "seconds": round(log.seconds, 2),
                       "skipped_steps": log.skipped_steps},

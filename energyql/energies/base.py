@@ -13,12 +13,20 @@ class Features:
         images: the batch in [0, 1], ``(B, 3, H, W)``.
         attributes: a callable returning ``{attribute: log-probs (B, K)}`` for images.
         generator: CPU random generator for augmentations (reproducible training).
+        context: requested control values of a conditional stage, ``(B, P)``.
+        reference_images: the same noise decoded at another context (paired energies).
     """
 
     def __init__(self, images: torch.Tensor, attributes=None,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, *,
+                 context: torch.Tensor | None = None,
+                 reference_images: torch.Tensor | None = None):
         self.images = images
         self.generator = generator
+        # Conditional stages: the requested control values (physical units), and the images
+        # the same noise gives at another context (for paired energies such as keep(identity)).
+        self.context = context
+        self.reference_images = reference_images
         self._attributes_fn = attributes
         self._attributes: dict[str, torch.Tensor] | None = None
 

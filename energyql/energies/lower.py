@@ -9,6 +9,7 @@ from energyql.catalog import CATALOGS, Catalog
 from energyql.energies.base import EnergyTerm, Features
 from energyql.energies.clip import ClipEnergy
 from energyql.energies.combinators import ScaledEnergy, SoftOrEnergy, SumEnergy
+from energyql.energies.conditional import ContextParam, KeepEnergy, PoseEnergy
 from energyql.energies.constraint import ConstraintEnergy
 from energyql.energies.predicate import (
     PredicateEnergy,
@@ -37,6 +38,30 @@ class ControlModels:
         self.device = device
         self.clip_copies = clip_copies
         self._attributes = attributes
+
+    def pose(self, control):
+        """The pose model that reads a catalog control's parameters from images."""
+        if control.model == "shapes-pose":
+            from energyql.worlds.shapes import pose
+
+            return pose.load(device=self.device)
+        raise EnergyQLError(
+            f"no pose model is available for '{control.name}' in the {self.catalog.name} world",
+            hint="conditional pose control is implemented for the shapes world; the faces pose "
+                 "model (MTCNN landmarks) is not built yet")
+
+    def identity(self, what: str):
+        """The embedding that ``keep(what)`` holds fixed."""
+        model = self.catalog.keepable(what)
+        if model == "shapes-identity":
+            from energyql.worlds.shapes import pose
+
+            return pose.load_identity(device=self.device)
+        if model == "facenet":
+            from energyql.controls.faces import FaceEmbedder, load_facenet
+
+            return FaceEmbedder(load_facenet(device=self.device)).to(self.device)
+        raise EnergyQLError(f"nothing backs keep({what}) in the {self.catalog.name} world")
 
     @property
     def attributes(self):
@@ -86,11 +111,6 @@ def lower_term(node, models: ControlModels) -> EnergyTerm:
         return SumEnergy([lower_term(t, models) for t in node.terms], text)
     if isinstance(node, g.Or):
         return SoftOrEnergy([lower_term(t, models) for t in node.terms], text)
-    if isinstance(node, (g.Control, g.Keep)):
-        raise EnergyQLError(
-            f"'{text}' needs the conditional trainer, which this version does not have yet",
-            hint="conditional control (pose with identity kept) is planned; train the other "
-                 "terms without it for now")
     raise EnergyQLError(f"cannot lower '{text}' to an energy")
 
 
@@ -102,14 +122,26 @@ class StageEnergy(nn.Module):
     """
 
     def __init__(self, pointwise: list[EnergyTerm], constraints: list[ConstraintEnergy],
-                 attributes=None):
+                 attributes=None, context: list[ContextParam] | None = None,
+                 paired: bool = False):
         super().__init__()
         self.pointwise = nn.ModuleList(pointwise)
         self.constraints = nn.ModuleList(constraints)
         self.attribute_model = attributes
+        # Conditional stages: the flow's context entries, and whether a term compares each
+        # sample with the same noise at another context.
+        self.context = list(context or [])
+        self.paired = paired
 
-    def features(self, images: torch.Tensor, generator: torch.Generator | None = None) -> Features:
-        return Features(images, self.attribute_model, generator)
+    def features(self, images: torch.Tensor, generator: torch.Generator | None = None, *,
+                 context: torch.Tensor | None = None,
+                 reference_images: torch.Tensor | None = None) -> Features:
+        return Features(images, self.attribute_model, generator, context=context,
+                        reference_images=reference_images)
+
+    @property
+    def is_conditional(self) -> bool:
+        return bool(self.context)
 
     def parts(self, features: Features) -> dict[str, torch.Tensor]:
         """Each term's per-image energy, keyed by its text (repeated texts get ``#2``, ...)."""
@@ -143,15 +175,28 @@ class StageEnergy(nn.Module):
 
 def lower_stage(stage, models: ControlModels) -> StageEnergy:
     """Return the StageEnergy for a checked ``graph.Stage``."""
-    pointwise, constraints = [], []
+    pointwise, constraints, context = [], [], []
     for term in stage.terms:
         if isinstance(term, g.Constraint):
             constraints.append(ConstraintEnergy(term.kind, tuple(term.attrs),
                                                 tuple(term.target), str(term)))
+        elif isinstance(term, g.Control):
+            control = models.catalog.control(term.name)
+            params = [ContextParam(term.name, p.name, p.low, p.high) for p in term.params]
+            columns = list(range(len(context), len(context) + len(params)))
+            context.extend(params)
+            pointwise.append(PoseEnergy(models.pose(control), params, columns, str(term)))
+        elif isinstance(term, g.Keep):
+            pointwise.append(KeepEnergy(models.identity(term.what), str(term)))
         else:
             pointwise.append(lower_term(term, models))
+    if constraints and context:
+        raise EnergyQLError(
+            f"'{stage}' mixes distributional constraints with a conditional control",
+            hint="put the constraint in its own stage before the conditional one")
     needs_attributes = constraints or any(_mentions_attributes(t) for t in stage.terms)
-    return StageEnergy(pointwise, constraints, models.attributes if needs_attributes else None)
+    return StageEnergy(pointwise, constraints, models.attributes if needs_attributes else None,
+                       context, paired=any(isinstance(t, g.Keep) for t in stage.terms))
 
 
 def _mentions_attributes(node) -> bool:

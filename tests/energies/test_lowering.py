@@ -121,8 +121,22 @@ def test_clip_energy_is_scaled_cosine_distance_and_prefers_the_prompt():
     assert math.isfinite(float(e_blue))
 
 
-def test_conditional_controls_are_refused_with_a_clear_error():
-    models = ControlModels(SHAPES)
-    stage = eq.compile("pose(x in 0.3..0.7) & keep(identity)", gen="shapes").stages[0]
-    with pytest.raises(eq.EnergyQLError, match="conditional"):
+def test_conditional_control_without_a_pose_model_is_a_clear_error():
+    from energyql.catalog import FACES
+
+    stage = eq.compile("pose(yaw in -30..30) & keep(identity)", gen="stylegan2-ffhq").stages[0]
+    with pytest.raises(eq.EnergyQLError, match="no pose model"):
+        lower_stage(stage, ControlModels(FACES))
+
+
+def test_constraint_and_control_in_one_stage_are_refused():
+    from energyql.energies.conditional import PoseEnergy
+
+    models = ControlModels(SHAPES, attributes=FixedAttributes(PROBS))
+    models.pose = lambda control: torch.nn.Identity()
+    stage = eq.compile("pose(x in 0.3..0.7) & uniform(color)", gen="shapes").stages[0]
+    with pytest.raises(eq.EnergyQLError, match="own stage"):
         lower_stage(stage, models)
+    energy = lower_stage(eq.compile("pose(x in 0.3..0.7)", gen="shapes").stages[0], models)
+    assert energy.is_conditional and isinstance(energy.pointwise[0], PoseEnergy)
+    assert [p.name for p in energy.context] == ["x"]

@@ -1,0 +1,77 @@
+"""End-to-end training on the embedded shapes world: each control kind moves the distribution
+the way its expression says (the acceptance runs of docs/training.md, at CI-sized budgets)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from energyql.cli import app
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+def _run(tmp_path, expression, *extra):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["run", expression, "--gen", "shapes", "--out", str(out),
+                                 "--no-progress", "--threads", "1", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "metrics.json").read_text()), out
+
+
+def test_predicates_select_red_circles_and_keep_size_as_in_the_base(tmp_path):
+    metrics, _ = _run(tmp_path, "color == red & shape == circle", "--samples", "2000")
+    assert metrics["base"]["predicate_share"]["all"] < 0.5
+    assert metrics["predicate_share"]["all"] >= 0.9
+    assert metrics["collateral_drift"]["size"] <= 0.1
+
+
+def test_uniform_over_a_joint_flattens_it(tmp_path):
+    metrics, _ = _run(tmp_path, "uniform(shape x color)", "--samples", "2000")
+    assert metrics["base"]["kl_to_target"]["shape x color"] > 0.3
+    assert metrics["kl_to_target"]["shape x color"] <= 0.05
+
+
+def test_clip_prompt_then_debias_size(tmp_path):
+    metrics, out = _run(tmp_path, 'clip("a blue triangle") | then debias(size)', "--samples", "2000")
+    joint = metrics["joint"]["shape x color"]
+    assert joint["triangle,blue"] >= 0.75
+    assert metrics["kl_to_target"]["size"] <= 0.02
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["stages"]) == 2
+
+
+def test_kill_9_then_resume_finishes_like_an_uninterrupted_run(tmp_path):
+    args = ["run", "color == red & shape == circle", "--gen", "shapes", "--steps", "120",
+            "--samples", "300", "--no-progress", "--threads", "1"]
+    whole = tmp_path / "whole"
+    assert runner.invoke(app, [*args, "--out", str(whole)]).exit_code == 0
+    cut = tmp_path / "cut"
+    process = subprocess.Popen([sys.executable, "-m", "energyql", *args, "--out", str(cut)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (cut / "stage1.ckpt.safetensors").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (cut / "stage1.ckpt.safetensors").exists()
+    assert not (cut / "manifest.json").exists(), "killed before the end, no artifact yet"
+    result = runner.invoke(app, [*args, "--out", str(cut), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((cut / "metrics.json").read_text()) == json.loads((whole / "metrics.json").read_text())
+
+
+def test_pose_with_identity_kept_moves_the_shape_and_keeps_it(tmp_path):
+    metrics, out = _run(tmp_path, "pose(x in 0.3..0.7) & keep(identity)", "--samples", "500")
+    assert metrics["pose_error"]["x"] <= 0.05
+    assert metrics["identity_within"] <= 0.5 * metrics["identity_between"]
+    grid = tmp_path / "sweep.png"
+    result = runner.invoke(app, ["sample", str(out), "-n", "4", "--sweep", "x=0.3..0.7:5",
+                                 "--out", str(grid)])
+    assert result.exit_code == 0 and grid.is_file(), result.output
