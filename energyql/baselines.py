@@ -100,7 +100,8 @@ class _Target:
             raise SamplerError(f"expected a Generator, StageSampler or Artifact, "
                                f"got {type(source).__name__}")
         if need_flow and self.flow is None:
-            raise SamplerError("this sampler needs a trained flow: pass an Artifact (energyql.load)",
+            raise SamplerError("this sampler needs a trained flow: pass an Artifact "
+                               "(energyql.load)",
                                hint="train one with `energyql run EXPR --out DIR`, or use "
                                     "'rejection', 'importance' or 'langevin' on a generator")
         if self.flow is not None and self.flow.config.context_dim:
@@ -227,7 +228,8 @@ def _resample(target: _Target, pool: _Pool, n: int, rng: torch.Generator, batch:
     if decode:
         images = pool.images[index] if pool.images is not None else _decode(target, latents, batch)
     ess = effective_sample_size(pool.log_weights)
-    return latents, images, {"ess": round(ess, 1), "ess_fraction": round(ess / len(pool.latents), 5),
+    return latents, images, {"ess": round(ess, 1),
+                             "ess_fraction": round(ess / len(pool.latents), 5),
                              "unique": int(index.unique().numel()),
                              "redecoded": 0 if pool.images is not None or not decode else n}
 
@@ -428,7 +430,8 @@ def _langevin(target: _Target, n: int, rng: torch.Generator, *, batch: int, deco
 
 
 @torch.no_grad()
-def _flow(target: _Target, n: int, rng: torch.Generator, *, batch: int, decode: bool) -> SampleResult:
+def _flow(target: _Target, n: int, rng: torch.Generator, *, batch: int,
+          decode: bool) -> SampleResult:
     latents, images = [], []
     for start in range(0, n, batch):
         u, _ = target.propose(min(batch, n - start), rng, use_flow=True)
@@ -502,7 +505,8 @@ def sample(name: str, source, energy: StageEnergy | None = None, *, n: int, seed
         if "unexpected keyword argument" not in str(error):
             raise
         raise SamplerError(f"sampler '{name}' does not take that option: {error}",
-                           hint="see energyql.baselines.sample for each sampler's options") from None
+                           hint="see energyql.baselines.sample for each sampler's options") \
+            from None
     result.stats = {"sampler": name, "samples": len(result.latents),
                     "seconds": round(time.perf_counter() - began, 4), **result.stats}
     if target.energy is not None and target.energy.has_constraints:
@@ -533,6 +537,12 @@ def stage_energy(source, program=None, *, stage: int = -1, device: str = "cpu",
     if isinstance(program, str):
         program = compile_program(program)
     program = program.checked(generator.catalog)
+    if manifest is None and len(program.stages) > 1 and not isinstance(generator, StageSampler):
+        # Stage k's target lives over stage k-1's *trained* sampler, which a plain generator
+        # does not have.
+        raise SamplerError(f"the program has {len(program.stages)} stages; sampling its last "
+                           f"stage needs the artifact trained for the stages before it",
+                           hint="train it with `energyql run`, then sample the artifact")
     models = models or ControlModels(generator.catalog, device=device, clip_copies=clip_copies)
     try:
         chosen = program.stages[stage]
@@ -550,5 +560,36 @@ def stage_energy(source, program=None, *, stage: int = -1, device: str = "cpu",
     return energy.to(device).eval()
 
 
-__all__ = ["SAMPLERS", "SampleResult", "SamplerError", "energy_lower_bound", "sample",
-           "stage_energy"]
+def parse_options(pairs: list[str] | tuple[str, ...]) -> dict:
+    """Return sampler options from ``KEY=VALUE`` strings (as a CLI passes them).
+
+    Values become int, float or bool where they spell one (``pool=4096``, ``step_size=0.01``,
+    ``metropolis=true``); anything else stays text (``e_min=pilot``).
+
+    Example:
+        >>> parse_options(["pool=4096", "e_min=pilot", "metropolis=true"])
+        {'pool': 4096, 'e_min': 'pilot', 'metropolis': True}
+    """
+    options = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise SamplerError(f"sampler option '{pair}' is not KEY=VALUE",
+                               hint="e.g. --option pool=4096 --option step_size=0.01")
+        value: object = text.strip()
+        lowered = text.strip().lower()
+        if lowered in ("true", "false"):
+            value = lowered == "true"
+        else:
+            for convert in (int, float):
+                try:
+                    value = convert(text)
+                    break
+                except ValueError:
+                    pass
+        options[key.strip().replace("-", "_")] = value
+    return options
+
+
+__all__ = ["SAMPLERS", "SampleResult", "SamplerError", "energy_lower_bound", "parse_options",
+           "sample", "stage_energy"]

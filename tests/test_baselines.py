@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 
-from energyql.baselines import SAMPLERS, SamplerError, energy_lower_bound, sample
+from energyql.baselines import SAMPLERS, SamplerError, energy_lower_bound, parse_options, sample
 from energyql.energies.combinators import ScaledEnergy, SoftOrEnergy, SumEnergy
 from energyql.energies.constraint import ConstraintEnergy
 from energyql.energies.lower import StageEnergy
@@ -188,3 +188,28 @@ def test_lower_bounds_of_composed_energies():
                           SoftOrEnergy([right, left], "r or l")], [constraint])
     assert energy_lower_bound(energy) == pytest.approx(-math.log(2) - 0.5)
     assert energy_lower_bound(stage(QuadraticEnergy(**QUADRATIC))) is None
+
+
+def test_options_from_the_command_line_are_typed():
+    assert parse_options(["pool=4096", "step-size=0.01", "e_min=pilot", "metropolis=True"]) == \
+        {"pool": 4096, "step_size": 0.01, "e_min": "pilot", "metropolis": True}
+    with pytest.raises(SamplerError, match="not KEY=VALUE"):
+        parse_options(["pool"])
+
+
+def test_stage_energy_of_an_artifact_carries_its_trained_lambda():
+    from energyql.baselines import stage_energy
+    from energyql.energies import ControlModels
+
+    class Catalogued(PointGenerator):
+        catalog = "shapes"
+
+    manifest = {"canonical": "uniform(size)",
+                "stages": [{"index": 1, "lambda": {"uniform(size)": [0.25, -0.25]}}]}
+    flow = LatentFlow(FlowConfig(dim=2, blocks=1, width=4))
+    artifact = Artifact(StageSampler(Catalogued(), flow), manifest)
+    models = ControlModels("shapes", attributes=SideAttribute())
+    energy = stage_energy(artifact, models=models)
+    assert energy.constraints[0].lam.tolist() == [0.25, -0.25]
+    with pytest.raises(SamplerError, match="2 stages"):
+        stage_energy(Catalogued(), "size == small | then debias(size)", models=models)
