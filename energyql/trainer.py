@@ -311,16 +311,19 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
                 flow_context = normalize_context(energy.context, context)
                 if energy.paired:
                     other = sample_context(energy.context, config.batch, generator)[shard].to(device)
+            # The flow and its log-determinant stay in float32; autocast covers the generator
+            # and the control models, where the time goes.
+            if energy.paired:
+                # One forward pass for both contexts (DDP expects one forward per backward).
+                both, logdet = trained(torch.cat([eps, eps]), torch.cat(
+                    [flow_context, normalize_context(energy.context, other)]))
+                z, z_other = both.chunk(2)
+                logdet = logdet[: len(eps)]
+            else:
+                z, logdet = trained(eps, flow_context)
             with autocast:
                 if energy.paired:
-                    # One forward pass for both contexts (DDP expects one forward per backward).
-                    both, logdet = trained(torch.cat([eps, eps]), torch.cat(
-                        [flow_context, normalize_context(energy.context, other)]))
-                    z, z_other = both.chunk(2)
-                    logdet = logdet[: len(eps)]
                     reference = base.decode(z_other).float()
-                else:
-                    z, logdet = trained(eps, flow_context)
                 images = base.decode(z).float()
                 features = energy.features(images, generator, context=context,
                                            reference_images=reference)
