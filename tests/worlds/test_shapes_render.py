@@ -102,3 +102,12 @@ def test_captions_are_true_and_carry_reporting_bias():
     assert "a shape" in texts
     rng = random.Random(0)
     assert render.caption("triangle", "blue", "small", rng).startswith("a")
+
+
+def test_captions_never_name_unknown_values():
+    labels = {"shape": torch.tensor([-1, 2] * 200), "color": torch.tensor([0, -1] * 200),
+              "size": torch.tensor([-1, -1] * 200)}
+    for i, text in enumerate(render.captions(labels, seed=1)):
+        words = set(text.split())
+        assert not words & set(render.SIZES)
+        assert not words & ({"circle", "square", "triangle"} if i % 2 == 0 else set(render.COLORS))

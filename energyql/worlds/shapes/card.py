@@ -6,7 +6,9 @@
 Keys: ``classifier_accuracy`` (head -> accuracy on held-out scenes), ``generator``
 (``confident_share``, ``tv`` (attribute -> total variation to the data), ``combos_present``,
 ``combos_total``, ``joint_ratio_min``, ``joint_ratio_max``), ``clip_zero_shot`` (``data`` and
-``generated``, each attribute -> accuracy with :data:`render.PROMPTS`).
+``generated``, each attribute -> accuracy with :data:`render.PROMPTS`), and
+``clip_sturdiness`` (prompt -> share of latents optimised against the CLIP energy that the
+classifier reads as the prompt says).
 """
 
 from __future__ import annotations
@@ -99,6 +101,44 @@ def clip_figures(model, tokenizer, generator, classifier, n: int = 5000) -> dict
     return out
 
 
+ATTACK_PROMPTS = {
+    "a blue triangle": {"shape": "triangle", "color": "blue"},
+    "a small green square": {"shape": "square", "color": "green", "size": "small"},
+    "a red circle": {"shape": "circle", "color": "red"},
+}
+
+
+def clip_sturdiness(model, tokenizer, generator, classifier, *, n: int = 64, steps: int = 60,
+                    lr: float = 0.05, seed: int = GENERATED_SEED + 3) -> dict[str, float]:
+    """Return, per prompt, the share of latents pushed by gradient descent on the CLIP energy
+    (plus the prior) that the classifier reads as the prompt says.
+
+    This is what a flow trained on ``clip(prompt)`` can exploit: a CLIP that is fooled shows
+    a low share here (dark or off-manifold images that score well but are not the prompt).
+    """
+    from energyql.worlds.shapes.clip import normalize
+
+    out = {}
+    gen = torch.Generator().manual_seed(seed)
+    for prompt, target in ATTACK_PROMPTS.items():
+        with torch.no_grad():
+            text = model.encode_text(tokenizer([prompt]), normalize=True)[0]
+        z = torch.randn(n, generator.latent_dim, generator=gen).requires_grad_()
+        optimizer = torch.optim.Adam([z], lr=lr)
+        for _ in range(steps):
+            image = model.encode_image(normalize(generator.decode(z)), normalize=True)
+            energy = 50.0 * (1 - image @ text) + 0.5 * z.pow(2).sum(1)
+            optimizer.zero_grad()
+            energy.mean().backward()
+            optimizer.step()
+        probs = classify(classifier, generator.decode(z.detach()))
+        hit = torch.ones(n, dtype=torch.bool)
+        for attribute, value in target.items():
+            hit &= probs[attribute].argmax(1) == render.ATTRIBUTES[attribute].index(value)
+        out[prompt] = hit.float().mean().item()
+    return out
+
+
 def save_grids(folder: Path, generator, n: int = 64, scale: int = 2) -> list[Path]:
     """Write ``shapes-data.png`` and ``shapes-generated.png`` (8x8 grids) into ``folder``."""
     from torchvision.utils import save_image
@@ -117,7 +157,8 @@ def save_grids(folder: Path, generator, n: int = 64, scale: int = 2) -> list[Pat
 
 
 def measure(n: int = 5000, *, include: tuple[str, ...] = ("classifier", "generator", "clip"),
-            generator_path=None, classifier_path=None, clip_path=None) -> dict:
+            generator_path=None, classifier_path=None, clip_path=None,
+            sturdiness: bool = True) -> dict:
     """Load the shipped (or given) models and return every figure of the card."""
     from energyql.worlds.shapes import classifier as classifier_module
     from energyql.worlds.shapes import clip as clip_module
@@ -135,6 +176,8 @@ def measure(n: int = 5000, *, include: tuple[str, ...] = ("classifier", "generat
     if "clip" in include:
         model, tokenizer = clip_module.load(path=clip_path)
         figures["clip_zero_shot"] = clip_figures(model, tokenizer, gen, clf, n)
+        if sturdiness:
+            figures["clip_sturdiness"] = clip_sturdiness(model, tokenizer, gen, clf)
     return figures
 
 
@@ -146,12 +189,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", action="append", choices=("classifier", "generator", "clip"),
                         help="measure only these models (repeatable)")
     parser.add_argument("--grids", type=Path, default=None, help="write sample grids here")
+    parser.add_argument("--no-sturdiness", action="store_true",
+                        help="skip the gradient attack on the CLIP energy (the slowest figure)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.time()
-    figures = measure(args.n, include=tuple(args.only or ("classifier", "generator", "clip")))
+    figures = measure(args.n, include=tuple(args.only or ("classifier", "generator", "clip")),
+                      sturdiness=not args.no_sturdiness)
     if args.grids is not None:
         from energyql.worlds.shapes import generator as generator_module
 

@@ -1,9 +1,11 @@
-"""The shapes generator: ``z ~ N(0, I) -> flow -> code -> decoder -> 32x32 image``.
+"""The shapes generator: ``z ~ N(0, I) -> flow -> scene code -> decoder -> 32x32 image``.
 
-A two-stage model trained on rendered scenes: an autoencoder whose decoder draws scenes from a
-small code, and an affine-coupling flow fitted to the codes by maximum likelihood (which
-covers every mode of the data, rare ones included). The whole map from ``z`` to the image is
-differentiable.
+A two-stage model trained on rendered scenes: a decoder that places and paints a learned
+shape field (its signed-distance network is fitted to rendered images), and an affine-coupling
+flow fitted by maximum likelihood to the scenes' codes (mass-covering, so rare combinations
+such as blue triangles keep their share). The whole map from ``z`` to the image is
+differentiable; ``latent_dim`` is 32 (11 scene entries, the rest spare dimensions that the
+flow mixes in).
 
 Example:
     >>> import energyql.generators
@@ -19,7 +21,7 @@ import torch
 
 from energyql.generators.base import Generator
 from energyql.worlds import read_safetensors, sha256_file
-from energyql.worlds.shapes.models import CouplingFlow, Decoder
+from energyql.worlds.shapes.models import CouplingFlow, SceneDecoder
 
 WEIGHTS = Path(__file__).parent / "weights" / "generator.safetensors"
 
@@ -31,7 +33,7 @@ class ShapesGenerator(Generator):
     catalog = "shapes"
     image_size = 32
 
-    def __init__(self, decoder: Decoder, flow: CouplingFlow, *, weights_digest: str = "",
+    def __init__(self, decoder: SceneDecoder, flow: CouplingFlow, *, weights_digest: str = "",
                  metadata: dict | None = None):
         super().__init__()
         self.decoder = decoder
@@ -39,15 +41,18 @@ class ShapesGenerator(Generator):
         self.latent_dim = flow.dim
         self.weights_digest = weights_digest
         self.metadata = dict(metadata or {})
+        # A latent scale below 1 trades a little diversity for fewer in-between samples; it
+        # is part of the shipped model (metadata), so the prior stays N(0, I).
+        self.temperature = float(self.metadata.get("temperature", 1.0))
 
     def decode(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Return images in [0, 1], shape (B, 3, 32, 32); ``context`` is ignored."""
-        return self.decoder(self.flow(z))
+        return self.decoder(self.flow(z * self.temperature))
 
 
 def build(metadata: dict) -> ShapesGenerator:
     """Return an untrained generator with the architecture named in ``metadata``."""
-    decoder = Decoder(int(metadata["code_dim"]), int(metadata["width"]))
+    decoder = SceneDecoder(hidden=int(metadata["field_hidden"]))
     flow = CouplingFlow(int(metadata["code_dim"]), int(metadata["flow_layers"]),
                         int(metadata["flow_hidden"]), int(metadata.get("seed", 0)))
     return ShapesGenerator(decoder, flow, metadata=metadata)

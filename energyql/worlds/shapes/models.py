@@ -1,8 +1,9 @@
 """Network architectures of the shapes world (plain torch; weights live in ``weights/``).
 
 - :class:`Classifier`: a small CNN with one logit head per catalog attribute.
-- :class:`Encoder` / :class:`Decoder`: the autoencoder whose decoder is the generator's back end.
-- :class:`CouplingFlow`: an affine-coupling flow (RealNVP) between N(0, I) and the codes.
+- :class:`SceneDecoder`: the generator's back end, a learned shape field placed and painted
+  by a scene code.
+- :class:`CouplingFlow`: an affine-coupling flow (RealNVP) between N(0, I) and scene codes.
 """
 
 from __future__ import annotations
@@ -42,54 +43,87 @@ class Classifier(nn.Module):
         return {name: head(h) for name, head in self.heads.items()}
 
 
-class Encoder(nn.Module):
-    """Map images in [0, 1] to codes (B, code_dim)."""
+# Layout of a scene code: the generator's flow produces 32-d codes whose first SCENE_DIMS
+# entries are read by the decoder; the rest are spare dimensions the decoder ignores.
+SHAPE_LOGITS = slice(0, 3)   # one logit per shape (data: +2 for the shape, -2 otherwise)
+X, Y, ROTATION, LOG_RADIUS = 3, 4, 5, 6  # centre (image units), rotation / 45°, log radius (px)
+RGB = slice(7, 10)
+BACKGROUND = 10
+SCENE_DIMS = 11
 
-    def __init__(self, code_dim: int = 32, width: int = 32):
+
+class ShapeField(nn.Module):
+    """A learned signed-distance field of the three shapes, in the shape's own frame.
+
+    Input: points ``(u, v)`` in units of the radius and soft shape weights; output: signed
+    distance in radius units (negative inside). It starts as the unit circle and learns the
+    rest from images, so a blend of shape weights morphs one crisp outline into another.
+    """
+
+    def __init__(self, hidden: int = 64):
         super().__init__()
-        w = width
         self.net = nn.Sequential(
-            nn.Conv2d(3, w, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(w, w, 4, stride=2, padding=1), nn.SiLU(),            # 16
-            nn.Conv2d(w, 2 * w, 4, stride=2, padding=1), nn.SiLU(),        # 8
-            nn.Conv2d(2 * w, 4 * w, 4, stride=2, padding=1), nn.SiLU(),    # 4
-            nn.Flatten(), nn.Linear(4 * w * 16, 256), nn.SiLU(), nn.Linear(256, code_dim),
-            # Standardised codes give the training noise on them a fixed relative size.
-            nn.BatchNorm1d(code_dim, affine=False),
+            nn.Linear(5, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+            nn.Linear(hidden, 1),
         )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, images01: torch.Tensor) -> torch.Tensor:
-        return self.net(images01 * 2 - 1)
+    def forward(self, u: torch.Tensor, v: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        b, h, w = u.shape
+        points = torch.stack([u, v], dim=-1)
+        features = torch.cat([points, weights[:, None, None, :].expand(b, h, w, 3)], dim=-1)
+        circle = points.norm(dim=-1) - 1.0
+        return circle + self.net(features).squeeze(-1)
 
 
-class _UpBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int):
+class SceneDecoder(nn.Module):
+    """Draw 32x32 scenes in [0, 1] from scene codes (B, >= SCENE_DIMS).
+
+    The pose, radius and colours in the code place and paint a learned shape field; edges
+    are a steep sigmoid of the signed distance in pixels (anti-aliased, differentiable).
+    """
+
+    def __init__(self, size: int = 32, hidden: int = 64, sharpness: float = 2.0,
+                 edge: float = 5.0):
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
-        self.act = nn.SiLU()
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        h = nn.functional.interpolate(h, scale_factor=2, mode="nearest")
-        return self.act(self.conv2(self.act(self.conv1(h))))
-
-
-class Decoder(nn.Module):
-    """Map codes (B, code_dim) to images (B, 3, 32, 32) in [0, 1]."""
-
-    def __init__(self, code_dim: int = 32, width: int = 32):
-        super().__init__()
-        w = width
-        self.width = w
-        self.fc = nn.Sequential(nn.Linear(code_dim, 256), nn.SiLU(), nn.Linear(256, 4 * w * 16))
-        self.up = nn.Sequential(
-            nn.SiLU(), _UpBlock(4 * w, 2 * w), _UpBlock(2 * w, w), _UpBlock(w, w),
-        )
-        self.out = nn.Conv2d(w, 3, 3, padding=1)
+        self.size = size
+        self.sharpness = sharpness
+        self.edge = edge
+        self.field = ShapeField(hidden)
+        centres = torch.arange(size, dtype=torch.float32) + 0.5
+        py, px = torch.meshgrid(centres, centres, indexing="ij")
+        self.register_buffer("px", px, persistent=False)
+        self.register_buffer("py", py, persistent=False)
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
-        h = self.fc(code).view(-1, 4 * self.width, 4, 4)
-        return torch.sigmoid(self.out(self.up(h)))
+        weights = torch.softmax(self.sharpness * code[:, SHAPE_LOGITS], dim=1)
+        dx = self.px[None] - (code[:, X] * self.size)[:, None, None]
+        dy = self.py[None] - (code[:, Y] * self.size)[:, None, None]
+        theta = (code[:, ROTATION] * (math.pi / 4))[:, None, None]
+        radius = code[:, LOG_RADIUS].exp()[:, None, None]
+        u = (dx * torch.cos(theta) + dy * torch.sin(theta)) / radius
+        v = (-dx * torch.sin(theta) + dy * torch.cos(theta)) / radius
+        distance = self.field(u, v, weights) * radius          # pixels
+        alpha = torch.sigmoid(-self.edge * distance)[:, None]
+        colour = code[:, RGB][:, :, None, None]
+        background = code[:, BACKGROUND][:, None, None, None]
+        return (background * (1 - alpha) + colour * alpha).clamp(0, 1)
+
+
+def scene_codes(params: dict[str, torch.Tensor], dim: int = 32,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Return the scene codes (n, dim) of renderer parameters; spare entries are N(0, 1)."""
+    n = params["shape"].shape[0]
+    code = torch.randn(n, dim, generator=generator)
+    code[:, SHAPE_LOGITS] = 4.0 * nn.functional.one_hot(params["shape"], 3).float() - 2.0
+    code[:, X] = params["x"]
+    code[:, Y] = params["y"]
+    code[:, ROTATION] = params["rotation"] / 45.0
+    code[:, LOG_RADIUS] = params["scale"].log()
+    code[:, RGB] = params["rgb"]
+    code[:, BACKGROUND] = params["background"]
+    return code
 
 
 class _Coupling(nn.Module):

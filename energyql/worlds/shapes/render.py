@@ -181,25 +181,38 @@ PROMPTS: dict[str, tuple[str, ...]] = {
 """Zero-shot prompts per attribute, in catalog value order."""
 
 
-def caption(shape: str, color: str, size: str, rng: random.Random) -> str:
-    """Return one caption of a scene, with the domain's reporting bias."""
+def caption(shape: str | None, color: str | None, size: str | None,
+            rng: random.Random) -> str:
+    """Return one caption of a scene, with the domain's reporting bias.
+
+    A value given as None is unknown (e.g. a generated image the classifier is unsure of)
+    and is never named.
+    """
     if rng.random() < P_PLAIN:
         return "a shape"
     words = []
-    if rng.random() < P_SIZE_WORD[size]:
+    # Draw every coin even for unknown values, so one rng gives the same stream either way.
+    if rng.random() < (P_SIZE_WORD[size] if size else 0.0):
         words.append(size)
-    if rng.random() < P_COLOR_WORD:
+    if rng.random() < P_COLOR_WORD and color:
         words.append(color)
-    words.append(shape if rng.random() < P_SHAPE_WORD else "shape")
+    words.append(shape if rng.random() < P_SHAPE_WORD and shape else "shape")
     return "a " + " ".join(words)
 
 
 def captions(labels: dict[str, torch.Tensor], seed: int | None = None, *,
              rng: random.Random | None = None) -> list[str]:
-    """Return one biased caption per scene for labels from :func:`sample_scenes`."""
+    """Return one biased caption per scene for labels from :func:`sample_scenes`.
+
+    A label of -1 marks an unknown value, which the caption leaves out.
+    """
     rng = rng if rng is not None else random.Random(seed)
+
+    def name(values, index):
+        return values[index] if index >= 0 else None
+
     return [
-        caption(SHAPES[s], COLORS[c], SIZES[z], rng)
+        caption(name(SHAPES, s), name(COLORS, c), name(SIZES, z), rng)
         for s, c, z in zip(labels["shape"].tolist(), labels["color"].tolist(),
                            labels["size"].tolist())
     ]

@@ -1,7 +1,7 @@
 """Training entry points of the shapes world's models (deterministic given the seed).
 
     python -m energyql.worlds.shapes.train classifier [--steps N] [--threads 1] [--seed 0]
-    python -m energyql.worlds.shapes.train generator  [--stage all|autoencoder|flow]
+    python -m energyql.worlds.shapes.train generator  [--stage all|field|flow]
     python -m energyql.worlds.shapes.train clip
     python -m energyql.worlds.shapes.train ... --quick   # a few steps into a temp folder (CI)
 
@@ -26,7 +26,14 @@ import torch.nn.functional as F
 from energyql.worlds import read_safetensors, write_safetensors
 from energyql.worlds.shapes import render
 from energyql.worlds.shapes.card import classifier_accuracy
-from energyql.worlds.shapes.models import Classifier, CouplingFlow, Decoder, Encoder
+from energyql.worlds.shapes.models import (
+    SCENE_DIMS,
+    SHAPE_LOGITS,
+    Classifier,
+    CouplingFlow,
+    SceneDecoder,
+    scene_codes,
+)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -91,118 +98,103 @@ def train_classifier(args) -> dict:
     return meta
 
 
-# --- generator: autoencoder + flow prior ------------------------------------------------------
+# --- generator: learned shape field + flow prior over scene codes ----------------------------
 
-def train_autoencoder(args) -> tuple[Encoder, Decoder]:
-    """Train the autoencoder on fresh scenes, with noisy, norm-penalised codes."""
+def train_field(args) -> SceneDecoder:
+    """Fit the decoder's shape field so that decoded scene codes match rendered scenes."""
     torch.manual_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed + 1)
-    encoder, decoder = Encoder(args.code_dim, args.width), Decoder(args.code_dim, args.width)
-    params = list(encoder.parameters()) + list(decoder.parameters())
-    optimizer = torch.optim.Adam(params, lr=args.lr)
+    decoder = SceneDecoder(hidden=args.field_hidden)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=args.lr)
     start = time.time()
-    for step in range(args.ae_steps):
-        images, _ = _batch(step, args.batch, args.seed + 17)
-        _set_lr(optimizer, _cosine(step, args.ae_steps, args.lr, warmup=min(200, args.ae_steps)))
-        code = encoder(images)
-        # Noise on the (standardised) codes makes the decoder smooth around them, so a flow
-        # that lands near, not on, a code still decodes to a clean scene.
-        noisy = code + args.code_noise * torch.randn(code.shape, generator=g)
-        recon = decoder(noisy)
-        rec = F.mse_loss(recon, images) + 0.2 * (recon - images).abs().mean()
-        loss = rec + args.code_penalty * code.pow(2).mean()
+    for step in range(args.field_steps):
+        params = render.sample_params(args.batch, seed=(args.seed + 17) * 1_000_003 + step)
+        images = render.render(params)
+        _set_lr(optimizer, _cosine(step, args.field_steps, args.lr,
+                                   warmup=min(100, args.field_steps)))
+        recon = decoder(scene_codes(params, args.code_dim, generator=g))
+        loss = F.mse_loss(recon, images)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if args.checkpoint_every and step and step % args.checkpoint_every == 0:
-            _save_autoencoder(args, encoder, decoder, _generator_meta(args, ae_steps=step))
-        if step % 200 == 0 or step == args.ae_steps - 1:
-            _log(f"autoencoder step {step}/{args.ae_steps} rec {rec.item():.5f} "
-                 f"code rms {code.pow(2).mean().sqrt().item():.3f} ({time.time() - start:.0f}s)")
-    return encoder, decoder
+        if step % 100 == 0 or step == args.field_steps - 1:
+            _log(f"field step {step}/{args.field_steps} mse {loss.item():.6f} "
+                 f"({time.time() - start:.0f}s)")
+    return decoder
 
 
-@torch.no_grad()
-def encode_dataset(encoder: Encoder, n: int, seed: int) -> torch.Tensor:
-    """Return the codes of ``n`` fresh scenes."""
-    encoder.eval()
-    images, _ = render.sample_scenes(n, seed=seed)
-    return torch.cat([encoder(images[i:i + 1000]) for i in range(0, n, 1000)])
+def train_flow(args) -> CouplingFlow:
+    """Fit the flow to scene codes by maximum likelihood (mass-covering: rare modes stay).
 
-
-def train_flow(args, codes: torch.Tensor) -> CouplingFlow:
-    """Fit the flow prior to ``codes`` by maximum likelihood (mass-covering: rare modes stay)."""
+    The shape logits get dequantisation noise so their density is not degenerate; the spare
+    dimensions are fresh N(0, 1) draws at every step.
+    """
     torch.manual_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed + 2)
-    flow = CouplingFlow(codes.shape[1], layers=args.flow_layers, hidden=args.flow_hidden,
+    pool = render.sample_params(args.codes, seed=args.seed + 29)
+    noise = torch.full((args.code_dim,), args.flow_noise)
+    noise[SHAPE_LOGITS] = args.shape_noise
+    noise[SCENE_DIMS:] = 0.0
+    sample = scene_codes(pool, args.code_dim, generator=g) + noise * torch.randn(
+        args.codes, args.code_dim, generator=g)
+    flow = CouplingFlow(args.code_dim, layers=args.flow_layers, hidden=args.flow_hidden,
                         seed=args.seed)
-    flow.loc.copy_(codes.mean(0))
-    # The spread of the noisy target (codes plus training noise), so no dimension is degenerate.
-    flow.log_scale.copy_((codes.var(0) + args.flow_noise ** 2).sqrt().log())
+    flow.loc.copy_(sample.mean(0))
+    flow.log_scale.copy_(sample.std(0).log())
     optimizer = torch.optim.Adam(flow.parameters(), lr=args.flow_lr)
     start = time.time()
     for step in range(args.flow_steps):
-        index = torch.randint(0, codes.shape[0], (args.flow_batch,), generator=g)
-        target = codes[index] + args.flow_noise * torch.randn(args.flow_batch, codes.shape[1],
-                                                             generator=g)
+        index = torch.randint(0, args.codes, (args.flow_batch,), generator=g)
+        subset = {k: v[index] for k, v in pool.items()}
+        target = scene_codes(subset, args.code_dim, generator=g) + noise * torch.randn(
+            args.flow_batch, args.code_dim, generator=g)
         _set_lr(optimizer, _cosine(step, args.flow_steps, args.flow_lr,
                                    warmup=min(200, args.flow_steps)))
-        loss = -flow.log_prob(target).mean() / codes.shape[1]
+        loss = -flow.log_prob(target).mean() / args.code_dim
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(flow.parameters(), 5.0)
         optimizer.step()
-        if step % 500 == 0 or step == args.flow_steps - 1:
+        if step % 250 == 0 or step == args.flow_steps - 1:
             _log(f"flow step {step}/{args.flow_steps} nll/dim {loss.item():.4f} "
                  f"({time.time() - start:.0f}s)")
     return flow
 
 
 def _generator_meta(args, **extra) -> dict:
-    return {"code_dim": args.code_dim, "width": args.width, "flow_layers": args.flow_layers,
-            "flow_hidden": args.flow_hidden, "seed": args.seed, "threads": args.threads, **extra}
-
-
-def _save_autoencoder(args, encoder: Encoder, decoder: Decoder, meta: dict) -> None:
-    # The encoder is no part of the generator: it stays in the work folder (not shipped).
-    tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
-    tensors.update({f"decoder.{k}": v for k, v in decoder.state_dict().items()})
-    write_safetensors(args.work / "autoencoder.safetensors", tensors, meta)
-
-
-def _load_autoencoder(args) -> tuple[Encoder, Decoder, dict]:
-    state, meta = read_safetensors(args.work / "autoencoder.safetensors")
-    encoder = Encoder(meta["code_dim"], meta["width"])
-    decoder = Decoder(meta["code_dim"], meta["width"])
-    encoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
-    decoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("decoder.")})
-    return encoder, decoder, meta
+    return {"family": "scene-field+flow", "code_dim": args.code_dim,
+            "field_hidden": args.field_hidden, "flow_layers": args.flow_layers,
+            "flow_hidden": args.flow_hidden, "seed": args.seed, "threads": args.threads,
+            "temperature": args.temperature, **extra}
 
 
 def train_generator(args) -> dict:
-    """Train the generator in stages (autoencoder, then flow); write ``generator.safetensors``.
+    """Train the generator in stages (shape field, then flow); write ``generator.safetensors``.
 
-    The autoencoder is kept in ``--work``, so ``--stage flow`` can refit the flow alone.
+    The field is kept in ``--work``, so ``--stage flow`` can refit the flow alone.
     """
     start = time.time()
-    stages = ("autoencoder", "flow") if args.stage == "all" else (args.stage,)
-    if "autoencoder" in stages:
+    stages = ("field", "flow") if args.stage == "all" else (args.stage,)
+    field_path = args.work / "field.safetensors"
+    if "field" in stages:
         t = time.time()
-        encoder, decoder = train_autoencoder(args)
-        ae_meta = _generator_meta(args, ae_steps=args.ae_steps, code_noise=args.code_noise,
-                                  batch=args.batch, ae_seconds=round(time.time() - t))
-        _save_autoencoder(args, encoder, decoder, ae_meta)
-    encoder, decoder, ae_meta = _load_autoencoder(args)
+        decoder = train_field(args)
+        write_safetensors(field_path, decoder.state_dict(),
+                          {"field_hidden": args.field_hidden, "field_steps": args.field_steps,
+                           "field_seconds": round(time.time() - t)})
+    state, field_meta = read_safetensors(field_path)
+    decoder = SceneDecoder(hidden=int(field_meta["field_hidden"]))
+    decoder.load_state_dict(state)
     if "flow" not in stages:
-        return ae_meta
+        return field_meta
     t = time.time()
-    args.code_dim, args.width = ae_meta["code_dim"], ae_meta["width"]
-    codes = encode_dataset(encoder, args.codes, seed=args.seed + 29)
-    flow = train_flow(args, codes)
-    meta = {**ae_meta, **_generator_meta(args), "flow_steps": args.flow_steps,
-            "flow_noise": args.flow_noise, "codes": args.codes,
-            "flow_seconds": round(time.time() - t)}
-    meta["seconds"] = {"autoencoder": meta.pop("ae_seconds", None), "flow": meta.pop("flow_seconds")}
+    flow = train_flow(args)
+    meta = _generator_meta(args, field_steps=field_meta["field_steps"],
+                           flow_steps=args.flow_steps, flow_noise=args.flow_noise,
+                           shape_noise=args.shape_noise, codes=args.codes,
+                           seconds={"field": field_meta["field_seconds"],
+                                    "flow": round(time.time() - t)})
+    meta["field_hidden"] = int(field_meta["field_hidden"])
     tensors = {f"decoder.{k}": v for k, v in decoder.state_dict().items()}
     tensors.update({f"flow.{k}": v for k, v in flow.state_dict().items()})
     write_safetensors(args.out / "generator.safetensors", tensors, meta)
@@ -244,14 +236,21 @@ def contrastive_loss(image_feats: torch.Tensor, text_feats: torch.Tensor, owner:
 
 @torch.no_grad()
 def _generated_batch(generator, classifier, n: int, g: torch.Generator):
-    """Return generator samples the classifier is confident about, with their labels."""
+    """Return generator samples labelled by the classifier; -1 where it is unsure.
+
+    Unsure values are left out of the captions, so that an ambiguous image is tied to no
+    specific word: a flow cannot win a prompt with such images.
+    """
     from energyql.worlds.shapes.card import CONFIDENCE, classify
 
     z = torch.randn(n, generator.latent_dim, generator=g)
     images = generator.decode(z)
     probs = classify(classifier, images)
-    keep = torch.stack([p.max(1).values >= CONFIDENCE for p in probs.values()]).all(0)
-    return images[keep], {k: p.argmax(1)[keep] for k, p in probs.items()}
+    labels = {}
+    for k, p in probs.items():
+        value, index = p.max(1)
+        labels[k] = torch.where(value >= CONFIDENCE, index, torch.full_like(index, -1))
+    return images, labels
 
 
 def train_clip(args) -> dict:
@@ -327,7 +326,7 @@ HELD_OUT_SEED_CLIP = 10_000_037
 
 QUICK = {
     "classifier": {"steps": 3, "batch": 16},
-    "generator": {"ae_steps": 3, "flow_steps": 3, "codes": 256, "batch": 16, "flow_batch": 64},
+    "generator": {"field_steps": 3, "flow_steps": 3, "codes": 256, "batch": 8, "flow_batch": 64},
     "clip": {"steps": 3, "batch": 16, "generated_every": 2},
 }
 
@@ -352,30 +351,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--width", type=int, default=32)
 
-    p = sub.add_parser("generator", help="the unconditional generator (autoencoder + flow)")
+    p = sub.add_parser("generator", help="the unconditional generator (shape field + flow)")
     common(p)
-    p.add_argument("--stage", choices=("all", "autoencoder", "flow"), default="all")
-    p.add_argument("--code-dim", type=int, default=32)
-    p.add_argument("--width", type=int, default=32)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--ae-steps", type=int, default=10000)
-    p.add_argument("--code-noise", type=float, default=0.1)
-    p.add_argument("--checkpoint-every", type=int, default=2000,
-                   help="also save the autoencoder every N steps (0: never)")
-    p.add_argument("--code-penalty", type=float, default=0.0)
-    p.add_argument("--codes", type=int, default=100_000, help="scenes encoded for the flow")
+    p.add_argument("--stage", choices=("all", "field", "flow"), default="all")
+    p.add_argument("--code-dim", type=int, default=32, help="latent and code size")
+    p.add_argument("--field-hidden", type=int, default=64)
+    p.add_argument("--field-steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--codes", type=int, default=200_000, help="scenes in the flow's pool")
     p.add_argument("--flow-layers", type=int, default=10)
     p.add_argument("--flow-hidden", type=int, default=256)
-    p.add_argument("--flow-steps", type=int, default=6000)
+    p.add_argument("--flow-steps", type=int, default=4000)
     p.add_argument("--flow-batch", type=int, default=512)
     p.add_argument("--flow-lr", type=float, default=1e-3)
-    p.add_argument("--flow-noise", type=float, default=0.03)
+    p.add_argument("--flow-noise", type=float, default=0.005,
+                   help="noise on the continuous scene entries")
+    p.add_argument("--shape-noise", type=float, default=0.3,
+                   help="dequantisation noise on the shape logits")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="latent scale baked into the shipped generator")
 
     p = sub.add_parser("clip", help="the small CLIP (needs the classifier and a generator)")
     common(p)
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--generated-share", type=float, default=0.3,
                    help="share of each batch drawn from the generator, labelled by the classifier")
