@@ -87,6 +87,10 @@ class CompositionError(ExpressionError):
     """Terms are combined in a way that has no meaning (e.g. ``not uniform(...)``)."""
 
 
+class UsageError(EnergyQLError, ValueError):
+    """A command or function was called with an option value it does not take."""
+
+
 class UnknownGeneratorError(EnergyQLError, ValueError):
     """A generator name that is neither registered nor a usable path."""
 

@@ -69,41 +69,30 @@ class Judged:
 
 
 @torch.no_grad()
-def judge(generator: Generator, n: int, models: ControlModels, energies: list[StageEnergy], *,
-          seed: int = 0, batch: int = 256, device: str = "cpu", group: Group | None = None) -> Judged:
+def judge(generator: Generator | None, n: int, models: ControlModels, energies: list[StageEnergy],
+          *, seed: int = 0, batch: int = 256, device: str = "cpu", group: Group | None = None,
+          images: torch.Tensor | None = None) -> Judged:
     """Sample ``n`` images and measure them with the attribute model and the program's energies.
 
     ``log_weights`` are, for a StageSampler, ``log p(u) - log q(u)`` of its last stage (the
     importance weights towards that stage's exact target); for a plain generator they are
     ``-E`` of the first stage (weights that turn base samples into the exact target).
     Under torchrun each rank judges its rows of every batch and the results are gathered.
+    With ``images`` given (e.g. from a baseline sampler) those are judged instead, unweighted.
     """
     group = group or current_group()
-    noise = torch.Generator().manual_seed(seed)
     augmentation = torch.Generator().manual_seed(seed + 1)
-    contexts = torch.Generator().manual_seed(seed + 2)
     attribute_model = models.attributes if models.catalog.attributes else None
     labels: dict[str, list] = {}
     parts: dict[str, list] = {}
     probs: dict[str, list] = {}
     weights: list[torch.Tensor] = []
-    for start in range(0, n, batch):
-        m = min(batch, n - start)
-        eps = torch.randn(m, generator.latent_dim, generator=noise)[group.shard(m)].to(device)
-        if isinstance(generator, StageSampler):
-            # A conditional sampler is judged over contexts drawn uniformly from its ranges.
-            requested = sample_context(generator.context_params, len(eps), contexts).to(device) \
-                if generator.context_params else None
-            u, logdet = generator.flow(eps, generator.flow_context(requested, len(eps)))
-            images = generator.base.decode(u)
-            log_ratio = generator.base.log_prior(u) - standard_normal_log_prob(eps) + logdet
-            weighting = generator.index - 1  # the stage whose exact target the weights aim at
-        else:
-            images = generator.decode(eps)
-            log_ratio = torch.zeros(len(eps), device=device)
-            weighting = 0
+    batches = _sampled_batches(generator, n, seed, batch, device, group) if images is None \
+        else ((images[s:s + batch][group.shard(len(images[s:s + batch]))].to(device), None, None)
+              for s in range(0, len(images), batch))
+    for batch_images, log_ratio, weighting in batches:
         # One Features per batch: every energy shares the attribute model's single pass.
-        features = Features(images, attribute_model, augmentation)
+        features = Features(batch_images, attribute_model, augmentation)
         if attribute_model is not None:
             for name, lp in features.attribute_log_probs().items():
                 labels.setdefault(name, []).append(lp.argmax(1))
@@ -125,6 +114,25 @@ def judge(generator: Generator, n: int, models: ControlModels, energies: list[St
 
     return Judged(collect(labels), collect(parts), collect(probs),
                   group.gather(torch.cat(weights)).cpu() if weights else None)
+
+
+def _sampled_batches(generator: Generator, n: int, seed: int, batch: int, device: str,
+                     group: Group):
+    """Yield ``(images, log p0/q, stage index the weights aim at)`` for n samples."""
+    noise = torch.Generator().manual_seed(seed)
+    contexts = torch.Generator().manual_seed(seed + 2)
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        eps = torch.randn(m, generator.latent_dim, generator=noise)[group.shard(m)].to(device)
+        if isinstance(generator, StageSampler):
+            # A conditional sampler is judged over contexts drawn uniformly from its ranges.
+            requested = sample_context(generator.context_params, len(eps), contexts).to(device) \
+                if generator.context_params else None
+            u, logdet = generator.flow(eps, generator.flow_context(requested, len(eps)))
+            log_ratio = generator.base.log_prior(u) - standard_normal_log_prob(eps) + logdet
+            yield generator.base.decode(u), log_ratio, generator.index - 1
+        else:
+            yield generator.decode(eps), torch.zeros(len(eps), device=device), 0
 
 
 def figures(judged: Judged, program, catalog: Catalog) -> dict:
@@ -267,6 +275,21 @@ def evaluate(target: Artifact | Generator | str, *, program=None, samples: int =
         if generator.context_params:
             result.update(conditional_figures(generator, models, seed=seed, device=device))
     return result
+
+
+def evaluate_images(images: torch.Tensor, catalog: Catalog | str, *, program=None,
+                    device: str = "cpu", seed: int = 0, clip_copies: int = 4) -> dict:
+    """Return the eval figures (no base, no weights) of given images, e.g. a baseline's."""
+    from energyql.lang.api import compile as compile_program
+
+    catalog = CATALOGS[catalog] if isinstance(catalog, str) else catalog
+    if isinstance(program, str):
+        program = compile_program(program)
+    program = program.checked(catalog) if program is not None else None
+    models = ControlModels(catalog, device=device, clip_copies=clip_copies)
+    energies = _energies_for(program, models, None) if program is not None else []
+    judged = judge(None, len(images), models, energies, seed=seed, device=device, images=images)
+    return figures(judged, program, catalog)
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from energyql.errors import EnergyQLError, ExpressionError, UnknownGeneratorError
+from energyql.errors import EnergyQLError, ExpressionError, UnknownGeneratorError, UsageError
 
 app = typer.Typer(
     name="energyql",
@@ -41,7 +41,7 @@ def fail(error: BaseException) -> "typer.Exit":
 
         traceback.print_exception(error, file=sys.stderr)
     stderr.print(Text.assemble(("error: ", "bold red"), str(error)))
-    usage = isinstance(error, (ExpressionError, UnknownGeneratorError))
+    usage = isinstance(error, (ExpressionError, UnknownGeneratorError, UsageError))
     return typer.Exit(code=2 if usage else 1)
 
 
@@ -57,6 +57,20 @@ def guarded(function):
             raise fail(error) from None
 
     return wrapper
+
+
+def check_sampler(name: str) -> str:
+    """Refuse an unknown sampler name before anything is loaded (a usage error, exit 2)."""
+    import difflib
+
+    from energyql.baselines import SAMPLERS as samplers
+
+    if name not in samplers:
+        close = difflib.get_close_matches(name, samplers, n=1)
+        raise UsageError(f"unknown sampler '{name}'",
+                         hint=(f"did you mean '{close[0]}'? " if close else "")
+                         + "samplers: " + ", ".join(samplers))
+    return name
 
 
 @contextlib.contextmanager

@@ -8,8 +8,33 @@ from typing import Annotated, Optional
 
 import typer
 
-from energyql.cli.app import app, environment, guarded, stdout
+from energyql.cli.app import app, check_sampler, environment, guarded, stdout
 from energyql.errors import EnergyQLError
+
+
+def _evaluate_sampler(name: str, target, program, option: list[str], samples: int, seed: int,
+                      device: str) -> dict:
+    """Draw ``samples`` with a baseline or corrected sampler and judge them."""
+    from energyql.baselines import parse_options, stage_energy
+    from energyql.baselines import sample as draw
+    from energyql.evaluation import evaluate_images
+    from energyql.sampler import Artifact, load
+
+    source = load(target, device=device) if isinstance(target, str) else target
+    if isinstance(source, Artifact):
+        program = program or source.manifest["canonical"]
+        catalog = source.sampler.catalog
+        result = draw(name, source, n=samples, seed=seed, device=device, **parse_options(option))
+    else:
+        if program is None:
+            raise EnergyQLError(f"--sampler {name} on a generator needs --expr EXPR (its target)")
+        catalog = source.catalog
+        energy = stage_energy(source, program, device=device)
+        result = draw(name, source, energy, n=samples, seed=seed, device=device,
+                      **parse_options(option))
+    figures = evaluate_images(result.images, catalog, program=program, device=device, seed=seed)
+    figures["sampler"] = result.stats
+    return figures
 
 
 @app.command("eval")
@@ -23,6 +48,10 @@ def eval_command(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the JSON here.")] = None,
+    sampler: Annotated[str, typer.Option(
+        help="flow (feed-forward), flow+sir, flow+imh, rejection, importance, langevin, mala.")] = "flow",
+    option: Annotated[Optional[list[str]], typer.Option(
+        "--option", help="Sampler option KEY=VALUE (repeatable), e.g. pool=4096.")] = None,
     clip: Annotated[Optional[str], typer.Option(
         "--clip", help="CLIP spec replacing the world's default (NAME:TAG, NAME:PATH, ...).")] = None,
     face_attributes: Annotated[Optional[str], typer.Option(
@@ -34,12 +63,16 @@ def eval_command(
     from energyql.io import write_json
     from energyql.lang.api import compile as compile_program
 
+    check_sampler(sampler)
     if (artifact is None) == (gen is None):
         raise EnergyQLError("give either an ARTIFACT directory or --gen NAME")
     program = compile_program(expression, gen=gen) if expression and gen else expression
     target = str(artifact) if artifact is not None else load_generator(gen, device=device)
     with environment(ENERGYQL_CLIP=clip, ENERGYQL_FACE_ATTRIBUTES=face_attributes):
-        result = evaluate(target, program=program, samples=samples, seed=seed, device=device)
+        if sampler == "flow" and not option:
+            result = evaluate(target, program=program, samples=samples, seed=seed, device=device)
+        else:
+            result = _evaluate_sampler(sampler, target, program, option or [], samples, seed, device)
     from energyql.distributed import current as current_group
 
     if not current_group().is_main:  # under torchrun, rank 0 speaks for every rank

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from energyql.cli.app import app, guarded, stdout
+from energyql.cli.app import app, check_sampler, guarded, stdout
 from energyql.errors import EnergyQLError
 
 
@@ -35,6 +35,19 @@ def parse_sweep(text: str) -> tuple[str, list[float]]:
     return name.strip(), [low_value + (high_value - low_value) * i / (count - 1) for i in range(count)]
 
 
+def stats_table(stats: dict):
+    """A rich table of a sampler's figures (acceptance rate, ESS, proposals, ...)."""
+    from rich.table import Table
+
+    table = Table(title=f"sampler {stats.get('sampler')}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in stats.items():
+        if not isinstance(value, dict):
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    return table
+
+
 @app.command()
 @guarded
 def sample(
@@ -49,18 +62,33 @@ def sample(
         "--set", help="Conditional samplers: fix a parameter, NAME=VALUE (repeatable).")] = None,
     sweep: Annotated[Optional[str], typer.Option(
         help="Conditional samplers: NAME=LOW..HIGH:STEPS, one row per noise along the sweep.")] = None,
+    sampler: Annotated[str, typer.Option(
+        help="flow (feed-forward), flow+sir, flow+imh, rejection, importance, langevin, mala.")] = "flow",
+    option: Annotated[Optional[list[str]], typer.Option(
+        "--option", help="Sampler option KEY=VALUE (repeatable), e.g. pool=4096.")] = None,
 ) -> None:
-    """Sample N images from a trained artifact (no control models are loaded)."""
+    """Sample N images from a trained artifact (the flow needs no control models; the
+    corrected and baseline samplers judge proposals with them)."""
     import torch
 
     from energyql.io import save_tensors
     from energyql.report import save_grid
     from energyql.sampler import load
 
+    check_sampler(sampler)
     options = {"truncation": truncation} if truncation is not None else {}
     art = load(artifact, device=device, **options)
     values = dict(parse_setting(s) for s in set_ or [])
-    if sweep is None:
+    if sampler != "flow" or option:
+        from energyql.baselines import parse_options
+        from energyql.baselines import sample as draw
+
+        if art.sampler.context_params:
+            raise EnergyQLError("--sampler works on unconditional artifacts only")
+        result = draw(sampler, art, n=n, seed=seed, device=device, **parse_options(option or []))
+        images, columns = result.images, None
+        stdout.print(stats_table(result.stats))
+    elif sweep is None:
         images = art.sample(n, seed=seed, context=values if art.sampler.context_params else None)
         columns = None
     else:

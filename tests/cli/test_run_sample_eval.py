@@ -81,3 +81,22 @@ def test_expression_errors_exit_2_and_runtime_errors_exit_1(tmp_path):
     assert result.exit_code == 1 and "manifest.json is missing" in result.output
     result = runner.invoke(app, ["run", "uniform(shape)", "--gen", "nope", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "unknown generator" in result.output
+
+
+def test_sample_and_eval_accept_the_corrected_and_baseline_samplers(trained, tmp_path):
+    gen, out = trained
+    result = runner.invoke(app, ["sample", str(out), "-n", "8", "--sampler", "flow+sir",
+                                 "--out", str(tmp_path / "sir.png")])
+    assert result.exit_code == 0, result.output
+    assert "ess_fraction" in result.output and (tmp_path / "sir.png").is_file()
+    result = runner.invoke(app, ["eval", "--gen", gen, "--expr", "shape == circle", "--samples", "16",
+                                 "--sampler", "rejection", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures["sampler"]["sampler"] == "rejection" and figures["samples"] == 16
+    base = runner.invoke(app, ["eval", "--gen", gen, "--expr", "shape == circle", "--samples", "64",
+                               "--json"])
+    base_share = json.loads(base.stdout)["predicate_share"]["shape == circle"]
+    assert figures["predicate_share"]["shape == circle"] > 2 * base_share
+    result = runner.invoke(app, ["sample", str(out), "--sampler", "rejectoin"])
+    assert result.exit_code == 2 and "did you mean 'rejection'" in result.output
