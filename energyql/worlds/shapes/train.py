@@ -362,14 +362,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--codes", type=int, default=200_000, help="scenes in the flow's pool")
     p.add_argument("--flow-layers", type=int, default=10)
     p.add_argument("--flow-hidden", type=int, default=256)
-    p.add_argument("--flow-steps", type=int, default=4000)
+    p.add_argument("--flow-steps", type=int, default=8000)
     p.add_argument("--flow-batch", type=int, default=512)
     p.add_argument("--flow-lr", type=float, default=1e-3)
     p.add_argument("--flow-noise", type=float, default=0.005,
                    help="noise on the continuous scene entries")
     p.add_argument("--shape-noise", type=float, default=0.3,
                    help="dequantisation noise on the shape logits")
-    p.add_argument("--temperature", type=float, default=1.0,
+    p.add_argument("--temperature", type=float, default=0.9,
                    help="latent scale baked into the shipped generator")
 
     p = sub.add_parser("clip", help="the small CLIP (needs the classifier and a generator)")
