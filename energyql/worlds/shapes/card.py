@@ -7,8 +7,8 @@ Keys: ``classifier_accuracy`` (head -> accuracy on held-out scenes), ``generator
 (``confident_share``, ``tv`` (attribute -> total variation to the data), ``combos_present``,
 ``combos_total``, ``joint_ratio_min``, ``joint_ratio_max``), ``clip_zero_shot`` (``data`` and
 ``generated``, each attribute -> accuracy with :data:`render.PROMPTS`), and
-``clip_sturdiness`` (prompt -> share of latents optimised against the CLIP energy that the
-classifier reads as the prompt says).
+``clip_sturdiness`` (prompt -> share of CLIP-optimised generator samples that the classifier
+reads as the prompt says).
 """
 
 from __future__ import annotations
@@ -108,13 +108,16 @@ ATTACK_PROMPTS = {
 }
 
 
-def clip_sturdiness(model, tokenizer, generator, classifier, *, n: int = 64, steps: int = 60,
-                    lr: float = 0.05, seed: int = GENERATED_SEED + 3) -> dict[str, float]:
-    """Return, per prompt, the share of latents pushed by gradient descent on the CLIP energy
-    (plus the prior) that the classifier reads as the prompt says.
+def clip_sturdiness(model, tokenizer, generator, classifier, *, n: int = 16, pool: int = 2000,
+                    steps: int = 60, lr: float = 0.05, seed: int = GENERATED_SEED + 3
+                    ) -> dict[str, float]:
+    """Return, per prompt, the share of CLIP-optimised generator samples that the classifier
+    reads as the prompt says.
 
-    This is what a flow trained on ``clip(prompt)`` can exploit: a CLIP that is fooled shows
-    a low share here (dark or off-manifold images that score well but are not the prompt).
+    This mimics what a flow trained on ``clip(prompt)`` does: it moves to the latents CLIP
+    scores best, then pushes further. Here the ``n`` best of ``pool`` prior samples are
+    refined by gradient descent on the CLIP energy plus the prior; a CLIP that a generator can
+    fool (dark or off-manifold images that score well) shows a low share.
     """
     from energyql.worlds.shapes.clip import normalize
 
@@ -123,7 +126,12 @@ def clip_sturdiness(model, tokenizer, generator, classifier, *, n: int = 64, ste
     for prompt, target in ATTACK_PROMPTS.items():
         with torch.no_grad():
             text = model.encode_text(tokenizer([prompt]), normalize=True)[0]
-        z = torch.randn(n, generator.latent_dim, generator=gen).requires_grad_()
+            latents = torch.randn(pool, generator.latent_dim, generator=gen)
+            scores = torch.cat([
+                model.encode_image(normalize(generator.decode(latents[i:i + 500])),
+                                   normalize=True) @ text
+                for i in range(0, pool, 500)])
+        z = latents[scores.topk(n).indices].clone().requires_grad_()
         optimizer = torch.optim.Adam([z], lr=lr)
         for _ in range(steps):
             image = model.encode_image(normalize(generator.decode(z)), normalize=True)

@@ -374,7 +374,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("clip", help="the small CLIP (needs the classifier and a generator)")
     common(p)
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--generated-share", type=float, default=0.3,
