@@ -35,6 +35,13 @@ def test_generator_loads_through_the_registry(generator):
     assert not any(p.requires_grad for p in generator.parameters())
 
 
+def test_gens_lists_shapes_as_ready():
+    from energyql.cli.gens import weights_status
+    from energyql.generators.registry import resolve
+
+    assert weights_status(resolve("shapes"))[0] == "ready"
+
+
 def test_generator_decodes_differentiably_into_unit_range(generator):
     z = generator.sample_latent(8, generator=torch.Generator().manual_seed(0)).requires_grad_()
     images = generator.decode(z)

@@ -75,3 +75,5 @@ def test_shipped_models_meet_the_quality_bars():
     assert 0.5 <= gen["joint_ratio_min"] and gen["joint_ratio_max"] <= 2.0
     assert min(figures["clip_zero_shot"]["data"].values()) >= 0.95
     assert min(figures["clip_zero_shot"]["generated"].values()) >= 0.9
+    # CLIP-optimised samples stay what the prompt says (no dark images that fool it).
+    assert min(figures["clip_sturdiness"].values()) >= 0.75
