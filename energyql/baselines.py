@@ -552,8 +552,9 @@ def stage_energy(source, program=None, *, stage: int = -1, device: str = "cpu",
     energy = lower_stage(chosen, models)
     if manifest is not None:
         index = stage if stage >= 0 else len(program.stages) + stage
-        lambdas = manifest["stages"][index].get("lambda", {}) \
-            if index < len(manifest["stages"]) else {}
+        record = manifest["stages"][index] if index < len(manifest["stages"]) else {}
+        # The exact target's λ; "lambda" also holds the flow's feedback offset.
+        lambdas = record.get("lambda_exact", record.get("lambda", {}))
         for constraint in energy.constraints:
             if constraint.text in lambdas:
                 constraint.lam.copy_(torch.tensor(lambdas[constraint.text]))

@@ -223,7 +223,8 @@ def _energies_for(program, models: ControlModels, manifest: dict | None) -> list
     for k, stage in enumerate(program.stages):
         energy = lower_stage(stage, models)
         if manifest is not None:
-            lambdas = manifest["stages"][k].get("lambda", {})
+            record = manifest["stages"][k]
+            lambdas = record.get("lambda_exact", record.get("lambda", {}))
             for constraint in energy.constraints:
                 if constraint.text in lambdas:
                     constraint.lam.copy_(torch.tensor(lambdas[constraint.text]))

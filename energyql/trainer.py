@@ -34,8 +34,6 @@ from energyql.sampler import Artifact, StageSampler, build_manifest
 
 # Below this share of effective samples a moment estimate is not trusted.
 LOW_ESS_FRACTION = 0.05
-# How strongly each refit corrects λ for the flow's own error (1 = the full log-ratio).
-FEEDBACK_GAIN = 0.5
 
 
 @dataclass(frozen=True)
@@ -45,6 +43,7 @@ class TrainConfig:
     steps: int = 400
     batch: int = 64
     lr: float = 1e-3
+    final_lr_fraction: float = 0.05  # cosine decay to this share of lr
     weight_decay: float = 1e-4
     grad_clip: float = 10.0
     seed: int = 0
@@ -54,8 +53,9 @@ class TrainConfig:
     width: int = 256
     clip_copies: int = 8
     moment_samples: int = 4096
-    refit_every: int = 100
+    refit_every: int = 50
     refit_samples: int = 1024
+    feedback_gain: float = 1.0  # how much of log(target / flow moments) each refit adds to λ
     checkpoint_every: int = 50
     max_bad_steps: int = 10
     threads: int | None = None
@@ -79,6 +79,14 @@ class StageLog:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Cosine decay from ``lr`` to ``lr · final_lr_fraction`` over the run (a pure function of
+    the step, so a resumed run follows the same schedule)."""
+    progress = step / max(1, config.steps - 1)
+    floor = config.final_lr_fraction
+    return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def _step_generator(seed: int, stage: int, step: int) -> torch.Generator:
@@ -133,7 +141,7 @@ def fit_constraints(base: Generator, energy: StageEnergy, flow: LatentFlow | Non
         # the target (reverse KL is mode-seeking). Feed back what the flow's own samples show,
         # as an offset that tilts the flow further until its samples meet the target.
         flow_moments = phi.mean(0).clamp(min=1e-4)
-        offset = offset + FEEDBACK_GAIN * (target.clamp(min=1e-4).log() - flow_moments.log())
+        offset = offset + config.feedback_gain * (target.clamp(min=1e-4).log() - flow_moments.log())
         offset = offset - offset.mean()
         fit = replace(fit, flow_moments=flow_moments)
     fit = replace(fit, lam=fit.lam + offset)
@@ -350,6 +358,8 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
                 optimizer.zero_grad(set_to_none=True)
                 continue
             bad_in_a_row = 0
+            for group_ in optimizer.param_groups:
+                group_["lr"] = learning_rate(config, step)
             optimizer.step()
             log.loss.append(round(float(loss.detach()), 5))
             log.steps = step + 1
@@ -452,7 +462,11 @@ def train(program, gen="shapes", config: TrainConfig | None = None, *, out: str 
         stage_records.append({
             "index": k, "source": str(stage), "flow": sampler.flow.config.to_dict(),
             "context": [p.to_dict() for p in energy.context],
+            # λ the flow trained with (the exact fit plus the feedback offset), and the exact
+            # fit alone: the target that corrected samplers and evaluation aim at.
             "lambda": {c.text: [round(v, 6) for v in c.lam.tolist()] for c in energy.constraints},
+            "lambda_exact": {c.text: [round(v, 6) for v in (c.lam - c.offset).tolist()]
+                             for c in energy.constraints},
             "train": {**config.to_dict(), "seconds": round(log.seconds, 2),
                       "skipped_steps": log.skipped_steps},
             "fits": log.fits, "warnings": log.warnings,

@@ -12,7 +12,7 @@ from energyql.io import write_json
 
 # Defaults by generator family (the registry name before any ':' or '-').
 DEFAULTS: dict[str, dict] = {
-    "shapes": dict(steps=400, batch=64, lr=1e-3, clip_copies=8),
+    "shapes": dict(steps=800, batch=128, lr=1e-3, clip_copies=8),
     "stylegan2": dict(steps=2000, batch=8, lr=1e-4, clip_copies=16),
 }
 

@@ -37,16 +37,34 @@ def test_training_is_deterministic_for_a_seed():
         assert torch.equal(p, q)
 
 
+class Crash(Exception):
+    pass
+
+
+class CrashingQuadratic(QuadraticEnergy):
+    """Dies on its n-th call, as a run killed mid-training would."""
+
+    def __init__(self, *args, crash_at: int):
+        super().__init__(*args)
+        self.calls, self.crash_at = 0, crash_at
+
+    def forward(self, features):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise Crash
+        return super().forward(features)
+
+
 def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path):
     config = TrainConfig(steps=30, batch=32, blocks=2, width=8, checkpoint_every=10)
-    energy = lambda: stage(QuadraticEnergy([1.0, 0.5], [2.0, 1.0]))  # noqa: E731
-    whole, _ = train_stage(PointGenerator(), energy(), config, progress=False)
-    # "Interrupted" after 20 steps: the checkpoint at step 20 is what a killed run leaves.
-    train_stage(PointGenerator(), energy(), TrainConfig(**{**config.to_dict(), "steps": 20}),
-                checkpoint_dir=tmp_path, progress=False)
-    resumed, log = train_stage(PointGenerator(), energy(), config, checkpoint_dir=tmp_path,
-                               resume=True, progress=False)
-    assert log.steps == 30
+    args = ([1.0, 0.5], [2.0, 1.0])
+    whole, _ = train_stage(PointGenerator(), stage(QuadraticEnergy(*args)), config, progress=False)
+    with pytest.raises(Crash):  # dies during step 25; the last checkpoint is at step 20
+        train_stage(PointGenerator(), stage(CrashingQuadratic(*args, crash_at=25)), config,
+                    checkpoint_dir=tmp_path, progress=False)
+    resumed, log = train_stage(PointGenerator(), stage(QuadraticEnergy(*args)), config,
+                               checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert log.steps == 30 and len(log.loss) == 30
     for p, q in zip(whole.flow.state_dict().values(), resumed.flow.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-6)
 
