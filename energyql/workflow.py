@@ -12,7 +12,7 @@ from energyql.io import write_json
 
 # Defaults by generator family (the registry name before any ':' or '-').
 DEFAULTS: dict[str, dict] = {
-    "shapes": dict(steps=800, batch=128, lr=1e-3, clip_copies=8),
+    "shapes": dict(steps=800, batch=128, lr=1e-3, clip_copies=4),
     "stylegan2": dict(steps=2000, batch=8, lr=1e-4, clip_copies=16),
 }
 
@@ -92,7 +92,15 @@ def run_and_report(program, *, expression: str, gen: str = "shapes", out: str | 
                             generator=torch.Generator().manual_seed(seed)).to(device)
         scale = 2 if sampler.image_size and sampler.image_size <= 64 else 1
         with torch.no_grad():
-            save_grid(out / "samples.png", sampler.decode(noise), scale=scale)
+            if sampler.context_params:
+                # A conditional sampler: one row per noise, its first parameter swept along it.
+                rows, first = noise[:8], sampler.context_params[0]
+                values = torch.linspace(first.low, first.high, 8).tolist()
+                sweep = torch.stack([sampler.decode(rows, sampler.context_tensor(
+                    {first.name: v}, len(rows)).to(device)) for v in values], 1).flatten(0, 1)
+                save_grid(out / "samples.png", sweep, columns=len(values), scale=scale)
+            else:
+                save_grid(out / "samples.png", sampler.decode(noise), scale=scale)
             save_grid(out / "base.png", sampler.root.decode(noise), scale=scale)
         artifact.manifest["metrics"] = metrics
         artifact.save(out)

@@ -20,7 +20,7 @@ runner = CliRunner()
 def _run(tmp_path, expression, *extra):
     out = tmp_path / "run"
     result = runner.invoke(app, ["run", expression, "--gen", "shapes", "--out", str(out),
-                                 "--no-progress", "--threads", "1", *extra])
+                                 "--no-progress", "--threads", "2", *extra])
     assert result.exit_code == 0, result.output
     return json.loads((out / "metrics.json").read_text()), out
 
@@ -49,7 +49,7 @@ def test_clip_prompt_then_debias_size(tmp_path):
 
 def test_kill_9_then_resume_finishes_like_an_uninterrupted_run(tmp_path):
     args = ["run", "color == red & shape == circle", "--gen", "shapes", "--steps", "120",
-            "--samples", "300", "--no-progress", "--threads", "1"]
+            "--samples", "300", "--no-progress", "--threads", "2"]
     whole = tmp_path / "whole"
     assert runner.invoke(app, [*args, "--out", str(whole)]).exit_code == 0
     cut = tmp_path / "cut"
