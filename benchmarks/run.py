@@ -42,9 +42,13 @@ RARE_VALUES = {"shape": "triangle", "color": "blue"}
 DEBIAS = "uniform(shape x color)"
 RED_CIRCLES = "color == red & shape == circle"
 CLIP_THEN_DEBIAS = 'clip("a blue triangle") | then debias(size)'
-# Checkpoints at which training is evaluated. None is a multiple of the trainer's refit period
-# (100), so training in these chunks retraces an uninterrupted run exactly (see train.py).
-EVAL_AT = (50, 150, 250, 350, 400)
+# Checkpoints at which training is evaluated. Each is a multiple of the checkpoint period
+# (CHECKPOINT_EVERY, so that the next chunk resumes from it) and none but the last a multiple of
+# the trainer's refit period (50: a chunk that ended on one would skip that refit), so training
+# in these chunks retraces an uninterrupted run exactly; the learning-rate schedule is held to
+# the whole run's length (see train_in_chunks).
+EVAL_AT = (40, 140, 240, 340, 400)
+CHECKPOINT_EVERY = 20
 
 
 def _log(message: str) -> None:
@@ -139,17 +143,28 @@ def train_in_chunks(world: World, program: str, steps: tuple[int, ...], measure,
     from energyql.lang.api import compile as compile_program
     from energyql.trainer import train_stage
 
+    import energyql.trainer as trainer
+
     compiled = compile_program(program, gen="shapes")
     sampler, trajectory, total = world.generator, [], 0.0
     samplers = []
+    # The cosine learning rate is a function of (step, config.steps): a chunk that stops at
+    # `end` must still follow the schedule of the whole run of steps[-1] steps.
+    schedule = trainer.learning_rate
+    whole_run = lambda config, step: schedule(replace(config, steps=steps[-1]), step)  # noqa: E731
     for index, stage in enumerate(compiled.stages, start=1):
         energy = lower_stage(stage, world.models)
         seconds = 0.0
         for end in steps:
             config = replace(base_config, steps=end)
             began = time.perf_counter()
-            stage_sampler, _ = train_stage(sampler, energy, config, index=index, source=str(stage),
-                                           checkpoint_dir=workdir, resume=True, progress=False)
+            trainer.learning_rate = whole_run
+            try:
+                stage_sampler, _ = train_stage(sampler, energy, config, index=index,
+                                               source=str(stage), checkpoint_dir=workdir,
+                                               resume=True, progress=False)
+            finally:
+                trainer.learning_rate = schedule
             seconds += time.perf_counter() - began
             figures = measure(stage_sampler, index)
             trajectory.append({"stage": index, "step": end, "seconds": round(seconds, 2), **figures})
@@ -294,7 +309,11 @@ def main(argv: list[str] | None = None) -> dict:
                               "rare_target": RARE},
                  "missing": {}}
     world = World(args.generator_weights)
-    base_config = TrainConfig(steps=400, batch=64, lr=1e-3, seed=args.seed, clip_copies=8)
+    base_config = TrainConfig(steps=EVAL_AT[-1], batch=64, lr=1e-3, seed=args.seed, clip_copies=8,
+                              checkpoint_every=CHECKPOINT_EVERY)
+    out["settings"]["train"] = {k: v for k, v in base_config.to_dict().items()
+                                 if k in ("steps", "batch", "lr", "blocks", "width", "refit_every")}
+    out["settings"]["eval_at"] = list(EVAL_AT)
 
     # Base share of the rare target (the rejection sampler's acceptance depends on it).
     base_labels = _flow_labels(world, world.generator, 4096 if quick else 16384, args.seed + 11)
