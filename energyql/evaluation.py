@@ -15,7 +15,6 @@ import torch
 
 from energyql.catalog import CATALOGS, Catalog
 from energyql.energies import ControlModels, StageEnergy, lower_stage
-from energyql.energies.lower import is_probability
 from energyql.distributed import Group, current as current_group
 from energyql.energies.base import Features
 from energyql.energies.conditional import identity_distance, sample_context

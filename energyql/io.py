@@ -20,6 +20,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; ours are ordinary outputs
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

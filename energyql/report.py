@@ -71,7 +71,7 @@ def write_report(directory: str | Path, manifest: dict, metrics: dict) -> Path:
     """Write ``report.md`` and ``hist_<attribute>.png`` files into ``directory``."""
     directory = Path(directory)
     base = metrics.get("base", {})
-    parts = [f"# energyql run report\n", f"Expression: `{manifest['source']}`  ",
+    parts = ["# energyql run report\n", f"Expression: `{manifest['source']}`  ",
              f"Canonical: `{manifest['canonical']}`  ",
              f"Generator: `{manifest['generator']['id']}` (weights "
              f"`{manifest['generator']['weights_digest'][:12]}`)  ",

@@ -28,7 +28,7 @@ from energyql.distributed import Group, current as current_group
 from energyql.errors import EnergyQLError, TrainingError
 from energyql.flows import FlowConfig, LatentFlow, standard_normal_log_prob
 from energyql.generators.base import Generator
-from energyql.io import save_tensors, write_json
+from energyql.io import save_tensors
 from energyql.moments import MomentFit, fit_lambda
 from energyql.sampler import Artifact, StageSampler, build_manifest
 

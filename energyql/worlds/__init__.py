@@ -6,24 +6,14 @@ its metadata, writing one atomically, and the sha256 digest that artifacts recor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from energyql.errors import WeightsMissingError
+from energyql.io import save_tensors, sha256_file
 
 __all__ = ["sha256_file", "read_safetensors", "write_safetensors"]
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Return the sha256 hex digest of the file at ``path``."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_safetensors(path: str | os.PathLike, device: str = "cpu"):
@@ -61,19 +51,6 @@ def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict | N
 
     Non-string metadata values are stored as JSON.
     """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(contiguous, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; weights are package data
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_tensors(path, tensors, metadata=meta)
     return sha256_file(path)
