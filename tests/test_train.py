@@ -89,6 +89,7 @@ def test_initial_flow_samples_the_base_distribution():
     config = TrainConfig(steps=0, batch=8, blocks=3, width=8)
     sampler, _ = train_stage(PointGenerator(), stage(QuadraticEnergy([0.0, 0.0], [1.0, 1.0])),
                              config, progress=False)
-    x = sampler.decode(torch.randn(20000, 2, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        x = sampler.decode(torch.randn(20000, 2, generator=torch.Generator().manual_seed(0)))
     assert x.mean(0).abs().max() < 0.03 and (x.var(0) - 1).abs().max() < 0.05
     assert math.isfinite(float(x.sum()))
