@@ -48,7 +48,7 @@ from energyql.errors import EnergyQLError
 from energyql.flows import LatentFlow, standard_normal_log_prob
 from energyql.generators.base import Generator
 from energyql.moments import effective_sample_size, fit_lambda
-from energyql.sampler import Artifact, StageSampler
+from energyql.sampler import Artifact, StageSampler, set_exact_lambdas
 
 SAMPLERS = ("rejection", "importance", "langevin", "mala", "flow", "flow+sir", "flow+imh")
 FLOW_SAMPLERS = ("flow", "flow+sir", "flow+imh")
@@ -552,12 +552,8 @@ def stage_energy(source, program=None, *, stage: int = -1, device: str = "cpu",
     energy = lower_stage(chosen, models)
     if manifest is not None:
         index = stage if stage >= 0 else len(program.stages) + stage
-        record = manifest["stages"][index] if index < len(manifest["stages"]) else {}
-        # The exact target's λ; "lambda" also holds the flow's feedback offset.
-        lambdas = record.get("lambda_exact", record.get("lambda", {}))
-        for constraint in energy.constraints:
-            if constraint.text in lambdas:
-                constraint.lam.copy_(torch.tensor(lambdas[constraint.text]))
+        if index < len(manifest["stages"]):
+            set_exact_lambdas(energy, manifest["stages"][index])
     return energy.to(device).eval()
 
 

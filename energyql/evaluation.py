@@ -22,7 +22,7 @@ from energyql.energies.predicate import PredicateEnergy
 from energyql.flows import standard_normal_log_prob
 from energyql.generators.base import Generator
 from energyql.lang import graph as g
-from energyql.sampler import Artifact, StageSampler
+from energyql.sampler import Artifact, StageSampler, set_exact_lambdas
 
 
 def kl_divergence(p: list[float], q: list[float], floor: float = 1e-12) -> float:
@@ -222,11 +222,7 @@ def _energies_for(program, models: ControlModels, manifest: dict | None) -> list
     for k, stage in enumerate(program.stages):
         energy = lower_stage(stage, models)
         if manifest is not None:
-            record = manifest["stages"][k]
-            lambdas = record.get("lambda_exact", record.get("lambda", {}))
-            for constraint in energy.constraints:
-                if constraint.text in lambdas:
-                    constraint.lam.copy_(torch.tensor(lambdas[constraint.text]))
+            set_exact_lambdas(energy, manifest["stages"][k])
         energies.append(energy.eval())
     return energies
 

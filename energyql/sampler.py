@@ -142,6 +142,18 @@ def build_manifest(*, source: str, canonical: str, generator: Generator, stages:
     }
 
 
+def set_exact_lambdas(energy, stage_record: dict) -> None:
+    """Give a stage energy's constraints the λ of the exact target recorded in a manifest.
+
+    ``lambda_exact`` is the importance-weighted fit; ``lambda`` (older manifests) also holds the
+    flow's feedback offset.
+    """
+    lambdas = stage_record.get("lambda_exact", stage_record.get("lambda", {}))
+    for constraint in energy.constraints:
+        if constraint.text in lambdas:
+            constraint.lam.copy_(torch.tensor(lambdas[constraint.text]))
+
+
 def read_manifest(directory: str | Path) -> dict:
     path = Path(directory) / MANIFEST
     if not path.is_file():
