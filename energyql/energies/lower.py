@@ -45,10 +45,14 @@ class ControlModels:
             from energyql.worlds.shapes import pose
 
             return pose.load(device=self.device)
+        if control.model == "face-pose":
+            from energyql.controls.face_pose import load_face_pose
+
+            return load_face_pose(device=self.device)
         raise EnergyQLError(
             f"no pose model is available for '{control.name}' in the {self.catalog.name} world",
-            hint="conditional pose control is implemented for the shapes world; the faces pose "
-                 "model (MTCNN landmarks) is not built yet")
+            hint=f"'{control.model}' is not a known pose model; pose models exist for "
+                 "'shapes-pose' (shapes) and 'face-pose' (faces)")
 
     def identity(self, what: str):
         """The embedding that ``keep(what)`` holds fixed."""

@@ -122,11 +122,11 @@ def test_clip_energy_is_scaled_cosine_distance_and_prefers_the_prompt():
 
 
 def test_conditional_control_without_a_pose_model_is_a_clear_error():
-    from energyql.catalog import FACES
+    from energyql.catalog import FACES, Control
 
-    stage = eq.compile("pose(yaw in -30..30) & keep(identity)", gen="stylegan2-ffhq").stages[0]
+    # Both worlds have one (faces: tests/controls/test_face_pose.py); an unknown model has none.
     with pytest.raises(eq.EnergyQLError, match="no pose model"):
-        lower_stage(stage, ControlModels(FACES))
+        ControlModels(FACES).pose(Control("pose", (), model="elsewhere"))
 
 
 def test_constraint_and_control_in_one_stage_are_refused():
