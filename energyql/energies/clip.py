@@ -8,6 +8,7 @@ images as CLIP's softmax would.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from energyql.controls.augment import augment
 from energyql.energies.base import EnergyTerm, Features
@@ -26,6 +27,12 @@ class ClipEnergy(EnergyTerm):
 
     def forward(self, features: Features) -> torch.Tensor:
         images = features.images
+        side = self.clip.image_size
+        if max(images.shape[-2:]) > side:
+            # Augment at CLIP's input size, not the generator's: at 1024 px the copies cost
+            # ~20x the memory and time for the same judgement up to the order of resampling.
+            images = F.interpolate(images, size=(side, side), mode="bilinear",
+                                   align_corners=False, antialias=True)
         views = augment(images, self.copies, generator=features.generator,
                         **self.clip.augment_options)
         cos = (self.clip.encode_image(views) @ self.text_embedding).view(-1, images.shape[0])

@@ -97,6 +97,7 @@ class FakeClip(torch.nn.Module):
 
     augment_options = dict(cutout=0.0)
     logit_scale = 10.0
+    image_size = 32
 
     def encode_image(self, images):
         return F.normalize(images.mean((2, 3)), dim=-1)
@@ -119,6 +120,24 @@ def test_clip_energy_is_scaled_cosine_distance_and_prefers_the_prompt():
     assert float(e_red) == pytest.approx(0.0, abs=1e-4)
     assert float(e_blue) == pytest.approx(10.0, abs=1e-4)  # scale · (1 − cos 90°)
     assert math.isfinite(float(e_blue))
+
+
+def test_clip_energy_augments_at_clips_input_size_not_the_generators():
+    seen = []
+
+    class RecordingClip(FakeClip):
+        def encode_image(self, images):
+            seen.append(tuple(images.shape))
+            return super().encode_image(images)
+
+    models = ControlModels(SHAPES, clip_copies=3)
+    models.clip = lambda spec: RecordingClip()
+    energy = lower_stage(eq.compile('clip("red")', gen="shapes").stages[0], models)
+    large = torch.zeros(2, 3, 128, 128)
+    large[:, 0] = 1
+    value, _ = energy(large, torch.Generator().manual_seed(0))
+    assert seen == [(6, 3, 32, 32)]  # 3 copies of 2 images, already at CLIP's 32 px
+    assert value.tolist() == pytest.approx([0.0, 0.0], abs=1e-4)
 
 
 def test_conditional_control_without_a_pose_model_is_a_clear_error():
