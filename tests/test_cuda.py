@@ -99,7 +99,7 @@ def test_tiny_stylegan2_on_cuda_matches_cpu(ieee_fp32):
     outputs, grads = [], []
     for device in ("cpu", "cuda"):
         model = net.to(device)
-        zd = z.to(device).requires_grad_(True)
+        zd = z.detach().clone().to(device).requires_grad_(True)  # a leaf on each device
         image, _ = model([zd], randomize_noise=False)
         image.square().mean().backward()
         outputs.append(image.detach().cpu())
@@ -123,7 +123,7 @@ def test_clip_energy_on_cuda_matches_cpu(tmp_path, ieee_fp32):
     values, grads = [], []
     for device in ("cpu", "cuda"):
         energy = ClipEnergy(load_clip(spec, device), "a red circle", copies=4)
-        x = images.to(device).requires_grad_(True)
+        x = images.detach().clone().to(device).requires_grad_(True)  # a leaf on each device
         # Augmentations are drawn on a CPU generator: both devices see the same copies.
         value = energy(Features(x, None, torch.Generator().manual_seed(1)))
         value.sum().backward()
