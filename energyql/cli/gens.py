@@ -38,7 +38,7 @@ _STYLES = {"ready": "green", "missing": "yellow", "built in": "green", "local fi
 @app.command()
 @guarded
 def gens(
-    paths: Annotated[bool, typer.Option("--paths", help="Show where each file is expected.")] = False,
+    paths: Annotated[bool, typer.Option("--paths", help="List where each file is expected.")] = False,
     commands: Annotated[bool, typer.Option(
         "--commands", help="Print the command that fetches each missing file.")] = False,
 ) -> None:
@@ -51,21 +51,28 @@ def gens(
     table = Table(title="generators", title_justify="left")
     for column in ("name", "catalog", "resolution", "weights", "description"):
         table.add_column(column, no_wrap=column != "description")
-    if paths:
-        table.add_column("expected at", overflow="fold")
-    missing = []
+    missing, expected = [], []
     for spec in registry.specs():
         status, where = weights_status(spec)
         if status == "missing" and spec.weights in hub.KNOWN:
             missing.append(spec.weights)
         row = [spec.name, spec.catalog, f"{spec.resolution}" if spec.resolution else "-",
                f"[{_STYLES[status]}]{status}[/]", spec.description]
-        table.add_row(*row, *([where] if paths else []))
+        table.add_row(*row)
+        if where:
+            expected.append((spec.name, where))
     for scheme, spec in sorted(registry._PATH_SCHEMES.items()):
         row = [f"{scheme}:PATH", spec.catalog, "from file", "[cyan]local file[/]",
                spec.description]
-        table.add_row(*row, *(["PATH"] if paths else []))
+        table.add_row(*row)
     stdout.print(table)
+    if paths:
+        # Plain lines, not a table column: a narrow terminal or a pipe would fold the paths.
+        stdout.print("expected at:")
+        width = max(len(name) for name, _ in expected)
+        for name, where in expected:
+            stdout.print(f"  {name:<{width}}  {where}", soft_wrap=True, markup=False,
+                         highlight=False)
     stdout.print(f"weights cache: {hub.cache_dir()}  (set ENERGYQL_CACHE to move it)")
     if missing and commands:
         for key in missing:

@@ -1,10 +1,7 @@
 """``energyql gens``: the generator table and the weights status."""
 
-import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -14,11 +11,7 @@ from energyql.cli.app import app
 runner = CliRunner()
 
 
-def test_lists_every_generator_with_weights_status(request, monkeypatch):
-    # A short cache path: under pytest-xdist tmp_path is long enough for rich to wrap the
-    # paths column even at 400 columns, splitting the file names this test looks for.
-    tmp_path = Path(tempfile.mkdtemp(prefix="eq"))
-    request.addfinalizer(lambda: shutil.rmtree(tmp_path, ignore_errors=True))
+def test_lists_every_generator_with_weights_status(tmp_path, monkeypatch):
     monkeypatch.setenv("ENERGYQL_CACHE", str(tmp_path))
     (tmp_path / "ffhq.pt").write_bytes(b"PK\x03\x04")
     result = runner.invoke(app, ["gens", "--paths"], env={"COLUMNS": "400"})
@@ -30,7 +23,7 @@ def test_lists_every_generator_with_weights_status(request, monkeypatch):
         assert name in lines, name
     assert "ready" in lines["stylegan2-ffhq"] and "1024" in lines["stylegan2-ffhq"]
     assert "missing" in lines["stylegan2-church"]
-    assert "landscape.pt" in result.output  # the --paths column
+    assert "landscape.pt" in result.output  # the --paths list
     assert f"weights cache: {tmp_path}" in result.output
 
 
