@@ -77,6 +77,10 @@ def current() -> Group:
         backend = os.environ.get("ENERGYQL_DIST_BACKEND") or (
             "nccl" if torch.cuda.is_available() else "gloo")
         timeout = timedelta(seconds=int(os.environ.get("ENERGYQL_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)))
+        if backend == "nccl":
+            # Bind this rank to its GPU before NCCL starts, so that collectives (the barrier
+            # included) never have to guess the device.
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend=backend, timeout=timeout)
     return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
