@@ -38,9 +38,15 @@ class ControlModels:
         self.device = device
         self.clip_copies = clip_copies
         self._attributes = attributes
+        self._poses: dict[str, nn.Module] = {}
 
     def pose(self, control):
-        """The pose model that reads a catalog control's parameters from images."""
+        """The pose model that reads a catalog control's parameters from images (loaded once)."""
+        if control.model not in self._poses:
+            self._poses[control.model] = self._load_pose(control)
+        return self._poses[control.model]
+
+    def _load_pose(self, control):
         if control.model == "shapes-pose":
             from energyql.worlds.shapes import pose
 

@@ -159,3 +159,11 @@ def test_constraint_and_control_in_one_stage_are_refused():
     energy = lower_stage(eq.compile("pose(x in 0.3..0.7)", gen="shapes").stages[0], models)
     assert energy.is_conditional and isinstance(energy.pointwise[0], PoseEnergy)
     assert [p.name for p in energy.context] == ["x"]
+
+
+def test_pose_model_is_loaded_once_per_control_models():
+    from energyql.catalog import SHAPES as shapes
+
+    models = ControlModels(shapes)
+    control = shapes.control("pose")
+    assert models.pose(control) is models.pose(control)

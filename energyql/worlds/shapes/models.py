@@ -168,8 +168,8 @@ class CouplingFlow(nn.Module):
         self.dim = dim
         self.register_buffer("loc", torch.zeros(dim))
         self.register_buffer("log_scale", torch.zeros(dim))
-        blocks, perms = [], []
-        for i in range(layers):
+        blocks = []
+        for _ in range(layers):
             perm = torch.randperm(dim, generator=g)
             mask = torch.zeros(dim)
             mask[perm[: dim // 2]] = 1.0
