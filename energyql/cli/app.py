@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -25,6 +26,12 @@ app = typer.Typer(
 )
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
+
+# Options shared by `run` and `eval`: which judges stand in for the world's defaults.
+ClipOption = Annotated[Optional[str], typer.Option(
+    "--clip", help="CLIP spec replacing the world's default (NAME:TAG, NAME:PATH, ...).")]
+FaceAttributesOption = Annotated[Optional[str], typer.Option(
+    "--face-attributes", help="Face attribute model: clip, fairface or fairface:PATH.")]
 
 _state = {"debug": False}
 

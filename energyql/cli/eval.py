@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from energyql.cli.app import app, check_sampler, environment, guarded, stdout
+from energyql.cli.app import ClipOption, FaceAttributesOption, app, check_sampler, environment, guarded, stdout
 from energyql.errors import EnergyQLError
 
 
@@ -52,10 +52,8 @@ def eval_command(
         help="flow (feed-forward), flow+sir, flow+imh, rejection, importance, langevin, mala.")] = "flow",
     option: Annotated[Optional[list[str]], typer.Option(
         "--option", help="Sampler option KEY=VALUE (repeatable), e.g. pool=4096.")] = None,
-    clip: Annotated[Optional[str], typer.Option(
-        "--clip", help="CLIP spec replacing the world's default (NAME:TAG, NAME:PATH, ...).")] = None,
-    face_attributes: Annotated[Optional[str], typer.Option(
-        "--face-attributes", help="Face attribute model: clip, fairface or fairface:PATH.")] = None,
+    clip: ClipOption = None,
+    face_attributes: FaceAttributesOption = None,
 ) -> None:
     """Measure attribute distributions, KL to targets, predicate shares and energies."""
     from energyql.evaluation import evaluate

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from energyql.cli.app import app, environment, guarded, stdout
+from energyql.cli.app import ClipOption, FaceAttributesOption, app, environment, guarded, stdout
 
 
 def default_out(expression: str) -> Path:
@@ -28,17 +28,15 @@ def run(
     lr: Annotated[Optional[float], typer.Option(help="Learning rate (AdamW).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (CPU runs are deterministic).")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
-    amp: Annotated[bool, typer.Option(help="bf16 mixed precision (GPU only).")] = False,
+    amp: Annotated[bool, typer.Option(help="bf16 mixed precision for the control models (GPU only).")] = False,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads.")] = None,
     truncation: Annotated[Optional[float], typer.Option(help="Truncation (StyleGAN2).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
     start_from: Annotated[Optional[Path], typer.Option("--from", help="Add stages to this artifact.")] = None,
     samples: Annotated[int, typer.Option(help="Samples for the evaluation report.")] = 2000,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
-    clip: Annotated[Optional[str], typer.Option(
-        "--clip", help="CLIP spec replacing the world's default (NAME:TAG, NAME:PATH, ...).")] = None,
-    face_attributes: Annotated[Optional[str], typer.Option(
-        "--face-attributes", help="Face attribute model: clip, fairface or fairface:PATH.")] = None,
+    clip: ClipOption = None,
+    face_attributes: FaceAttributesOption = None,
 ) -> None:
     """Train a controlled sampler for EXPRESSION and write artifact, grids, metrics and report."""
     from energyql.lang.api import compile as compile_program
