@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from energyql.errors import CompositionError, Span
 
@@ -141,13 +141,14 @@ def _flatten(kind: type, terms) -> tuple[Term, ...]:
 
 
 @dataclass(frozen=True)
-class And(Term):
-    """``A & B & ...``: product of experts, energies add. Always flat."""
+class _Flat(Term):
+    """An n-ary combinator whose nested instances of itself are flattened into one."""
 
     terms: tuple[Term, ...]
+    kind: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "terms", _flatten(And, self.terms))
+        object.__setattr__(self, "terms", _flatten(type(self), self.terms))
 
     @property
     def children(self) -> tuple[Term, ...]:
@@ -158,28 +159,21 @@ class And(Term):
         return all(t.is_probability for t in self.terms)
 
     def to_dict(self) -> dict:
-        return {"type": "and", "terms": [t.to_dict() for t in self.terms]}
+        return {"type": self.kind, "terms": [t.to_dict() for t in self.terms]}
 
 
 @dataclass(frozen=True)
-class Or(Term):
+class And(_Flat):
+    """``A & B & ...``: product of experts, energies add. Always flat."""
+
+    kind: ClassVar[str] = "and"
+
+
+@dataclass(frozen=True)
+class Or(_Flat):
     """``A or B``: −log(pA + pB − pA·pB) for predicates, else −logsumexp(−E). Always flat."""
 
-    terms: tuple[Term, ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "terms", _flatten(Or, self.terms))
-
-    @property
-    def children(self) -> tuple[Term, ...]:
-        return self.terms
-
-    @property
-    def is_probability(self) -> bool:
-        return all(t.is_probability for t in self.terms)
-
-    def to_dict(self) -> dict:
-        return {"type": "or", "terms": [t.to_dict() for t in self.terms]}
+    kind: ClassVar[str] = "or"
 
 
 @dataclass(frozen=True)
