@@ -210,10 +210,11 @@ def _train_step_timing(ctx, generator, energy, *, batch: int, amp: bool, warmup:
         ctx.sync()
         t0 = time.perf_counter()
         z, logdet = flow(eps)
+        # As the trainer does: the generator in float32, autocast over the control models.
+        images = generator.decode(z).float()
+        ctx.sync()
+        t1 = time.perf_counter()
         with ctx.autocast(amp):
-            images = generator.decode(z).float()
-            ctx.sync()
-            t1 = time.perf_counter()
             features = energy.features(images, g)
             parts = energy.parts(features)
             total = torch.stack(list(parts.values())).sum(0)

@@ -48,13 +48,17 @@ class TrainConfig:
     grad_clip: float = 10.0
     seed: int = 0
     device: str = "cpu"
-    amp: bool = False  # bf16 autocast, GPU only
+    amp: bool = False  # bf16 autocast of the control models, GPU only
     blocks: int = 8
     width: int = 256
     clip_copies: int = 8
     moment_samples: int = 4096
     refit_every: int = 50
     refit_samples: int = 1024
+    # Mass-covering start (see warm_start): base samples judged, and flow-only MLE steps.
+    warm_start_samples: int = 0
+    warm_start_steps: int = 200
+    forward_weight: float = 0.0   # weight of the self-normalised forward-KL term (see train_stage)
     feedback_gain: float = 1.0  # how much of log(target / flow moments) each refit adds to λ
     checkpoint_every: int = 50
     max_bad_steps: int = 10
@@ -75,6 +79,7 @@ class StageLog:
     skipped_steps: int = 0
     loss: list[float] = field(default_factory=list)
     fits: list[dict] = field(default_factory=list)
+    warm_start: dict | None = None
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -96,13 +101,14 @@ def _step_generator(seed: int, stage: int, step: int) -> torch.Generator:
 
 def _features_in_batches(base: Generator, energy: StageEnergy, flow: LatentFlow | None, n: int,
                          batch: int, seed_generator: torch.Generator, device: str, group: Group):
-    """Draw n samples; return (phi, pointwise energy, log p0(z) - log q(z)) as CPU tensors.
+    """Draw n samples; return (phi, pointwise energy, log p0(z) - log q(z), z) as CPU tensors.
 
     Noise comes from its own stream, drawn for whole batches on every rank, so that N ranks
-    together judge exactly the samples one process would.
+    together judge exactly the samples one process would, and each batch is gathered at once,
+    so that the rows come back in the order one process would have them.
     """
     noise = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=seed_generator)))
-    phis, energies, log_ratios = [], [], []
+    phis, energies, log_ratios, latents = [], [], [], []
     with torch.no_grad():
         for start in range(0, n, batch):
             m = min(batch, n - start)
@@ -114,10 +120,12 @@ def _features_in_batches(base: Generator, energy: StageEnergy, flow: LatentFlow 
                 # log p0(z) - log q(z) where log q(z) = log N(eps) - logdet
                 log_ratio = base.log_prior(z) - standard_normal_log_prob(eps) + logdet
             features = energy.features(base.decode(z), seed_generator)
-            phis.append(energy.phi(features))
-            energies.append(energy.pointwise_energy(features))
-            log_ratios.append(log_ratio)
-    return tuple(group.gather(torch.cat(x)).cpu() for x in (phis, energies, log_ratios))
+            phi = energy.phi(features) if energy.has_constraints \
+                else torch.zeros(len(z), 0, device=z.device)
+            for rows, out in ((phi, phis), (energy.pointwise_energy(features), energies),
+                              (log_ratio, log_ratios), (z, latents)):
+                out.append(group.gather(rows).cpu())
+    return tuple(torch.cat(x) for x in (phis, energies, log_ratios, latents))
 
 
 def fit_constraints(base: Generator, energy: StageEnergy, flow: LatentFlow | None, n: int,
@@ -129,7 +137,7 @@ def fit_constraints(base: Generator, energy: StageEnergy, flow: LatentFlow | Non
     are ``exp(-E_pointwise)``; with a flow they come from the flow and the weights also carry
     ``p0/q``, which is exact because the flow's density is known.
     """
-    phi, pointwise, log_ratio = _features_in_batches(
+    phi, pointwise, log_ratio, _ = _features_in_batches(
         base, energy, flow, n, config.batch * 4, generator, config.device, group or Group())
     sizes = [c.target.numel() for c in energy.constraints]
     # All constraints are fitted jointly: their features may overlap (e.g. debias(a) & uniform(a x b)).
@@ -149,6 +157,67 @@ def fit_constraints(base: Generator, energy: StageEnergy, flow: LatentFlow | Non
         constraint.offset.copy_(extra.to(constraint.offset.device))
         constraint.lam.copy_(lam.to(constraint.lam.device))
     return fit
+
+
+def warm_start(base: Generator, energy: StageEnergy, flow: LatentFlow, config: TrainConfig,
+               generator: torch.Generator, group: Group | None = None) -> dict:
+    """Move the flow towards the target's modes by weighted maximum likelihood; return a record.
+
+    Reverse KL learns only from where the flow already puts mass, so a target that is rare
+    under the base (blue triangles are 0.8 % of the shapes generator's samples) gives it
+    almost no gradient towards that mode. Base samples weighted by ``exp(-E)`` (pointwise
+    energies and the fitted constraints) describe the target wherever the base covers it; a
+    short phase of weighted MLE on them (forward KL, mass-covering) starts the flow there, and
+    reverse KL then refines it. Nothing here changes the objective the stage converges to.
+    """
+    # Minibatches get their own stream, drawn first: judging the pool may consume the other
+    # one differently on each rank (each draws augmentations for its own rows).
+    draws = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    phi, pointwise, _, z = _features_in_batches(
+        base, energy, None, config.warm_start_samples, config.batch * 4, generator,
+        config.device, group or Group())
+    log_w = -pointwise
+    if energy.has_constraints:
+        log_w = log_w + phi @ torch.cat([c.lam.detach().cpu() for c in energy.constraints])
+    weights = torch.softmax(log_w.double(), 0).float()
+    ess = float(1 / weights.pow(2).sum())
+    record = {"samples": len(z), "ess": round(ess, 1), "steps": 0}
+    if ess < 2:
+        return record  # one point says nothing about the target's spread
+    optimizer = torch.optim.Adam([p for p in flow.parameters() if p.requires_grad], lr=config.lr)
+    nll = []
+    for _ in range(config.warm_start_steps):
+        rows = torch.multinomial(weights, config.batch, replacement=True, generator=draws)
+        loss = -flow.log_prob(z[rows].to(config.device)).mean()
+        if not torch.isfinite(loss):
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
+        optimizer.step()
+        nll.append(round(float(loss.detach()), 3))
+    record.update(steps=len(nll), nll_first=nll[0] if nll else None,
+                  nll_last=nll[-1] if nll else None)
+    return record
+
+
+def _forward_kl(flow: LatentFlow, eps: torch.Tensor, z: torch.Tensor, per_sample: torch.Tensor,
+                group: Group) -> torch.Tensor:
+    """Self-normalised estimate of KL(p || q) (up to a constant) from the batch in hand.
+
+    Reverse KL follows the energy's gradient, which is nearly zero inside a mode and steep at
+    its edge when the generator maps modes sharply (the shapes generator does): the flow can
+    spread into a neighbouring mode without feeling it. The weights ``p/q`` of the flow's own
+    samples see energy *values* instead: pulling ``log q`` up where they are large moves mass
+    towards under-covered parts of the target (mass-covering). ``per_sample + log N(eps)`` is
+    ``log q - log p`` up to the target's normalising constant, which the softmax removes.
+    Under torchrun the weights are normalised over the global batch, and the local sum is
+    scaled by the world size because DDP averages the ranks' gradients.
+    """
+    with torch.no_grad():
+        log_w = -(per_sample + standard_normal_log_prob(eps)).float()
+        weights = (log_w - torch.logsumexp(group.gather(log_w), 0)).exp()
+    return -group.world * (weights * flow.log_prob(z.detach())).sum()
 
 
 def _fit_record(fit: MomentFit, step: int, energy: StageEnergy) -> dict:
@@ -285,12 +354,6 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
     base = base.to(device).eval().requires_grad_(False)
     energy = energy.to(device)
     params = [p for p in flow.parameters() if p.requires_grad]
-    trained = flow
-    if group.active:
-        from torch.nn.parallel import DistributedDataParallel
-
-        trained = DistributedDataParallel(flow, device_ids=[torch.device(device).index]
-                                          if device.startswith("cuda") else None)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     log = StageLog(index=index, source=source)
     start = 0
@@ -304,6 +367,16 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
                               _step_generator(config.seed, index, -1), group)
         log.fits.append(_fit_record(fit, 0, energy))
         _warn_low_ess(fit, log, "base samples")
+    if restored is None and config.warm_start_samples and not energy.is_conditional:
+        log.warm_start = warm_start(base, energy, flow, config,
+                                    _step_generator(config.seed, index, -10**6), group)
+    trained = flow
+    if group.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Wrapping copies rank 0's parameters to every rank (after any warm start).
+        trained = DistributedDataParallel(flow, device_ids=[torch.device(device).index]
+                                          if device.startswith("cuda") else None)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.startswith("cuda") \
         else contextlib.nullcontext()
     bad_in_a_row = 0
@@ -319,8 +392,9 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
                 flow_context = normalize_context(energy.context, context)
                 if energy.paired:
                     other = sample_context(energy.context, config.batch, generator)[shard].to(device)
-            # The flow and its log-determinant stay in float32; autocast covers the generator
-            # and the control models, where the time goes.
+            # Autocast covers the control models only. The flow and its log-determinant stay in
+            # float32, and so does the generator: StyleGAN2's grouped modulated convolutions ran
+            # 5x slower forward in bf16 than in float32 on an H100 (docs/benchmarks.md).
             if energy.paired:
                 # One forward pass for both contexts (DDP expects one forward per backward).
                 both, logdet = trained(torch.cat([eps, eps]), torch.cat(
@@ -329,16 +403,18 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
                 logdet = logdet[: len(eps)]
             else:
                 z, logdet = trained(eps, flow_context)
+            if energy.paired:
+                reference = base.decode(z_other).float()
+            images = base.decode(z).float()
             with autocast:
-                if energy.paired:
-                    reference = base.decode(z_other).float()
-                images = base.decode(z).float()
                 features = energy.features(images, generator, context=context,
                                            reference_images=reference)
                 parts = energy.parts(features)
                 total = torch.stack(list(parts.values())).sum(0)
             per_sample = -base.log_prior(z) + total - logdet
             loss = per_sample.mean()
+            if config.forward_weight and not energy.is_conditional:
+                loss = loss + config.forward_weight * _forward_kl(flow, eps, z, per_sample, group)
             # Every rank must take the same branch, or the gradient all-reduce would hang.
             finite = group.all_true(bool(torch.isfinite(loss)), device)
             if finite:
@@ -469,7 +545,7 @@ def train(program, gen="shapes", config: TrainConfig | None = None, *, out: str 
                              for c in energy.constraints},
             "train": {**config.to_dict(), "seconds": round(log.seconds, 2),
                       "skipped_steps": log.skipped_steps},
-            "fits": log.fits, "warnings": log.warnings,
+            "fits": log.fits, "warm_start": log.warm_start, "warnings": log.warnings,
             "final_loss": log.loss[-1] if log.loss else None,
         })
     if not isinstance(sampler, StageSampler):

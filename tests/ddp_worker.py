@@ -26,7 +26,8 @@ def main(out: Path) -> None:
                          [ConstraintEnergy("dist", ("side",), (0.3, 0.7), "dist(side)")],
                          SideAttribute())
     config = TrainConfig(steps=8, batch=32, lr=3e-3, blocks=2, width=16, moment_samples=512,
-                         refit_every=4, refit_samples=256)
+                         refit_every=4, refit_samples=256, warm_start_samples=256,
+                         warm_start_steps=3, forward_weight=1.0)
     sampler, _ = train_stage(PointGenerator(), energy, config, progress=False)
     figures = evaluate(TinyImageGenerator(), program="uniform(shape x color)", samples=300)
     if group.is_main:

@@ -26,6 +26,10 @@ def run(
     steps: Annotated[Optional[int], typer.Option(help="Training steps per stage.")] = None,
     batch: Annotated[Optional[int], typer.Option(help="Batch size.")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate (AdamW).")] = None,
+    warm_start: Annotated[Optional[int], typer.Option(
+        help="Base samples judged for the mass-covering start (0: none).")] = None,
+    forward_weight: Annotated[Optional[float], typer.Option(
+        help="Weight of the self-normalised forward-KL term (0: reverse KL only).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (CPU runs are deterministic).")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
     amp: Annotated[bool, typer.Option(help="bf16 mixed precision for the control models (GPU only).")] = False,
@@ -52,7 +56,8 @@ def run(
     from energyql.workflow import run_and_report
 
     out = out or default_out(expression)
-    options = {k: v for k, v in dict(steps=steps, batch=batch, lr=lr).items() if v is not None}
+    options = {k: v for k, v in dict(steps=steps, batch=batch, lr=lr, warm_start_samples=warm_start,
+                                     forward_weight=forward_weight).items() if v is not None}
     with environment(ENERGYQL_CLIP=clip, ENERGYQL_FACE_ATTRIBUTES=face_attributes):
         result = run_and_report(program, expression=expression, gen=gen, out=out, seed=seed,
                                 device=device, amp=amp, threads=threads, truncation=truncation,

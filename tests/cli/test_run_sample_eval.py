@@ -17,7 +17,8 @@ def trained(tmp_path_factory):
     gen = register_tiny()
     out = tmp_path_factory.mktemp("run") / "art"
     result = runner.invoke(app, ["run", "color == red & uniform(size)", "--gen", gen,
-                                 "--out", str(out), *FAST])
+                                 "--out", str(out), "--warm-start", "64", "--forward-weight", "2",
+                                 *FAST])
     assert result.exit_code == 0, result.output
     return gen, out
 
@@ -31,6 +32,9 @@ def test_run_writes_artifact_grids_metrics_and_report(trained):
     assert manifest["canonical"] == "color == red & uniform(size)"
     assert manifest["generator"]["id"] == "toy-shapes"
     assert manifest["stages"][0]["fits"], "λ fit should be recorded"
+    stage = manifest["stages"][0]
+    assert stage["train"]["warm_start_samples"] == 64 and stage["train"]["forward_weight"] == 2.0
+    assert stage["warm_start"]["samples"] == 64 and stage["warm_start"]["steps"] > 0
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("samples", "attributes", "joint", "kl_to_target", "predicate_share",
                 "energies", "base", "ess", "collateral_drift"):
