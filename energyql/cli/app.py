@@ -32,6 +32,16 @@ ClipOption = Annotated[Optional[str], typer.Option(
     "--clip", help="CLIP spec replacing the world's default (NAME:TAG, NAME:PATH, ...).")]
 FaceAttributesOption = Annotated[Optional[str], typer.Option(
     "--face-attributes", help="Face attribute model: clip, fairface or fairface:PATH.")]
+ThreadsOption = Annotated[Optional[int], typer.Option(
+    help="torch CPU threads (default: torch's own choice).")]
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's CPU threads when asked (torch is imported only then)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 _state = {"debug": False}
 

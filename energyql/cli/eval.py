@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from energyql.cli.app import ClipOption, FaceAttributesOption, app, check_sampler, environment, guarded, stdout
+from energyql.cli.app import (ClipOption, FaceAttributesOption, ThreadsOption, app, check_sampler,
+                              environment, guarded, set_threads, stdout)
 from energyql.errors import EnergyQLError
 
 
@@ -46,6 +47,7 @@ def eval_command(
     samples: Annotated[int, typer.Option(help="Samples to judge.")] = 2000,
     seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
+    threads: ThreadsOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the JSON here.")] = None,
     sampler: Annotated[str, typer.Option(
@@ -62,6 +64,7 @@ def eval_command(
     from energyql.lang.api import compile as compile_program
 
     check_sampler(sampler)
+    set_threads(threads)
     if (artifact is None) == (gen is None):
         raise EnergyQLError("give either an ARTIFACT directory or --gen NAME")
     program = compile_program(expression, gen=gen) if expression and gen else expression

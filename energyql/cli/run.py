@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from energyql.cli.app import ClipOption, FaceAttributesOption, app, environment, guarded, stdout
+from energyql.cli.app import (ClipOption, FaceAttributesOption, ThreadsOption, app, environment,
+                              guarded, stdout)
 
 
 def default_out(expression: str) -> Path:
@@ -33,7 +34,7 @@ def run(
     seed: Annotated[int, typer.Option(help="Random seed (CPU runs are deterministic).")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
     amp: Annotated[bool, typer.Option(help="bf16 mixed precision for the control models (GPU only).")] = False,
-    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads.")] = None,
+    threads: ThreadsOption = None,
     truncation: Annotated[Optional[float], typer.Option(help="Truncation (StyleGAN2).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
     start_from: Annotated[Optional[Path], typer.Option("--from", help="Add stages to this artifact.")] = None,

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from energyql.cli.app import app, check_sampler, guarded, stdout
+from energyql.cli.app import ThreadsOption, app, check_sampler, guarded, set_threads, stdout
 from energyql.errors import EnergyQLError
 
 
@@ -57,6 +57,7 @@ def sample(
     seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
     truncation: Annotated[Optional[float], typer.Option(help="Truncation (StyleGAN2).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
+    threads: ThreadsOption = None,
     tensors: Annotated[Optional[Path], typer.Option(help="Also save the images as safetensors.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="Conditional samplers: fix a parameter, NAME=VALUE (repeatable).")] = None,
@@ -76,6 +77,7 @@ def sample(
     from energyql.sampler import load
 
     check_sampler(sampler)
+    set_threads(threads)
     options = {"truncation": truncation} if truncation is not None else {}
     art = load(artifact, device=device, **options)
     values = dict(parse_setting(s) for s in set_ or [])
