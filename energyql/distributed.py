@@ -9,6 +9,7 @@ equal the single-process gradient of the global mean loss.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -68,6 +69,20 @@ class Group:
             dist.barrier()
 
 
+def shutdown() -> None:
+    """Leave the process group, if this process joined one.
+
+    Call it before the program ends: with gloo on torch 2.14, a rank that exits with its group
+    still up aborted now and then ("terminate called without an active exception"; 3 of 16
+    two-rank runs of a minimal script, 0 of 16 with this call). The CLI calls it on the way
+    out, and an atexit hook calls it for scripts; that hook alone still aborted 2 of 16 runs of
+    the test worker, so call it explicitly where you can.
+    """
+    if dist.is_initialized():
+        dist.barrier()  # no rank closes its connections while a peer still uses them
+        dist.destroy_process_group()
+
+
 def current() -> Group:
     """Return this process's Group, joining the process group torchrun describes if needed."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -82,6 +97,8 @@ def current() -> Group:
             # included) never have to guess the device.
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend=backend, timeout=timeout)
+        # A fallback for scripts that never call shutdown() (see there).
+        atexit.register(shutdown)
     return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from energyql.distributed import current  # noqa: E402
+from energyql.distributed import current, shutdown  # noqa: E402
 from energyql.energies.constraint import ConstraintEnergy  # noqa: E402
 from energyql.energies.lower import StageEnergy  # noqa: E402
 from energyql.evaluation import evaluate  # noqa: E402
@@ -40,3 +40,4 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    shutdown()

@@ -110,4 +110,12 @@ def environment(**variables: str | None):
 def main() -> None:
     import energyql.cli  # noqa: F401  (registers every command on ``app``)
 
-    app()
+    try:
+        app()
+    finally:
+        # Under torchrun, leave the process group before the interpreter exits (see
+        # energyql.distributed.shutdown); a no-op otherwise, and torch is not imported for it.
+        if "torch.distributed" in sys.modules:
+            from energyql.distributed import shutdown
+
+            shutdown()
