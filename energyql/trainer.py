@@ -58,7 +58,7 @@ class TrainConfig:
     # Mass-covering start (see warm_start): base samples judged, and flow-only MLE steps.
     warm_start_samples: int = 0
     warm_start_steps: int = 200
-    forward_weight: float = 0.0   # weight of the self-normalised forward-KL term (see train_stage)
+    forward_weight: float = 0.0   # initial weight of the forward-KL term (decays to 0)
     feedback_gain: float = 1.0  # how much of log(target / flow moments) each refit adds to λ
     checkpoint_every: int = 50
     max_bad_steps: int = 10
@@ -414,7 +414,10 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
             per_sample = -base.log_prior(z) + total - logdet
             loss = per_sample.mean()
             if config.forward_weight and not energy.is_conditional:
-                loss = loss + config.forward_weight * _forward_kl(flow, eps, z, per_sample, group)
+                # Decays linearly to 0: the term finds and covers the target's modes early,
+                # and the last steps are reverse KL alone, which sharpens what was found.
+                weight = config.forward_weight * (1 - step / config.steps)
+                loss = loss + weight * _forward_kl(flow, eps, z, per_sample, group)
             # Every rank must take the same branch, or the gradient all-reduce would hang.
             finite = group.all_true(bool(torch.isfinite(loss)), device)
             if finite:

@@ -42,7 +42,7 @@ def test_uniform_over_a_joint_flattens_it(tmp_path):
 
 def test_then_debias_fixes_the_size_balance_the_first_stage_left(tmp_path):
     # Red circles are mostly large in the base; the second stage evens out size while the
-    # first stage's selection stays (CI-sized budget: 400 steps per stage).
+    # first stage's selection stays (CI-sized budget: 300 steps per stage).
     metrics, out = _run(tmp_path, "color == red & shape == circle | then debias(size)",
                         "--steps", "300", "--samples", "600")
     assert metrics["kl_to_target"]["size"] <= 0.03
@@ -50,6 +50,18 @@ def test_then_debias_fixes_the_size_balance_the_first_stage_left(tmp_path):
     assert metrics["joint"]["shape x color"]["circle,red"] >= 0.6  # far above the base share
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["index"] for s in manifest["stages"]] == [1, 2]
+
+
+def test_a_clip_prompt_finds_a_rare_combination_and_debias_evens_its_size(tmp_path):
+    # Blue triangles are ~1 % of the base; the text prompt alone (the small CLIP, no
+    # classifier) must find them, and the second stage must even out their sizes.
+    metrics, out = _run(tmp_path, 'clip("a blue triangle") | then debias(size)',
+                        "--steps", "300", "--lr", "0.003", "--samples", "600")
+    assert metrics["base"]["joint"]["shape x color"]["triangle,blue"] < 0.03
+    assert metrics["joint"]["shape x color"]["triangle,blue"] >= 0.5  # measured 0.72
+    assert metrics["kl_to_target"]["size"] <= 0.02  # measured 0.00005
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"][0]["warm_start"]["steps"] > 0  # the shapes default
 
 
 def test_kill_9_then_resume_finishes_like_an_uninterrupted_run(tmp_path):
