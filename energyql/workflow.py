@@ -15,7 +15,7 @@ DEFAULTS: dict[str, dict] = {
     # Rare targets on shapes need the mass-covering start and the forward-KL term
     # (docs/training.md); neither has been measured on StyleGAN2, so it trains without them.
     "shapes": dict(steps=800, batch=128, lr=1e-3, clip_copies=4, warm_start_samples=16384,
-                   warm_start_steps=20, forward_weight=10.0),
+                   forward_weight=10.0),
     "stylegan2": dict(steps=2000, batch=8, lr=1e-4, clip_copies=16),
 }
 

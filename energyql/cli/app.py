@@ -110,12 +110,17 @@ def environment(**variables: str | None):
 def main() -> None:
     import energyql.cli  # noqa: F401  (registers every command on ``app``)
 
+    failed = True
     try:
         app()
+        failed = False
+    except SystemExit as exit_:
+        failed = exit_.code not in (0, None)
+        raise
     finally:
         # Under torchrun, leave the process group before the interpreter exits (see
         # energyql.distributed.shutdown); a no-op otherwise, and torch is not imported for it.
         if "torch.distributed" in sys.modules:
             from energyql.distributed import shutdown
 
-            shutdown()
+            shutdown(wait_for_peers=not failed)
