@@ -6,6 +6,8 @@ message shows the offending line with a caret under the text and a ``hint:`` lin
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -105,3 +107,50 @@ class TrainingError(EnergyQLError):
 
 class ArtifactError(EnergyQLError):
     """A saved artifact is missing, incomplete or does not match its generator."""
+
+
+class SamplerError(EnergyQLError):
+    """A sampler cannot run with the arguments given."""
+
+
+class CheckpointError(EnergyQLError):
+    """A weights or checkpoint file cannot be read, or does not hold what it should."""
+
+
+class UnsafePickleError(CheckpointError):
+    """A pickle asks for code outside the allow-list; it is refused, never executed."""
+
+
+class DigestMismatchError(WeightsMissingError):
+    """A downloaded or cached file does not have the digest it is registered with."""
+
+
+def did_you_mean(value: str, options: Iterable[str], *, listing: str | None = None,
+                 limit: int = 12) -> str:
+    """Return a hint: "did you mean 'x'? " followed by ``listing: a, b, c, ...`` when asked."""
+    pool = list(dict.fromkeys(options))
+    close = difflib.get_close_matches(value, pool, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    if listing is not None:
+        shown = ", ".join(pool[:limit]) + (", ..." if len(pool) > limit else "")
+        hint += f"{listing}: {shown}" if pool else f"{listing}: none"
+    return hint.strip()
+
+
+def check_choice(value: str, options: Iterable[str], *, what: str,
+                 error: type[EnergyQLError] = UsageError) -> str:
+    """Return ``value`` if it is one of ``options``; else raise ``error`` with a hint.
+
+    The one place "not one of the allowed values" is written: the message names ``what`` and
+    quotes the value, the hint suggests the closest option and lists them all.
+
+    Example:
+        ``check_choice("flow+sri", ["flow", "flow+sir"], what="sampler")`` raises
+        ``UsageError("unknown sampler 'flow+sri'")`` with the hint
+        ``did you mean 'flow+sir'? samplers: flow, flow+sir``.
+    """
+    pool = list(options)
+    if value in pool:
+        return value
+    raise error(f"unknown {what} '{value}'", hint=did_you_mean(value, pool, listing=f"{what}s",
+                                                               limit=len(pool)))
