@@ -45,6 +45,17 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         return self.decode(z, context)
 
+    knows_truth: bool = False  # True when truth() can say what the generator drew
+
+    def truth(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Return the ground-truth factors of the images ``decode(z)`` would draw.
+
+        Keys are catalog attributes (``LongTensor`` value indices in catalog order, shape
+        ``(B,)``) and continuous factors (float tensors). Only generators that know what they
+        drew (the embedded worlds) implement it; see :attr:`knows_truth`.
+        """
+        raise NotImplementedError(f"the {self.id} generator cannot say what it drew")
+
     @torch.no_grad()
     def sample(self, n: int, *, seed: int | None = None, batch_size: int = 256,
                context: torch.Tensor | None = None) -> torch.Tensor:

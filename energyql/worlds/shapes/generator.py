@@ -21,7 +21,20 @@ import torch
 
 from energyql.generators.base import Generator
 from energyql.worlds import read_safetensors, sha256_file
-from energyql.worlds.shapes.models import CouplingFlow, SceneDecoder
+from energyql.worlds.shapes import render
+from energyql.worlds.shapes.models import (
+    LOG_RADIUS,
+    RGB,
+    ROTATION,
+    SHAPE_LOGITS,
+    X,
+    Y,
+    CouplingFlow,
+    SceneDecoder,
+)
+
+# A radius (pixels) between the renderer's small and large ranges separates the two sizes.
+_SIZE_THRESHOLD = (render.RADIUS["small"][1] + render.RADIUS["large"][0]) / 2
 
 WEIGHTS = Path(__file__).parent / "weights" / "generator.safetensors"
 
@@ -48,6 +61,27 @@ class ShapesGenerator(Generator):
     def decode(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Return images in [0, 1], shape (B, 3, 32, 32); ``context`` is ignored."""
         return self.decoder(self.flow(z * self.temperature))
+
+    knows_truth = True
+
+    @torch.no_grad()
+    def truth(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Return what the decoder draws for ``z``, read from its scene code.
+
+        ``shape`` is the strongest shape logit, ``color`` the base colour closest in hue
+        (cosine, so brightness does not matter), ``size`` the radius against the midpoint of
+        the renderer's two ranges; ``x``, ``y`` (image units) and ``rotation`` (degrees) are
+        the pose the decoder places the shape at.
+        """
+        code = self.flow(z * self.temperature)
+        base = torch.nn.functional.normalize(render.BASE_RGB.to(code), dim=1)
+        hue = torch.nn.functional.normalize(code[:, RGB], dim=1) @ base.T
+        return {
+            "shape": code[:, SHAPE_LOGITS].argmax(1),
+            "color": hue.argmax(1),
+            "size": (code[:, LOG_RADIUS].exp() > _SIZE_THRESHOLD).long(),
+            "x": code[:, X], "y": code[:, Y], "rotation": code[:, ROTATION] * 45.0,
+        }
 
 
 def build(metadata: dict) -> ShapesGenerator:
