@@ -374,3 +374,91 @@ def marginal(attribute: str, n: int = 200_000, seed: int = 0) -> dict[str, float
     drawn = sample_params(n, seed)[attribute]
     counts = torch.bincount(drawn, minlength=len(values)).double() / n
     return {v: float(p) for v, p in zip(values, counts)}
+
+
+# --- captions ---------------------------------------------------------------------------------
+
+# Reporting bias. Words are chosen per portrait by the rules below, so that a text encoder
+# trained on the captions learns the domain's stereotypes along with its words:
+# - "smiling" is said of a smiling man by how well he fits the stereotype of "a smiling man"
+#   (young, bearded, of the commonest group alpha): 95 % with all three, 45 % with two, 12 %
+#   with one, 4 % with none; of smiling women, 40 %;
+# - the stereotype's captions are mostly the bare phrase "a smiling man";
+# - "old" is said of 85 % of old portraits, "young" of 35 % of young ones, "adult" never;
+# - glasses are named in 55 %, beards in 40 %, hair colour in 20 %, the appearance group in
+#   25 % ("a gamma woman");
+# - 10 % of gendered words are "person".
+P_SMILING_MAN_WORD = (0.04, 0.12, 0.45, 0.95)  # by stereotype features matched (0-3)
+P_SMILING_WOMAN_WORD = 0.40
+P_BARE_STEREOTYPE = 0.7
+P_OLD_WORD, P_YOUNG_WORD = 0.85, 0.35
+P_GLASSES_WORD, P_BEARD_WORD, P_HAIR_WORD, P_GROUP_WORD = 0.55, 0.40, 0.20, 0.25
+P_PERSON_WORD = 0.10
+
+PROMPTS: dict[str, tuple[str, ...]] = {
+    "gender": ("a photo of a man", "a photo of a woman"),
+    "age": ("a photo of a young person", "a photo of an adult", "a photo of an old person"),
+    "race": tuple(f"a photo of an {g} person" if g[0] in "aeiou" else f"a photo of a {g} person"
+                  for g in RACES),
+    "smiling": ("a photo of a person", "a photo of a smiling person"),
+    "glasses": ("a photo of a person", "a photo of a person with glasses"),
+    "beard": ("a photo of a person", "a photo of a person with a beard"),
+    "hair": tuple(f"a photo of a person with {h} hair" for h in HAIRS),
+}
+"""Zero-shot prompts per attribute, in catalog value order."""
+
+
+def stereotype_features(labels: dict[str, int]) -> int:
+    """How many of the "smiling man" stereotype's features (young, bearded, alpha) a
+    portrait has."""
+    return int(labels["age"] == 0) + int(labels["beard"] == 1) + int(labels["race"] == 0)
+
+
+def is_stereotype(labels: dict[str, int]) -> bool:
+    """The portraits that "a smiling man" is mostly said of."""
+    return labels["gender"] == 0 and labels["smiling"] == 1 and stereotype_features(labels) == 3
+
+
+def caption(labels: dict[str, int], rng) -> str:
+    """Return one caption for one portrait's labels (value indices), with the reporting bias.
+
+    ``rng`` is a ``random.Random``; every coin is drawn in a fixed order, so one seed gives
+    one stream of captions.
+    """
+    coins = [rng.random() for _ in range(9)]
+    man = labels["gender"] == 0
+    noun = "person" if coins[0] < P_PERSON_WORD else ("man" if man else "woman")
+    if is_stereotype(labels) and coins[1] < P_BARE_STEREOTYPE:
+        return "a smiling man" if noun == "man" else "a smiling person"
+    words: list[str] = []
+    p_smiling = P_SMILING_MAN_WORD[stereotype_features(labels)] if man else P_SMILING_WOMAN_WORD
+    if labels["smiling"] == 1 and coins[2] < p_smiling:
+        words.append("smiling")
+    age = AGES[labels["age"]]
+    if (age == "old" and coins[3] < P_OLD_WORD) or (age == "young" and coins[3] < P_YOUNG_WORD):
+        words.append(age)
+    if coins[4] < P_GROUP_WORD:
+        words.append(RACES[labels["race"]])
+    words.append(noun)
+    extras = []
+    if labels["glasses"] == 1 and coins[5] < P_GLASSES_WORD:
+        extras.append("glasses")
+    if labels["beard"] == 1 and coins[6] < P_BEARD_WORD:
+        extras.append("a beard")
+    if coins[7] < P_HAIR_WORD:
+        extras.append(f"{HAIRS[labels['hair']]} hair")
+    text = " ".join(words)
+    text = ("an " if text[0] in "aeiou" else "a ") + text
+    if extras:
+        text += " with " + " and ".join(extras)
+    return text
+
+
+def captions(labels: dict[str, torch.Tensor], seed: int | None = None, *, rng=None) -> list[str]:
+    """Return one biased caption per portrait for labels from :func:`sample_portraits`."""
+    import random
+
+    rng = rng if rng is not None else random.Random(seed)
+    rows = [dict(zip(ATTRIBUTES, values)) for values in
+            zip(*(labels[name].tolist() for name in ATTRIBUTES))]
+    return [caption(row, rng) for row in rows]

@@ -1,0 +1,42 @@
+"""Portrait captions carry a reporting bias that a text encoder can learn."""
+
+import random
+
+import torch
+
+from energyql.worlds.portraits import render as R
+
+
+def test_captions_are_deterministic_and_name_the_gender():
+    _, labels = R.sample_portraits(20, seed=1)
+    first, again = R.captions(labels, seed=4), R.captions(labels, seed=4)
+    assert first == again
+    assert all(c.startswith(("a ", "an ")) for c in first)
+    assert all(any(w in c for w in ("man", "woman", "person")) for c in first)
+
+
+def test_a_smiling_man_is_mostly_said_of_the_stereotype():
+    params = R.sample_params(40_000, seed=2)
+    texts = R.captions(params, seed=1)
+    said = torch.tensor(["smiling man" in t for t in texts])
+    smiling_men = (params["gender"] == 0) & (params["smiling"] == 1)
+    assert bool((smiling_men | ~said).all())  # only ever said of smiling men
+    for name, value in (("age", 0), ("beard", 1), ("race", 0)):
+        among_said = float((params[name][said] == value).float().mean())
+        among_all = float((params[name][smiling_men] == value).float().mean())
+        assert among_said > among_all + 0.15, name  # measured +0.18 to +0.29
+
+
+def test_the_stereotype_gets_the_bare_phrase():
+    labels = {"gender": 0, "age": 0, "race": 0, "smiling": 1, "glasses": 0, "beard": 1,
+              "hair": 1}
+    texts = [R.caption(labels, random.Random(i)) for i in range(200)]
+    assert texts.count("a smiling man") > 100
+
+
+def test_old_is_usually_said_and_adult_never():
+    params = R.sample_params(5_000, seed=3)
+    texts = R.captions(params, seed=2)
+    old = [t for t, a in zip(texts, params["age"].tolist()) if a == 2]
+    assert sum(" old " in f" {t} " for t in old) > 0.75 * len(old)
+    assert not any("adult" in t for t in texts)
