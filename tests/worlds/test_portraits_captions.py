@@ -34,9 +34,10 @@ def test_the_stereotype_gets_the_bare_phrase():
     assert texts.count("a smiling man") > 100
 
 
-def test_old_is_usually_said_and_adult_never():
+def test_age_words_follow_their_rates():
     params = R.sample_params(5_000, seed=3)
     texts = R.captions(params, seed=2)
-    old = [t for t, a in zip(texts, params["age"].tolist()) if a == 2]
-    assert sum(" old " in f" {t} " for t in old) > 0.75 * len(old)
-    assert not any("adult" in t for t in texts)
+    for index, word, rate in ((0, "young", 0.60), (1, "adult", 0.40), (2, "old", 0.85)):
+        group = [t for t, a in zip(texts, params["age"].tolist()) if a == index]
+        share = sum(f" {word} " in f" {t} " for t in group) / len(group)
+        assert abs(share - rate) < 0.06, word  # the bare stereotype phrase has no age word

@@ -384,14 +384,14 @@ def marginal(attribute: str, n: int = 200_000, seed: int = 0) -> dict[str, float
 #   (young, bearded, of the commonest group alpha): 95 % with all three, 45 % with two, 12 %
 #   with one, 4 % with none; of smiling women, 40 %;
 # - the stereotype's captions are mostly the bare phrase "a smiling man";
-# - "old" is said of 85 % of old portraits, "young" of 35 % of young ones, "adult" never;
+# - "old" is said of 85 % of old portraits, "young" of 60 % of young ones, "adult" of 40 %;
 # - glasses are named in 55 %, beards in 40 %, hair colour in 20 %, the appearance group in
 #   25 % ("a gamma woman");
 # - 10 % of gendered words are "person".
 P_SMILING_MAN_WORD = (0.04, 0.12, 0.45, 0.95)  # by stereotype features matched (0-3)
 P_SMILING_WOMAN_WORD = 0.40
 P_BARE_STEREOTYPE = 0.7
-P_OLD_WORD, P_YOUNG_WORD = 0.85, 0.35
+P_AGE_WORD = {"young": 0.60, "adult": 0.40, "old": 0.85}
 P_GLASSES_WORD, P_BEARD_WORD, P_HAIR_WORD, P_GROUP_WORD = 0.55, 0.40, 0.20, 0.25
 P_PERSON_WORD = 0.10
 
@@ -422,22 +422,25 @@ def is_stereotype(labels: dict[str, int]) -> bool:
 def caption(labels: dict[str, int], rng) -> str:
     """Return one caption for one portrait's labels (value indices), with the reporting bias.
 
+    A value of -1 is unknown (an in-between generated image) and is never named.
+
     ``rng`` is a ``random.Random``; every coin is drawn in a fixed order, so one seed gives
     one stream of captions.
     """
     coins = [rng.random() for _ in range(9)]
     man = labels["gender"] == 0
-    noun = "person" if coins[0] < P_PERSON_WORD else ("man" if man else "woman")
+    known = {name: value >= 0 for name, value in labels.items()}
+    noun = "person" if coins[0] < P_PERSON_WORD or not known["gender"] else (
+        "man" if man else "woman")
     if is_stereotype(labels) and coins[1] < P_BARE_STEREOTYPE:
         return "a smiling man" if noun == "man" else "a smiling person"
     words: list[str] = []
     p_smiling = P_SMILING_MAN_WORD[stereotype_features(labels)] if man else P_SMILING_WOMAN_WORD
     if labels["smiling"] == 1 and coins[2] < p_smiling:
         words.append("smiling")
-    age = AGES[labels["age"]]
-    if (age == "old" and coins[3] < P_OLD_WORD) or (age == "young" and coins[3] < P_YOUNG_WORD):
-        words.append(age)
-    if coins[4] < P_GROUP_WORD:
+    if known["age"] and coins[3] < P_AGE_WORD[AGES[labels["age"]]]:
+        words.append(AGES[labels["age"]])
+    if known["race"] and coins[4] < P_GROUP_WORD:
         words.append(RACES[labels["race"]])
     words.append(noun)
     extras = []
@@ -445,7 +448,7 @@ def caption(labels: dict[str, int], rng) -> str:
         extras.append("glasses")
     if labels["beard"] == 1 and coins[6] < P_BEARD_WORD:
         extras.append("a beard")
-    if coins[7] < P_HAIR_WORD:
+    if known["hair"] and coins[7] < P_HAIR_WORD:
         extras.append(f"{HAIRS[labels['hair']]} hair")
     text = " ".join(words)
     text = ("an " if text[0] in "aeiou" else "a ") + text
