@@ -57,7 +57,7 @@ def format_duration(seconds: float) -> str:
     """Return a duration as ``4.2s``, ``3m05s`` or ``1h02m``."""
     if seconds < 60:
         return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
@@ -202,9 +202,15 @@ class Progress:
     # -- rich bar -----------------------------------------------------------------------------
     def _add_bar(self, task: Task) -> None:
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
-                                   SpinnerColumn, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as RichProgress
 
         if self._bar is None:
             console = Console(file=self.stream, force_terminal=True, stderr=self._stream is None)
@@ -260,4 +266,4 @@ def phase(description: str) -> Task:
     return _shared.phase(description)
 
 
-__all__ = ["Progress", "Task", "task", "phase", "format_figures", "format_duration"]
+__all__ = ["Progress", "Task", "format_duration", "format_figures", "phase", "task"]

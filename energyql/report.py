@@ -48,7 +48,7 @@ def grid_png(images, *, columns: int | None = None, scale: int = 1) -> bytes:
     from PIL import Image
     from torchvision.utils import make_grid
 
-    columns = columns or max(1, int(math.ceil(math.sqrt(len(images)))))
+    columns = columns or max(1, math.ceil(math.sqrt(len(images))))
     grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=columns, padding=2,
                      pad_value=1.0)
     array = (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
@@ -303,7 +303,7 @@ def headline_rows(metrics: dict) -> list[list[str]]:
 def histogram_png(title: str, values: Sequence[str], groups: dict[str, Sequence[float]],
                   target: dict[str, float] | None = None) -> bytes:
     """Return PNG bytes of a bar chart of shares per value, one bar per group, target marked."""
-    from energyql.charts import png_bytes, bar_chart
+    from energyql.charts import bar_chart, png_bytes
 
     marks = [target.get(v, 0.0) for v in values] if target else None
     return png_bytes(bar_chart(title, list(values), groups, target=marks, y_label="share",
@@ -548,6 +548,18 @@ def write_report(directory: str | Path, manifest: dict, metrics: dict, *,
     return write_text(directory / "report.md", render_markdown(blocks))
 
 
-__all__ = ["StageView", "write_report", "save_stage_grids", "stage_noise_views", "grid_png",
-           "save_grid", "histogram_png", "headline_rows", "collateral_drift_notes",
-           "what_was_asked", "report_blocks", "render_markdown", "render_html"]
+__all__ = [
+    "StageView",
+    "collateral_drift_notes",
+    "grid_png",
+    "headline_rows",
+    "histogram_png",
+    "render_html",
+    "render_markdown",
+    "report_blocks",
+    "save_grid",
+    "save_stage_grids",
+    "stage_noise_views",
+    "what_was_asked",
+    "write_report",
+]

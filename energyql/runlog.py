@@ -92,7 +92,8 @@ class RunLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._cut_partial_last_line()
             self._seen = {_key(r) for r in read_log(self.path)}
-            self._handle = open(self.path, "a", encoding="utf-8")
+            # Held open for the run's life (closed by close() or the with block).
+            self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def _cut_partial_last_line(self) -> None:
         if not self.path.exists():
@@ -180,5 +181,12 @@ def write_curves(log: str | os.PathLike | list[dict], path: str | os.PathLike) -
     return write_bytes(path, png_bytes(stack(panels, columns=2)))
 
 
-__all__ = ["RunLog", "read_log", "write_curves", "curve_panels", "strict", "LOG_NAME",
-           "CURVES_NAME"]
+__all__ = [
+    "CURVES_NAME",
+    "LOG_NAME",
+    "RunLog",
+    "curve_panels",
+    "read_log",
+    "strict",
+    "write_curves",
+]

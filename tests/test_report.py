@@ -1,6 +1,5 @@
 """energyql.report: report.md and a self-contained report.html a person can judge."""
 
-import json
 import re
 import shutil
 import subprocess
@@ -10,7 +9,12 @@ import pytest
 from PIL import Image
 
 from energyql.charts import TARGET_RED
-from energyql.report import StageView, collateral_drift_notes, what_was_asked, write_report
+from energyql.report import (
+    StageView,
+    collateral_drift_notes,
+    what_was_asked,
+    write_report,
+)
 
 
 def picture(path: Path, colour, size=(96, 96)) -> Path:

@@ -64,7 +64,7 @@ def test_each_record_is_on_disk_before_the_log_is_closed(tmp_path):
 
 
 def test_a_resumed_run_continues_the_file_without_duplicating_steps(tmp_path):
-    a_run(tmp_path, steps=range(0, 8))
+    a_run(tmp_path, steps=range(8))
     a_run(tmp_path, steps=range(5, 10))  # resumed from the checkpoint at step 5
     records = read_log(tmp_path)
     steps = [r["step"] for r in records if r["event"] == "step"]
