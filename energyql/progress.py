@@ -16,8 +16,9 @@ mass-covering start, training, evaluation, grids, sampling, benchmark items)::
 
 On a terminal the tasks share one rich progress display (nested phases, e.g. a λ refit during
 training, show as a second line). Without one (piped, redirected, CI), each task prints a line
-when it starts, then at most one line every ``interval`` seconds, and always a closing line with
-its duration and last figures: a log a person can follow without one line per step.
+when it starts, then one line every ``interval`` seconds (from its updates, or from a heartbeat
+thread while a phase computes without updating), and always a closing line with its duration
+and last figures: a log a person can follow without one line per step.
 ``Progress(enabled=False)`` prints nothing. ``task`` and ``phase`` at module level use a
 shared, enabled instance on stderr.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -101,7 +103,7 @@ class Task:
         return self.owner.clock() - self.started_at
 
     # -- text of one plain line -------------------------------------------------------------
-    def status_text(self, *, final: bool = False) -> str:
+    def status_text(self, *, first: bool = False, final: bool = False) -> str:
         """Return this task's state as one line (no timestamp)."""
         parts = [self.description]
         if self.total is not None:
@@ -112,6 +114,8 @@ class Task:
         elapsed = self.elapsed
         if final:
             parts.append(f"done in {format_duration(elapsed)}")
+        elif first:
+            parts.append("started")
         else:
             done = self.completed - self.start
             if done > 0 and elapsed > 0:
@@ -119,8 +123,6 @@ class Task:
                 parts.append(f"{rate:.3g} {self.unit}/s")
                 if self.total is not None and self.total > self.completed:
                     parts.append(f"eta {format_duration((self.total - self.completed) / rate)}")
-            elif elapsed <= 0:
-                parts.append("started")
             else:
                 parts.append(f"{format_duration(elapsed)} so far")
         if self.figures:
@@ -143,18 +145,23 @@ class Progress:
         interval: seconds between two plain lines of one task (first and last always print).
         clock: seconds since the epoch, injectable for tests (``time.time`` by default).
         terminal: force the bar (True) or plain lines (False) instead of asking the stream.
+        heartbeat: off a terminal, a background thread calls :meth:`tick` so that a phase
+            with no updates (a λ fit, an evaluation) still prints a line every ``interval``.
     """
 
     def __init__(self, *, enabled: bool = True, stream: IO[str] | None = None,
                  interval: float = DEFAULT_INTERVAL, clock: Callable[[], float] = time.time,
-                 terminal: bool | None = None):
+                 terminal: bool | None = None, heartbeat: bool = True):
         self.enabled = enabled
         self._stream = stream
         self.interval = interval
         self.clock = clock
         self._terminal = terminal
+        self._heartbeat = heartbeat
         self._bar = None  # the shared rich display while at least one task runs on a terminal
         self._running: list[Task] = []
+        self._lock = threading.RLock()  # the heartbeat thread and the caller both print
+        self._beating: threading.Event | None = None
 
     @property
     def stream(self) -> IO[str]:
@@ -173,12 +180,41 @@ class Progress:
         """Return a task (use it as a context manager) counting ``total`` units from ``start``."""
         task = Task(self, description, total, unit, start)
         if self.enabled:
-            self._running.append(task)
-            if self.on_terminal:
-                self._add_bar(task)
-            else:
-                self._line(task.status_text())
+            with self._lock:
+                self._running.append(task)
+                if self.on_terminal:
+                    self._add_bar(task)
+                else:
+                    self._line(task.status_text(first=True))
+                    self._start_heartbeat()
         return task
+
+    def tick(self) -> None:
+        """Print a line for every running task that has been quiet for ``interval`` seconds."""
+        with self._lock:
+            if self._bar is not None:
+                return
+            now = self.clock()
+            for task in list(self._running):
+                if now - task._last_line_at >= self.interval:
+                    task._last_line_at = now
+                    self._line(task.status_text())
+
+    def _start_heartbeat(self) -> None:
+        if not self._heartbeat or self._beating is not None:
+            return
+        stop = self._beating = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(min(1.0, self.interval / 2)):
+                self.tick()
+
+        threading.Thread(target=beat, name="energyql-progress", daemon=True).start()
+
+    def _stop_heartbeat(self) -> None:
+        if self._beating is not None:
+            self._beating.set()
+            self._beating = None
 
     def phase(self, description: str) -> Task:
         """Return a task without a count, for a phase shown only as running and then done."""
@@ -224,6 +260,10 @@ class Progress:
                                           completed=task.completed, figures="")
 
     def _updated(self, task: Task) -> None:
+        with self._lock:
+            self._update_locked(task)
+
+    def _update_locked(self, task: Task) -> None:
         if not self.enabled or task not in self._running:
             return
         if self._bar is not None and task._bar_id is not None:
@@ -236,9 +276,15 @@ class Progress:
             self._line(task.status_text())
 
     def _finished(self, task: Task, *, failed: bool) -> None:
+        with self._lock:
+            self._finish_locked(task, failed)
+
+    def _finish_locked(self, task: Task, failed: bool) -> None:
         if not self.enabled or task not in self._running:
             return
         self._running.remove(task)
+        if not self._running:
+            self._stop_heartbeat()
         if self._bar is not None and task._bar_id is not None:
             if task.total is None:
                 # A phase's spinner becomes a finished line; its figures stay visible.

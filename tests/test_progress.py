@@ -30,7 +30,7 @@ class Terminal(io.StringIO):
 
 def plain(interval: float = 5.0):
     stream, clock = io.StringIO(), FakeClock()
-    return Progress(stream=stream, clock=clock, interval=interval), stream, clock
+    return Progress(stream=stream, clock=clock, interval=interval, heartbeat=False), stream, clock
 
 
 def test_plain_lines_come_at_the_promised_rate_with_first_and_last():
@@ -76,6 +76,31 @@ def test_a_resumed_task_counts_its_rate_from_where_it_resumed():
         t.update(60)
     line = stream.getvalue().splitlines()[1]
     assert "60/100 step (60%)" in line and "5 step/s" in line and "eta 8.0s" in line
+
+
+def test_a_quiet_phase_still_prints_a_line_per_interval_from_the_heartbeat():
+    progress, stream, clock = plain(interval=5.0)
+    with progress.phase("evaluation (2,000 + 8,000 samples)"):
+        for _ in range(26):  # 13 s without an update; the heartbeat calls tick()
+            clock.tick(0.5)
+            progress.tick()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 4, lines
+    assert lines[1].endswith("5.0s so far") and lines[2].endswith("10.0s so far")
+    assert "done in 13.0s" in lines[3]
+
+
+def test_the_heartbeat_thread_runs_off_a_terminal_and_stops_with_the_last_task():
+    import threading
+    import time
+
+    stream = io.StringIO()
+    progress = Progress(stream=stream, interval=0.05)
+    with progress.phase("fitting λ"):
+        time.sleep(0.5)
+    assert stream.getvalue().count("so far") >= 2
+    time.sleep(0.2)
+    assert not any(t.name == "energyql-progress" for t in threading.enumerate())
 
 
 def test_an_error_inside_a_task_says_so_on_its_last_line():
