@@ -12,6 +12,7 @@ from energyql.charts import TARGET_RED
 from energyql.report import (
     StageView,
     collateral_drift_notes,
+    save_stage_grids,
     what_was_asked,
     write_report,
 )
@@ -175,3 +176,24 @@ def test_the_html_report_renders_in_a_real_browser(pose_run, tmp_path):
     headings = re.findall(r"<h2>(.*?)</h2>", dom)
     assert headings == ["Headline figures", "Stages", "Attributes"]
     assert dom.count("<img") >= 5 and "pose error of x" in dom
+
+
+def test_save_stage_grids_draws_the_same_noise_through_every_stage(tmp_path):
+    import torch
+
+    from energyql.flows import FlowConfig, LatentFlow
+    from energyql.sampler import StageSampler
+    from tests.toys import TinyImageGenerator
+
+    base = TinyImageGenerator(latent_dim=8)
+    first = StageSampler(base, LatentFlow(FlowConfig(dim=8, blocks=2, width=16, seed=1)), 1,
+                         "color == red")
+    second = StageSampler(first, LatentFlow(FlowConfig(dim=8, blocks=2, width=16, seed=2)), 2,
+                          "uniform(size)")
+    views = save_stage_grids(tmp_path, second.eval(), torch.randn(4, 8))
+    assert [(v.index, v.source) for v in views] == [(1, "color == red"), (2, "uniform(size)")]
+    assert views[1].panels == (("base", "base.png"), ("stage 1", "stage1.png"),
+                               ("stage 2", "stage2.png"))
+    pictures = [Image.open(tmp_path / name) for name in ("base.png", "stage1.png", "stage2.png")]
+    assert len({p.size for p in pictures}) == 1
+    assert len({p.tobytes() for p in pictures}) == 3  # each stage moved the same noise elsewhere
