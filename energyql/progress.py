@@ -270,6 +270,8 @@ class Progress:
             self._bar.update(task._bar_id, completed=task.completed,
                              figures=format_figures(task.figures, width=28))
             return
+        if task.total is not None and task.completed >= task.total:
+            return  # its closing line follows
         now = self.clock()
         if now - task._last_line_at >= self.interval:
             task._last_line_at = now
