@@ -114,9 +114,15 @@ register(Weights("fairface-res34", "res34_fair_align_multi_7_20190809.pt",
 
 
 def cache_dir() -> Path:
-    """Return the weights directory: ``$ENERGYQL_CACHE`` or ``~/.cache/energyql``."""
+    """Return the weights directory: ``$ENERGYQL_CACHE``, else ``$XDG_CACHE_HOME/energyql``,
+    else ``~/.cache/energyql``."""
     configured = os.environ.get("ENERGYQL_CACHE")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "energyql"
+    if configured:
+        return Path(configured).expanduser()
+    # The XDG base-directory spec says an empty or relative XDG_CACHE_HOME is to be ignored.
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return root / "energyql"
 
 
 def _entry(key: str) -> Weights:
