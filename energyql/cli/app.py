@@ -15,7 +15,9 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from energyql.errors import EnergyQLError, ExpressionError, UnknownGeneratorError, UsageError
+from energyql.errors import (
+    EnergyQLError, ExpressionError, UnknownGeneratorError, UsageError, check_choice,
+)
 
 app = typer.Typer(
     name="energyql",
@@ -78,16 +80,9 @@ def guarded(function):
 
 def check_sampler(name: str) -> str:
     """Refuse an unknown sampler name before anything is loaded (a usage error, exit 2)."""
-    import difflib
+    from energyql.baselines import SAMPLERS
 
-    from energyql.baselines import SAMPLERS as samplers
-
-    if name not in samplers:
-        close = difflib.get_close_matches(name, samplers, n=1)
-        raise UsageError(f"unknown sampler '{name}'",
-                         hint=(f"did you mean '{close[0]}'? " if close else "")
-                         + "samplers: " + ", ".join(samplers))
-    return name
+    return check_choice(name, SAMPLERS, what="sampler")
 
 
 @contextlib.contextmanager

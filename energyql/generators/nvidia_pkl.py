@@ -27,17 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from energyql.errors import EnergyQLError, WeightsMissingError
-from energyql.generators.stylegan2 import CheckpointError, fir_kernel
+# CheckpointError and UnsafePickleError live in energyql.errors; imported here for old paths too.
+from energyql.errors import CheckpointError, UnsafePickleError, WeightsMissingError
+from energyql.generators.fir import fir_kernel
 
 __all__ = ["UnsafePickleError", "PersistentRecord", "read_pickle", "convert", "convert_file"]
 
 # The rosinality format fixes the mapping network's learning-rate multiplier at 0.01.
 _ROSINALITY_LR_MLP = 0.01
-
-
-class UnsafePickleError(EnergyQLError):
-    """A pickle asked for something other than tensors and plain data; nothing was run."""
 
 
 class PersistentRecord:

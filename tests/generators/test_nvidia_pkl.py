@@ -239,3 +239,28 @@ def test_pickles_that_would_run_code_are_refused(tmp_path, payload):
     with pytest.raises(UnsafePickleError):
         load_generator(f"stylegan2:{evil}")
     assert not marker.exists()
+
+
+def test_error_classes_come_from_the_error_module_under_their_old_paths_too():
+    from energyql import errors, hub
+    from energyql.generators import checkpoints, nvidia_pkl, stylegan2
+
+    assert nvidia_pkl.UnsafePickleError is errors.UnsafePickleError
+    assert stylegan2.CheckpointError is errors.CheckpointError
+    assert hub.DigestMismatchError is errors.DigestMismatchError
+    assert stylegan2.read_checkpoint is checkpoints.read_checkpoint
+
+
+def test_pickle_converter_does_not_import_the_network_module():
+    import ast as pyast
+    import inspect
+
+    from energyql.generators import checkpoints, fir, nvidia_pkl
+
+    def imported(module):
+        tree = pyast.parse(inspect.getsource(module))
+        return {node.module for node in pyast.walk(tree) if isinstance(node, pyast.ImportFrom)}
+
+    # stylegan2 -> checkpoints -> nvidia_pkl -> fir: no module below imports one above it.
+    assert "energyql.generators.stylegan2" not in imported(nvidia_pkl) | imported(checkpoints)
+    assert not {m for m in imported(fir) if m and m.startswith("energyql")}
