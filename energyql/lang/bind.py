@@ -25,6 +25,10 @@ BUILTINS = ("clip", "uniform", "debias", "dist", "keep")
 CLIP_OPTIONS = ("model", "weight", "augment")
 KEYWORDS = frozenset({"let", "then", "or", "not", "in", "x"})
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: Most term nodes a program may expand to once its let bindings are substituted. A binding
+#: used twice doubles in size, so a few short lines could otherwise ask for gigabytes; the
+#: size is counted before each node is built, so the work stays bounded by this number.
+MAX_TERMS = 10_000
 
 
 # --- what a name can be bound to ----------------------------------------------------------------
@@ -119,6 +123,8 @@ class _Binder:
         self.env = env
         self.label = label
         self.lets: dict[str, Binding] = {}
+        # id(term) -> (term, expanded node count); the term is kept so that its id stays valid.
+        self.sizes: dict[int, tuple[Term, int]] = {}
 
     def at(self, node: ast.Node) -> Origin:
         return Origin(self.source, node.span, self.label)
@@ -139,8 +145,48 @@ class _Binder:
                 raise self.fail(NameResolutionError, f"'{let.name.name}' is already bound",
                                 let.name, "give each let binding its own name")
             self.lets[let.name.name] = self.value(let.value)
-        stages = tuple(Stage(self.stage_terms(expr)) for expr in tree.stages)
-        return Program(stages, None, source=self.source)
+        stages = []
+        total = 0
+        for expr in tree.stages:
+            terms = self.stage_terms(expr)
+            total += sum(self.size(t) for t in terms)
+            if total > MAX_TERMS:
+                raise self.too_large(expr)
+            stages.append(Stage(terms))
+        return Program(tuple(stages), None, source=self.source)
+
+    # -- the expanded-size bound
+    def size(self, term: Term) -> int:
+        """Return the node count of ``term`` with shared subterms counted at every use."""
+        known = self.sizes.get(id(term))
+        if known is not None:
+            return known[1]
+        stack: list[tuple[Term, bool]] = [(term, False)]
+        while stack:
+            node, ready = stack.pop()
+            if id(node) in self.sizes:
+                continue
+            if not ready:
+                stack.append((node, True))
+                stack.extend((c, False) for c in node.children if id(c) not in self.sizes)
+                continue
+            count = 1 + sum(self.sizes[id(c)][1] for c in node.children)
+            self.sizes[id(node)] = (node, count)
+        return self.sizes[id(term)][1]
+
+    def too_large(self, expr: ast.Node) -> ExpressionError:
+        return self.fail(ExpressionError, f"expression too large: it expands to more than "
+                         f"{MAX_TERMS:,} terms", expr, "each use of a let binding copies its "
+                         "value; bind smaller pieces, or name each term once")
+
+    def built(self, expr: ast.Node, make, children: tuple[Term, ...]) -> Term:
+        """Return ``make(children)`` after checking the expanded size it will have."""
+        count = 1 + sum(self.size(c) for c in children)
+        if count > MAX_TERMS:
+            raise self.too_large(expr)
+        term = make(children)
+        self.sizes[id(term)] = (term, count)
+        return term
 
     def stage_terms(self, expr: ast.Expr) -> tuple[Term, ...]:
         term = self.term(expr)
@@ -221,13 +267,16 @@ class _Binder:
                         "weights multiply terms, e.g. 2 * smiling")
 
     def _NotExpr(self, expr: ast.NotExpr) -> Term:
-        return Not(self.term(expr.operand), origin=self.at(expr))
+        return self.built(expr, lambda c: Not(c[0], origin=self.at(expr)),
+                          (self.term(expr.operand),))
 
     def _AndExpr(self, expr: ast.AndExpr) -> Term:
-        return And(tuple(self.term(e) for e in expr.items), origin=self.at(expr))
+        return self.built(expr, lambda c: And(c, origin=self.at(expr)),
+                          tuple(self.term(e) for e in expr.items))
 
     def _OrExpr(self, expr: ast.OrExpr) -> Term:
-        return Or(tuple(self.term(e) for e in expr.items), origin=self.at(expr))
+        return self.built(expr, lambda c: Or(c, origin=self.at(expr)),
+                          tuple(self.term(e) for e in expr.items))
 
     def _MulExpr(self, expr: ast.MulExpr) -> Term:
         weight, terms = 1.0, []
@@ -387,10 +436,10 @@ class _Binder:
         params: list[Param] = []
         for arg in call.args:
             if not isinstance(arg, ast.RangeArg):
-                close = suggest(func, BUILTINS)
-                if close:
+                if not _is_control(func):
                     raise self.fail(NameResolutionError, f"unknown function '{func}'",
-                                    call.func, suggest(func, BUILTINS, "functions"))
+                                    call.func, suggest(func, BUILTINS, "functions") +
+                                    " and the generator's controls, e.g. pose(yaw in -30..30)")
                 raise self.fail(ArgumentError, f"a control takes parameter ranges, not "
                                 f"'{self.text(arg)}'", arg,
                                 f"e.g. {func}(yaw in -30..30); functions: "
@@ -406,6 +455,13 @@ class _Binder:
             raise self.fail(ArgumentError, f"{func}() needs at least one parameter range", call,
                             f"e.g. {func}(yaw in -30..30)")
         return Control(func, tuple(params), origin=self.at(call))
+
+
+def _is_control(name: str) -> bool:
+    """True if some catalog offers a control called ``name`` (binding knows no catalog yet)."""
+    from energyql.catalog import CATALOGS
+
+    return any(catalog.control(name) is not None for catalog in CATALOGS.values())
 
 
 def scaled(weight: float, term: Term, origin: Origin | None = None) -> Term:
