@@ -19,10 +19,10 @@ from functools import lru_cache
 from numbers import Real
 
 from energyql.errors import ArgumentError, ParseError, Span
-from energyql.lang.bind import KEYWORDS, bind, env_bindings, scaled
+from energyql.lang.bind import KEYWORDS, bind, env_bindings
 from energyql.lang.check import check_program, resolve_catalog
 from energyql.lang.graph import (
-    Clip, Constraint, Control, DistSpec, Keep, Name, Param, Predicate, Program, Stage, Term,
+    Clip, Constraint, Control, DistSpec, Keep, Name, Param, Predicate, Program, Stage, Term, scaled,
 )
 from energyql.lang.parser import parse
 from energyql.lang.structure import validate_program

@@ -17,9 +17,10 @@ from energyql.lang import ast
 from energyql.lang.diagnostics import error_at, suggest
 from energyql.lang.graph import (
     And, Clip, Constraint, Control, DistSpec, Keep, Name, Not, Or, Origin, Param, Predicate,
-    Program, Scale, Stage, Term,
+    Program, Stage, Term, scaled,
 )
 from energyql.lang.structure import validate_program
+from energyql.lang.visit import TermVisitor
 
 BUILTINS = ("clip", "uniform", "debias", "dist", "keep")
 CLIP_OPTIONS = ("model", "weight", "augment")
@@ -117,12 +118,16 @@ def _env_value(key: str, value: object, parse) -> Binding:
 # --- the binder ---------------------------------------------------------------------------------
 
 
-class _Binder:
+class _Binder(TermVisitor[Term]):
+    """Builds the term of each syntax node (``on_<node>``), resolving bindings on the way."""
+
     def __init__(self, source: str, env: Mapping[str, Binding], label: str | None = None):
         self.source = source
         self.env = env
         self.label = label
         self.lets: dict[str, Binding] = {}
+        self.builtins = {"clip": self.call_clip, "uniform": self.constraint,
+                         "debias": self.constraint, "dist": self.call_dist, "keep": self.call_keep}
         # id(term) -> (term, expanded node count); the term is kept so that its id stays valid.
         self.sizes: dict[int, tuple[Term, int]] = {}
 
@@ -228,10 +233,9 @@ class _Binder:
 
     # -- terms
     def term(self, expr: ast.Expr) -> Term:
-        method = getattr(self, f"_{type(expr).__name__}")
-        return method(expr)
+        return self.visit(expr)
 
-    def _NameRef(self, expr: ast.NameRef) -> Term:
+    def on_name_ref(self, expr: ast.NameRef) -> Term:
         name = expr.name.name
         bound = self.lookup(name)
         if bound is None:
@@ -247,38 +251,38 @@ class _Binder:
                             f"use it in uniform({name}), debias({name}) or dist({name}, ...)")
         return Name(bound.names[0], origin=bound.parts[0] or self.at(expr))
 
-    def _Product(self, expr: ast.Product) -> Term:
+    def on_product(self, expr: ast.Product) -> Term:
         text = " x ".join(i.name for i in expr.names)
         raise self.fail(CompositionError, f"the attribute product '{text}' is not a term", expr,
                         f"use it in uniform({text}), debias({text}) or dist({text}, ...)")
 
-    def _Compare(self, expr: ast.Compare) -> Term:
+    def on_compare(self, expr: ast.Compare) -> Term:
         attr, attr_at = self.single_name(expr.attr, "an attribute name")
         value, value_at = self.single_name(expr.value, "a value name")
         predicate = Predicate(attr, value, origin=self.at(expr), parts=(attr_at, value_at))
         return Not(predicate, origin=self.at(expr)) if expr.negated else predicate
 
-    def _StringLit(self, expr: ast.StringLit) -> Term:
+    def on_string_lit(self, expr: ast.StringLit) -> Term:
         raise self.fail(ArgumentError, "a string is not a term on its own", expr,
                         f"wrap the prompt in clip(...), e.g. clip({self.text(expr)})")
 
-    def _NumberLit(self, expr: ast.NumberLit) -> Term:
+    def on_number_lit(self, expr: ast.NumberLit) -> Term:
         raise self.fail(ArgumentError, "a number is not a term on its own", expr,
                         "weights multiply terms, e.g. 2 * smiling")
 
-    def _NotExpr(self, expr: ast.NotExpr) -> Term:
+    def on_not_expr(self, expr: ast.NotExpr) -> Term:
         return self.built(expr, lambda c: Not(c[0], origin=self.at(expr)),
                           (self.term(expr.operand),))
 
-    def _AndExpr(self, expr: ast.AndExpr) -> Term:
+    def on_and_expr(self, expr: ast.AndExpr) -> Term:
         return self.built(expr, lambda c: And(c, origin=self.at(expr)),
                           tuple(self.term(e) for e in expr.items))
 
-    def _OrExpr(self, expr: ast.OrExpr) -> Term:
+    def on_or_expr(self, expr: ast.OrExpr) -> Term:
         return self.built(expr, lambda c: Or(c, origin=self.at(expr)),
                           tuple(self.term(e) for e in expr.items))
 
-    def _MulExpr(self, expr: ast.MulExpr) -> Term:
+    def on_mul_expr(self, expr: ast.MulExpr) -> Term:
         weight, terms = 1.0, []
         for item in expr.items:
             number = self.number(item)
@@ -308,11 +312,10 @@ class _Binder:
         return self.source[node.span.start:node.span.end]
 
     # -- calls
-    def _Call(self, call: ast.Call) -> Term:
+    def on_call(self, call: ast.Call) -> Term:
         func = call.func.name
-        if func in BUILTINS:
-            return getattr(self, f"call_{func}")(call)
-        return self.control(call)
+        builtin = self.builtins.get(func)
+        return builtin(call) if builtin is not None else self.control(call)
 
     def split(self, call: ast.Call, keywords: tuple[str, ...] = ()):
         """Return the positional args and ``{key: KwArg}``; refuse ranges and unknown keys."""
@@ -393,9 +396,6 @@ class _Binder:
                             f"{func}({' x '.join(self.text(p) for p in positional)})")
         return Constraint(func, attrs, (), origin=self.at(call), parts=parts)
 
-    call_uniform = constraint
-    call_debias = constraint
-
     def call_dist(self, call: ast.Call) -> Term:
         positional, entries, entry_parts = [], [], []
         for arg in call.args:
@@ -462,13 +462,3 @@ def _is_control(name: str) -> bool:
     from energyql.catalog import CATALOGS
 
     return any(catalog.control(name) is not None for catalog in CATALOGS.values())
-
-
-def scaled(weight: float, term: Term, origin: Origin | None = None) -> Term:
-    """Return ``weight * term`` (weights multiply out; a weight of 1 vanishes)."""
-    if not (math.isfinite(weight) and weight > 0):
-        raise error_at(ArgumentError, f"weights must be positive numbers, got {weight:g}",
-                       origin, "to push away from a predicate use 'not', e.g. not smiling")
-    if isinstance(term, Scale):
-        return scaled(weight * term.weight, term.term, origin)
-    return term if weight == 1 else Scale(weight, term, origin=origin)

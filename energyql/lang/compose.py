@@ -10,8 +10,7 @@ from __future__ import annotations
 from numbers import Real
 
 from energyql.errors import CompositionError
-from energyql.lang.bind import scaled
-from energyql.lang.graph import And, Not, Or, Program, Stage, Term
+from energyql.lang.graph import And, Not, Or, Program, Stage, Term, scaled
 from energyql.lang.structure import validate_program
 
 

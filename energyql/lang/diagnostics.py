@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from energyql.errors import ExpressionError, did_you_mean
-from energyql.lang.graph import Origin
+
+if TYPE_CHECKING:  # graph imports this module; the origin is only read here
+    from energyql.lang.graph import Origin
 
 
 def error_at(kind: type[ExpressionError], message: str, origin: Origin | None,

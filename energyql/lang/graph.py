@@ -13,7 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
-from energyql.errors import CompositionError, Span
+from energyql.errors import ArgumentError, CompositionError, Span
+from energyql.lang.diagnostics import error_at
+from energyql.lang.visit import TermVisitor
 
 if TYPE_CHECKING:
     from energyql.catalog import Catalog
@@ -385,15 +387,10 @@ class Program:
     @property
     def attributes(self) -> tuple[str, ...]:
         """Every attribute the program names (predicates and constraints), first use first."""
-        seen: dict[str, None] = {}
-        for stage in self.stages:
-            for term in stage.terms:
-                for node in term.walk():
-                    if isinstance(node, Predicate):
-                        seen[node.attr] = None
-                    elif isinstance(node, (Constraint, DistSpec)):
-                        seen.update(dict.fromkeys(node.attrs))
-        return tuple(seen)
+        named = _AttributesNamed()
+        seen = (attr for stage in self.stages for term in stage.terms for node in term.walk()
+                for attr in named.visit(node))
+        return tuple(dict.fromkeys(seen))
 
     def to_dict(self) -> dict:
         """Return a JSON-able description (canonical text, catalog, stages, backing models)."""
@@ -459,6 +456,22 @@ class Program:
         return negate(self)
 
 
+class _AttributesNamed(TermVisitor[tuple[str, ...]]):
+    """The attributes one node names itself (not those of its children)."""
+
+    def on_predicate(self, term: Predicate) -> tuple[str, ...]:
+        return (term.attr,)
+
+    def on_constraint(self, term: Constraint) -> tuple[str, ...]:
+        return term.attrs
+
+    def on_dist_spec(self, term: DistSpec) -> tuple[str, ...]:
+        return term.attrs
+
+    def on_term(self, term: Term) -> tuple[str, ...]:
+        return ()
+
+
 # --- canonical text -----------------------------------------------------------------------------
 
 _OR, _AND, _SCALE, _NOT, _ATOM = 1, 2, 3, 4, 5
@@ -484,50 +497,76 @@ def to_source(term: Term) -> str:
 
 
 def _print(term: Term, context: int) -> str:
-    text, level = _print_node(term)
+    text, level = _PRINTER.visit(term)
     return f"({text})" if level < context else text
 
 
-def _print_node(term: Term) -> tuple[str, int]:
-    if isinstance(term, Or):
+class _Printer(TermVisitor[tuple[str, int]]):
+    """Canonical text of one node and its binding level (parentheses go where it is lower)."""
+
+    def on_or(self, term: Or) -> tuple[str, int]:
         return " or ".join(_print(t, _OR + 1) for t in term.terms), _OR
-    if isinstance(term, And):
+
+    def on_and(self, term: And) -> tuple[str, int]:
         return " & ".join(_print(t, _AND + 1) for t in term.terms), _AND
-    if isinstance(term, Scale):
+
+    def on_scale(self, term: Scale) -> tuple[str, int]:
         return f"{format_number(term.weight)} * {_print(term.term, _NOT)}", _SCALE
-    if isinstance(term, Not):
+
+    def on_not(self, term: Not) -> tuple[str, int]:
         return f"not {_print(term.term, _NOT)}", _NOT
-    return _print_atom(term), _ATOM
 
-
-def _print_atom(term: Term) -> str:
-    if isinstance(term, Clip):
+    def on_clip(self, term: Clip) -> tuple[str, int]:
         options = "".join(
             f", {key}={value}" for key, value in (
                 ("model", None if term.model is None else quote(term.model)),
                 ("augment", None if term.augment is None else format_number(term.augment)),
             ) if value is not None)
-        return f"clip({quote(term.text)}{options})"
-    if isinstance(term, Predicate):
-        return f"{term.attr} == {term.value}"
-    if isinstance(term, Name):
-        return term.name
-    if isinstance(term, Constraint):
+        return f"clip({quote(term.text)}{options})", _ATOM
+
+    def on_predicate(self, term: Predicate) -> tuple[str, int]:
+        return f"{term.attr} == {term.value}", _ATOM
+
+    def on_name(self, term: Name) -> tuple[str, int]:
+        return term.name, _ATOM
+
+    def on_constraint(self, term: Constraint) -> tuple[str, int]:
         attrs = " x ".join(term.attrs)
         if term.kind != "dist":
-            return f"{term.kind}({attrs})"
+            return f"{term.kind}({attrs})", _ATOM
         if len(term.values) != len(term.attrs):
             raise CompositionError("cannot print an unchecked dist constraint without its values")
         entries = [f"{' x '.join(cell)}={format_number(p)}"
                    for cell, p in zip(term.cells, term.target) if p > 0]
-        return f"dist({', '.join([attrs, *entries])})"
-    if isinstance(term, DistSpec):
+        return f"dist({', '.join([attrs, *entries])})", _ATOM
+
+    def on_dist_spec(self, term: DistSpec) -> tuple[str, int]:
         entries = [f"{' x '.join(key)}={format_number(p)}" for key, p in term.entries]
-        return f"dist({', '.join([' x '.join(term.attrs), *entries])})"
-    if isinstance(term, Control):
+        return f"dist({', '.join([' x '.join(term.attrs), *entries])})", _ATOM
+
+    def on_control(self, term: Control) -> tuple[str, int]:
         params = ", ".join(f"{p.name} in {format_number(p.low)}..{format_number(p.high)}"
                            for p in term.params)
-        return f"{term.name}({params})"
-    if isinstance(term, Keep):
-        return f"keep({term.what})"
-    raise CompositionError(f"cannot print a {type(term).__name__} term")
+        return f"{term.name}({params})", _ATOM
+
+    def on_keep(self, term: Keep) -> tuple[str, int]:
+        return f"keep({term.what})", _ATOM
+
+    def fallback(self, term: object, *args: object, **kwargs: object) -> tuple[str, int]:
+        raise CompositionError(f"cannot print a {type(term).__name__} term")
+
+
+_PRINTER = _Printer()
+
+
+# --- weights ------------------------------------------------------------------------------------
+
+
+def scaled(weight: float, term: Term, origin: Origin | None = None) -> Term:
+    """Return ``weight * term`` (weights multiply out; a weight of 1 vanishes)."""
+    if not (math.isfinite(weight) and weight > 0):
+        raise error_at(ArgumentError, f"weights must be positive numbers, got {weight:g}",
+                       origin, "to push away from a predicate use 'not', e.g. not smiling")
+    if isinstance(term, Scale):
+        return scaled(weight * term.weight, term.term, origin)
+    return term if weight == 1 else Scale(weight, term, origin=origin)
