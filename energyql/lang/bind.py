@@ -64,7 +64,7 @@ def _kind(binding: Binding) -> str:
     return "an attribute product" if len(binding.names) > 1 else "a name"
 
 
-def bind(tree: ast.Source, source: str, env: Mapping[str, Binding] | None = None) -> Program:
+def bind(tree: ast.Root, source: str, env: Mapping[str, Binding] | None = None) -> Program:
     """Return the unchecked program of a parsed source."""
     return validate_program(_Binder(source, env or {}).program(tree))
 
@@ -144,7 +144,7 @@ class _Binder(TermVisitor[Term]):
         return self.env.get(name)
 
     # -- program and bindings
-    def program(self, tree: ast.Source) -> Program:
+    def program(self, tree: ast.Root) -> Program:
         for let in tree.bindings:
             if let.name.name in self.lets:
                 raise self.fail(NameResolutionError, f"'{let.name.name}' is already bound",

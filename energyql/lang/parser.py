@@ -31,7 +31,7 @@ def _lark() -> Lark:
                 maybe_placeholders=True)
 
 
-def parse(source: str) -> ast.Source:
+def parse(source: str) -> ast.Root:
     """Return the syntax tree of a whole program (bindings, then stages)."""
     if not source.strip() or not _scan(source):
         raise ParseError("empty expression", source=source, span=Span(0, len(source)),
@@ -41,7 +41,7 @@ def parse(source: str) -> ast.Source:
     except lark.UnexpectedInput as error:
         raise _friendly(source, error) from None
     _check_depth(source, tree)
-    return _Builder(source).source(tree)
+    return _Builder(source).root(tree)
 
 
 # --- tree -> AST --------------------------------------------------------------------------------
@@ -70,11 +70,11 @@ class _Builder:
     def __init__(self, source: str):
         self.text = source
 
-    def source(self, tree: Tree) -> ast.Source:
+    def root(self, tree: Tree) -> ast.Root:
         *bindings, pipeline = tree.children
         lets = tuple(self.binding(b) for b in bindings)
         stages = tuple(self.expr(child) for child in pipeline.children)
-        return ast.Source(_span(tree), lets, stages)
+        return ast.Root(_span(tree), lets, stages)
 
     def binding(self, tree: Tree) -> ast.Let:
         name, value = tree.children
@@ -168,13 +168,31 @@ class _Builder:
 
 # --- friendly syntax errors ---------------------------------------------------------------------
 
-_TOKEN_RE = re.compile(
-    r'(?P<ws>\s+)|(?P<comment>#[^\n]*)|(?P<string>"(?:[^"\\\n]|\\.)*"?)'
-    r"|(?P<number>-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<op>==|!=|\.\.|[&|*(),=;])|(?P<other>.)",
-    re.S,
-)
-_KEYWORDS = {"or", "not", "then", "let", "x", "in"}
+@lru_cache(maxsize=1)
+def _scanner() -> tuple[re.Pattern[str], frozenset[str]]:
+    """Return a token regex built from the grammar's own terminals, and its keywords.
+
+    The friendly messages look at the tokens around a failure; reading the patterns from the
+    parser keeps them from drifting apart from the grammar. Two additions: an unterminated
+    string still scans as one token, and ';' (part of the line-end terminal) is an operator.
+    """
+    patterns = {t.name: t.pattern for t in _lark().terminals}
+    literals = [p.value for p in patterns.values() if p.type == "str"]
+    keywords = frozenset(v for v in literals if v.isalpha())
+    symbols = sorted((v for v in literals if not v.isalpha()), key=len, reverse=True)
+    string = patterns["STRING"].to_regexp()
+    if not string.endswith('"'):
+        raise RuntimeError("the grammar's STRING terminal no longer ends with a quote")
+    regex = re.compile(
+        f"(?P<ws>{patterns['WS'].to_regexp()})|(?P<comment>{patterns['COMMENT'].to_regexp()})"
+        f'|(?P<string>{string}?)|(?P<number>{patterns["NUMBER"].to_regexp()})'
+        f"|(?P<name>{patterns['NAME'].to_regexp()})"
+        f"|(?P<op>{'|'.join(re.escape(v) for v in [*symbols, ';'])})|(?P<other>.)",
+        re.S,
+    )
+    return regex, keywords
+
+
 _BINARY = {"&", "or", "*", "==", "!=", "x", "=", "in", "..", "not"}
 _DESCRIBE = {
     "NAME": "a name", "STRING": "a string", "NUMBER": "a number", "_LET_END": "a line end or ';'",
@@ -184,13 +202,14 @@ _DESCRIBE = {
 
 def _scan(source: str, end: int | None = None) -> list[tuple[str, str, int]]:
     """Return ``(kind, text, start)`` of the significant tokens before ``end``."""
+    regex, keywords = _scanner()
     tokens = []
-    for match in _TOKEN_RE.finditer(source, 0, len(source) if end is None else end):
+    for match in regex.finditer(source, 0, len(source) if end is None else end):
         kind = match.lastgroup
         if kind in ("ws", "comment"):
             continue
         text = match.group()
-        if kind == "name" and text in _KEYWORDS:
+        if kind == "name" and text in keywords:
             kind = "op"
         tokens.append((kind, text, match.start()))
     return tokens
@@ -247,7 +266,7 @@ def _friendly(source: str, error: lark.UnexpectedInput) -> ParseError:
     if text == "=":
         return fail("unexpected '='", "compare an attribute with '==', e.g. gender == female")
     let_hint = _let_line_hint(source, before, token.start_pos)
-    if prev and prev[1] in _KEYWORDS - {"not"} and token.type in _TERM_START:
+    if prev and prev[1] in _scanner()[1] - {"not"} and token.type in _TERM_START:
         # lark read the keyword as a name because no keyword fits there
         earlier = before[-2] if len(before) > 1 else None
         where = Span(prev[2], prev[2] + len(prev[1]))

@@ -94,7 +94,7 @@ def _term_dict(term: Term, catalog: Catalog | None) -> dict:
     model = backing(term, catalog)
     if model is not None:
         data["backed_by"] = model
-    data["source"] = to_source(term)
+    data["canonical"] = to_source(term)
     return data
 
 
