@@ -268,8 +268,14 @@ class _NoProgress:
 class _RichProgress:
     def __init__(self, label: str, total: int | None):
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                   TimeRemainingColumn, TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         # On stderr, so that a command's stdout stays clean for its results.
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),

@@ -20,7 +20,11 @@ from rich.console import Console
 from rich.text import Text
 
 from energyql.errors import (
-    EnergyQLError, ExpressionError, UnknownGeneratorError, UsageError, check_choice,
+    EnergyQLError,
+    ExpressionError,
+    UnknownGeneratorError,
+    UsageError,
+    check_choice,
 )
 
 app = typer.Typer(
@@ -182,7 +186,7 @@ def _root(
     _state["debug"] = debug
 
 
-def fail(error: BaseException) -> "typer.Exit":
+def fail(error: BaseException) -> typer.Exit:
     """Print ``error`` to stderr and return the Exit to raise (2: expression, 1: runtime)."""
     if _state["debug"]:
         import traceback

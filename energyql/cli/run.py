@@ -10,9 +10,23 @@ from typing import Annotated, Optional
 import typer
 
 from energyql.cli.app import (
-    ArtifactOutOption, BatchOption, ClipOption, DeviceOption, FaceAttributesOption,
-    ForwardWeightOption, LearningRateOption, SamplesOption, SeedOption, StepsOption, ThreadsOption,
-    WarmStartOption, app, environment, guarded, new_folder, stdout,
+    ArtifactOutOption,
+    BatchOption,
+    ClipOption,
+    DeviceOption,
+    FaceAttributesOption,
+    ForwardWeightOption,
+    LearningRateOption,
+    SamplesOption,
+    SeedOption,
+    StepsOption,
+    ThreadsOption,
+    WarmStartOption,
+    app,
+    environment,
+    guarded,
+    new_folder,
+    stdout,
 )
 
 
@@ -25,7 +39,8 @@ def default_out(expression: str) -> Path:
 @guarded
 def run(
     expression: Annotated[str, typer.Argument(help="The energyql expression to train.")],
-    gen: Annotated[str, typer.Option("--gen", "-g", help="Generator name or scheme:PATH.")] = "shapes",
+    gen: Annotated[str, typer.Option(
+        "--gen", "-g", help="Generator name or scheme:PATH.")] = "shapes",
     out: ArtifactOutOption = None,
     steps: StepsOption = None,
     batch: BatchOption = None,
@@ -34,11 +49,13 @@ def run(
     forward_weight: ForwardWeightOption = None,
     seed: SeedOption = 0,
     device: DeviceOption = "cpu",
-    amp: Annotated[bool, typer.Option(help="bf16 mixed precision for the control models (GPU only).")] = False,
+    amp: Annotated[bool, typer.Option(
+        help="bf16 mixed precision for the control models (GPU only).")] = False,
     threads: ThreadsOption = None,
     truncation: Annotated[Optional[float], typer.Option(help="Truncation (StyleGAN2).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
-    start_from: Annotated[Optional[Path], typer.Option("--from", help="Add stages to this artifact.")] = None,
+    start_from: Annotated[Optional[Path], typer.Option(
+        "--from", help="Add stages to this artifact.")] = None,
     samples: SamplesOption = 2000,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
     clip: ClipOption = None,

@@ -51,7 +51,7 @@ class PersistentRecord:
     def __repr__(self) -> str:
         return f"PersistentRecord({self.class_name!r})"
 
-    def submodule(self, name: str) -> "PersistentRecord | None":
+    def submodule(self, name: str) -> PersistentRecord | None:
         return self.state.get("_modules", {}).get(name)
 
     def attribute(self, name: str, default: Any = None) -> Any:
@@ -278,7 +278,8 @@ def convert(source: str | Path | bytes) -> dict[str, Any]:
         t = layer.tensors()
         weight = t["weight"].float()
         if weight.shape[0] != 3:
-            raise CheckpointError(f"{where} outputs {weight.shape[0]} channels; only RGB is supported")
+            raise CheckpointError(f"{where} outputs {weight.shape[0]} channels; "
+                                  "only RGB is supported")
         # NVIDIA folds 1/sqrt(fan_in) into the styles (weight_gain); rosinality applies the same
         # factor to the weight, so the affine layer copies unchanged.
         sd[f"{target}.conv.weight"] = weight.unsqueeze(0)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from energyql.errors import CheckpointError, EnergyQLError
 from energyql.generators.base import Generator
+
 # Re-exported: these lived here before, and the loaders below use them.
 from energyql.generators.checkpoints import read_checkpoint
 from energyql.generators.fir import fir_kernel

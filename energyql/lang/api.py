@@ -22,7 +22,18 @@ from energyql.errors import ArgumentError, ParseError, Span
 from energyql.lang.bind import KEYWORDS, bind, env_bindings
 from energyql.lang.check import check_program, resolve_catalog
 from energyql.lang.graph import (
-    Clip, Constraint, Control, DistSpec, Keep, Name, Param, Predicate, Program, Stage, Term, scaled,
+    Clip,
+    Constraint,
+    Control,
+    DistSpec,
+    Keep,
+    Name,
+    Param,
+    Predicate,
+    Program,
+    Stage,
+    Term,
+    scaled,
 )
 from energyql.lang.parser import parse
 from energyql.lang.structure import validate_program

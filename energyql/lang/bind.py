@@ -16,8 +16,22 @@ from energyql.errors import ArgumentError, CompositionError, ExpressionError, Na
 from energyql.lang import ast
 from energyql.lang.diagnostics import error_at, suggest
 from energyql.lang.graph import (
-    And, Clip, Constraint, Control, DistSpec, Keep, Name, Not, Or, Origin, Param, Predicate,
-    Program, Stage, Term, scaled,
+    And,
+    Clip,
+    Constraint,
+    Control,
+    DistSpec,
+    Keep,
+    Name,
+    Not,
+    Or,
+    Origin,
+    Param,
+    Predicate,
+    Program,
+    Stage,
+    Term,
+    scaled,
 )
 from energyql.lang.structure import validate_program
 from energyql.lang.visit import TermVisitor

@@ -13,12 +13,30 @@ import math
 
 from energyql.catalog import CATALOGS, Attribute, Catalog
 from energyql.errors import (
-    ArgumentError, CompositionError, EnergyQLError, NameResolutionError, UnknownGeneratorError,
+    ArgumentError,
+    CompositionError,
+    EnergyQLError,
+    NameResolutionError,
+    UnknownGeneratorError,
 )
 from energyql.lang.diagnostics import error_at, suggest
 from energyql.lang.graph import (
-    And, Clip, Constraint, Control, DistSpec, Keep, Name, Not, Or, Origin, Param, Predicate,
-    Program, Scale, Stage, Term,
+    And,
+    Clip,
+    Constraint,
+    Control,
+    DistSpec,
+    Keep,
+    Name,
+    Not,
+    Or,
+    Origin,
+    Param,
+    Predicate,
+    Program,
+    Scale,
+    Stage,
+    Term,
 )
 from energyql.lang.structure import validate_program
 from energyql.lang.visit import TermVisitor

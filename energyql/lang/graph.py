@@ -10,8 +10,9 @@ resolves them.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from energyql.errors import ArgumentError, CompositionError, Span
 from energyql.lang.diagnostics import error_at

@@ -14,8 +14,22 @@ from rich.tree import Tree
 
 from energyql.catalog import CATALOGS
 from energyql.lang.graph import (
-    And, Clip, Constraint, Control, DistSpec, Keep, Name, Not, Or, Predicate, Program, Scale,
-    Term, format_number, quote, to_source,
+    And,
+    Clip,
+    Constraint,
+    Control,
+    DistSpec,
+    Keep,
+    Name,
+    Not,
+    Or,
+    Predicate,
+    Program,
+    Scale,
+    Term,
+    format_number,
+    quote,
+    to_source,
 )
 from energyql.lang.visit import TermVisitor
 

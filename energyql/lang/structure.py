@@ -14,7 +14,18 @@ import math
 from energyql.errors import ArgumentError, CompositionError
 from energyql.lang.diagnostics import error_at
 from energyql.lang.graph import (
-    STAGE_LEVEL, And, Constraint, Control, DistSpec, Keep, Not, Or, Program, Scale, Stage, Term,
+    STAGE_LEVEL,
+    And,
+    Constraint,
+    Control,
+    DistSpec,
+    Keep,
+    Not,
+    Or,
+    Program,
+    Scale,
+    Stage,
+    Term,
     to_source,
 )
 

@@ -11,9 +11,20 @@ from typer.testing import CliRunner
 import energyql
 from energyql.cli import app
 from energyql.cli.app import (
-    MAX_SAMPLES, MAX_SEED, BatchOption, CountOption, DeviceOption,
-    FileOutOption, ForwardWeightOption, LearningRateOption, SamplesOption, SeedOption,
-    StepsOption, ThreadsOption, WarmStartOption, guarded,
+    MAX_SAMPLES,
+    MAX_SEED,
+    BatchOption,
+    CountOption,
+    DeviceOption,
+    FileOutOption,
+    ForwardWeightOption,
+    LearningRateOption,
+    SamplesOption,
+    SeedOption,
+    StepsOption,
+    ThreadsOption,
+    WarmStartOption,
+    guarded,
 )
 from energyql.errors import EnergyQLError
 

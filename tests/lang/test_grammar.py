@@ -7,7 +7,11 @@ import pytest
 
 import energyql as eq
 from energyql.errors import (
-    ArgumentError, CompositionError, NameResolutionError, ParseError, UnknownGeneratorError,
+    ArgumentError,
+    CompositionError,
+    NameResolutionError,
+    ParseError,
+    UnknownGeneratorError,
 )
 
 FACES = "stylegan2-ffhq"
