@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -74,11 +74,13 @@ def run(
     program = compile_program(expression, gen=gen)
     from energyql.workflow import run_and_report
 
-    out = new_folder(out or default_out(expression))
-    options = {k: v for k, v in dict(steps=steps, batch=batch, lr=lr, warm_start_samples=warm_start,
-                                     forward_weight=forward_weight).items() if v is not None}
+    folder = out or default_out(expression)
+    new_folder(folder)
+    given = dict(steps=steps, batch=batch, lr=lr, warm_start_samples=warm_start,
+                 forward_weight=forward_weight)
+    options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     with environment(ENERGYQL_CLIP=clip, ENERGYQL_FACE_ATTRIBUTES=face_attributes):
-        result = run_and_report(program, expression=expression, gen=gen, out=out, seed=seed,
+        result = run_and_report(program, expression=expression, gen=gen, out=folder, seed=seed,
                                 device=device, amp=amp, threads=threads, truncation=truncation,
                                 resume=resume, start_from=start_from, samples=samples,
                                 progress=progress, **options)
@@ -86,4 +88,4 @@ def run(
 
     if current_group().is_main:
         stdout.print(result.summary_table())
-        stdout.print(f"wrote {out}/ (artifact, samples.png, base.png, report.md, metrics.json)")
+        stdout.print(f"wrote {folder}/ (artifact, samples.png, base.png, report.md, metrics.json)")

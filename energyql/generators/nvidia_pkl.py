@@ -154,8 +154,7 @@ def read_pickle(source: str | Path | bytes) -> Any:
     that would need code to run.
     """
     if isinstance(source, (bytes, bytearray)):
-        stream = io.BytesIO(source)
-        return _unpickle(stream, "<bytes>")
+        return _unpickle(io.BytesIO(source), "<bytes>")
     path = Path(source).expanduser()
     if not path.is_file():
         raise WeightsMissingError(f"pickle '{path}' not found")
@@ -188,12 +187,15 @@ def _rescaled(tensor: torch.Tensor, factor: float) -> torch.Tensor:
     return tensor.clone() if math.isclose(factor, 1.0, rel_tol=1e-12) else tensor * factor
 
 
-def _linear(record: PersistentRecord, where: str, *, target_lr: float) -> tuple:
+def _linear(record: PersistentRecord | None, where: str, *,
+            target_lr: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(weight, bias)`` rescaled to rosinality's convention for a FullyConnectedLayer.
 
     NVIDIA computes ``x @ (weight * weight_gain).T + bias * bias_gain``; rosinality computes the
     same with ``weight_gain = lr / sqrt(in)`` and ``bias_gain = lr`` for a fixed ``lr``.
     """
+    if record is None:
+        raise CheckpointError(f"{where} is missing")
     weight = record.tensors().get("weight")
     bias = record.tensors().get("bias")
     if weight is None or bias is None:
@@ -237,8 +239,7 @@ def convert(source: str | Path | bytes) -> dict[str, Any]:
     sd: dict[str, torch.Tensor] = {}
     # Mapping network: fc0..fc{n-1} -> style.1..style.n (style.0 is the pixel norm).
     n_mlp = 0
-    while mapping.submodule(f"fc{n_mlp}") is not None:
-        fc = mapping.submodule(f"fc{n_mlp}")
+    while (fc := mapping.submodule(f"fc{n_mlp}")) is not None:
         if fc.attribute("activation", "lrelu") != "lrelu":
             raise CheckpointError(f"mapping layer fc{n_mlp} uses activation "
                                   f"'{fc.attribute('activation')}'; only 'lrelu' is supported")
@@ -249,10 +250,10 @@ def convert(source: str | Path | bytes) -> dict[str, Any]:
         sd[f"style.{n_mlp + 1}.weight"], sd[f"style.{n_mlp + 1}.bias"] = weight, bias
         n_mlp += 1
 
-    blocks = []
+    blocks: list[tuple[int, PersistentRecord]] = []
     res = 4
-    while synthesis.submodule(f"b{res}") is not None:
-        blocks.append((res, synthesis.submodule(f"b{res}")))
+    while (found := synthesis.submodule(f"b{res}")) is not None:
+        blocks.append((res, found))
         res *= 2
 
     def styled(layer: PersistentRecord | None, target: str, noise_index: int, where: str):

@@ -70,6 +70,8 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
 class FIRFilter(nn.Module):
     """A fixed low-pass filter, optionally upsampling by 2 (its ``kernel`` is a buffer)."""
 
+    kernel: torch.Tensor
+
     def __init__(self, taps: Sequence[float], pad: tuple[int, int], up: int = 1,
                  gain: float | None = None):
         super().__init__()
@@ -249,6 +251,9 @@ class StyleGAN2(nn.Module):
         >>> image, _ = net([torch.randn(4, 128)], randomize_noise=False)  # (4, 3, 64, 64)
     """
 
+    # The checkpoint's mean w, set by load(); None for networks built from a state dict.
+    latent_avg: torch.Tensor | None = None
+
     def __init__(self, size: int, style_dim: int, n_mlp: int, channel_multiplier: int = 2,
                  blur_taps: Sequence[float] = (1, 3, 3, 1), lr_mlp: float = 0.01,
                  channels: dict[int, int] | None = None):
@@ -342,7 +347,10 @@ class StyleGAN2(nn.Module):
             noise = ([None] * self.num_layers if randomize_noise else
                      [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)])
         if truncation < 1:
-            styles = [truncation_latent + truncation * (s - truncation_latent) for s in styles]
+            if truncation_latent is None:
+                raise ValueError("truncation < 1 needs truncation_latent (the mean w)")
+            mean = truncation_latent
+            styles = [mean + truncation * (s - mean) for s in styles]
 
         if len(styles) < 2:
             first = styles[0]
@@ -433,6 +441,8 @@ class StyleGAN2Generator(Generator):
         >>> gen = StyleGAN2Generator(load("ffhq.pt"), truncation=0.7)      # doctest: +SKIP
         >>> images = gen.decode(gen.sample_latent(4))                         # doctest: +SKIP
     """
+
+    w_avg: torch.Tensor
 
     def __init__(self, net: StyleGAN2, *, truncation: float = 1.0,
                  w_avg: torch.Tensor | None = None, mean_samples: int = 4096,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from energyql.errors import ArgumentError, CompositionError, ExpressionError, NameResolutionError
@@ -96,7 +96,7 @@ def env_bindings(env: Mapping[str, object] | None) -> dict[str, Binding]:
     return out
 
 
-def _env_value(key: str, value: object, parse) -> Binding:
+def _env_value(key: str, value: object, parse: Callable[[str], ast.Root]) -> Binding:
     from energyql.lang.graph import Program as _Program
 
     if isinstance(value, bool):
@@ -198,7 +198,8 @@ class _Binder(TermVisitor[Term]):
                          f"{MAX_TERMS:,} terms", expr, "each use of a let binding copies its "
                          "value; bind smaller pieces, or name each term once")
 
-    def built(self, expr: ast.Node, make, children: tuple[Term, ...]) -> Term:
+    def built(self, expr: ast.Node, make: Callable[[tuple[Term, ...]], Term],
+              children: tuple[Term, ...]) -> Term:
         """Return ``make(children)`` after checking the expanded size it will have."""
         count = 1 + sum(self.size(c) for c in children)
         if count > MAX_TERMS:
@@ -220,7 +221,8 @@ class _Binder(TermVisitor[Term]):
             return Number(expr.value)
         return TermValue(self.term(expr))
 
-    def attribute_names(self, idents, where: str) -> tuple[tuple[str, ...], tuple]:
+    def attribute_names(self, idents: Iterable[ast.Ident],
+                        where: str) -> tuple[tuple[str, ...], tuple[Origin | None, ...]]:
         names: list[str] = []
         parts: list[Origin | None] = []
         for ident in idents:
@@ -331,7 +333,8 @@ class _Binder(TermVisitor[Term]):
         builtin = self.builtins.get(func)
         return builtin(call) if builtin is not None else self.control(call)
 
-    def split(self, call: ast.Call, keywords: tuple[str, ...] = ()):
+    def split(self, call: ast.Call, keywords: tuple[str, ...] = (),
+              ) -> tuple[list[ast.Expr], dict[str, ast.KwArg]]:
         """Return the positional args and ``{key: KwArg}``; refuse ranges and unknown keys."""
         positional, named = [], {}
         func = call.func.name
@@ -387,7 +390,8 @@ class _Binder(TermVisitor[Term]):
             term = scaled(weight, term, self.at(call))
         return term
 
-    def attributes_arg(self, call: ast.Call, positional: list) -> tuple[tuple[str, ...], tuple]:
+    def attributes_arg(self, call: ast.Call, positional: list[ast.Expr],
+                       ) -> tuple[tuple[str, ...], tuple[Origin | None, ...]]:
         func = call.func.name
         if not positional:
             raise self.fail(ArgumentError, f"{func}() needs attributes", call,
@@ -411,7 +415,9 @@ class _Binder(TermVisitor[Term]):
         return Constraint(func, attrs, (), origin=self.at(call), parts=parts)
 
     def call_dist(self, call: ast.Call) -> Term:
-        positional, entries, entry_parts = [], [], []
+        positional: list[ast.Expr] = []
+        entries: list[tuple[tuple[str, ...], float]] = []
+        entry_parts: list[tuple[Origin, ...]] = []
         for arg in call.args:
             if isinstance(arg, ast.PosArg):
                 if entries:

@@ -95,8 +95,9 @@ class _Checker(TermVisitor[Term]):
         for attribute in catalog.attributes:
             spellings = list(attribute.values) + [alias for alias, _ in attribute.value_aliases]
             for spelling in spellings:
-                values.setdefault(spelling, []).append(
-                    (attribute.name, attribute.resolve_value(spelling)))
+                value = attribute.resolve_value(spelling)
+                if value is not None:
+                    values.setdefault(spelling, []).append((attribute.name, value))
         self.values = values  # spelling -> [(attribute, canonical value)]
 
     # -- stages
@@ -142,7 +143,8 @@ class _Checker(TermVisitor[Term]):
         pool = list(self.catalog.attribute_names) + [a for a, _ in self.catalog.aliases]
         return suggest(name, pool, f"attributes of {self.where}")
 
-    def attributes(self, names: tuple[str, ...], parts: tuple) -> tuple[Attribute, ...]:
+    def attributes(self, names: tuple[str, ...],
+                   parts: tuple[Origin | None, ...]) -> tuple[Attribute, ...]:
         """Resolve attribute names and aliases (which expand) to catalog attributes."""
         out: list[Attribute] = []
         for index, name in enumerate(names):

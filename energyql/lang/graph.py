@@ -10,16 +10,21 @@ resolves them.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from numbers import Real
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from energyql.errors import ArgumentError, CompositionError, Span
 from energyql.lang.diagnostics import error_at
 from energyql.lang.visit import TermVisitor
 
 if TYPE_CHECKING:
+    from rich.console import Group
+
     from energyql.catalog import Catalog
+
+_T = TypeVar("_T", bound="Term")
 
 
 @dataclass(frozen=True)
@@ -32,15 +37,11 @@ class Origin:
     label: str | None = None
 
 
-def _hidden(default: Any = None) -> Any:
-    return field(default=default, compare=False, repr=False, kw_only=True)
-
-
 @dataclass(frozen=True)
 class Term:
     """Base of every term. ``origin`` is the node's source span (never compared)."""
 
-    origin: Origin | None = _hidden()
+    origin: Origin | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def __str__(self) -> str:
         return to_source(self)
@@ -66,7 +67,7 @@ class Term:
     def predicates(self) -> tuple[Predicate, ...]:
         return tuple(t for t in self.walk() if isinstance(t, Predicate))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 
 
@@ -81,7 +82,7 @@ class Clip(Term):
     model: str | None = None
     augment: int | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "clip", "text": self.text, "model": self.model, "augment": self.augment}
 
 
@@ -94,13 +95,13 @@ class Predicate(Term):
 
     attr: str
     value: str
-    parts: tuple = _hidden(())
+    parts: tuple[Any, ...] = field(default=(), compare=False, repr=False, kw_only=True)
 
     @property
     def is_probability(self) -> bool:
         return True
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "predicate", "attr": self.attr, "value": self.value}
 
 
@@ -114,7 +115,7 @@ class Name(Term):
     def is_probability(self) -> bool:
         return True
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "name", "name": self.name}
 
 
@@ -132,11 +133,11 @@ class Not(Term):
     def is_probability(self) -> bool:
         return self.term.is_probability
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "not", "term": self.term.to_dict()}
 
 
-def _flatten(kind: type, terms) -> tuple[Term, ...]:
+def _flatten(kind: type[_Flat], terms: Iterable[Term]) -> tuple[Term, ...]:
     out: list[Term] = []
     for term in terms:
         out.extend(term.terms if isinstance(term, kind) else (term,))
@@ -161,7 +162,7 @@ class _Flat(Term):
     def is_probability(self) -> bool:
         return all(t.is_probability for t in self.terms)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, "terms": [t.to_dict() for t in self.terms]}
 
 
@@ -197,7 +198,7 @@ class Scale(Term):
     def children(self) -> tuple[Term, ...]:
         return (self.term,)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "scale", "weight": self.weight, "term": self.term.to_dict()}
 
 
@@ -218,8 +219,8 @@ class Constraint(Term):
     kind: str
     attrs: tuple[str, ...]
     target: tuple[float, ...] = ()
-    values: tuple[tuple[str, ...], ...] = _hidden(())
-    parts: tuple = _hidden(())
+    values: tuple[tuple[str, ...], ...] = field(default=(), compare=False, repr=False, kw_only=True)
+    parts: tuple[Any, ...] = field(default=(), compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attrs", tuple(self.attrs))
@@ -232,7 +233,7 @@ class Constraint(Term):
 
         return tuple(itertools.product(*self.values))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "constraint", "kind": self.kind, "attrs": list(self.attrs),
                 "target": list(self.target), "values": [list(v) for v in self.values]}
 
@@ -245,9 +246,9 @@ class DistSpec(Term):
 
     attrs: tuple[str, ...]
     entries: tuple[tuple[tuple[str, ...], float], ...]
-    parts: tuple = _hidden(())
+    parts: tuple[Any, ...] = field(default=(), compare=False, repr=False, kw_only=True)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "dist", "attrs": list(self.attrs),
                 "entries": [[list(k), p] for k, p in self.entries]}
 
@@ -259,13 +260,13 @@ class Param:
     name: str
     low: float
     high: float
-    origin: Origin | None = _hidden()
+    origin: Origin | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "low", float(self.low))
         object.__setattr__(self, "high", float(self.high))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "low": self.low, "high": self.high}
 
 
@@ -279,7 +280,7 @@ class Control(Term):
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", tuple(self.params))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "control", "name": self.name, "params": [p.to_dict() for p in self.params]}
 
 
@@ -289,7 +290,7 @@ class Keep(Term):
 
     what: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "keep", "what": self.what}
 
 
@@ -310,7 +311,7 @@ class Stage:
             return _print(self.terms[0], 0)
         return " & ".join(_print(t, _AND + 1) for t in self.terms)
 
-    def _of(self, kind) -> tuple:
+    def _of(self, kind: type[_T]) -> tuple[_T, ...]:
         return tuple(t for t in self.terms if isinstance(t, kind))
 
     @property
@@ -344,7 +345,7 @@ class Stage:
     def is_conditional(self) -> bool:
         return bool(self.controls)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"terms": [t.to_dict() for t in self.terms]}
 
 
@@ -358,9 +359,9 @@ class Program:
 
     stages: tuple[Stage, ...]
     catalog: str | None = None
-    source: str | None = _hidden()
-    catalog_obj: Catalog | None = _hidden()
-    generator: str | None = _hidden()
+    source: str | None = field(default=None, compare=False, repr=False, kw_only=True)
+    catalog_obj: Catalog | None = field(default=None, compare=False, repr=False, kw_only=True)
+    generator: str | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -393,13 +394,13 @@ class Program:
                 for attr in named.visit(node))
         return tuple(dict.fromkeys(seen))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able description (canonical text, catalog, stages, backing models)."""
         from energyql.lang.render import program_dict
 
         return program_dict(self)
 
-    def tree(self):
+    def tree(self) -> Group:
         """Return a rich renderable tree of stages and terms with their backing models."""
         from energyql.lang.render import program_tree
 
@@ -447,7 +448,9 @@ class Program:
     def __mul__(self, weight: float) -> Program:
         from energyql.lang.compose import scale
 
-        return scale(self, weight)
+        if isinstance(weight, bool) or not isinstance(weight, Real):
+            return NotImplemented
+        return scale(self, float(weight))
 
     __rmul__ = __mul__
 

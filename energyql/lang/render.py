@@ -6,7 +6,7 @@ regressor, identity network), looked up in the program's catalog.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.text import Text
@@ -98,7 +98,7 @@ class _Backing(TermVisitor[str | None]):
 # --- dict ---------------------------------------------------------------------------------------
 
 
-def _term_dict(term: Term, catalog: Catalog | None) -> dict:
+def _term_dict(term: Term, catalog: Catalog | None) -> dict[str, Any]:
     data = term.to_dict()
     for key in ("term", "terms"):
         if key in data:
@@ -112,7 +112,7 @@ def _term_dict(term: Term, catalog: Catalog | None) -> dict:
     return data
 
 
-def program_dict(program: Program) -> dict:
+def program_dict(program: Program) -> dict[str, Any]:
     catalog = _catalog(program)
     return {
         "canonical": str(program),

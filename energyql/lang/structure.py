@@ -75,7 +75,7 @@ def validate_stage(stage: Stage, index: int = 1, *, complete: bool = True) -> No
                        "pose(yaw in -30..30) & keep(identity)")
 
 
-def _context(term: Term) -> str:
+def _context(term: Term | None) -> str:
     if isinstance(term, Not):
         return "'not'"
     if isinstance(term, Or):
