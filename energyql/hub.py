@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from energyql.errors import WeightsMissingError
+from energyql.errors import DigestMismatchError, WeightsMissingError, did_you_mean
 
 __all__ = [
     "Weights", "KNOWN", "DigestMismatchError", "cache_dir", "location", "is_present", "path",
@@ -55,10 +55,6 @@ class Weights:
     sha256: str | None = None
     description: str = ""
     source: str = ""
-
-
-class DigestMismatchError(WeightsMissingError):
-    """A downloaded file's sha256 differs from the table's; the file was discarded."""
 
 
 KNOWN: dict[str, Weights] = {}
@@ -127,13 +123,8 @@ def cache_dir() -> Path:
 
 def _entry(key: str) -> Weights:
     if key not in KNOWN:
-        import difflib
-
-        close = difflib.get_close_matches(key, KNOWN, n=1)
-        raise WeightsMissingError(
-            f"unknown weights '{key}'",
-            hint=(f"did you mean '{close[0]}'? " if close else "")
-            + "known weights: " + ", ".join(sorted(KNOWN)))
+        raise WeightsMissingError(f"unknown weights '{key}'", hint=did_you_mean(
+            key, sorted(KNOWN), listing="known weights", limit=len(KNOWN)))
     return KNOWN[key]
 
 
@@ -283,8 +274,14 @@ class _NoProgress:
 class _RichProgress:
     def __init__(self, label: str, total: int | None):
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                   TimeRemainingColumn, TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         # On stderr, so that a command's stdout stays clean for its results.
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),

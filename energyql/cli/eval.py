@@ -10,7 +10,7 @@ import typer
 
 from energyql.cli.app import (ClipOption, FaceAttributesOption, ThreadsOption, app, check_sampler,
                               environment, guarded, set_threads, stdout)
-from energyql.errors import EnergyQLError
+from energyql.errors import EnergyQLError, UsageError
 
 
 def _evaluate_sampler(name: str, target, program, option: list[str], samples: int, seed: int,
@@ -66,7 +66,7 @@ def eval_command(
     check_sampler(sampler)
     set_threads(threads)
     if (artifact is None) == (gen is None):
-        raise EnergyQLError("give either an ARTIFACT directory or --gen NAME")
+        raise UsageError("give either an ARTIFACT directory or --gen NAME")
     program = compile_program(expression, gen=gen) if expression and gen else expression
     target = str(artifact) if artifact is not None else load_generator(gen, device=device)
     with environment(ENERGYQL_CLIP=clip, ENERGYQL_FACE_ATTRIBUTES=face_attributes):
