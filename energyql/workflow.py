@@ -10,6 +10,7 @@ from pathlib import Path
 
 from energyql.io import write_json
 
+
 def defaults_for(gen) -> dict:
     """Return the training defaults for a generator (name, ``scheme:PATH`` or Generator).
 

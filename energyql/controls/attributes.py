@@ -37,6 +37,8 @@ class AttributeModel(nn.Module):
     """Maps images to ``{attribute: log-probabilities (B, K)}`` in catalog value order."""
 
     catalog: Catalog
+    # One-line notices about how it judges (e.g. a fallback), for warnings and the manifest.
+    notices: tuple[str, ...] = ()
 
     def forward(self, images: torch.Tensor) -> Mapping[str, torch.Tensor]:
         raise NotImplementedError
@@ -297,7 +299,7 @@ def load_face_attributes(catalog: Catalog, *, device: str = "cpu", clip_spec: st
     if os.environ.get(ENV_CELEBA, "").strip():
         binary = registry.load("celeba-attributes", catalog, kind="attributes", device=device)
         model = MergedAttributes([(binary.names, binary), (catalog.attribute_names, model)], catalog)
-    model.notices = notices + tuple(getattr(model, "notices", ()))
+    model.notices = notices + model.notices
     return model
 
 

@@ -51,6 +51,9 @@ class BinaryAttributeClassifier(nn.Module):
         image_size: the side the backbone sees.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, backbone: nn.Module, width: int, heads: tuple[str, ...], *,
                  image_size: int = 224):
         super().__init__()
@@ -78,7 +81,7 @@ class BinaryAttributeClassifier(nn.Module):
                           mode="bilinear", align_corners=False,
                           antialias=images.shape[-1] > self.image_size)
         features = self.backbone((x - self.mean) / self.std)
-        out = {}
+        out: dict[str, torch.Tensor] = {}
         for head, (name, negated) in self.attributes.items():
             logit = self.heads[head](features)[:, 0]
             yes = -logit if negated else logit

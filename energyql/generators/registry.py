@@ -44,12 +44,13 @@ class GeneratorSpec:
     FAMILY_TRAINING: ClassVar[dict[str, dict[str, Any]]] = {
         # Rare targets on shapes need the mass-covering start and the forward-KL term
         # (docs/training.md); grad_clip stays TrainConfig's 10.
-        "energyql.worlds.shapes.generator:load": dict(
-            steps=800, batch=128, lr=1e-3, warm_start_samples=16384, forward_weight=10.0),
+        "energyql.worlds.shapes.generator:load": {
+            "steps": 800, "batch": 128, "lr": 1e-3, "warm_start_samples": 16384,
+            "forward_weight": 10.0},
         # PromptGen's StyleGAN2 runs (CLIP, classifier, de-biasing): lr 1e-3, gradient
         # clipping 1.0; neither the warm start nor the forward-KL term has been measured here.
-        "energyql.generators.stylegan2:load_spec": dict(steps=2000, batch=8, lr=1e-3,
-                                                        grad_clip=1.0),
+        "energyql.generators.stylegan2:load_spec": {"steps": 2000, "batch": 8, "lr": 1e-3,
+                                                     "grad_clip": 1.0},
     }
     # For loaders without an entry (a user's own generator family).
     FALLBACK_LOADER: ClassVar[str] = "energyql.generators.stylegan2:load_spec"

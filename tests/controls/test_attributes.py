@@ -4,9 +4,13 @@ import pytest
 import torch
 
 from energyql.catalog import FACES, GENERIC
-from energyql.controls.attributes import (ClipZeroShotAttributes, FaceAttributes,
-                                          face_attribute_backend, load_attribute_model,
-                                          zero_shot_prompts)
+from energyql.controls.attributes import (
+    ClipZeroShotAttributes,
+    FaceAttributes,
+    face_attribute_backend,
+    load_attribute_model,
+    zero_shot_prompts,
+)
 from energyql.controls.clip import load_clip
 from energyql.controls.faces import FAIRFACE_OUTPUTS, FairFaceClassifier, load_fairface
 from energyql.errors import EnergyQLError, WeightsMissingError

@@ -11,8 +11,8 @@ from energyql.errors import EnergyQLError
 from energyql.workflow import defaults_for
 from tests.controls.test_registry import FakeClip
 
-PROMPTGEN_AUGMENT = dict(translate=0.125, scale=(1.0, 1.0), rotate_degrees=0.0, cutout=0.5,
-                         brightness=0.5, contrast=0.5, saturation=1.0)
+PROMPTGEN_AUGMENT = {"translate": 0.125, "scale": (1.0, 1.0), "rotate_degrees": 0.0,
+                     "cutout": 0.5, "brightness": 0.5, "contrast": 0.5, "saturation": 1.0}
 
 
 @pytest.mark.parametrize("catalog", [FACES, GENERIC])
@@ -24,8 +24,8 @@ def test_real_clips_get_promptgens_energy(catalog):
 
 def test_shapes_keeps_its_measured_clip_settings():
     assert (SHAPES.clip.weight, SHAPES.clip.copies, SHAPES.clip.augment_at) == (None, 4, "clip")
-    assert SHAPES.clip.augment_options == dict(translate=0.08, scale=(0.9, 1.1),
-                                               rotate_degrees=10.0, cutout=0.0)
+    assert SHAPES.clip.augment_options == {"translate": 0.08, "scale": (0.9, 1.1),
+                                           "rotate_degrees": 10.0, "cutout": 0.0}
 
 
 def test_unknown_augment_at_is_refused():
@@ -35,13 +35,13 @@ def test_unknown_augment_at_is_refused():
 
 def test_stylegan2_trains_with_promptgens_settings():
     for name in ("stylegan2-ffhq", "stylegan2-church", "stylegan2:/some/ckpt.pt"):
-        assert defaults_for(name) == dict(steps=2000, batch=8, lr=1e-3, grad_clip=1.0,
-                                          clip_copies=50)
+        assert defaults_for(name) == {"steps": 2000, "batch": 8, "lr": 1e-3, "grad_clip": 1.0,
+                                      "clip_copies": 50}
 
 
 def test_shapes_training_defaults_are_unchanged():
-    assert defaults_for("shapes") == dict(steps=800, batch=128, lr=1e-3, clip_copies=4,
-                                          warm_start_samples=16384, forward_weight=10.0)
+    assert defaults_for("shapes") == {"steps": 800, "batch": 128, "lr": 1e-3, "clip_copies": 4,
+                                      "warm_start_samples": 16384, "forward_weight": 10.0}
 
 
 def test_a_spec_may_override_its_familys_training_defaults():
@@ -49,7 +49,7 @@ def test_a_spec_may_override_its_familys_training_defaults():
 
     spec = GeneratorSpec("mine", "faces", "energyql.generators.stylegan2:load_spec",
                          training=(("lr", 5e-4),))
-    assert spec.training_defaults() == dict(steps=2000, batch=8, lr=5e-4, grad_clip=1.0)
+    assert spec.training_defaults() == {"steps": 2000, "batch": 8, "lr": 5e-4, "grad_clip": 1.0}
 
 
 def test_promptgen_colour_ranges_are_reached():

@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from energyql.controls.faces import FFHQ_CROP, FaceCrop, FaceEmbedder, load_facenet, measure_face_box
+from energyql.controls.faces import (
+    FFHQ_CROP,
+    FaceCrop,
+    FaceEmbedder,
+    load_facenet,
+    measure_face_box,
+)
 from energyql.energies.base import Features
 from energyql.energies.conditional import KeepEnergy
 from energyql.errors import EnergyQLError, WeightsMissingError

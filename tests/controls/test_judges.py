@@ -8,9 +8,17 @@ import torch
 import energyql as eq
 from energyql import hub
 from energyql.catalog import FACES
-from energyql.controls.attributes import (ClipZeroShotAttributes, FaceAttributes, MergedAttributes,
-                                          load_attribute_model)
-from energyql.controls.celeba import ENERGY_WEIGHT, BinaryAttributeClassifier, build_backbone
+from energyql.controls.attributes import (
+    ClipZeroShotAttributes,
+    FaceAttributes,
+    MergedAttributes,
+    load_attribute_model,
+)
+from energyql.controls.celeba import (
+    ENERGY_WEIGHT,
+    BinaryAttributeClassifier,
+    build_backbone,
+)
 from energyql.energies import ControlModels, lower_stage
 from energyql.energies.combinators import ScaledEnergy
 from energyql.errors import EnergyQLError
@@ -35,10 +43,10 @@ def test_fairface_is_the_default_judge_where_its_weights_are_present(tiny_clip_e
 
 
 def test_without_fairface_clip_judges_with_a_notice_that_reaches_the_models(tiny_clip_env):
+    models = ControlModels(FACES)
     with pytest.warns(UserWarning, match="FairFace weights are not in the cache") as caught:
-        models = ControlModels(FACES)
-        assert isinstance(models.attributes, ClipZeroShotAttributes)
-    assert len(caught) == 1
+        attributes = models.attributes
+    assert isinstance(attributes, ClipZeroShotAttributes) and len(caught) == 1
     (notice,) = models.notices
     assert "CLIP zero-shot" in notice and "res34_fair_align_multi_7_20190809.pt" in notice
     assert "\n" not in notice  # one line

@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 
 import energyql as eq
-from energyql.catalog import CATALOGS, Attribute, Catalog, ClipSettings, Control, Parameter
+from energyql.catalog import (
+    CATALOGS,
+    Attribute,
+    Catalog,
+    ClipSettings,
+    Control,
+    Parameter,
+)
 from energyql.controls import registry
 from energyql.energies import ControlModels, lower_stage
 from energyql.energies.base import Features
@@ -44,10 +51,10 @@ class FakeClip(torch.nn.Module):
 
     image_size = 8
     logit_scale = 50.0
-    augment_options: dict = {}
 
     def __init__(self):
         super().__init__()
+        self.augment_options: dict = {}
         self.seen: list[tuple[int, ...]] = []
 
     def encode_image(self, images):
@@ -156,4 +163,4 @@ def test_unknown_key_fails_with_did_you_mean():
 def test_the_registry_and_the_catalog_import_no_torch():
     code = ("import sys, energyql.controls.registry, energyql.catalog, energyql.workflow; "
             "sys.exit('torch' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

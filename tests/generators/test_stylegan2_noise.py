@@ -5,7 +5,12 @@ import torch
 
 from energyql.errors import EnergyQLError
 from energyql.generators import GeneratorSpec
-from energyql.generators.stylegan2 import DEFAULT_NOISE, StyleGAN2Generator, load_spec, noise_mode
+from energyql.generators.stylegan2 import (
+    DEFAULT_NOISE,
+    StyleGAN2Generator,
+    load_spec,
+    noise_mode,
+)
 from tests.generators.test_stylegan2 import save_checkpoint, tiny
 
 
