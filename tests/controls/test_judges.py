@@ -1,5 +1,6 @@
 """Faithful judges: FairFace by default where present, a notice without it, a CelebA classifier."""
 
+import shutil
 import warnings
 
 import pytest
@@ -32,14 +33,23 @@ def tiny_clip_env(tiny_clip, offline_cache, monkeypatch):
     return offline_cache
 
 
-def test_fairface_is_the_default_judge_where_its_weights_are_present(tiny_clip_env):
+@pytest.fixture(scope="module")
+def fairface_file(tmp_path_factory):
+    return save_random_fairface(tmp_path_factory.mktemp("fairface") / "res34.pt")
+
+
+def test_fairface_is_the_default_judge_where_its_weights_are_present(tiny_clip_env, fairface_file):
     target = hub.location("fairface-res34")
     target.parent.mkdir(parents=True, exist_ok=True)
-    save_random_fairface(target)
+    shutil.copy(fairface_file, target)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no notice when FairFace is there
         model = load_attribute_model(FACES)
     assert isinstance(model, FaceAttributes) and model.notices == ()
+    from energyql.trainer import _controls_record
+
+    record = _controls_record(ControlModels(FACES, attributes=model))
+    assert record["face_attributes"] == "fairface" and "notices" not in record
 
 
 def test_without_fairface_clip_judges_with_a_notice_that_reaches_the_models(tiny_clip_env):
@@ -50,6 +60,10 @@ def test_without_fairface_clip_judges_with_a_notice_that_reaches_the_models(tiny
     (notice,) = models.notices
     assert "CLIP zero-shot" in notice and "res34_fair_align_multi_7_20190809.pt" in notice
     assert "\n" not in notice  # one line
+    from energyql.trainer import _controls_record
+
+    record = _controls_record(models)  # what the manifest's controls record says
+    assert record["face_attributes"] == "clip" and record["notices"] == [notice]
 
 
 def save_random_celeba(path, heads=("Smiling", "Eyeglasses", "No_Beard"), seed=0):
