@@ -480,14 +480,16 @@ def _non_finite_term(parts: dict[str, torch.Tensor], logdet, z, base: Generator)
 
 def _controls_record(models: ControlModels) -> dict:
     """Which judges trained the artifact (the world's CLIP and attribute models)."""
-    from energyql.controls.attributes import face_attribute_backend
+    from energyql.controls.attributes import resolve_face_backend
     from energyql.controls.clip import default_clip_spec
 
     record = {"clip": default_clip_spec(models.catalog),
               "attributes": sorted({a.model for a in models.catalog.attributes})}
     if "face-attributes" in record["attributes"]:
-        kind, path = face_attribute_backend()
+        kind, path, _ = resolve_face_backend()
         record["face_attributes"] = kind if path is None else f"{kind}:{path}"
+    if models.notices:
+        record["notices"] = list(models.notices)
     return record
 
 

@@ -9,7 +9,7 @@ convolution here, so the module runs anywhere PyTorch does.
 
 :func:`load_spec` is the registry loader: it wraps the network as an energyql
 :class:`~energyql.generators.base.Generator` (``z -> mapping -> truncation -> synthesis``,
-fixed noise, images in [0, 1]).
+noise maps drawn per image or fixed, images in [0, 1]).
 """
 
 from __future__ import annotations
@@ -435,7 +435,9 @@ class StyleGAN2Generator(Generator):
         truncation: psi of the truncation trick towards ``w_avg`` (1.0 = none; PromptGen trains
             at 1.0 and samples at 0.7).
         w_avg: the mean ``w``; if None it is estimated from ``mean_samples`` seeded draws.
-        randomize_noise: draw fresh noise per call instead of the fixed buffers.
+        randomize_noise: draw noise maps per image instead of using the fixed buffers (the
+            ``noise`` option: ``random`` or ``fixed``). The draws are seeded by the latents, so
+            the same ``z`` always gives the same image and seeded sampling stays reproducible.
 
     Example:
         >>> gen = StyleGAN2Generator(load("ffhq.pt"), truncation=0.7)      # doctest: +SKIP
@@ -468,8 +470,25 @@ class StyleGAN2Generator(Generator):
         w = self.net.get_latent(z)
         if self.truncation != 1.0:
             w = self.w_avg + self.truncation * (w - self.w_avg)
-        image, _ = self.net([w], input_is_latent=True, randomize_noise=self.randomize_noise)
+        noise = self.noise_maps(z) if self.randomize_noise else None
+        image, _ = self.net([w], input_is_latent=True, noise=noise, randomize_noise=False)
         return ((image + 1) / 2).clamp(0, 1)
+
+    def noise_maps(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """Return one random noise map per layer and image, drawn from a seed that ``z`` fixes.
+
+        Seeding by the latents (not by torch's global random state) keeps every call on the same
+        ``z`` identical: a seeded sample, a resumed run and a reloaded artifact see the same noise.
+        """
+        import hashlib
+
+        digest = hashlib.blake2b(z.detach().float().cpu().numpy().tobytes(), digest_size=8)
+        seeded = torch.Generator(device=z.device).manual_seed(
+            int.from_bytes(digest.digest(), "little") & (2 ** 63 - 1))
+        shapes = [getattr(self.net.noises, f"noise_{i}").shape[-2:]
+                  for i in range(self.net.num_layers)]
+        return [torch.randn(z.shape[0], 1, *shape, generator=seeded, device=z.device)
+                for shape in shapes]
 
     def train(self, mode: bool = True):
         # The wrapped network stays in eval mode; training flows around it never changes it.
@@ -478,7 +497,22 @@ class StyleGAN2Generator(Generator):
         return self
 
 
-_OPTIONS = ("device", "truncation", "mean_samples", "randomize_noise")
+_OPTIONS = ("device", "truncation", "mean_samples", "noise", "randomize_noise")
+NOISE_MODES = ("random", "fixed")
+# PromptGen trains its CLIP, classifier and de-biasing runs with fresh noise maps per image.
+DEFAULT_NOISE = "random"
+
+
+def noise_mode(options: dict) -> str:
+    """Return ``random`` or ``fixed`` from the ``noise`` option (or the older ``randomize_noise``)."""
+    from energyql.errors import check_choice
+
+    if "noise" in options:
+        return check_choice(str(options["noise"]), NOISE_MODES, what="StyleGAN2 noise mode",
+                            error=EnergyQLError)
+    if "randomize_noise" in options:
+        return "random" if options["randomize_noise"] else "fixed"
+    return DEFAULT_NOISE
 
 
 def load_spec(spec, *, device: torch.device | str = "cpu", truncation: float = 1.0,
@@ -486,7 +520,8 @@ def load_spec(spec, *, device: torch.device | str = "cpu", truncation: float = 1
     """Build the Generator of a registry spec: hub weights (``spec.weights``) or ``spec.path``.
 
     Options: ``truncation`` (psi, default 1.0), ``mean_samples`` (draws for ``w_avg`` when the
-    checkpoint has no ``latent_avg``), ``randomize_noise`` (default False: fixed noise).
+    checkpoint has no ``latent_avg``), ``noise`` (``random``, the default as in PromptGen: fresh
+    noise maps per image; ``fixed``: the checkpoint's noise buffers).
     """
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
@@ -508,6 +543,6 @@ def load_spec(spec, *, device: torch.device | str = "cpu", truncation: float = 1
     return StyleGAN2Generator(
         net, truncation=truncation, w_avg=None if latent_avg is None else latent_avg.to(device),
         mean_samples=options.get("mean_samples", 4096),
-        randomize_noise=options.get("randomize_noise", False), id=spec.name,
+        randomize_noise=noise_mode(options) == "random", id=spec.name,
         catalog=spec.catalog, weights_digest=digest or hub.file_digest(path),
     ).to(device)
