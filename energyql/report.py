@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from energyql.io import write_bytes, write_text
+from energyql.manifest import Manifest
 
 _BASE_COLOUR = (150, 150, 160)
 _OURS_COLOUR = (40, 110, 220)
@@ -67,26 +68,27 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(directory: str | Path, manifest: dict, metrics: dict) -> Path:
+def write_report(directory: str | Path, manifest: Manifest, metrics: dict) -> Path:
     """Write ``report.md`` and ``hist_<attribute>.png`` files into ``directory``."""
     directory = Path(directory)
     base = metrics.get("base", {})
-    parts = ["# energyql run report\n", f"Expression: `{manifest['source']}`  ",
-             f"Canonical: `{manifest['canonical']}`  ",
-             f"Generator: `{manifest['generator']['id']}` (weights "
-             f"`{manifest['generator']['weights_digest'][:12]}`)  ",
+    parts = ["# energyql run report\n", f"Expression: `{manifest.source}`  ",
+             f"Canonical: `{manifest.canonical}`  ",
+             f"Generator: `{manifest.generator.id}` (weights "
+             f"`{manifest.generator.weights_digest[:12]}`)  ",
              f"Samples judged: {metrics.get('samples')} controlled, {base.get('samples', 0)} base\n",
              "![controlled samples](samples.png) ![base samples, same noise](base.png)\n",
              "## Stages\n"]
     rows = [["stage", "expression", "steps", "seconds", "final loss", "moment fit (max error, ESS)"]]
-    for stage in manifest["stages"]:
-        fit = stage["fits"][-1] if stage.get("fits") else None
-        rows.append([str(stage["index"]), f"`{stage['source']}`", str(stage["train"]["steps"]),
-                     str(stage["train"]["seconds"]), str(stage.get("final_loss")),
-                     f"{fit['max_moment_error']}, {fit['ess']:.0f}/{fit['samples']}" if fit else "—"])
+    for stage in manifest.stages:
+        fit = stage.fits[-1] if stage.fits else None
+        train = stage.train
+        rows.append([str(stage.index), f"`{stage.source}`", str(train.steps if train else "—"),
+                     str(train.seconds if train else "—"), str(stage.final_loss),
+                     f"{fit.max_moment_error}, {fit.ess:.0f}/{fit.samples}" if fit else "—"])
     parts.append(_table(rows) + "\n")
-    for stage in manifest["stages"]:
-        for warning in stage.get("warnings", []):
+    for stage in manifest.stages:
+        for warning in stage.warnings:
             parts.append(f"> warning: {warning}\n")
     headline = [["figure", "base", "controlled"]]
     for key, value in metrics.get("kl_to_target", {}).items():
