@@ -51,7 +51,8 @@ from energyql.target import StageTarget, effective_sample_size
 
 SAMPLERS = ("rejection", "importance", "langevin", "mala", "flow", "flow+sir", "flow+imh")
 FLOW_SAMPLERS = ("flow", "flow+sir", "flow+imh")
-# The options each sampler takes (besides n, seed, batch, device, decode, fit_lambda).
+# The options each sampler takes (besides n, seed, batch, device, decode, fit_lambda), and
+# the kind of value each option takes ("count": an int >= 0, "number": a finite number).
 OPTIONS: dict[str, tuple[str, ...]] = {
     "rejection": ("e_min", "threshold", "max_proposals", "pilot"),
     "importance": ("pool",),
@@ -61,6 +62,29 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     "flow+sir": ("pool",),
     "flow+imh": ("chains", "burn_in"),
 }
+_OPTION_KINDS = {"max_proposals": "count", "pilot": "count", "pool": "count", "steps": "count",
+                 "chains": "count", "burn_in": "count", "threshold": "number",
+                 "step_size": "number", "e_min": "number or 'pilot'", "metropolis": "boolean"}
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse an option the sampler does not declare, or a value of the wrong kind."""
+    for key, value in options.items():
+        if key not in OPTIONS[name]:
+            raise SamplerError(f"sampler '{name}' does not take the option '{key}'",
+                               hint=did_you_mean(key, OPTIONS[name], listing=f"options of {name}"))
+        kind = _OPTION_KINDS[key]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+        fits = {"count": isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                "number": number,
+                "number or 'pilot'": number or value == "pilot",
+                "boolean": isinstance(value, bool)}[kind]
+        if not fits:
+            raise SamplerError(f"sampler option {key}={value!r} is not a {kind}",
+                               hint=f"e.g. --option {key}="
+                                    + {"count": "4096", "number": "0.01",
+                                       "number or 'pilot'": "pilot", "boolean": "true"}[kind])
 
 # Images of a pool are kept (rather than decoded again) while they fit in this many floats.
 _KEEP_IMAGES_FLOATS = 1 << 27
@@ -431,10 +455,7 @@ def sample(name: str, source, energy: StageEnergy | None = None, *, n: int, seed
         >>> exact.stats["acceptance_rate"]                                     # doctest: +SKIP
     """
     check_choice(name, SAMPLERS, what="sampler", error=SamplerError)
-    for key in options:
-        if key not in OPTIONS[name]:
-            raise SamplerError(f"sampler '{name}' does not take the option '{key}'",
-                               hint=did_you_mean(key, OPTIONS[name], listing=f"options of {name}"))
+    check_options(name, options)
     if n < 0:
         raise SamplerError(f"n must be >= 0, got {n}")
     if batch < 1:
@@ -540,5 +561,5 @@ def parse_options(pairs: list[str] | tuple[str, ...]) -> dict:
     return options
 
 
-__all__ = ["OPTIONS", "SAMPLERS", "SampleResult", "SamplerError", "energy_lower_bound", "parse_options",
+__all__ = ["OPTIONS", "SAMPLERS", "check_options", "SampleResult", "SamplerError", "energy_lower_bound", "parse_options",
            "sample", "stage_energy"]

@@ -113,7 +113,8 @@ def _step_generator(seed: int, stage: int, step: int) -> torch.Generator:
 
 
 def _features_in_batches(target: StageTarget, n: int, batch: int, seed_generator: torch.Generator,
-                         group: Group, *, use_flow: bool):
+                         group: Group, *, use_flow: bool
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw n samples; return (phi, pointwise energy, log p0(z) - log q(z), z) as CPU tensors.
 
     Noise comes from its own stream, drawn for whole batches on every rank, so that N ranks
@@ -121,7 +122,10 @@ def _features_in_batches(target: StageTarget, n: int, batch: int, seed_generator
     so that the rows come back in the order one process would have them.
     """
     noise = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=seed_generator)))
-    phis, energies, log_ratios, latents = [], [], [], []
+    phis: list[torch.Tensor] = []
+    energies: list[torch.Tensor] = []
+    log_ratios: list[torch.Tensor] = []
+    latents: list[torch.Tensor] = []
     with torch.no_grad():
         for start in range(0, n, batch):
             m = min(batch, n - start)
@@ -132,7 +136,7 @@ def _features_in_batches(target: StageTarget, n: int, batch: int, seed_generator
             for rows, out in ((phi, phis), (pointwise, energies), (log_ratio, log_ratios),
                               (z, latents)):
                 out.append(group.gather(rows).cpu())
-    return tuple(torch.cat(x) for x in (phis, energies, log_ratios, latents))
+    return torch.cat(phis), torch.cat(energies), torch.cat(log_ratios), torch.cat(latents)
 
 
 def fit_constraints(target: StageTarget, n: int, config: TrainConfig,
@@ -228,7 +232,7 @@ def _forward_kl(flow: LatentFlow, eps: torch.Tensor, z: torch.Tensor, per_sample
 
 
 def _fit_record(fit: MomentFit, step: int, target: StageTarget) -> FitRecord:
-    constraints = target.energy.constraints if target.energy is not None else []
+    constraints = target.constraints() if target.energy is not None else []
     return FitRecord(
         step=step,
         ess=round(fit.ess, 1),
@@ -302,7 +306,7 @@ class StageObjective(nn.Module):
                 .to(target.device)
             # One forward pass for both contexts (DDP expects one forward per backward).
             both, logdet = self.flow(torch.cat([eps, eps]), torch.cat(
-                [flow_context, normalize_context(energy.context, other)]))
+                [cast(torch.Tensor, flow_context), normalize_context(energy.context, other)]))
             z, z_other = both.chunk(2)
             logdet = logdet[: len(eps)]
             reference = base.decode(z_other).float()
@@ -583,6 +587,7 @@ def train(program: Any, gen: str | Generator = "shapes", config: TrainConfig | N
 
     config = config or TrainConfig()
     _set_threads(config.threads)
+    base: Generator
     if start is not None:
         base = start.sampler
     elif isinstance(gen, Generator):

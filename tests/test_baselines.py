@@ -184,6 +184,16 @@ def test_errors_name_the_problem():
     assert "did you mean 'pool'" in info.value.hint
     with pytest.raises(SamplerError, match="'mala' does not take the option 'metropolis'"):
         sample("mala", PointGenerator(), energy, n=4, metropolis=False)
+    # Values of the wrong kind, as `--option pool=abc` passes them, are refused up front.
+    for options, message in (({"pool": "abc"}, "pool='abc' is not a count"),
+                             ({"pool": -3}, "pool=-3 is not a count"),
+                             ({"pool": True}, "pool=True is not a count")):
+        with pytest.raises(SamplerError, match=re.escape(message)):
+            sample("importance", PointGenerator(), energy, n=4, **options)
+    with pytest.raises(SamplerError, match="step_size=nan is not a number"):
+        sample("langevin", PointGenerator(), energy, n=4, step_size=math.nan)
+    with pytest.raises(SamplerError, match="e_min='low' is not a number or 'pilot'"):
+        sample("rejection", PointGenerator(), energy, n=4, e_min="low")
 
 
 def test_lower_bounds_of_composed_energies():
