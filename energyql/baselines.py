@@ -34,8 +34,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -561,5 +561,5 @@ def parse_options(pairs: list[str] | tuple[str, ...]) -> dict:
     return options
 
 
-__all__ = ["OPTIONS", "SAMPLERS", "check_options", "SampleResult", "SamplerError", "energy_lower_bound", "parse_options",
-           "sample", "stage_energy"]
+__all__ = ["OPTIONS", "SAMPLERS", "SampleResult", "SamplerError", "check_options",
+           "energy_lower_bound", "parse_options", "sample", "stage_energy"]
