@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from energyql.io import write_bytes, write_text
+from energyql.manifest import Manifest
 
 DRIFT_THRESHOLD = 0.1
 LOG_NAME = "log.jsonl"
@@ -525,7 +526,7 @@ def render_html(blocks: list, directory: Path) -> str:
             + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(directory: str | Path, manifest: dict, metrics: dict, *,
+def write_report(directory: str | Path, manifest: Manifest | dict, metrics: dict, *,
                  stages: Sequence[StageView] | None = None,
                  drift_threshold: float = DRIFT_THRESHOLD) -> Path:
     """Write ``report.md``, ``report.html`` and ``hist_<attribute>.png`` into ``directory``.
@@ -542,6 +543,8 @@ def write_report(directory: str | Path, manifest: dict, metrics: dict, *,
     Returns the path of ``report.md``.
     """
     directory = Path(directory)
+    if isinstance(manifest, Manifest):
+        manifest = manifest.to_dict()
     blocks = report_blocks(directory, manifest, metrics, stages=stages,
                            drift_threshold=drift_threshold)
     write_text(directory / "report.html", render_html(blocks, directory))

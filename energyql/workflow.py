@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from energyql.io import write_json
+from energyql.manifest import Manifest
 
 
 def defaults_for(gen) -> dict:
@@ -33,9 +34,11 @@ def defaults_for(gen) -> dict:
 
 @dataclass
 class RunResult:
+    """What ``energyql run`` produced: the output folder, the eval figures and the manifest."""
+
     out: Path
     metrics: dict
-    manifest: dict
+    manifest: Manifest
 
     def summary_table(self):
         return metrics_table(self.metrics)
@@ -110,7 +113,7 @@ def run_and_report(program, *, expression: str, gen: str = "shapes", out: str | 
             else:
                 save_grid(out / "samples.png", sampler.decode(noise), scale=scale)
             save_grid(out / "base.png", sampler.root.decode(noise), scale=scale)
-        artifact.manifest["metrics"] = metrics
+        artifact.manifest = artifact.manifest.with_metrics(metrics)
         artifact.save(out)
         write_json(out / "metrics.json", metrics)
         write_report(out, artifact.manifest, metrics)

@@ -68,7 +68,7 @@ def run(
         from energyql.sampler import read_manifest
 
         # Stages added to an artifact run on its generator; 'then' before them is optional.
-        gen = read_manifest(start_from)["generator"]["id"]
+        gen = read_manifest(start_from).generator.id
         expression = re.sub(r"^\s*\|?\s*then\b", "", expression, count=1)
     # Check the expression before anything heavy is imported or loaded.
     program = compile_program(expression, gen=gen)

@@ -255,10 +255,18 @@ class StageEnergy(nn.Module):
     def has_constraints(self) -> bool:
         return len(self.constraints) > 0
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None):
-        parts = self.parts(self.features(images, generator))
-        total = torch.stack(list(parts.values())).sum(0)
-        return total, parts
+    def total_and_parts(self, features: Features) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return the per-image energy (the sum of every term) and each term's part."""
+        parts = self.parts(features)
+        return torch.stack(list(parts.values())).sum(0), parts
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None, *,
+                context: torch.Tensor | None = None,
+                reference_images: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return ``(total, parts)`` of images (the path training takes, see StageObjective)."""
+        return self.total_and_parts(self.features(images, generator, context=context,
+                                                  reference_images=reference_images))
 
 
 class _StageParts:
