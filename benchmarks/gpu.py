@@ -326,7 +326,7 @@ def _sampling(ctx, generator, *, batch: int, amp: bool, warmup: int, repeat: int
 def _artifact_sampling(ctx, generator, *, batch: int, n: int, warmup: int, repeat: int) -> dict:
     """Flow+generator vs generator alone, and a saved artifact loaded and sampled."""
     from energyql.flows import FlowConfig, LatentFlow
-    from energyql.sampler import Artifact, StageSampler, build_manifest, load
+    from energyql.sampler import Artifact, StageSampler, load, manifest_for
 
     flow = LatentFlow(FlowConfig(dim=generator.latent_dim, blocks=8, width=256, seed=1))
     # A trained flow is not the identity: give the zero-initialised last layers some weight.
@@ -348,10 +348,7 @@ def _artifact_sampling(ctx, generator, *, batch: int, n: int, warmup: int, repea
     gen_t = statistics.median(timed(gen_only, ctx, warmup, repeat))
     flow_t = statistics.median(timed(with_flow, ctx, warmup, repeat))
     out = ctx.scratch / "artifact"
-    stages = [{"index": 1, "source": CLIP_EXPRESSION, "flow": flow.config.to_dict(), "context": []}]
-    manifest = build_manifest(source=CLIP_EXPRESSION, canonical=CLIP_EXPRESSION,
-                              generator=generator, stages=stages)
-    Artifact(sampler, manifest).save(out)
+    Artifact(sampler, manifest_for(sampler, source=CLIP_EXPRESSION)).save(out)
     start = time.perf_counter()
     artifact = load(out, gen=generator, device=ctx.device)
     load_s = time.perf_counter() - start
@@ -477,16 +474,19 @@ def _shapes_run(ctx: Context, amp: bool) -> dict:
     if done.returncode != 0:
         result["output_tail"] = (done.stdout + done.stderr)[-3000:]
         return result
+    from energyql.manifest import Manifest
+
     metrics = json.loads((out / "metrics.json").read_text())
-    manifest = json.loads((out / "manifest.json").read_text())
-    stage = manifest["stages"][0]
+    stage = Manifest.read(out).stages[0]
     result.update(
         share_all=metrics["predicate_share"].get("all"),
         base_share_all=metrics.get("base", {}).get("predicate_share", {}).get("all"),
         shares=metrics["predicate_share"], samples=metrics.get("samples"),
-        train_s=stage["train"]["seconds"], steps=stage["train"]["steps"],
-        batch=stage["train"]["batch"], skipped_steps=stage["train"]["skipped_steps"],
-        final_loss=stage["final_loss"], ess=metrics.get("ess"))
+        train_s=stage.train.seconds if stage.train else None,
+        steps=stage.train.steps if stage.train else None,
+        batch=stage.train.batch if stage.train else None,
+        skipped_steps=stage.train.skipped_steps if stage.train else None,
+        final_loss=stage.final_loss, ess=metrics.get("ess"))
     result["ms_per_train_step"] = ms(result["train_s"] / max(1, result["steps"]))
     return result
 
@@ -533,7 +533,7 @@ def _train_shapes(ctx: Context, device: str, amp: bool, steps: int):
     with torch.no_grad():
         eps = torch.randn(64, flow.dim, generator=torch.Generator().manual_seed(123)).to(device)
         images = artifact.sampler.decode(eps).float().cpu()
-    return state, images, seconds, artifact.manifest["stages"][0]["final_loss"]
+    return state, images, seconds, artifact.manifest.stages[0].final_loss
 
 
 def _compare(a, b) -> dict:

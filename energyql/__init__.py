@@ -35,7 +35,7 @@ from energyql.lang.api import (
     uniform,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is set (pyproject reads it)
 
 # Torch-backed entry points, imported lazily so that the language layer stays instant.
 _LAZY = {

@@ -34,24 +34,57 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from energyql.energies.base import Features
-from energyql.energies.clip import ClipEnergy
-from energyql.energies.combinators import ScaledEnergy, SoftOrEnergy, SumEnergy
-from energyql.energies.constraint import ConstraintEnergy
+from energyql.energies.base import EnergyTerm
 from energyql.energies.lower import StageEnergy
-from energyql.energies.predicate import PredicateEnergy
-from energyql.errors import EnergyQLError
-from energyql.flows import LatentFlow, standard_normal_log_prob
+from energyql.errors import SamplerError, check_choice, did_you_mean
 from energyql.generators.base import Generator
-from energyql.moments import effective_sample_size, fit_lambda
+from energyql.lang.visit import TermVisitor
+from energyql.moments import fit_lambda
 from energyql.sampler import Artifact, StageSampler, set_exact_lambdas
+from energyql.target import StageTarget, effective_sample_size
 
 SAMPLERS = ("rejection", "importance", "langevin", "mala", "flow", "flow+sir", "flow+imh")
 FLOW_SAMPLERS = ("flow", "flow+sir", "flow+imh")
+# The options each sampler takes (besides n, seed, batch, device, decode, fit_lambda), and
+# the kind of value each option takes ("count": an int >= 0, "number": a finite number).
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "rejection": ("e_min", "threshold", "max_proposals", "pilot"),
+    "importance": ("pool",),
+    "langevin": ("steps", "step_size", "metropolis", "pilot"),
+    "mala": ("steps", "step_size", "pilot"),
+    "flow": (),
+    "flow+sir": ("pool",),
+    "flow+imh": ("chains", "burn_in"),
+}
+_OPTION_KINDS = {"max_proposals": "count", "pilot": "count", "pool": "count", "steps": "count",
+                 "chains": "count", "burn_in": "count", "threshold": "number",
+                 "step_size": "number", "e_min": "number or 'pilot'", "metropolis": "boolean"}
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse an option the sampler does not declare, or a value of the wrong kind."""
+    for key, value in options.items():
+        if key not in OPTIONS[name]:
+            raise SamplerError(f"sampler '{name}' does not take the option '{key}'",
+                               hint=did_you_mean(key, OPTIONS[name], listing=f"options of {name}"))
+        kind = _OPTION_KINDS[key]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+        fits = {"count": isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                "number": number,
+                "number or 'pilot'": number or value == "pilot",
+                "boolean": isinstance(value, bool)}[kind]
+        if not fits:
+            raise SamplerError(f"sampler option {key}={value!r} is not a {kind}",
+                               hint=f"e.g. --option {key}="
+                                    + {"count": "4096", "number": "0.01",
+                                       "number or 'pilot'": "pilot", "boolean": "true"}[kind])
 
 # Images of a pool are kept (rather than decoded again) while they fit in this many floats.
 _KEEP_IMAGES_FLOATS = 1 << 27
@@ -69,11 +102,7 @@ class SampleResult:
 
     latents: torch.Tensor
     images: torch.Tensor | None
-    stats: dict = field(default_factory=dict)
-
-
-class SamplerError(EnergyQLError):
-    """A sampler cannot run with the arguments given."""
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,77 +115,16 @@ class _Pool:
     energies: torch.Tensor
 
 
-class _Target:
-    """The base generator, an optional flow proposal and the energy, on one device."""
-
-    def __init__(self, source, energy: StageEnergy | None, *, device: str, need_flow: bool):
-        artifact_sampler = source.sampler if isinstance(source, Artifact) else source
-        if isinstance(artifact_sampler, StageSampler):
-            self.base: Generator = artifact_sampler.base
-            self.flow: LatentFlow | None = artifact_sampler.flow
-        elif isinstance(source, Generator):
-            self.base, self.flow = source, None
-        else:
-            raise SamplerError(f"expected a Generator, StageSampler or Artifact, "
-                               f"got {type(source).__name__}")
-        if need_flow and self.flow is None:
-            raise SamplerError("this sampler needs a trained flow: pass an Artifact "
-                               "(energyql.load)",
-                               hint="train one with `energyql run EXPR --out DIR`, or use "
-                                    "'rejection', 'importance' or 'langevin' on a generator")
-        if self.flow is not None and self.flow.config.context_dim:
-            raise SamplerError("conditional flows are not supported by the baseline samplers")
-        self.device = device
-        self.base = self.base.to(device).eval()
-        if self.flow is not None:
-            self.flow = self.flow.to(device).eval()
-        self.energy = energy.to(device).eval() if energy is not None else None
-        self.fit = True  # refit constraints' λ on proposals
-
-    @property
-    def dim(self) -> int:
-        return self.base.latent_dim
-
-    def propose(self, m: int, rng: torch.Generator, *, use_flow: bool):
-        """Return ``m`` proposals ``u`` and ``log p0(u) - log q(u)`` (0 for base proposals)."""
-        eps = torch.randn(m, self.dim, generator=rng).to(self.device)
-        if not use_flow:
-            return eps, torch.zeros(m, device=self.device)
-        u, logdet = self.flow(eps)
-        return u, self.base.log_prior(u) - standard_normal_log_prob(eps) + logdet
-
-    def measure(self, images: torch.Tensor, rng: torch.Generator):
-        """Return the pointwise energy and φ (None without constraints) of images."""
-        features = Features(images, self.energy.attribute_model, rng)
-        pointwise = self.energy.pointwise_energy(features)
-        phi = self.energy.phi(features) if self.energy.has_constraints else None
-        return pointwise, phi
-
-    def lam(self) -> torch.Tensor:
-        return torch.cat([c.lam for c in self.energy.constraints]).to(self.device)
-
-    def set_lambda(self, lam: torch.Tensor) -> None:
-        sizes = [c.target.numel() for c in self.energy.constraints]
-        for constraint, part in zip(self.energy.constraints, lam.split(sizes)):
-            constraint.lam.copy_(part.to(constraint.lam.device))
-
-    def total(self, pointwise: torch.Tensor, phi: torch.Tensor | None) -> torch.Tensor:
-        return pointwise if phi is None else pointwise - phi @ self.lam()
-
-    def energy_of(self, u: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-        """Return E(G(u)) with the current λ (differentiable in ``u``)."""
-        return self.total(*self.measure(self.base.decode(u), rng))
-
-
-def _require_energy(target: _Target, name: str) -> None:
+def _require_energy(target: StageTarget, name: str) -> StageEnergy:
     if target.energy is None:
         raise SamplerError(f"the '{name}' sampler needs the program's energy",
                            hint="pass energy=stage_energy(program, source), or an Artifact "
                                 "whose manifest names its program")
+    return target.energy
 
 
 @torch.no_grad()
-def _pool(target: _Target, size: int, rng: torch.Generator, *, batch: int, use_flow: bool,
+def _pool(target: StageTarget, size: int, rng: torch.Generator, *, batch: int, use_flow: bool,
           keep_images: bool) -> tuple[_Pool, dict]:
     """Draw ``size`` proposals; refit λ on them for constraints; return them weighted."""
     latents, images, pointwise, phis, log_ratios = [], [], [], [], []
@@ -185,15 +153,14 @@ def _pool(target: _Target, size: int, rng: torch.Generator, *, batch: int, use_f
                  log_ratio_all - energies, energies), stats
 
 
-def _fit(target: _Target, phi: torch.Tensor, log_weights: torch.Tensor) -> dict:
-    constraint_target = torch.cat([c.target.cpu() for c in target.energy.constraints])
-    fit = fit_lambda(phi, constraint_target, log_weights)
+def _fit(target: StageTarget, phi: torch.Tensor, log_weights: torch.Tensor) -> dict[str, Any]:
+    fit = fit_lambda(phi, target.moments_target(), log_weights)
     target.set_lambda(fit.lam)
     return {"ess": round(fit.ess, 1), "samples": fit.samples,
             "max_moment_error": round(fit.max_error, 5)}
 
 
-def _pilot_fit(target: _Target, rng: torch.Generator, pilot: int, batch: int) -> dict:
+def _pilot_fit(target: StageTarget, rng: torch.Generator, pilot: int, batch: int) -> dict:
     """Fit λ on ``pilot`` base proposals before a sampler that cannot fit on its own draws."""
     if target.energy is None or not target.energy.has_constraints or not target.fit:
         return {}
@@ -201,13 +168,13 @@ def _pilot_fit(target: _Target, rng: torch.Generator, pilot: int, batch: int) ->
     return {**stats, "pilot_proposals": pilot}
 
 
-def _keep(target: _Target, size: int) -> bool:
+def _keep(target: StageTarget, size: int) -> bool:
     pixels = 3 * target.base.image_size ** 2 if target.base.image_size else target.dim
     return size * pixels <= _KEEP_IMAGES_FLOATS
 
 
 @torch.no_grad()
-def _decode(target: _Target, latents: torch.Tensor, batch: int) -> torch.Tensor:
+def _decode(target: StageTarget, latents: torch.Tensor, batch: int) -> torch.Tensor:
     return torch.cat([target.base.decode(latents[i:i + batch].to(target.device)).cpu()
                       for i in range(0, len(latents), batch)])
 
@@ -220,7 +187,7 @@ def _systematic(log_weights: torch.Tensor, n: int, rng: torch.Generator) -> torc
     return index[torch.randperm(n, generator=rng)]
 
 
-def _resample(target: _Target, pool: _Pool, n: int, rng: torch.Generator, batch: int,
+def _resample(target: StageTarget, pool: _Pool, n: int, rng: torch.Generator, batch: int,
               decode: bool) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     index = _systematic(pool.log_weights, n, rng)
     latents = pool.latents[index]
@@ -234,36 +201,53 @@ def _resample(target: _Target, pool: _Pool, n: int, rng: torch.Generator, batch:
                              "redecoded": 0 if pool.images is not None or not decode else n}
 
 
+class _LowerBound(TermVisitor[float | None]):
+    """A lower bound of an energy term over all images, or None if none is known."""
+
+    def on_predicate_energy(self, term: Any) -> float | None:
+        return 0.0  # -log p >= 0
+
+    def on_clip_energy(self, term: Any) -> float | None:
+        return 0.0  # 1 - cos >= 0
+
+    def on_constraint_energy(self, term: Any) -> float | None:
+        return -float(term.lam.max())  # φ is a probability vector
+
+    def on_scaled_energy(self, term: Any) -> float | None:
+        inner = self.visit(term.term)
+        return None if inner is None or term.weight < 0 else term.weight * inner
+
+    def _parts(self, term: Any) -> list[float] | None:
+        parts = [self.visit(t) for t in term.terms]
+        return None if any(p is None for p in parts) else [p for p in parts if p is not None]
+
+    def on_sum_energy(self, term: Any) -> float | None:
+        parts = self._parts(term)
+        return None if parts is None else sum(parts)
+
+    def on_soft_or_energy(self, term: Any) -> float | None:
+        parts = self._parts(term)  # the soft OR loses at most log k
+        return None if parts is None else min(parts) - math.log(len(parts))
+
+    def fallback(self, term: Any) -> float | None:
+        return None
+
+
 def energy_lower_bound(energy: StageEnergy) -> float | None:
     """Return a lower bound of ``energy`` over all images, or None if none is known.
 
     Predicates (``-log p``) and CLIP energies are ≥ 0, a constraint ``-λ·φ`` is ≥ ``-max λ``
     (φ is a probability vector), sums add bounds and the soft OR loses at most ``log k``.
     """
-
-    def bound(term) -> float | None:
-        if isinstance(term, (PredicateEnergy, ClipEnergy)):
-            return 0.0
-        if isinstance(term, ConstraintEnergy):
-            return -float(term.lam.max())
-        if isinstance(term, ScaledEnergy):
-            inner = bound(term.term)
-            return None if inner is None or term.weight < 0 else term.weight * inner
-        if isinstance(term, (SumEnergy, SoftOrEnergy)):
-            parts = [bound(t) for t in term.terms]
-            if any(p is None for p in parts):
-                return None
-            return sum(parts) if isinstance(term, SumEnergy) else min(parts) - math.log(len(parts))
-        return None
-
-    parts = [bound(t) for t in [*energy.pointwise, *energy.constraints]]
-    return None if any(p is None for p in parts) else float(sum(parts))
+    terms: list[EnergyTerm] = [*energy.pointwise, *energy.constraints]
+    parts = [_LowerBound().visit(t) for t in terms]
+    return None if any(p is None for p in parts) else float(sum(p for p in parts if p is not None))
 
 
-def _rejection(target: _Target, n: int, rng: torch.Generator, *, batch: int, decode: bool,
+def _rejection(target: StageTarget, n: int, rng: torch.Generator, *, batch: int, decode: bool,
                e_min: float | str | None = None, threshold: float | None = None,
                max_proposals: int | None = None, pilot: int = 4096) -> SampleResult:
-    _require_energy(target, "rejection")
+    stage = _require_energy(target, "rejection")
     stats = _pilot_fit(target, rng, pilot, batch)
     if threshold is None:
         if e_min == "pilot":
@@ -276,7 +260,7 @@ def _rejection(target: _Target, n: int, rng: torch.Generator, *, batch: int, dec
             e_min = float(probe.min())
             stats["pilot_proposals"] = stats.get("pilot_proposals", 0) + pilot
         elif e_min is None:
-            e_min = energy_lower_bound(target.energy)
+            e_min = energy_lower_bound(stage)
             if e_min is None:
                 raise SamplerError(
                     "rejection needs a lower bound of the energy; none is known for this program",
@@ -313,7 +297,7 @@ def _rejection(target: _Target, n: int, rng: torch.Generator, *, batch: int, dec
     return SampleResult(latents, images, stats)
 
 
-def _importance(target: _Target, n: int, rng: torch.Generator, *, batch: int, decode: bool,
+def _importance(target: StageTarget, n: int, rng: torch.Generator, *, batch: int, decode: bool,
                 use_flow: bool = False, pool: int | None = None) -> SampleResult:
     _require_energy(target, "flow+sir" if use_flow else "importance")
     size = pool if pool is not None else (4 if use_flow else 16) * n
@@ -325,18 +309,18 @@ def _importance(target: _Target, n: int, rng: torch.Generator, *, batch: int, de
     return SampleResult(latents, images, {**stats, "proposals": size, **resample_stats})
 
 
-def _imh(target: _Target, n: int, rng: torch.Generator, *, batch: int, decode: bool,
+def _imh(target: StageTarget, n: int, rng: torch.Generator, *, batch: int, decode: bool,
          chains: int = 8, burn_in: int = 16) -> SampleResult:
     """Independent MH: ``chains`` chains, each fed ``n / chains + burn_in`` flow proposals.
 
     A proposal with importance weight w' replaces the state with weight w with probability
     min(1, w'/w); every state after burn-in is an output sample (repeats included).
     """
-    _require_energy(target, "flow+imh")
+    stage = _require_energy(target, "flow+imh")
     chains = max(1, min(chains, n))
     steps = -(-n // chains) + burn_in
     stats = {}
-    if target.energy.has_constraints and target.fit:
+    if stage.has_constraints and target.fit:
         # Fit λ on one batch of flow proposals, weighted by p0/q (exact), before the chains.
         _, stats = _pool(target, max(batch, 1024), rng, batch=batch, use_flow=True,
                          keep_images=False)
@@ -378,7 +362,7 @@ def _imh(target: _Target, n: int, rng: torch.Generator, *, batch: int, decode: b
     return SampleResult(latents, images, stats)
 
 
-def _langevin(target: _Target, n: int, rng: torch.Generator, *, batch: int, decode: bool,
+def _langevin(target: StageTarget, n: int, rng: torch.Generator, *, batch: int, decode: bool,
               steps: int = 100, step_size: float = 0.01, metropolis: bool = False,
               pilot: int = 4096) -> SampleResult:
     """Langevin chains from the prior, one output sample per chain (its last state)."""
@@ -430,7 +414,7 @@ def _langevin(target: _Target, n: int, rng: torch.Generator, *, batch: int, deco
 
 
 @torch.no_grad()
-def _flow(target: _Target, n: int, rng: torch.Generator, *, batch: int,
+def _flow(target: StageTarget, n: int, rng: torch.Generator, *, batch: int,
           decode: bool) -> SampleResult:
     latents, images = [], []
     for start in range(0, n, batch):
@@ -470,13 +454,8 @@ def sample(name: str, source, energy: StageEnergy | None = None, *, n: int, seed
         >>> exact = sample("flow+imh", art, n=256, seed=1)                     # doctest: +SKIP
         >>> exact.stats["acceptance_rate"]                                     # doctest: +SKIP
     """
-    if name not in SAMPLERS:
-        import difflib
-
-        close = difflib.get_close_matches(name, SAMPLERS, n=1)
-        raise SamplerError(f"unknown sampler '{name}'",
-                           hint=(f"did you mean '{close[0]}'? " if close else "")
-                           + "samplers: " + ", ".join(SAMPLERS))
+    check_choice(name, SAMPLERS, what="sampler", error=SamplerError)
+    check_options(name, options)
     if n < 0:
         raise SamplerError(f"n must be >= 0, got {n}")
     if batch < 1:
@@ -485,11 +464,11 @@ def sample(name: str, source, energy: StageEnergy | None = None, *, n: int, seed
         energy = stage_energy(source, device=device or str(source.sampler.device))
     base_device = (source.sampler if isinstance(source, Artifact) else source).device \
         if isinstance(source, (Artifact, Generator)) else "cpu"
-    target = _Target(source, energy if name != "flow" else None,
-                     device=str(device or base_device), need_flow=name in FLOW_SAMPLERS)
+    target = StageTarget.of(source, energy if name != "flow" else None,
+                            device=str(device or base_device), need_flow=name in FLOW_SAMPLERS)
     target.fit = fit_lambda
     rng = torch.Generator().manual_seed(seed)
-    runners = {
+    runners: dict[str, Callable[..., SampleResult]] = {
         "rejection": _rejection,
         "importance": _importance,
         "langevin": _langevin,
@@ -499,14 +478,7 @@ def sample(name: str, source, energy: StageEnergy | None = None, *, n: int, seed
         "flow+imh": _imh,
     }
     began = time.perf_counter()
-    try:
-        result = runners[name](target, n, rng, batch=batch, decode=decode, **options)
-    except TypeError as error:
-        if "unexpected keyword argument" not in str(error):
-            raise
-        raise SamplerError(f"sampler '{name}' does not take that option: {error}",
-                           hint="see energyql.baselines.sample for each sampler's options") \
-            from None
+    result = runners[name](target, n, rng, batch=batch, decode=decode, **options)
     result.stats = {"sampler": name, "samples": len(result.latents),
                     "seconds": round(time.perf_counter() - began, 4), **result.stats}
     if target.energy is not None and target.energy.has_constraints:
@@ -533,7 +505,7 @@ def stage_energy(source, program=None, *, stage: int = -1, device: str = "cpu",
     if program is None:
         if manifest is None:
             raise SamplerError("no program given, and a plain generator has none")
-        program = manifest["canonical"]
+        program = manifest.canonical
     if isinstance(program, str):
         program = compile_program(program)
     program = program.checked(generator.catalog)
@@ -548,12 +520,13 @@ def stage_energy(source, program=None, *, stage: int = -1, device: str = "cpu",
         chosen = program.stages[stage]
     except IndexError:
         raise SamplerError(f"the program has {len(program.stages)} stage(s); there is no "
-                           f"stage {stage}") from None
+                           f"stage {stage}",
+                           hint=f"pass a stage from 0 to {len(program.stages) - 1}") from None
     energy = lower_stage(chosen, models)
     if manifest is not None:
         index = stage if stage >= 0 else len(program.stages) + stage
-        if index < len(manifest["stages"]):
-            set_exact_lambdas(energy, manifest["stages"][index])
+        if index < len(manifest.stages):
+            set_exact_lambdas(energy, manifest.stages[index])
     return energy.to(device).eval()
 
 
@@ -588,5 +561,5 @@ def parse_options(pairs: list[str] | tuple[str, ...]) -> dict:
     return options
 
 
-__all__ = ["SAMPLERS", "SampleResult", "SamplerError", "energy_lower_bound", "parse_options",
-           "sample", "stage_energy"]
+__all__ = ["OPTIONS", "SAMPLERS", "SampleResult", "SamplerError", "check_options",
+           "energy_lower_bound", "parse_options", "sample", "stage_energy"]

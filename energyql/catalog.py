@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from energyql.errors import check_choice
+
 # Values of a binary attribute, in the order a classifier's two outputs use.
 BINARY_VALUES = ("no", "yes")
 
@@ -70,9 +72,58 @@ class Control:
         return next((p for p in self.parameters if p.name == name), None)
 
 
+# Where a CLIP energy augments: at the generator's resolution, or at CLIP's input size.
+AUGMENT_AT = ("full", "clip")
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    """How a world's ``clip(...)`` energies judge images (weight, augmentation, copies).
+
+    Arguments:
+        weight: ``w`` in ``w · (1 − cos)``; None uses the CLIP model's own logit scale.
+        copies: augmented copies per image (the training setting ``clip_copies``).
+        augment: keyword options for :func:`energyql.controls.augment.augment`.
+        augment_at: ``"full"`` augments at the generator's resolution and then resizes to
+            CLIP's input (PromptGen); ``"clip"`` resizes first, then augments (cheaper).
+    """
+
+    weight: float | None = None
+    copies: int = 8
+    augment: tuple[tuple[str, object], ...] = ()
+    augment_at: str = "clip"
+
+    def __post_init__(self) -> None:
+        check_choice(self.augment_at, AUGMENT_AT, what="augment_at setting")
+
+    @property
+    def augment_options(self) -> dict[str, object]:
+        return dict(self.augment)
+
+# PromptGen's CLIP energy on real photographs: 600 · (1 − cos) averaged over 50 DiffAugment
+# copies ("color,translation,cutout": brightness ±0.5, saturation ×[0, 2], contrast
+# ×[0.5, 1.5], shifts up to 1/8 of the side, a cutout of half the side), augmented at the
+# generator's resolution and then resized. No rotation or zoom: DiffAugment has none.
+PROMPTGEN_CLIP = ClipSettings(
+    weight=600.0, copies=50, augment_at="full",
+    augment=(("translate", 0.125), ("scale", (1.0, 1.0)), ("rotate_degrees", 0.0),
+             ("cutout", 0.5), ("brightness", 0.5), ("contrast", 0.5), ("saturation", 1.0)))
+
+# The shapes world's small CLIP: its logit scale as the weight, 4 gentle copies without colour
+# jitter or cutout (colour and shape are what it must judge); measured best on shapes.
+SHAPES_CLIP = ClipSettings(
+    weight=None, copies=4, augment_at="clip",
+    augment=(("translate", 0.08), ("scale", (0.9, 1.1)), ("rotate_degrees", 10.0),
+             ("cutout", 0.0)))
+
+
 @dataclass(frozen=True)
 class Catalog:
-    """Everything an expression may name for one world of generators."""
+    """Everything an expression may name for one world of generators.
+
+    Every ``model`` it names (attributes' and controls' models, keepables, ``clip_model``) is a
+    key of :mod:`energyql.controls.registry`, which maps it to a loader.
+    """
 
     name: str
     attributes: tuple[Attribute, ...]
@@ -80,6 +131,7 @@ class Catalog:
     controls: tuple[Control, ...] = ()
     keepables: tuple[tuple[str, str], ...] = ()  # (name, backing model)
     clip_model: str = ""
+    clip: ClipSettings = ClipSettings()
     description: str = ""
     _by_name: dict = field(default=None, compare=False, hash=False, repr=False)  # type: ignore[assignment]
 
@@ -102,6 +154,11 @@ class Catalog:
     @property
     def attribute_names(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.attributes)
+
+    @property
+    def attribute_models(self) -> tuple[str, ...]:
+        """The keys of the models behind its attributes, in first-use order."""
+        return tuple(dict.fromkeys(a.model for a in self.attributes))
 
 
 def _binary(name: str, model: str, description: str) -> Attribute:
@@ -132,6 +189,7 @@ SHAPES = Catalog(
     ),
     keepables=(("identity", "shapes-identity"),),
     clip_model="shapes-clip",
+    clip=SHAPES_CLIP,
 )
 
 _FAIRFACE_RACES = (
@@ -176,6 +234,7 @@ FACES = Catalog(
     ),
     keepables=(("identity", "facenet"),),
     clip_model="ViT-B-32:openai",
+    clip=PROMPTGEN_CLIP,
 )
 
 GENERIC = Catalog(
@@ -183,6 +242,7 @@ GENERIC = Catalog(
     description="Any image domain: text control through CLIP only, no attribute classifiers.",
     attributes=(),
     clip_model="ViT-B-32:openai",
+    clip=PROMPTGEN_CLIP,
 )
 
 CATALOGS: dict[str, Catalog] = {c.name: c for c in (SHAPES, FACES, GENERIC)}

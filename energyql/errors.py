@@ -25,16 +25,34 @@ class Span:
         return line, column
 
 
+def shown(char: str) -> str:
+    """Return ``char`` as it is safe to print: itself, or an escape for control characters."""
+    if char.isprintable() or char == " ":
+        return char
+    return {"\t": "\\t", "\r": "\\r"}.get(char) or ascii(char)[1:-1]
+
+
+def escape_controls(text: str) -> str:
+    """Return ``text`` with control characters and terminal escapes shown escaped (lines kept)."""
+    return "\n".join("".join(shown(c) for c in line) for line in text.split("\n"))
+
+
 def caret_excerpt(source: str, span: Span) -> str:
-    """Return the source line holding ``span`` with carets under the spanned text."""
+    """Return the source line holding ``span`` with carets under the spanned text.
+
+    Control characters (an ANSI escape, a tab, a NUL) are shown escaped, so the terminal
+    prints the text the user typed rather than obeying it; the carets stay under the span.
+    """
     start = max(0, min(span.start, len(source)))
     line_start = source.rfind("\n", 0, start) + 1
     line_end = source.find("\n", start)
     if line_end == -1:
         line_end = len(source)
-    line = source[line_start:line_end]
-    width = max(1, min(span.end, line_end) - start)
-    return f"  {line}\n  {' ' * (start - line_start)}{'^' * width}"
+    before = "".join(shown(c) for c in source[line_start:start])
+    inside = "".join(shown(c) for c in source[start:min(span.end, line_end)])
+    after = "".join(shown(c) for c in source[min(span.end, line_end):line_end])
+    width = max(1, len(inside))
+    return f"  {before}{inside}{after}\n  {' ' * len(before)}{'^' * width}"
 
 
 class EnergyQLError(Exception):
@@ -46,7 +64,8 @@ class EnergyQLError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return self.message + (f"\nhint: {self.hint}" if self.hint else "")
+        text = self.message + (f"\nhint: {self.hint}" if self.hint else "")
+        return escape_controls(text)
 
 
 class ExpressionError(EnergyQLError, ValueError):
@@ -65,11 +84,11 @@ class ExpressionError(EnergyQLError, ValueError):
         self.span = span
 
     def __str__(self) -> str:
-        parts = [self.message]
+        parts = [escape_controls(self.message)]
         if self.source is not None and self.span is not None:
             parts.append(caret_excerpt(self.source, self.span))
         if self.hint:
-            parts.append(f"hint: {self.hint}")
+            parts.append(escape_controls(f"hint: {self.hint}"))
         return "\n".join(parts)
 
 

@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
 from energyql.catalog import CATALOGS, Catalog
+from energyql.distributed import Group
+from energyql.distributed import current as current_group
 from energyql.energies import ControlModels, StageEnergy, lower_stage
-from energyql.distributed import Group, current as current_group
 from energyql.energies.base import Features
 from energyql.energies.conditional import identity_distance, sample_context
 from energyql.energies.predicate import PredicateEnergy
-from energyql.flows import standard_normal_log_prob
 from energyql.generators.base import Generator
 from energyql.lang import graph as g
+from energyql.lang.visit import TermVisitor
+from energyql.manifest import Manifest
 from energyql.sampler import Artifact, StageSampler, set_exact_lambdas
+from energyql.target import StageTarget, effective_sample_size
 
 
 def kl_divergence(p: list[float], q: list[float], floor: float = 1e-12) -> float:
@@ -116,22 +121,25 @@ def judge(generator: Generator | None, n: int, models: ControlModels, energies: 
 
 
 def _sampled_batches(generator: Generator, n: int, seed: int, batch: int, device: str,
-                     group: Group):
+                     group: Group) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
     """Yield ``(images, log p0/q, stage index the weights aim at)`` for n samples."""
     noise = torch.Generator().manual_seed(seed)
     contexts = torch.Generator().manual_seed(seed + 2)
+    if isinstance(generator, StageSampler):
+        target = StageTarget(generator.base, None, generator.flow, device=device)
+        weighting = generator.index - 1
+    else:
+        target, weighting = StageTarget(generator, device=device), 0
     for start in range(0, n, batch):
         m = min(batch, n - start)
-        eps = torch.randn(m, generator.latent_dim, generator=noise)[group.shard(m)].to(device)
-        if isinstance(generator, StageSampler):
+        eps = target.noise(m, noise, group.shard(m))
+        flow_context = None
+        if isinstance(generator, StageSampler) and generator.context_params:
             # A conditional sampler is judged over contexts drawn uniformly from its ranges.
-            requested = sample_context(generator.context_params, len(eps), contexts).to(device) \
-                if generator.context_params else None
-            u, logdet = generator.flow(eps, generator.flow_context(requested, len(eps)))
-            log_ratio = generator.base.log_prior(u) - standard_normal_log_prob(eps) + logdet
-            yield generator.base.decode(u), log_ratio, generator.index - 1
-        else:
-            yield generator.decode(eps), torch.zeros(len(eps), device=device), 0
+            requested = sample_context(generator.context_params, len(eps), contexts).to(device)
+            flow_context = generator.flow_context(requested, len(eps))
+        u, log_ratio = target.push(eps, flow_context)
+        yield target.base.decode(u), log_ratio, weighting
 
 
 def figures(judged: Judged, program, catalog: Catalog) -> dict:
@@ -175,23 +183,30 @@ def _round(values: list[float]) -> list[float]:
     return [round(v, 4) for v in values]
 
 
-def _mentioned_attributes(program) -> set[str]:
-    mentioned: set[str] = set()
+class _Mentioned(TermVisitor[set[str]]):
+    """The attributes a term mentions (in predicates and constraints)."""
 
-    def walk(node) -> None:
-        if isinstance(node, g.Predicate):
-            mentioned.add(node.attr)
-        if isinstance(node, g.Constraint):
-            mentioned.update(node.attrs)
-        for child in getattr(node, "terms", ()) or ():
-            walk(child)
-        if hasattr(node, "term"):
-            walk(node.term)
+    def on_predicate(self, term: g.Predicate) -> set[str]:
+        return {term.attr}
 
-    for stage in program.stages:
-        for term in stage.terms:
-            walk(term)
-    return mentioned
+    def on_constraint(self, term: g.Constraint) -> set[str]:
+        return set(term.attrs)
+
+    def on_not(self, term: g.Not) -> set[str]:
+        return self.visit(term.term)
+
+    def on_scale(self, term: g.Scale) -> set[str]:
+        return self.visit(term.term)
+
+    def on_flat(self, term: Any) -> set[str]:
+        return set().union(*(self.visit(t) for t in term.terms))
+
+    def fallback(self, term: Any) -> set[str]:
+        return set()
+
+
+def _mentioned_attributes(program: g.Program) -> set[str]:
+    return set().union(*(_Mentioned().visit(t) for s in program.stages for t in s.terms))
 
 
 def collateral_drift(sampled: Judged, base: Judged, program, catalog: Catalog) -> dict[str, float]:
@@ -212,24 +227,20 @@ def collateral_drift(sampled: Judged, base: Judged, program, catalog: Catalog) -
     return drift
 
 
-def _ess_fraction(log_weights: torch.Tensor) -> float:
-    w = torch.softmax(log_weights.double(), 0)
-    return round(float(1.0 / (w * w).sum()) / len(w), 4)
-
-
-def _energies_for(program, models: ControlModels, manifest: dict | None) -> list[StageEnergy]:
+def _energies_for(program: g.Program, models: ControlModels,
+                  manifest: Manifest | None) -> list[StageEnergy]:
     energies = []
     for k, stage in enumerate(program.stages):
         energy = lower_stage(stage, models)
         if manifest is not None:
-            set_exact_lambdas(energy, manifest["stages"][k])
+            set_exact_lambdas(energy, manifest.stages[k])
         energies.append(energy.eval())
     return energies
 
 
-def evaluate(target: Artifact | Generator | str, *, program=None, samples: int = 2000,
-             base_samples: int | None = None, seed: int = 0, device: str = "cpu",
-             clip_copies: int = 4) -> dict:
+def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | None = None,
+             samples: int = 2000, base_samples: int | None = None, seed: int = 0,
+             device: str = "cpu", clip_copies: int = 4) -> dict[str, Any]:
     """Return the eval figures of an artifact (with its base side by side) or a generator.
 
     Arguments:
@@ -248,7 +259,7 @@ def evaluate(target: Artifact | Generator | str, *, program=None, samples: int =
     generator = artifact.sampler if artifact else target
     catalog = CATALOGS[generator.catalog]
     if program is None and artifact is not None:
-        program = compile_program(artifact.manifest["canonical"])
+        program = compile_program(artifact.manifest.canonical)
     if isinstance(program, str):
         program = compile_program(program)
     program = program.checked(catalog) if program is not None else None
@@ -267,7 +278,8 @@ def evaluate(target: Artifact | Generator | str, *, program=None, samples: int =
         if program is not None:
             result["collateral_drift"] = collateral_drift(judged, base_judged, program, catalog)
         if judged.log_weights is not None:
-            result["ess"][f"stage {generator.index}"] = _ess_fraction(judged.log_weights)
+            result["ess"][f"stage {generator.index}"] = round(
+                effective_sample_size(judged.log_weights) / len(judged.log_weights), 4)
         if generator.context_params:
             result.update(conditional_figures(generator, models, seed=seed, device=device))
     return result

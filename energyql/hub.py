@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from energyql.errors import WeightsMissingError
+from energyql.errors import DigestMismatchError, WeightsMissingError, did_you_mean
 
 __all__ = [
     "Weights", "KNOWN", "DigestMismatchError", "cache_dir", "location", "is_present", "path",
@@ -55,10 +55,6 @@ class Weights:
     sha256: str | None = None
     description: str = ""
     source: str = ""
-
-
-class DigestMismatchError(WeightsMissingError):
-    """A downloaded file's sha256 differs from the table's; the file was discarded."""
 
 
 KNOWN: dict[str, Weights] = {}
@@ -114,20 +110,21 @@ register(Weights("fairface-res34", "res34_fair_align_multi_7_20190809.pt",
 
 
 def cache_dir() -> Path:
-    """Return the weights directory: ``$ENERGYQL_CACHE`` or ``~/.cache/energyql``."""
+    """Return the weights directory: ``$ENERGYQL_CACHE``, else ``$XDG_CACHE_HOME/energyql``,
+    else ``~/.cache/energyql``."""
     configured = os.environ.get("ENERGYQL_CACHE")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "energyql"
+    if configured:
+        return Path(configured).expanduser()
+    # The XDG base-directory spec says an empty or relative XDG_CACHE_HOME is to be ignored.
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return root / "energyql"
 
 
 def _entry(key: str) -> Weights:
     if key not in KNOWN:
-        import difflib
-
-        close = difflib.get_close_matches(key, KNOWN, n=1)
-        raise WeightsMissingError(
-            f"unknown weights '{key}'",
-            hint=(f"did you mean '{close[0]}'? " if close else "")
-            + "known weights: " + ", ".join(sorted(KNOWN)))
+        raise WeightsMissingError(f"unknown weights '{key}'", hint=did_you_mean(
+            key, sorted(KNOWN), listing="known weights", limit=len(KNOWN)))
     return KNOWN[key]
 
 
@@ -277,8 +274,14 @@ class _NoProgress:
 class _RichProgress:
     def __init__(self, label: str, total: int | None):
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                   TimeRemainingColumn, TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         # On stderr, so that a command's stdout stays clean for its results.
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),

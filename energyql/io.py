@@ -6,8 +6,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -41,8 +42,22 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: str | os.PathLike, data) -> Path:
-    return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+def dumps_strict(data: Any, *, what: str, indent: int | None = 2) -> str:
+    """Return ``data`` as strict JSON; a NaN or infinity in it is an EnergyQLError."""
+    from energyql.errors import EnergyQLError
+
+    try:
+        return json.dumps(data, indent=indent, allow_nan=False)
+    except ValueError:
+        raise EnergyQLError(f"{what} holds a non-finite number (NaN or infinity), which JSON "
+                            "cannot carry",
+                            hint="a training or evaluation figure diverged; check the run's "
+                                 "log for non-finite losses") from None
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as strict JSON (no NaN or infinity), atomically."""
+    return write_text(path, dumps_strict(data, what=str(path)) + "\n")
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> Path:

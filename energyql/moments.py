@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from energyql.target import effective_sample_size
+
 
 @dataclass(frozen=True)
 class MomentFit:
@@ -38,10 +40,7 @@ class MomentFit:
         return self.ess / max(1, self.samples)
 
 
-def effective_sample_size(log_weights: torch.Tensor) -> float:
-    """Return Kish's ESS, (Σw)² / Σw², of unnormalised log-weights."""
-    w = torch.softmax(log_weights.double(), dim=0)
-    return float(1.0 / (w * w).sum())
+__all__ = ["MomentFit", "effective_sample_size", "fit_lambda"]
 
 
 def fit_lambda(phi: torch.Tensor, target: torch.Tensor, log_weights: torch.Tensor | None = None,

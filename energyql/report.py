@@ -1,25 +1,55 @@
-"""Run reports: image grids, per-attribute histograms (PNG) and ``report.md``."""
+"""Run reports a person can judge: ``report.md`` and a self-contained ``report.html``.
+
+The report is built once as a list of blocks (headings, text, tables, figures, warnings) and
+rendered twice: Markdown that links the PNG files beside it, and HTML with every image inlined
+as a data URI (no external CSS, scripts or files needed to read it; the run's files are linked).
+
+What it shows:
+
+- the headline figures, base beside controlled: KL to each target, predicate shares, drift, ESS;
+  for a conditional run also the pose error, identity within and between, and the sweep grid;
+- collateral drift in words when an attribute the program does not mention moved by at least
+  ``drift_threshold`` (e.g. "shape = triangle: 0.12 → 0.33: the program did not ask for this");
+- one section per stage with its image panels side by side (the base, the stage before it,
+  this stage: see :class:`StageView`) and, where given, its figures beside the stage before;
+- per attribute a histogram with axes and the program's target marked in red;
+- links to ``log.jsonl`` and ``curves.png`` (inlined in the HTML) when the run wrote them.
+
+Typical call (what ``energyql run`` does after evaluation)::
+
+    views = save_stage_grids(out, sampler, noise)                 # stage<k>.png, base.png
+    write_report(out, manifest, metrics, stages=views)            # report.md + report.html
+"""
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from energyql.io import write_bytes, write_text
+from energyql.manifest import Manifest
 
-_BASE_COLOUR = (150, 150, 160)
-_OURS_COLOUR = (40, 110, 220)
+DRIFT_THRESHOLD = 0.1
+LOG_NAME = "log.jsonl"
+CURVES_NAME = "curves.png"
 
 
-def grid_png(images: torch.Tensor, *, columns: int | None = None, scale: int = 1) -> bytes:
+# ---------------------------------------------------------------------------------------------
+# grids (torch is imported inside, so that reading this module stays light)
+
+def grid_png(images, *, columns: int | None = None, scale: int = 1) -> bytes:
     """Return PNG bytes of a grid of images in [0, 1] (``scale`` enlarges small images)."""
     from PIL import Image
     from torchvision.utils import make_grid
 
-    columns = columns or max(1, int(math.ceil(math.sqrt(len(images)))))
+    columns = columns or max(1, math.ceil(math.sqrt(len(images))))
     grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=columns, padding=2,
                      pad_value=1.0)
     array = (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
@@ -31,82 +61,508 @@ def grid_png(images: torch.Tensor, *, columns: int | None = None, scale: int = 1
     return buffer.getvalue()
 
 
-def save_grid(path: str | Path, images: torch.Tensor, **options) -> Path:
+def save_grid(path: str | Path, images, **options) -> Path:
     """Write a grid of images as a PNG file (atomically)."""
     return write_bytes(path, grid_png(images, **options))
 
 
-def histogram_png(title: str, values: list[str], base: list[float], ours: list[float]) -> bytes:
-    """Return PNG bytes of a paired bar chart: base (grey) vs controlled (blue) shares."""
-    from PIL import Image, ImageDraw
+# ---------------------------------------------------------------------------------------------
+# the data model a caller hands in
 
-    bar, gap, height, top, bottom = 14, 18, 160, 28, 44
-    width = max(260, len(values) * (2 * bar + gap) + 40)
-    picture = Image.new("RGB", (width, top + height + bottom), "white")
-    draw = ImageDraw.Draw(picture)
-    draw.text((10, 6), f"{title}   (grey: base, blue: controlled)", fill="black")
-    peak = max([*base, *ours, 1e-9])
-    for i, value in enumerate(values):
-        x = 20 + i * (2 * bar + gap)
-        for j, (share, colour) in enumerate(((base[i], _BASE_COLOUR), (ours[i], _OURS_COLOUR))):
-            h = int(round(height * share / peak))
-            draw.rectangle([x + j * bar, top + height - h, x + (j + 1) * bar - 2, top + height],
-                           fill=colour)
-        draw.text((x, top + height + 4), value[:9], fill="black")
-        draw.text((x, top + height + 18), f"{ours[i]:.2f}", fill=_OURS_COLOUR)
-    draw.line([15, top + height, width - 10, top + height], fill="black")
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return buffer.getvalue()
+@dataclass(frozen=True)
+class StageView:
+    """One stage as the report shows it.
+
+    Arguments:
+        index: the stage number (1 for the first).
+        source: the stage's canonical expression.
+        panels: ``(label, image file)`` pairs shown side by side in this order, typically
+            ``("base", "base.png"), ("stage 1", "stage1.png"), ("stage 2", "stage2.png")``;
+            relative paths are taken relative to the report's directory.
+        metrics: this stage's evaluation figures (``metrics.json`` shape), if evaluated.
+        previous: the figures of the stage before it (None for stage 1: the base figures are
+            ``metrics["base"]``).
+        caption: a line under the panels (e.g. how a sweep grid is laid out).
+    """
+
+    index: int
+    source: str
+    panels: tuple[tuple[str, str | Path], ...] = ()
+    metrics: dict | None = None
+    previous: dict | None = None
+    caption: str = ""
 
 
-def _table(rows: list[list[str]]) -> str:
+def stage_noise_views(manifest: dict, directory: str | Path) -> list[StageView]:
+    """Return the views of the files ``save_stage_grids`` wrote (or of samples/base.png)."""
+    directory = Path(directory)
+    stages = manifest.get("stages", [])
+    views = []
+    for k, stage in enumerate(stages, 1):
+        own = directory / f"stage{k}.png"
+        if not own.exists():
+            continue
+        panels = [("base", "base.png")]
+        if k > 1:
+            panels.append((f"stage {k - 1}", f"stage{k - 1}.png"))
+        panels.append((f"stage {k}", own.name))
+        views.append(StageView(k, stage.get("source", ""), tuple(panels)))
+    if views:
+        return views
+    if not stages:
+        return []
+    last = stages[-1]
+    panels = [(label, name) for label, name in (("base, same noise", "base.png"),
+                                                 ("controlled", "samples.png"))
+              if (directory / name).exists()]
+    sweep = _sweep_caption(last)
+    caption = f"Left: base samples; right: {sweep[0].lower()}{sweep[1:]}" if sweep \
+        else "Same noise in both panels."
+    return [StageView(len(stages), last.get("source", ""), tuple(panels), caption=caption)]
+
+
+def save_stage_grids(directory: str | Path, sampler, noise, *, scale: int | None = None
+                     ) -> list[StageView]:
+    """Write ``base.png`` and ``stage<k>.png`` (same noise through every stage) and return
+    one StageView per stage with the base, the stage before and the stage side by side.
+
+    A conditional stage is drawn at the middle of its parameters' ranges.
+    """
+    import torch
+
+    directory = Path(directory)
+    stages = sampler.stages
+    size = getattr(sampler, "image_size", None)
+    scale = scale or (2 if size and size <= 64 else 1)
+    device = next(iter(stages[-1].flow.parameters())).device
+    noise = noise.to(device)
+    with torch.no_grad():
+        save_grid(directory / "base.png", sampler.root.decode(noise), scale=scale)
+        for stage in stages:
+            context = stage.context_tensor({}, len(noise)).to(device) \
+                if stage.context_params else None
+            save_grid(directory / f"stage{stage.index}.png", stage.decode(noise, context),
+                      scale=scale)
+    return [StageView(v.index, stages[v.index - 1].source, v.panels, caption=v.caption)
+            for v in stage_noise_views({"stages": [{"source": s.source} for s in stages]},
+                                       directory)]
+
+
+# ---------------------------------------------------------------------------------------------
+# what the program asked for (torch-free: the canonical expression, compiled)
+
+@dataclass
+class Asked:
+    """Attributes the program mentions and the target shares it sets, per attribute."""
+
+    mentioned: set[str] = field(default_factory=set)
+    targets: dict[str, dict[str, float]] = field(default_factory=dict)
+    known: bool = True
+
+
+def _walk(node: Any, asked: Asked) -> None:
+    if isinstance(node, dict):
+        if isinstance(node.get("attr"), str):
+            asked.mentioned.add(node["attr"])
+        for name in node.get("attrs", []) or []:
+            asked.mentioned.add(name)
+        for value in node.values():
+            _walk(value, asked)
+    elif isinstance(node, list):
+        for value in node:
+            _walk(value, asked)
+
+
+def what_was_asked(manifest: dict) -> Asked:
+    """Return the attributes the manifest's program mentions and its per-attribute targets."""
+    from energyql.errors import EnergyQLError
+    from energyql.lang.api import compile as compile_program
+
+    asked = Asked()
+    generator = manifest.get("generator", {})
+    try:
+        program = compile_program(manifest["canonical"]).checked(
+            generator.get("catalog") or generator["id"])
+    except (EnergyQLError, KeyError, TypeError):
+        try:
+            program = compile_program(manifest["canonical"])
+        except (EnergyQLError, KeyError):
+            asked.known = False
+            return asked
+    for stage in program.stages:
+        for term in stage.terms:
+            data = term.to_dict()
+            _walk(data, asked)
+            if data.get("type") == "predicate":
+                asked.targets.setdefault(data["attr"], {})[data["value"]] = 1.0
+            if data.get("type") == "constraint" and len(data.get("attrs", [])) == 1 \
+                    and data.get("values") and data.get("target"):
+                asked.targets[data["attrs"][0]] = dict(zip(data["values"][0], data["target"]))
+    return asked
+
+
+# ---------------------------------------------------------------------------------------------
+# blocks: built once, rendered as Markdown and as HTML
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Text:
+    text: str  # `code` spans allowed
+
+
+@dataclass
+class Table:
+    rows: list[list[str]]  # the first row is the header
+
+
+@dataclass
+class Figures:
+    items: list[tuple[str, str]]  # (caption, file relative to the report)
+    caption: str = ""
+
+
+@dataclass
+class Warning:
+    text: str
+
+
+@dataclass
+class Links:
+    items: list[tuple[str, str]]  # (label, file)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def collateral_drift_notes(metrics: dict, asked: Asked, *, previous: dict | None = None,
+                           threshold: float = DRIFT_THRESHOLD) -> list[str]:
+    """Return sentences for every value of an unmentioned attribute whose share moved by at
+    least ``threshold`` from ``previous`` (default: the base), and every drift (TV to the exact
+    target) at or above it."""
+    before = previous if previous is not None else metrics.get("base", {})
+    notes = []
+    for attribute, shares in metrics.get("attributes", {}).items():
+        if attribute in asked.mentioned or not asked.known:
+            continue
+        for value, share in shares.items():
+            old = before.get("attributes", {}).get(attribute, {}).get(value)
+            if old is not None and abs(share - old) >= threshold:
+                notes.append(f"{attribute} = {value}: {old:.2f} → {share:.2f} "
+                             f"({share - old:+.2f}): the program did not ask for this")
+    for attribute, tv in metrics.get("collateral_drift", {}).items():
+        if tv is not None and tv >= threshold:
+            notes.append(f"{attribute} drifted {tv:.2f} (total variation) from the exact target's "
+                         f"distribution: the program did not ask for this")
+    return notes
+
+
+def _sweep_caption(stage: dict) -> str:
+    params = stage.get("context") or []
+    if not params:
+        return ""
+    first = params[0]
+    return (f"Sweep: one row per noise, {first['name']} from {first['low']:g} (left) to "
+            f"{first['high']:g} (right)"
+            + (", the other parameters mid-range." if len(params) > 1 else "."))
+
+
+def headline_rows(metrics: dict) -> list[list[str]]:
+    """Return the headline table (figure, base, controlled) of a run's metrics."""
+    base = metrics.get("base", {})
+    rows = [["figure", "base", "controlled"]]
+    for key, value in metrics.get("kl_to_target", {}).items():
+        rows.append([f"KL to target ({key})", _fmt(base.get("kl_to_target", {}).get(key)),
+                     _fmt(value)])
+    for key, value in metrics.get("predicate_share", {}).items():
+        rows.append([f"share satisfying {key}", _fmt(base.get("predicate_share", {}).get(key)),
+                     _fmt(value)])
+    for key, value in metrics.get("pose_error", {}).items():
+        rows.append([f"pose error of {key} (mean |read − requested|)", "—", _fmt(value)])
+    if "identity_within" in metrics:
+        rows.append(["identity distance within one noise across the sweep (lower: kept)", "—",
+                     _fmt(metrics["identity_within"])])
+    if "identity_between" in metrics:
+        rows.append(["identity distance between noises (the scale to compare with)", "—",
+                     _fmt(metrics["identity_between"])])
+    for key, value in metrics.get("collateral_drift", {}).items():
+        rows.append([f"collateral drift of {key} (TV to exact target)", "—", _fmt(value)])
+    for key, value in metrics.get("ess", {}).items():
+        rows.append([f"ESS fraction towards the exact target ({key})", "—", _fmt(value)])
+    return rows
+
+
+def histogram_png(title: str, values: Sequence[str], groups: dict[str, Sequence[float]],
+                  target: dict[str, float] | None = None) -> bytes:
+    """Return PNG bytes of a bar chart of shares per value, one bar per group, target marked."""
+    from energyql.charts import bar_chart, png_bytes
+
+    marks = [target.get(v, 0.0) for v in values] if target else None
+    return png_bytes(bar_chart(title, list(values), groups, target=marks, y_label="share",
+                               x_label=f"{title} (as read by the attribute model)"))
+
+
+def _stage_blocks(view: StageView, metrics: dict, asked: Asked,
+                  threshold: float) -> list:
+    blocks: list = [Heading(3, f"Stage {view.index}: `{view.source}`")]
+    if view.panels:
+        blocks.append(Figures([(label, str(path)) for label, path in view.panels],
+                              view.caption or "Same noise in every panel."))
+    own = view.metrics
+    if own is not None:
+        before = view.previous if view.previous is not None else metrics.get("base", {})
+        label = "base" if view.previous is None else f"stage {view.index - 1}"
+        rows = [["figure", label, f"stage {view.index}"]]
+        for key, value in own.get("kl_to_target", {}).items():
+            rows.append([f"KL to target ({key})", _fmt(before.get("kl_to_target", {}).get(key)),
+                         _fmt(value)])
+        for key, value in own.get("predicate_share", {}).items():
+            rows.append([f"share satisfying {key}",
+                         _fmt(before.get("predicate_share", {}).get(key)), _fmt(value)])
+        for attribute, shares in own.get("attributes", {}).items():
+            old = before.get("attributes", {}).get(attribute, {})
+            rows.append([f"{attribute}", " ".join(f"{v}={s:.2f}" for v, s in old.items()) or "—",
+                         " ".join(f"{v}={s:.2f}" for v, s in shares.items())])
+        blocks.append(Table(rows))
+        for note in collateral_drift_notes(own, asked, previous=view.previous,
+                                           threshold=threshold):
+            blocks.append(Warning(f"stage {view.index} against {label}: {note}"))
+    return blocks
+
+
+def report_blocks(directory: Path, manifest: dict, metrics: dict, *,
+                  stages: Sequence[StageView] | None = None,
+                  drift_threshold: float = DRIFT_THRESHOLD) -> list:
+    """Return the report's blocks; writes a ``hist_<attribute>.png`` per attribute."""
+    asked = what_was_asked(manifest)
+    base = metrics.get("base", {})
+    generator = manifest.get("generator", {})
+    blocks: list = [
+        Heading(1, "energyql run report"),
+        Text(f"Expression: `{manifest.get('source', manifest.get('canonical', ''))}`"),
+        Text(f"Canonical: `{manifest.get('canonical', '')}`"),
+        Text(f"Generator: `{generator.get('id', '?')}` (weights "
+             f"`{str(generator.get('weights_digest', ''))[:12]}`) · samples judged: "
+             f"{metrics.get('samples', '—')} controlled, {base.get('samples', '—')} base"),
+    ]
+    links = [(label, name) for label, name in (("training log (one JSON object per step)",
+                                                LOG_NAME), ("training curves", CURVES_NAME),
+                                               ("all figures", "metrics.json"))
+             if (directory / name).exists()]
+    if links:
+        blocks.append(Links(links))
+
+    blocks.append(Heading(2, "Headline figures"))
+    blocks.append(Table(headline_rows(metrics)))
+    stage_records = manifest.get("stages", [])
+    last = stage_records[-1] if stage_records else {}
+    if metrics.get("pose_error") or last.get("context"):
+        sweep = "samples.png" if (directory / "samples.png").exists() else None
+        if sweep:
+            blocks.append(Figures([("sweep", sweep)], _sweep_caption(last)))
+    notes = collateral_drift_notes(metrics, asked, threshold=drift_threshold)
+    if notes:
+        blocks.append(Heading(3, "Collateral drift"))
+        blocks += [Warning(note) for note in notes]
+    for stage in stage_records:
+        for warning in stage.get("warnings", []):
+            blocks.append(Warning(f"stage {stage.get('index')}: {warning}"))
+
+    blocks.append(Heading(2, "Stages"))
+    rows = [["stage", "expression", "steps", "seconds", "final loss",
+             "moment fit (max error, ESS)"]]
+    for stage in stage_records:
+        fit = stage["fits"][-1] if stage.get("fits") else None
+        train = stage.get("train", {})
+        rows.append([str(stage.get("index")), f"`{stage.get('source', '')}`",
+                     _fmt(train.get("steps")), _fmt(train.get("seconds")),
+                     _fmt(stage.get("final_loss")),
+                     f"{fit['max_moment_error']}, {fit['ess']:.0f}/{fit['samples']}"
+                     if fit else "—"])
+    blocks.append(Table(rows))
+    views = list(stages) if stages is not None else stage_noise_views(manifest, directory)
+    for view in views:
+        blocks += _stage_blocks(view, metrics, asked, drift_threshold)
+
+    if metrics.get("attributes"):
+        blocks.append(Heading(2, "Attributes"))
+        blocks.append(Text("Shares of each value as read by the attribute model; the red mark "
+                           "is what the program asked for, where it asked."))
+    previous = views[-1].previous if views and views[-1].previous is not None else None
+    for attribute, shares in metrics.get("attributes", {}).items():
+        values = list(shares)
+        groups = {"base": [base.get("attributes", {}).get(attribute, {}).get(v, 0.0)
+                           for v in values]}
+        if previous is not None:
+            groups[f"stage {views[-1].index - 1}"] = [
+                previous.get("attributes", {}).get(attribute, {}).get(v, 0.0) for v in values]
+        groups["controlled"] = [shares[v] for v in values]
+        target = asked.targets.get(attribute)
+        name = f"hist_{attribute}.png"
+        write_bytes(directory / name, histogram_png(attribute, values, groups, target))
+        rows = [["value", *groups, *(["target"] if target else [])]]
+        for i, v in enumerate(values):
+            rows.append([v, *(f"{g[i]:.3f}" for g in groups.values()),
+                         *([_fmt(target.get(v, 0.0))] if target else [])])
+        blocks += [Heading(3, attribute), Figures([(attribute, name)]), Table(rows)]
+    return blocks
+
+
+# ---------------------------------------------------------------------------------------------
+# renderers
+
+def _md_table(rows: list[list[str]]) -> str:
     header, *body = rows
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in body]
     return "\n".join(lines)
 
 
-def write_report(directory: str | Path, manifest: dict, metrics: dict) -> Path:
-    """Write ``report.md`` and ``hist_<attribute>.png`` files into ``directory``."""
+def render_markdown(blocks: list) -> str:
+    """Return the blocks as Markdown (images and files linked by relative path)."""
+    out = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append("#" * block.level + " " + block.text)
+        elif isinstance(block, Text):
+            out.append(block.text)
+        elif isinstance(block, Table):
+            out.append(_md_table(block.rows))
+        elif isinstance(block, Figures):
+            if len(block.items) > 1:  # side by side: a one-row table with the labels on top
+                text = _md_table([[caption for caption, _ in block.items],
+                                  [f"![{caption}]({path})" for caption, path in block.items]])
+            else:
+                text = " ".join(f"![{caption}]({path})" for caption, path in block.items)
+            out.append(text + (f"\n\n*{block.caption}*" if block.caption else ""))
+        elif isinstance(block, Warning):
+            out.append(f"> **warning:** {block.text}")
+        elif isinstance(block, Links):
+            out.append("Files: " + " · ".join(f"[{label}]({name})" for label, name in block.items))
+    return "\n\n".join(out) + "\n"
+
+
+_CSS = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d1d22;
+       max-width: 1100px; margin: 2em auto; padding: 0 1em; }
+h1 { font-size: 1.7em; margin-bottom: .3em; } h2 { border-bottom: 1px solid #ddd; margin-top: 1.6em; }
+code { background: #f2f2f5; padding: 0 .25em; border-radius: 3px; }
+table { border-collapse: collapse; margin: .6em 0; }
+th, td { border: 1px solid #d8d8de; padding: .25em .6em; text-align: left; }
+th { background: #f4f4f7; } td:not(:first-child) { font-variant-numeric: tabular-nums; }
+.figures { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+.panels { display: grid; grid-template-columns: repeat(auto-fit, minmax(200px, 1fr)); gap: 1em; }
+figure { margin: 0; } figcaption { font-weight: 600; text-align: center; }
+figure img { image-rendering: pixelated; max-width: 100%; border: 1px solid #e3e3e8; }
+.caption { color: #555; font-style: italic; margin-top: .2em; }
+.warning { background: #fff4e0; border-left: 4px solid #e08a00; padding: .4em .8em; margin: .4em 0; }
+"""
+
+
+def _inline(text: str) -> str:
+    escaped = html.escape(text, quote=False)
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", escaped)
+
+
+def _data_uri(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    kind = "png" if path.suffix.lower() == ".png" else path.suffix.lower().lstrip(".")
+    return f"data:image/{kind};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def render_html(blocks: list, directory: Path) -> str:
+    """Return the blocks as one self-contained HTML page (every image a data URI)."""
+    title = next((b.text for b in blocks if isinstance(b, Heading)), "energyql report")
+    body = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            body.append(f"<h{block.level}>{_inline(block.text)}</h{block.level}>")
+        elif isinstance(block, Text):
+            body.append(f"<p>{_inline(block.text)}</p>")
+        elif isinstance(block, Table):
+            header, *rows = block.rows
+            body.append("<table><thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in header)
+                        + "</tr></thead><tbody>"
+                        + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row)
+                                  + "</tr>" for row in rows) + "</tbody></table>")
+        elif isinstance(block, Figures):
+            figures = []
+            for caption, name in block.items:
+                path = Path(name) if Path(name).is_absolute() else directory / name
+                uri = _data_uri(path)
+                image = f'<img src="{uri}" alt="{html.escape(caption)}">' if uri else \
+                    f"<p>(missing: {html.escape(str(name))})</p>"
+                figures.append(f"<figure>{image}<figcaption>{_inline(caption)}</figcaption>"
+                               "</figure>")
+            kind = "panels" if len(figures) > 1 else "figures"  # panels share the width
+            body.append(f'<div class="{kind}">' + "".join(figures) + "</div>")
+            if block.caption:
+                body.append(f'<p class="caption">{_inline(block.caption)}</p>')
+        elif isinstance(block, Warning):
+            body.append(f'<div class="warning"><strong>warning:</strong> {_inline(block.text)}'
+                        "</div>")
+        elif isinstance(block, Links):
+            links = " · ".join(f'<a href="{html.escape(name)}">{_inline(label)}</a>'
+                               for label, name in block.items)
+            body.append(f"<p>Files: {links}</p>")
+            curves = next((name for _, name in block.items if name == CURVES_NAME), None)
+            uri = _data_uri(directory / curves) if curves else None
+            if uri:
+                body.append(f'<details open><summary>Training curves</summary>'
+                            f'<img src="{uri}" alt="training curves" style="max-width:100%">'
+                            "</details>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{_inline(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_report(directory: str | Path, manifest: Manifest | dict, metrics: dict, *,
+                 stages: Sequence[StageView] | None = None,
+                 drift_threshold: float = DRIFT_THRESHOLD) -> Path:
+    """Write ``report.md``, ``report.html`` and ``hist_<attribute>.png`` into ``directory``.
+
+    Arguments:
+        directory: the run's directory (images are looked up and written there).
+        manifest: the artifact's manifest (expression, generator, per-stage records).
+        metrics: the final sampler's evaluation figures (``metrics.json``).
+        stages: one :class:`StageView` per stage to show; default: the ``stage<k>.png``
+            files ``save_stage_grids`` wrote, else ``base.png`` and ``samples.png``.
+        drift_threshold: how far (share, or TV) an unmentioned attribute may move before the
+            report flags it in words.
+
+    Returns the path of ``report.md``.
+    """
     directory = Path(directory)
-    base = metrics.get("base", {})
-    parts = ["# energyql run report\n", f"Expression: `{manifest['source']}`  ",
-             f"Canonical: `{manifest['canonical']}`  ",
-             f"Generator: `{manifest['generator']['id']}` (weights "
-             f"`{manifest['generator']['weights_digest'][:12]}`)  ",
-             f"Samples judged: {metrics.get('samples')} controlled, {base.get('samples', 0)} base\n",
-             "![controlled samples](samples.png) ![base samples, same noise](base.png)\n",
-             "## Stages\n"]
-    rows = [["stage", "expression", "steps", "seconds", "final loss", "moment fit (max error, ESS)"]]
-    for stage in manifest["stages"]:
-        fit = stage["fits"][-1] if stage.get("fits") else None
-        rows.append([str(stage["index"]), f"`{stage['source']}`", str(stage["train"]["steps"]),
-                     str(stage["train"]["seconds"]), str(stage.get("final_loss")),
-                     f"{fit['max_moment_error']}, {fit['ess']:.0f}/{fit['samples']}" if fit else "—"])
-    parts.append(_table(rows) + "\n")
-    for stage in manifest["stages"]:
-        for warning in stage.get("warnings", []):
-            parts.append(f"> warning: {warning}\n")
-    headline = [["figure", "base", "controlled"]]
-    for key, value in metrics.get("kl_to_target", {}).items():
-        headline.append([f"KL to target ({key})", str(base.get("kl_to_target", {}).get(key, "—")),
-                         str(value)])
-    for key, value in metrics.get("predicate_share", {}).items():
-        headline.append([f"share satisfying {key}",
-                         str(base.get("predicate_share", {}).get(key, "—")), str(value)])
-    for key, value in metrics.get("collateral_drift", {}).items():
-        headline.append([f"collateral drift of {key} (TV to exact target)", "—", str(value)])
-    for key, value in metrics.get("ess", {}).items():
-        headline.append([f"ESS fraction towards the exact target ({key})", "—", str(value)])
-    parts += ["## Headline figures\n", _table(headline) + "\n", "## Attributes\n"]
-    for attribute, shares in metrics.get("attributes", {}).items():
-        values = list(shares)
-        ours = [shares[v] for v in values]
-        theirs = [base.get("attributes", {}).get(attribute, {}).get(v, 0.0) for v in values]
-        name = f"hist_{attribute}.png"
-        write_bytes(directory / name, histogram_png(attribute, values, theirs, ours))
-        rows = [["value", "base", "controlled"]] + [[v, f"{b:.3f}", f"{o:.3f}"]
-                                                     for v, b, o in zip(values, theirs, ours)]
-        parts += [f"### {attribute}\n", f"![{attribute}]({name})\n", _table(rows) + "\n"]
-    return write_text(directory / "report.md", "\n".join(parts))
+    if isinstance(manifest, Manifest):
+        manifest = manifest.to_dict()
+    blocks = report_blocks(directory, manifest, metrics, stages=stages,
+                           drift_threshold=drift_threshold)
+    write_text(directory / "report.html", render_html(blocks, directory))
+    return write_text(directory / "report.md", render_markdown(blocks))
+
+
+__all__ = [
+    "StageView",
+    "collateral_drift_notes",
+    "grid_png",
+    "headline_rows",
+    "histogram_png",
+    "render_html",
+    "render_markdown",
+    "report_blocks",
+    "save_grid",
+    "save_stage_grids",
+    "stage_noise_views",
+    "what_was_asked",
+    "write_report",
+]

@@ -7,8 +7,8 @@ flows as safetensors and a JSON manifest; loading never unpickles anything.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -16,11 +16,11 @@ from energyql.energies.conditional import ContextParam, normalize_context
 from energyql.errors import ArtifactError
 from energyql.flows import FlowConfig, LatentFlow
 from energyql.generators.base import Generator
-from energyql.io import save_tensors, write_json
+from energyql.io import save_tensors, write_text
+from energyql.manifest import (FORMAT_VERSION, MANIFEST, ContextRecord, FlowRecord, GeneratorRecord,
+                               Manifest, StageRecord)
 
-MANIFEST = "manifest.json"
 FLOWS = "flows.safetensors"
-FORMAT_VERSION = 1
 
 
 class StageSampler(Generator):
@@ -94,7 +94,7 @@ class StageSampler(Generator):
 class Artifact:
     """A trained controlled sampler plus its manifest (expression, settings, metrics)."""
 
-    def __init__(self, sampler: StageSampler, manifest: dict):
+    def __init__(self, sampler: StageSampler, manifest: Manifest):
         self.sampler = sampler
         self.manifest = manifest
 
@@ -110,10 +110,6 @@ class Artifact:
             context = self.sampler.context_tensor(context, n)
         return self.sampler.sample(n, seed=seed, batch_size=batch_size, context=context)
 
-    @property
-    def generator(self) -> StageSampler:
-        return self.sampler
-
     def save(self, directory: str | Path) -> Path:
         """Write ``flows.safetensors`` and ``manifest.json`` into ``directory`` (atomically)."""
         directory = Path(directory)
@@ -121,52 +117,55 @@ class Artifact:
         for stage in self.sampler.stages:
             for key, value in stage.flow.state_dict().items():
                 tensors[f"stage{stage.index}.{key}"] = value
+        text = self.manifest.to_json()  # refuses non-finite figures before anything is written
         save_tensors(directory / FLOWS, tensors)
-        write_json(directory / MANIFEST, self.manifest)
+        write_text(directory / MANIFEST, text)
         return directory
 
 
-def build_manifest(*, source: str, canonical: str, generator: Generator, stages: list[dict],
-                   metrics: dict | None = None) -> dict:
+def stage_record(stage: StageSampler) -> StageRecord:
+    """Return the manifest record of a stage's shape: index, expression, flow and context."""
+    return StageRecord(index=stage.index, source=stage.source,
+                       flow=FlowRecord(**stage.flow.config.to_dict()),
+                       context=tuple(ContextRecord(**p.to_dict()) for p in stage.context_params))
+
+
+def manifest_for(sampler: StageSampler, *, source: str, canonical: str | None = None,
+                 controls: dict[str, Any] | None = None,
+                 stages: tuple[StageRecord, ...] | None = None) -> Manifest:
+    """Return the manifest of a sampler (default stage records: shapes only, no training)."""
     from energyql import __version__
 
-    return {
-        "format": FORMAT_VERSION,
-        "energyql_version": __version__,
-        "source": source,
-        "canonical": canonical,
-        "generator": {"id": generator.id, "weights_digest": generator.weights_digest,
-                      "latent_dim": generator.latent_dim, "catalog": generator.catalog},
-        "stages": stages,
-        "metrics": metrics or {},
-    }
+    root = sampler.root
+    return Manifest(source=source, canonical=canonical if canonical is not None else source,
+                    generator=GeneratorRecord(root.id, root.weights_digest or "",
+                                              root.latent_dim, root.catalog),
+                    stages=stages if stages is not None else tuple(
+                        stage_record(s) for s in sampler.stages),
+                    controls=controls, energyql_version=__version__)
 
 
-def set_exact_lambdas(energy, stage_record: dict) -> None:
+def set_exact_lambdas(energy: Any, record: StageRecord) -> None:
     """Give a stage energy's constraints the λ of the exact target recorded in a manifest.
 
     ``lambda_exact`` is the importance-weighted fit; ``lambda`` (older manifests) also holds the
     flow's feedback offset.
     """
-    lambdas = stage_record.get("lambda_exact", stage_record.get("lambda", {}))
+    lambdas = record.exact_lambdas()
     for constraint in energy.constraints:
         if constraint.text in lambdas:
-            constraint.lam.copy_(torch.tensor(lambdas[constraint.text]))
+            values = lambdas[constraint.text]
+            if len(values) != constraint.target.numel():
+                raise ArtifactError(
+                    f"{MANIFEST}: field 'stages[{record.index - 1}].lambda_exact.{constraint.text}'"
+                    f" has {len(values)} values; the constraint needs {constraint.target.numel()}",
+                    hint="the manifest does not belong to this program; train it again")
+            constraint.lam.copy_(torch.tensor(values))
 
 
-def read_manifest(directory: str | Path) -> dict:
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise ArtifactError(f"'{directory}' is not an energyql artifact: {MANIFEST} is missing",
-                            hint="pass the --out directory of an `energyql run`")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ArtifactError(f"{path} is not valid JSON: {error}") from None
-    if manifest.get("format") != FORMAT_VERSION:
-        raise ArtifactError(f"{path} has format {manifest.get('format')!r}; "
-                            f"this energyql reads format {FORMAT_VERSION}")
-    return manifest
+def read_manifest(directory: str | Path) -> Manifest:
+    """Return the checked manifest of the artifact in ``directory``."""
+    return Manifest.read(directory)
 
 
 def load(directory: str | Path, *, gen: Generator | str | None = None, device: str = "cpu",
@@ -177,36 +176,58 @@ def load(directory: str | Path, *, gen: Generator | str | None = None, device: s
         gen: the base generator (a name, a Generator); default: the one the manifest names.
         strict_digest: refuse a generator whose weights differ from the ones trained on.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from energyql.generators import load as load_generator
 
     directory = Path(directory)
     manifest = read_manifest(directory)
-    base = load_generator(gen or manifest["generator"]["id"], device=device, **generator_options) \
+    base = load_generator(gen or manifest.generator.id, device=device, **generator_options) \
         if not isinstance(gen, Generator) else gen
-    expected = manifest["generator"].get("weights_digest", "")
+    expected = manifest.generator.weights_digest
     if strict_digest and expected and base.weights_digest and base.weights_digest != expected:
         raise ArtifactError(
-            f"artifact was trained on {manifest['generator']['id']} weights {expected[:12]}…, "
+            f"artifact was trained on {manifest.generator.id} weights {expected[:12]}…, "
             f"but the generator given has weights {base.weights_digest[:12]}…",
             hint="use the same weights, or pass strict_digest=False to sample anyway")
     if not (directory / FLOWS).is_file():
-        raise ArtifactError(f"'{directory}' has no {FLOWS}")
-    tensors = load_file(str(directory / FLOWS), device=device)
+        raise ArtifactError(f"'{directory}' has no {FLOWS}",
+                            hint="the artifact is incomplete; train it again")
+    try:
+        tensors = load_file(str(directory / FLOWS), device=device)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ArtifactError(f"{directory / FLOWS} cannot be read: {str(error).splitlines()[0]}",
+                            hint="the file is damaged; train the artifact again") from None
     sampler: Generator = base
-    for stage in manifest["stages"]:
-        flow = LatentFlow(FlowConfig(**stage["flow"]))
-        prefix = f"stage{stage['index']}."
-        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    for k, stage in enumerate(manifest.stages):
+        if stage.flow.dim != sampler.latent_dim:
+            # Checked before the flow is built: its size comes from the file.
+            raise ArtifactError(
+                f"{directory / MANIFEST}: field 'stages[{k}].flow.dim' is {stage.flow.dim}, but "
+                f"the generator under stage {stage.index} has latent size {sampler.latent_dim}",
+                hint="the manifest does not belong to this generator")
+        flow = LatentFlow(FlowConfig(**stage.flow.to_dict()))
+        prefix = f"stage{stage.index}."
+        state = {key[len(prefix):]: v for key, v in tensors.items() if key.startswith(prefix)}
         try:
             flow.load_state_dict(state, strict=True)
         except RuntimeError as error:
-            raise ArtifactError(f"stage {stage['index']} of '{directory}' does not match its "
-                                f"manifest: {error}") from None
-        context = [ContextParam(**c) for c in stage.get("context", [])]
-        sampler = StageSampler(sampler, flow.to(device), stage["index"], stage["source"],
+            raise ArtifactError(f"stage {stage.index} of '{directory}' does not match its "
+                                f"manifest: {str(error).splitlines()[0]}",
+                                hint="flows and manifest come from different runs; train "
+                                     "the artifact again") from None
+        if not all(bool(torch.isfinite(v).all()) for v in state.values()):
+            raise ArtifactError(f"{directory / FLOWS}: stage {stage.index}'s flow holds "
+                                "non-finite weights (NaN or infinity)",
+                                hint="the run diverged or the file is damaged; train it again")
+        context = [ContextParam(**c.to_dict()) for c in stage.context]
+        sampler = StageSampler(sampler, flow.to(device), stage.index, stage.source,
                                context).eval()
     if not isinstance(sampler, StageSampler):
         raise ArtifactError(f"'{directory}' has no trained stage")
     return Artifact(sampler, manifest)
+
+
+__all__ = ["FLOWS", "FORMAT_VERSION", "MANIFEST", "Artifact", "StageSampler", "load",
+           "manifest_for", "read_manifest", "set_exact_lambdas", "stage_record"]

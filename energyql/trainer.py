@@ -13,24 +13,31 @@ from a checkpoint retraces the uninterrupted run exactly.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any, cast
 
 import torch
+from torch import nn
 
+from energyql.distributed import Group
+from energyql.distributed import current as current_group
 from energyql.energies import ControlModels, StageEnergy, lower_stage
+from energyql.energies.base import Features
 from energyql.energies.conditional import normalize_context, sample_context
 from energyql.energies.predicate import PredicateEnergy
-from energyql.distributed import Group, current as current_group
 from energyql.errors import EnergyQLError, TrainingError
 from energyql.flows import FlowConfig, LatentFlow, standard_normal_log_prob
 from energyql.generators.base import Generator
-from energyql.io import save_tensors
+from energyql.io import atomic_write, save_tensors
+from energyql.manifest import FitRecord, StageRecord, TrainRecord
 from energyql.moments import MomentFit, fit_lambda
-from energyql.sampler import Artifact, StageSampler, build_manifest
+from energyql.sampler import Artifact, StageSampler, manifest_for, stage_record
+from energyql.target import StageTarget, effective_sample_size
 
 # Below this share of effective samples a moment estimate is not trusted.
 LOW_ESS_FRACTION = 0.05
@@ -65,7 +72,7 @@ class TrainConfig:
     max_bad_steps: int = 10
     threads: int | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -79,12 +86,17 @@ class StageLog:
     seconds: float = 0.0
     skipped_steps: int = 0
     loss: list[float] = field(default_factory=list)
-    fits: list[dict] = field(default_factory=list)
-    warm_start: dict | None = None
+    fits: list[FitRecord] = field(default_factory=list)
+    warm_start: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageLog:
+        """Return the log a checkpoint recorded with :meth:`to_dict`."""
+        return cls(**{**data, "fits": [FitRecord(**f) for f in data.get("fits", [])]})
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -100,8 +112,9 @@ def _step_generator(seed: int, stage: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + stage * 10_007 + step) % (2**63))
 
 
-def _features_in_batches(base: Generator, energy: StageEnergy, flow: LatentFlow | None, n: int,
-                         batch: int, seed_generator: torch.Generator, device: str, group: Group):
+def _features_in_batches(target: StageTarget, n: int, batch: int, seed_generator: torch.Generator,
+                         group: Group, *, use_flow: bool
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw n samples; return (phi, pointwise energy, log p0(z) - log q(z), z) as CPU tensors.
 
     Noise comes from its own stream, drawn for whole batches on every rank, so that N ranks
@@ -109,59 +122,53 @@ def _features_in_batches(base: Generator, energy: StageEnergy, flow: LatentFlow 
     so that the rows come back in the order one process would have them.
     """
     noise = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=seed_generator)))
-    phis, energies, log_ratios, latents = [], [], [], []
+    phis: list[torch.Tensor] = []
+    energies: list[torch.Tensor] = []
+    log_ratios: list[torch.Tensor] = []
+    latents: list[torch.Tensor] = []
     with torch.no_grad():
         for start in range(0, n, batch):
             m = min(batch, n - start)
-            eps = torch.randn(m, base.latent_dim, generator=noise)[group.shard(m)].to(device)
-            if flow is None:
-                z, log_ratio = eps, torch.zeros(len(eps), device=device)
-            else:
-                z, logdet = flow(eps)
-                # log p0(z) - log q(z) where log q(z) = log N(eps) - logdet
-                log_ratio = base.log_prior(z) - standard_normal_log_prob(eps) + logdet
-            features = energy.features(base.decode(z), seed_generator)
-            phi = energy.phi(features) if energy.has_constraints \
-                else torch.zeros(len(z), 0, device=z.device)
-            for rows, out in ((phi, phis), (energy.pointwise_energy(features), energies),
-                              (log_ratio, log_ratios), (z, latents)):
+            z, log_ratio = target.propose(m, noise, use_flow=use_flow, rows=group.shard(m))
+            pointwise, phi = target.measure(target.base.decode(z), seed_generator)
+            if phi is None:
+                phi = torch.zeros(len(z), 0, device=z.device)
+            for rows, out in ((phi, phis), (pointwise, energies), (log_ratio, log_ratios),
+                              (z, latents)):
                 out.append(group.gather(rows).cpu())
-    return tuple(torch.cat(x) for x in (phis, energies, log_ratios, latents))
+    return torch.cat(phis), torch.cat(energies), torch.cat(log_ratios), torch.cat(latents)
 
 
-def fit_constraints(base: Generator, energy: StageEnergy, flow: LatentFlow | None, n: int,
-                    config: TrainConfig, generator: torch.Generator,
-                    group: Group | None = None) -> MomentFit:
+def fit_constraints(target: StageTarget, n: int, config: TrainConfig,
+                    generator: torch.Generator, group: Group | None = None, *,
+                    use_flow: bool) -> MomentFit:
     """Refit every constraint's λ so the stage's final distribution meets its targets.
 
-    With ``flow=None`` the samples come from the base generator and the importance weights
-    are ``exp(-E_pointwise)``; with a flow they come from the flow and the weights also carry
-    ``p0/q``, which is exact because the flow's density is known.
+    With ``use_flow=False`` the samples come from the base generator and the importance
+    weights are ``exp(-E_pointwise)``; with the flow they come from the flow and the weights
+    also carry ``p0/q``, which is exact because the flow's density is known.
     """
     phi, pointwise, log_ratio, _ = _features_in_batches(
-        base, energy, flow, n, config.batch * 4, generator, config.device, group or Group())
-    sizes = [c.target.numel() for c in energy.constraints]
+        target, n, config.batch * 4, generator, group or Group(), use_flow=use_flow)
     # All constraints are fitted jointly: their features may overlap (e.g. debias(a) & uniform(a x b)).
-    target = torch.cat([c.target.cpu() for c in energy.constraints])
-    fit = fit_lambda(phi, target, -pointwise + log_ratio)
-    offset = torch.cat([c.offset.cpu() for c in energy.constraints])
-    if flow is not None:
+    moments = target.moments_target()
+    fit = fit_lambda(phi, moments, -pointwise + log_ratio)
+    offset = target.offset()
+    if use_flow:
         # The importance-weighted fit is exact for the target, but the flow only approximates
         # the target (reverse KL is mode-seeking). Feed back what the flow's own samples show,
         # as an offset that tilts the flow further until its samples meet the target.
         flow_moments = phi.mean(0).clamp(min=1e-4)
-        offset = offset + config.feedback_gain * (target.clamp(min=1e-4).log() - flow_moments.log())
+        offset = offset + config.feedback_gain * (moments.clamp(min=1e-4).log() - flow_moments.log())
         offset = offset - offset.mean()
         fit = replace(fit, flow_moments=flow_moments)
     fit = replace(fit, lam=fit.lam + offset)
-    for constraint, lam, extra in zip(energy.constraints, fit.lam.split(sizes), offset.split(sizes)):
-        constraint.offset.copy_(extra.to(constraint.offset.device))
-        constraint.lam.copy_(lam.to(constraint.lam.device))
+    target.set_lambda(fit.lam, offset)
     return fit
 
 
-def warm_start(base: Generator, energy: StageEnergy, flow: LatentFlow, config: TrainConfig,
-               generator: torch.Generator, group: Group | None = None) -> dict:
+def warm_start(target: StageTarget, config: TrainConfig, generator: torch.Generator,
+               group: Group | None = None) -> dict[str, Any]:
     """Move the flow towards the target's modes by weighted maximum likelihood; return a record.
 
     Reverse KL learns only from where the flow already puts mass, so a target that is rare
@@ -171,18 +178,21 @@ def warm_start(base: Generator, energy: StageEnergy, flow: LatentFlow, config: T
     short phase of weighted MLE on them (forward KL, mass-covering) starts the flow there, and
     reverse KL then refines it. Nothing here changes the objective the stage converges to.
     """
+    flow = target.flow
+    if flow is None:
+        raise TrainingError("warm_start needs the stage's flow", hint="give the StageTarget a flow")
     # Minibatches get their own stream, drawn first: judging the pool may consume the other
     # one differently on each rank (each draws augmentations for its own rows).
     draws = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
     phi, pointwise, _, z = _features_in_batches(
-        base, energy, None, config.warm_start_samples, config.batch * 4, generator,
-        config.device, group or Group())
+        target, config.warm_start_samples, config.batch * 4, generator, group or Group(),
+        use_flow=False)
     log_w = -pointwise
-    if energy.has_constraints:
-        log_w = log_w + phi @ torch.cat([c.lam.detach().cpu() for c in energy.constraints])
+    if phi.shape[1]:
+        log_w = log_w + phi @ target.lam()
     weights = torch.softmax(log_w.double(), 0).float()
-    ess = float(1 / weights.pow(2).sum())
-    record = {"samples": len(z), "ess": round(ess, 1), "steps": 0}
+    ess = effective_sample_size(log_w)
+    record: dict[str, Any] = {"samples": len(z), "ess": round(ess, 1), "steps": 0}
     if ess < 2:
         return record  # one point says nothing about the target's spread
     optimizer = torch.optim.Adam([p for p in flow.parameters() if p.requires_grad], lr=config.lr)
@@ -221,27 +231,109 @@ def _forward_kl(flow: LatentFlow, eps: torch.Tensor, z: torch.Tensor, per_sample
     return -group.world * (weights * flow.log_prob(z.detach())).sum()
 
 
-def _fit_record(fit: MomentFit, step: int, energy: StageEnergy) -> dict:
-    sizes = [c.target.numel() for c in energy.constraints]
-    return {
-        "step": step,
-        "ess": round(fit.ess, 1),
-        "samples": fit.samples,
-        "max_moment_error": round(fit.max_error, 5),
-        "flow_max_moment_error": (round(float((fit.flow_moments - fit.target).abs().max()), 5)
-                                  if fit.flow_moments is not None else None),
-        "constraints": {
+def _fit_record(fit: MomentFit, step: int, target: StageTarget) -> FitRecord:
+    constraints = target.constraints() if target.energy is not None else []
+    return FitRecord(
+        step=step,
+        ess=round(fit.ess, 1),
+        samples=fit.samples,
+        max_moment_error=round(fit.max_error, 5),
+        flow_max_moment_error=(round(float((fit.flow_moments - fit.target).abs().max()), 5)
+                               if fit.flow_moments is not None else None),
+        constraints={
             c.text: {"lambda": [round(v, 4) for v in lam.tolist()],
                      "achieved": [round(v, 4) for v in ach.tolist()],
                      "target": [round(v, 4) for v in c.target.tolist()]}
-            for c, lam, ach in zip(energy.constraints, fit.lam.split(sizes),
-                                   fit.achieved.split(sizes))
+            for c, lam, ach in zip(constraints, target.split(fit.lam), target.split(fit.achieved))
         },
-    }
+    )
+
+
+@dataclass
+class StepParts:
+    """What one step of a stage's objective computed, besides the loss."""
+
+    energies: dict[str, torch.Tensor]  # each term's per-sample energy, keyed by its text
+    features: Features
+    z: torch.Tensor
+    logdet: torch.Tensor
+
+
+class StageObjective(nn.Module):
+    """Creates the per-step loss of one stage (what DistributedDataParallel wraps).
+
+    ``forward(step)`` draws the step's noise (and context) from the (seed, stage, step)
+    stream, pushes it through the flow (both contexts in one pass for paired energies), and
+    returns ``(loss, parts)`` with ``loss = mean(-log p0(z) + E(G(z)) - logdet)`` plus the
+    decaying forward-KL term. Only the flow is a registered submodule: it is all DDP syncs.
+
+    Arguments:
+        target: the stage's base, flow and energy.
+        config: the run's settings.
+        index: the stage's number (seeds its random streams).
+        group: the torchrun process group (a single process by default).
+    """
+
+    def __init__(self, target: StageTarget, config: TrainConfig, index: int,
+                 group: Group | None = None):
+        super().__init__()
+        if target.flow is None or target.energy is None:
+            raise TrainingError("a stage objective needs the stage's flow and energy",
+                                hint="build the StageTarget with both")
+        self.flow = target.flow
+        self.target = target
+        self.config = config
+        self.index = index
+        self.group = group or Group()
+        self.shard = self.group.shard(config.batch)
+
+    def forward(self, step: int) -> tuple[torch.Tensor, StepParts]:
+        config, target, group = self.config, self.target, self.group
+        base, energy = target.base, cast(StageEnergy, target.energy)  # checked in __init__
+        generator = _step_generator(config.seed, self.index, step)
+        eps = target.noise(config.batch, generator, self.shard)
+        context = reference = flow_context = None
+        if energy.is_conditional:
+            # Requested values, and for paired energies a second context for the same noise.
+            context = sample_context(energy.context, config.batch, generator)[self.shard] \
+                .to(target.device)
+            flow_context = normalize_context(energy.context, context)
+        # Autocast covers the control models only. The flow and its log-determinant stay in
+        # float32, and so does the generator: StyleGAN2's grouped modulated convolutions ran
+        # far slower forward in bf16 than in float32 (docs/benchmarks.md).
+        if energy.paired:
+            other = sample_context(energy.context, config.batch, generator)[self.shard] \
+                .to(target.device)
+            # One forward pass for both contexts (DDP expects one forward per backward).
+            both, logdet = self.flow(torch.cat([eps, eps]), torch.cat(
+                [cast(torch.Tensor, flow_context), normalize_context(energy.context, other)]))
+            z, z_other = both.chunk(2)
+            logdet = logdet[: len(eps)]
+            reference = base.decode(z_other).float()
+        else:
+            z, logdet = self.flow(eps, flow_context)
+        images = base.decode(z).float()
+        with self._autocast():
+            features = energy.features(images, generator, context=context,
+                                       reference_images=reference)
+            total, parts = energy.total_and_parts(features)
+        per_sample = -base.log_prior(z) + total - logdet
+        loss = per_sample.mean()
+        if config.forward_weight and not energy.is_conditional:
+            # Decays linearly to 0: the term finds and covers the target's modes early,
+            # and the last steps are reverse KL alone, which sharpens what was found.
+            weight = config.forward_weight * (1 - step / config.steps)
+            loss = loss + weight * _forward_kl(self.flow, eps, z, per_sample, group)
+        return loss, StepParts(parts, features, z, logdet)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.config.amp and self.target.device.startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
 
 def _running_figures(parts: dict[str, torch.Tensor], energy: StageEnergy,
-                     features) -> dict[str, float]:
+                     features: Features) -> dict[str, float]:
     """Figures the progress bar shows: each term's mean, the share meeting the predicates,
     and each constraint's KL from the batch's (argmax) distribution to its target."""
     figures = {text: float(value.detach().float().mean()) for text, value in parts.items()}
@@ -299,23 +391,13 @@ def _save_checkpoint(directory: Path, index: int, step: int, flow: LatentFlow,
     tensors.update({f"lam.{i}": c.lam for i, c in enumerate(energy.constraints)})
     tensors.update({f"offset.{i}": c.offset for i, c in enumerate(energy.constraints)})
     # The optimizer state goes first: a weights file always has its matching optimizer state.
-    from energyql.io import atomic_write
-
     atomic_write(optim, lambda tmp: torch.save(optimizer.state_dict(), tmp))
-    save_tensors(weights, tensors, metadata={"step": str(step), "log": _json(log.to_dict())})
-
-
-def _json(data) -> str:
-    import json
-
-    return json.dumps(data)
+    save_tensors(weights, tensors, metadata={"step": str(step), "log": json.dumps(log.to_dict())})
 
 
 def _load_checkpoint(directory: Path, index: int, flow: LatentFlow,
                      optimizer: torch.optim.Optimizer, energy: StageEnergy, device: str):
     """Restore a stage's checkpoint; return ``(step, log dict)`` or None if there is none."""
-    import json
-
     from safetensors import safe_open
 
     weights, optim = _checkpoint_paths(directory, index)
@@ -342,8 +424,8 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
     """
     group = current_group()
     if config.batch % group.world:
-        raise EnergyQLError(f"the batch ({config.batch}) must divide evenly over {group.world} ranks")
-    shard = group.shard(config.batch)
+        raise EnergyQLError(f"the batch ({config.batch}) must divide evenly over {group.world} ranks",
+                            hint=f"use a --batch that is a multiple of {group.world}")
     device = config.device
     if getattr(base, "context_dim", 0):
         raise EnergyQLError("a stage cannot be trained on top of a conditional stage",
@@ -352,8 +434,8 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
                              blocks=config.blocks, width=config.width,
                              seed=config.seed * 100 + index)
     flow = LatentFlow(flow_config).to(device)
-    base = base.to(device).eval().requires_grad_(False)
-    energy = energy.to(device)
+    target = StageTarget(base.to(device).eval().requires_grad_(False), energy.to(device), flow,
+                         device=device)
     params = [p for p in flow.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     log = StageLog(index=index, source=source)
@@ -362,63 +444,28 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
         if resume and checkpoint_dir is not None else None
     if restored is not None:
         start, saved_log = restored
-        log = StageLog(**saved_log)
+        log = StageLog.from_dict(saved_log)
     elif energy.has_constraints:
-        fit = fit_constraints(base, energy, None, config.moment_samples, config,
-                              _step_generator(config.seed, index, -1), group)
-        log.fits.append(_fit_record(fit, 0, energy))
+        fit = fit_constraints(target, config.moment_samples, config,
+                              _step_generator(config.seed, index, -1), group, use_flow=False)
+        log.fits.append(_fit_record(fit, 0, target))
         _warn_low_ess(fit, log, "base samples")
     if restored is None and config.warm_start_samples and not energy.is_conditional:
-        log.warm_start = warm_start(base, energy, flow, config,
+        log.warm_start = warm_start(target, config,
                                     _step_generator(config.seed, index, -10**6), group)
-    trained = flow
+    objective = StageObjective(target, config, index, group)
+    stepped: nn.Module = objective
     if group.active:
         from torch.nn.parallel import DistributedDataParallel
 
         # Wrapping copies rank 0's parameters to every rank (after any warm start).
-        trained = DistributedDataParallel(flow, device_ids=[torch.device(device).index]
+        stepped = DistributedDataParallel(objective, device_ids=[torch.device(device).index]
                                           if device.startswith("cuda") else None)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.startswith("cuda") \
-        else contextlib.nullcontext()
     bad_in_a_row = 0
     began = time.perf_counter() - log.seconds
     with _Progress(progress and group.is_main, f"stage {index}", config.steps, start) as bar:
         for step in range(start, config.steps):
-            generator = _step_generator(config.seed, index, step)
-            eps = torch.randn(config.batch, base.latent_dim, generator=generator)[shard].to(device)
-            context = reference = flow_context = None
-            if energy.is_conditional:
-                # Requested values, and for paired energies a second context for the same noise.
-                context = sample_context(energy.context, config.batch, generator)[shard].to(device)
-                flow_context = normalize_context(energy.context, context)
-                if energy.paired:
-                    other = sample_context(energy.context, config.batch, generator)[shard].to(device)
-            # Autocast covers the control models only. The flow and its log-determinant stay in
-            # float32, and so does the generator: StyleGAN2's grouped modulated convolutions ran
-            # 5x slower forward in bf16 than in float32 on an H100 (docs/benchmarks.md).
-            if energy.paired:
-                # One forward pass for both contexts (DDP expects one forward per backward).
-                both, logdet = trained(torch.cat([eps, eps]), torch.cat(
-                    [flow_context, normalize_context(energy.context, other)]))
-                z, z_other = both.chunk(2)
-                logdet = logdet[: len(eps)]
-            else:
-                z, logdet = trained(eps, flow_context)
-            if energy.paired:
-                reference = base.decode(z_other).float()
-            images = base.decode(z).float()
-            with autocast:
-                features = energy.features(images, generator, context=context,
-                                           reference_images=reference)
-                parts = energy.parts(features)
-                total = torch.stack(list(parts.values())).sum(0)
-            per_sample = -base.log_prior(z) + total - logdet
-            loss = per_sample.mean()
-            if config.forward_weight and not energy.is_conditional:
-                # Decays linearly to 0: the term finds and covers the target's modes early,
-                # and the last steps are reverse KL alone, which sharpens what was found.
-                weight = config.forward_weight * (1 - step / config.steps)
-                loss = loss + weight * _forward_kl(flow, eps, z, per_sample, group)
+            loss, parts = stepped(step)
             # Every rank must take the same branch, or the gradient all-reduce would hang.
             finite = group.all_true(bool(torch.isfinite(loss)), device)
             if finite:
@@ -429,11 +476,11 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
             if not finite:
                 log.skipped_steps += 1
                 bad_in_a_row += 1
-                culprit = _non_finite_term(parts, logdet, z, base)
                 if bad_in_a_row >= config.max_bad_steps:
                     raise TrainingError(
                         f"stage {index}: the loss was not finite for {bad_in_a_row} steps in a row "
-                        f"(at step {step}); the term that produced it: {culprit}",
+                        f"(at step {step}); the term that produced it: "
+                        f"{_non_finite_term(parts, base)}",
                         hint="lower --lr, or reduce the weight of that term")
                 optimizer.zero_grad(set_to_none=True)
                 continue
@@ -445,14 +492,16 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
             log.steps = step + 1
             if energy.has_constraints and config.refit_every and (step + 1) % config.refit_every == 0 \
                     and step + 1 < config.steps:
-                fit = fit_constraints(base, energy, flow, config.refit_samples, config,
-                                      _step_generator(config.seed, index, -(step + 2)), group)
-                log.fits.append(_fit_record(fit, step + 1, energy))
+                fit = fit_constraints(target, config.refit_samples, config,
+                                      _step_generator(config.seed, index, -(step + 2)), group,
+                                      use_flow=True)
+                log.fits.append(_fit_record(fit, step + 1, target))
             log.seconds = time.perf_counter() - began
             if checkpoint_dir is not None and group.is_main and (step + 1) % config.checkpoint_every == 0:
                 _save_checkpoint(checkpoint_dir, index, step + 1, flow, optimizer, energy, log)
             if bar.bar is not None:
-                bar.update(step + 1, float(loss.detach()), _running_figures(parts, energy, features))
+                bar.update(step + 1, float(loss.detach()),
+                           _running_figures(parts.energies, energy, parts.features))
     log.seconds = time.perf_counter() - began
     flow.eval()
     return StageSampler(base, flow, index, source, energy.context), log
@@ -467,27 +516,29 @@ def _warn_low_ess(fit: MomentFit, log: StageLog, where: str) -> None:
         warnings.warn(message, stacklevel=3)
 
 
-def _non_finite_term(parts: dict[str, torch.Tensor], logdet, z, base: Generator) -> str:
-    for text, value in parts.items():
+def _non_finite_term(parts: StepParts, base: Generator) -> str:
+    for text, value in parts.energies.items():
         if not torch.isfinite(value).all():
             return f"'{text}'"
-    if not torch.isfinite(logdet).all():
+    if not torch.isfinite(parts.logdet).all():
         return "the flow's log-determinant"
-    if not torch.isfinite(base.log_prior(z)).all():
+    if not torch.isfinite(base.log_prior(parts.z)).all():
         return "the latent prior"
     return "the gradients (every term was finite)"
 
 
-def _controls_record(models: ControlModels) -> dict:
+def _controls_record(models: ControlModels) -> dict[str, Any]:
     """Which judges trained the artifact (the world's CLIP and attribute models)."""
-    from energyql.controls.attributes import face_attribute_backend
+    from energyql.controls.attributes import resolve_face_backend
     from energyql.controls.clip import default_clip_spec
 
-    record = {"clip": default_clip_spec(models.catalog),
+    record: dict[str, Any] = {"clip": default_clip_spec(models.catalog),
               "attributes": sorted({a.model for a in models.catalog.attributes})}
     if "face-attributes" in record["attributes"]:
-        kind, path = face_attribute_backend()
+        kind, path, _ = resolve_face_backend()
         record["face_attributes"] = kind if path is None else f"{kind}:{path}"
+    if models.notices:
+        record["notices"] = list(models.notices)
     return record
 
 
@@ -496,9 +547,29 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def train(program, gen="shapes", config: TrainConfig | None = None, *, out: str | Path | None = None,
-          resume: bool = False, start: Artifact | None = None, progress: bool = True,
-          **generator_options) -> Artifact:
+def _stage_record(sampler: StageSampler, log: StageLog | None = None,
+                  config: TrainConfig | None = None,
+                  energy: StageEnergy | None = None) -> StageRecord:
+    """Return the manifest record of a stage (with its training record when it was trained)."""
+    record = stage_record(sampler)
+    if log is None or config is None or energy is None:
+        return record
+    constraints = list(energy.constraints)
+    return replace(
+        record,
+        # λ the flow trained with (the exact fit plus the feedback offset), and the exact
+        # fit alone: the target that corrected samplers and evaluation aim at.
+        lam={c.text: tuple(round(v, 6) for v in c.lam.tolist()) for c in constraints},
+        lam_exact={c.text: tuple(round(v, 6) for v in (c.lam - c.offset).tolist())
+                   for c in constraints},
+        train=TrainRecord(config.to_dict(), round(log.seconds, 2), log.skipped_steps),
+        fits=tuple(log.fits), warm_start=log.warm_start, warnings=tuple(log.warnings),
+        final_loss=log.loss[-1] if log.loss else None)
+
+
+def train(program: Any, gen: str | Generator = "shapes", config: TrainConfig | None = None, *,
+          out: str | Path | None = None, resume: bool = False, start: Artifact | None = None,
+          progress: bool = True, **generator_options: Any) -> Artifact:
     """Train every stage of a program; return the controlled sampler as an Artifact.
 
     Arguments:
@@ -518,6 +589,7 @@ def train(program, gen="shapes", config: TrainConfig | None = None, *, out: str 
 
     config = config or TrainConfig()
     _set_threads(config.threads)
+    base: Generator
     if start is not None:
         base = start.sampler
     elif isinstance(gen, Generator):
@@ -531,37 +603,24 @@ def train(program, gen="shapes", config: TrainConfig | None = None, *, out: str 
     out = Path(out) if out is not None else None
     # Training on a trained sampler continues its stage numbering (stage k+1 on top of k).
     earlier = base.stages if isinstance(base, StageSampler) else []
-    stage_records = list(start.manifest["stages"]) if start is not None else [
-        {"index": s.index, "source": s.source, "flow": s.flow.config.to_dict(),
-         "context": [p.to_dict() for p in s.context_params]} for s in earlier]
+    stage_records = list(start.manifest.stages) if start is not None else [
+        stage_record(s) for s in earlier]
     sampler: Generator = base
     for k, stage in enumerate(program.stages, start=len(earlier) + 1):
         energy = lower_stage(stage, models)
         sampler, log = train_stage(sampler, energy, config, index=k, source=str(stage),
                                    checkpoint_dir=out, resume=resume, progress=progress)
-        stage_records.append({
-            "index": k, "source": str(stage), "flow": sampler.flow.config.to_dict(),
-            "context": [p.to_dict() for p in energy.context],
-            # λ the flow trained with (the exact fit plus the feedback offset), and the exact
-            # fit alone: the target that corrected samplers and evaluation aim at.
-            "lambda": {c.text: [round(v, 6) for v in c.lam.tolist()] for c in energy.constraints},
-            "lambda_exact": {c.text: [round(v, 6) for v in (c.lam - c.offset).tolist()]
-                             for c in energy.constraints},
-            "train": {**config.to_dict(), "seconds": round(log.seconds, 2),
-                      "skipped_steps": log.skipped_steps},
-            "fits": log.fits, "warm_start": log.warm_start, "warnings": log.warnings,
-            "final_loss": log.loss[-1] if log.loss else None,
-        })
+        stage_records.append(_stage_record(sampler, log, config, energy))
     if not isinstance(sampler, StageSampler):
-        raise EnergyQLError("the program has no stage to train")
+        raise EnergyQLError("the program has no stage to train",
+                            hint="write at least one term, e.g. 'color == red'")
     canonical = " | then ".join(s.source for s in sampler.stages)
     if start is not None:
-        source = f"{start.manifest['source']} | then {source}"
+        source = f"{start.manifest.source} | then {source}"
     elif earlier:
         source = canonical
-    manifest = build_manifest(source=source, canonical=canonical, generator=sampler.root,
-                              stages=stage_records)
-    manifest["controls"] = _controls_record(models)
+    manifest = manifest_for(sampler, source=source, canonical=canonical,
+                            controls=_controls_record(models), stages=tuple(stage_records))
     artifact = Artifact(sampler, manifest)
     if out is not None and current_group().is_main:
         artifact.save(out)
@@ -569,4 +628,5 @@ def train(program, gen="shapes", config: TrainConfig | None = None, *, out: str 
     return artifact
 
 
-__all__ = ["TrainConfig", "StageLog", "train", "train_stage", "fit_constraints"]
+__all__ = ["StageLog", "StageObjective", "StepParts", "TrainConfig", "fit_constraints", "train",
+           "train_stage", "warm_start"]

@@ -1,6 +1,6 @@
 """The whole ``energyql run`` job: train, sample grids, evaluate, write the report.
 
-Also the per-generator training defaults, so that the README command needs no tuning flags.
+Also :func:`defaults_for`, the training defaults a generator's spec and world give a run.
 """
 
 from __future__ import annotations
@@ -9,28 +9,36 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from energyql.io import write_json
-
-# Defaults by generator family (the registry name before any ':' or '-').
-DEFAULTS: dict[str, dict] = {
-    # Rare targets on shapes need the mass-covering start and the forward-KL term
-    # (docs/training.md); neither has been measured on StyleGAN2, so it trains without them.
-    "shapes": dict(steps=800, batch=128, lr=1e-3, clip_copies=4, warm_start_samples=16384,
-                   forward_weight=10.0),
-    "stylegan2": dict(steps=2000, batch=8, lr=1e-4, clip_copies=16),
-}
+from energyql.manifest import Manifest
 
 
 def defaults_for(gen) -> dict:
+    """Return the training defaults for a generator (name, ``scheme:PATH`` or Generator).
+
+    They live with the generator's spec (:meth:`GeneratorSpec.training_defaults`) and its
+    world's catalog (``clip_copies`` from the world's CLIP settings).
+    """
+    from energyql.catalog import CATALOGS
+    from energyql.errors import UnknownGeneratorError
+    from energyql.generators.registry import GeneratorSpec, resolve
+
     name = gen if isinstance(gen, str) else getattr(gen, "id", "")
-    family = name.split(":")[0].split("-")[0]
-    return dict(DEFAULTS.get(family, DEFAULTS["stylegan2"]))
+    try:
+        spec = resolve(name)
+    except UnknownGeneratorError:  # a Generator object of the user's own
+        world = getattr(gen, "catalog", "generic")
+        spec = GeneratorSpec(name, world if isinstance(world, str) else world.name, "")
+    catalog = CATALOGS.get(spec.catalog, CATALOGS["generic"])
+    return {**spec.training_defaults(), "clip_copies": catalog.clip.copies}
 
 
 @dataclass
 class RunResult:
+    """What ``energyql run`` produced: the output folder, the eval figures and the manifest."""
+
     out: Path
     metrics: dict
-    manifest: dict
+    manifest: Manifest
 
     def summary_table(self):
         return metrics_table(self.metrics)
@@ -105,7 +113,7 @@ def run_and_report(program, *, expression: str, gen: str = "shapes", out: str | 
             else:
                 save_grid(out / "samples.png", sampler.decode(noise), scale=scale)
             save_grid(out / "base.png", sampler.root.decode(noise), scale=scale)
-        artifact.manifest["metrics"] = metrics
+        artifact.manifest = artifact.manifest.with_metrics(metrics)
         artifact.save(out)
         write_json(out / "metrics.json", metrics)
         write_report(out, artifact.manifest, metrics)

@@ -7,6 +7,7 @@ N(0, I) tilted by p(side == right | x) = σ(8 x₀); its exact mean of x₀ come
 
 import math
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from energyql.energies.constraint import ConstraintEnergy
 from energyql.energies.lower import StageEnergy
 from energyql.energies.predicate import PredicateEnergy, predicate_log_prob
 from energyql.flows import FlowConfig, LatentFlow
-from energyql.sampler import Artifact, StageSampler
+from energyql.sampler import Artifact, StageSampler, manifest_for, stage_record
 from tests.toys import PointGenerator, QuadraticEnergy, SideAttribute, stage
 
 QUADRATIC = dict(mean=[1.5, -1.0], precision=[3.0, 0.5])
@@ -175,8 +176,24 @@ def test_errors_name_the_problem():
         sample("flow+imh", PointGenerator(), energy, n=4)
     with pytest.raises(SamplerError, match="needs the program's energy"):
         sample("importance", PointGenerator(), None, n=4)
-    with pytest.raises(SamplerError, match="does not take that option"):
+    with pytest.raises(SamplerError, match="'flow' does not take the option 'pool'"):
         sample("flow", _artifact(_perturbed_flow()), n=4, pool=3)
+    # The check comes from each sampler's declared options, before anything is drawn.
+    with pytest.raises(SamplerError, match="'importance' does not take the option 'pol'") as info:
+        sample("importance", PointGenerator(), energy, n=4, pol=3)
+    assert "did you mean 'pool'" in info.value.hint
+    with pytest.raises(SamplerError, match="'mala' does not take the option 'metropolis'"):
+        sample("mala", PointGenerator(), energy, n=4, metropolis=False)
+    # Values of the wrong kind, as `--option pool=abc` passes them, are refused up front.
+    for options, message in (({"pool": "abc"}, "pool='abc' is not a count"),
+                             ({"pool": -3}, "pool=-3 is not a count"),
+                             ({"pool": True}, "pool=True is not a count")):
+        with pytest.raises(SamplerError, match=re.escape(message)):
+            sample("importance", PointGenerator(), energy, n=4, **options)
+    with pytest.raises(SamplerError, match="step_size=nan is not a number"):
+        sample("langevin", PointGenerator(), energy, n=4, step_size=math.nan)
+    with pytest.raises(SamplerError, match="e_min='low' is not a number or 'pilot'"):
+        sample("rejection", PointGenerator(), energy, n=4, e_min="low")
 
 
 def test_lower_bounds_of_composed_energies():
@@ -204,10 +221,10 @@ def test_stage_energy_of_an_artifact_carries_its_trained_lambda():
     class Catalogued(PointGenerator):
         catalog = "shapes"
 
-    manifest = {"canonical": "uniform(size)",
-                "stages": [{"index": 1, "lambda": {"uniform(size)": [0.25, -0.25]}}]}
     flow = LatentFlow(FlowConfig(dim=2, blocks=1, width=4))
-    artifact = Artifact(StageSampler(Catalogued(), flow), manifest)
+    sampler = StageSampler(Catalogued(), flow, 1, "uniform(size)")
+    record = replace(stage_record(sampler), lam={"uniform(size)": (0.25, -0.25)})
+    artifact = Artifact(sampler, manifest_for(sampler, source="uniform(size)", stages=(record,)))
     models = ControlModels("shapes", attributes=SideAttribute())
     energy = stage_energy(artifact, models=models)
     assert energy.constraints[0].lam.tolist() == [0.25, -0.25]

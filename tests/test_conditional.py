@@ -14,7 +14,7 @@ from energyql.energies.conditional import (
     sample_context,
 )
 from energyql.energies.lower import StageEnergy
-from energyql.sampler import Artifact, build_manifest
+from energyql.sampler import Artifact, manifest_for
 from energyql.trainer import TrainConfig, train_stage
 from tests.toys import PointGenerator
 
@@ -68,9 +68,7 @@ def test_conditional_flow_follows_the_request_and_keeps_identity(tmp_path):
     between = (rows[0, :, 1] - rows[0, :, 1].roll(1)).abs().mean()
     assert within < 0.5 * between
     # Save and load keep the context parameters and the flow.
-    manifest = build_manifest(source="pose", canonical="pose", generator=sampler.root, stages=[
-        {"index": 1, "source": "pose", "flow": sampler.flow.config.to_dict(),
-         "context": [PARAM.to_dict()]}])
+    manifest = manifest_for(sampler, source="pose")
     Artifact(sampler, manifest).save(tmp_path)
     loaded = eq.load(tmp_path, gen=PointGenerator())
     assert loaded.sampler.context_params == [PARAM]

@@ -23,7 +23,7 @@ def test_constraint_alone_moves_the_distribution_to_its_target():
     energy = StageEnergy([], [constraint], SideAttribute())
     sampler, log = train_stage(PointGenerator(), energy, CONFIG, progress=False)
     assert abs(_share_right(sampler) - 0.8) < 0.04
-    assert log.fits and log.fits[0]["max_moment_error"] < 1e-3
+    assert log.fits and log.fits[0].max_moment_error < 1e-3
 
 
 def test_constraint_with_pointwise_energy_targets_the_final_distribution():
@@ -33,4 +33,4 @@ def test_constraint_with_pointwise_energy_targets_the_final_distribution():
     sampler, log = train_stage(PointGenerator(), energy, CONFIG, progress=False)
     assert abs(_share_right(sampler) - 0.5) < 0.03
     assert len(log.fits) == 8  # at the start, then refits every 50 steps but the last
-    assert log.fits[-1]["flow_max_moment_error"] < 0.05
+    assert log.fits[-1].flow_max_moment_error < 0.05

@@ -31,11 +31,11 @@ def ieee_fp32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _losses_are_finite(manifest: dict) -> None:
-    for record in manifest["stages"]:
-        assert record["train"]["skipped_steps"] == 0, record["index"]
-        assert record["final_loss"] is not None and record["final_loss"] == record["final_loss"]
-        assert abs(record["final_loss"]) < 1e6
+def _losses_are_finite(manifest) -> None:
+    for record in manifest.stages:
+        assert record.train.skipped_steps == 0, record.index
+        assert record.final_loss is not None and record.final_loss == record.final_loss
+        assert abs(record.final_loss) < 1e6
 
 
 def test_training_on_cuda_gives_an_artifact_that_samples_on_cpu(tmp_path, ieee_fp32):
@@ -74,7 +74,7 @@ def test_bf16_autocast_training_steps_are_finite(tmp_path):
     art = eq.train("color == red & shape == circle", gen="toy-shapes", config=config,
                    out=tmp_path, progress=False)
     _losses_are_finite(art.manifest)
-    assert art.manifest["stages"][0]["train"]["amp"] is True
+    assert art.manifest.stages[0].train.amp is True
     images = eq.load(tmp_path, device="cpu").sample(4, seed=0)
     assert torch.isfinite(images).all()
 

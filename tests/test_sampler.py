@@ -39,7 +39,7 @@ def test_loaded_artifact_gives_identical_samples_for_a_seed(artifact):
     loaded = eq.load(out)
     assert torch.equal(loaded.sample(6, seed=11), art.sample(6, seed=11))
     assert not torch.equal(loaded.sample(6, seed=12), art.sample(6, seed=11))
-    assert loaded.manifest["canonical"] == "color == red | then uniform(size)"
+    assert loaded.manifest.canonical == "color == red | then uniform(size)"
 
 
 def test_a_loaded_sampler_is_a_generator_that_can_be_trained_on(artifact, tmp_path):
@@ -47,7 +47,7 @@ def test_a_loaded_sampler_is_a_generator_that_can_be_trained_on(artifact, tmp_pa
     more = eq.train("uniform(shape)", gen=eq.load(out).sampler, config=CONFIG, progress=False,
                     out=tmp_path)
     assert [s.index for s in more.sampler.stages] == [1, 2, 3]
-    assert more.manifest["canonical"] == "color == red | then uniform(size) | then uniform(shape)"
+    assert more.manifest.canonical == "color == red | then uniform(size) | then uniform(shape)"
     assert torch.equal(eq.load(tmp_path).sample(4, seed=1), more.sample(4, seed=1))
 
 

@@ -134,3 +134,28 @@ def test_warm_start_is_skipped_when_one_sample_carries_all_the_weight():
     config = TrainConfig(steps=1, batch=64, blocks=2, width=8, warm_start_samples=256)
     _, _, log = _cliff_figures(config, height=5000.0)
     assert log.warm_start["ess"] < 2 and log.warm_start["steps"] == 0
+
+
+def test_the_stage_objective_is_the_reverse_kl_through_the_stage_energy():
+    from energyql.flows import FlowConfig, LatentFlow
+    from energyql.target import StageTarget
+    from energyql.trainer import StageObjective, _step_generator
+
+    energy = stage(QuadraticEnergy([1.0, 0.0], [1.0, 1.0]))
+    flow = LatentFlow(FlowConfig(dim=2, blocks=2, width=8))
+    objective = StageObjective(StageTarget(PointGenerator(), energy, flow), SMALL, index=1)
+    loss, parts = objective(3)
+    # The same step by hand: the step's noise, the flow, and StageEnergy.forward.
+    eps = torch.randn(SMALL.batch, 2, generator=_step_generator(SMALL.seed, 1, 3))
+    z, logdet = flow(eps)
+    total, energies = energy(z)
+    assert torch.allclose(loss, (-PointGenerator().log_prior(z) + total - logdet).mean())
+    assert list(parts.energies) == ["quadratic"] and torch.equal(parts.z, z)
+    assert torch.allclose(parts.energies["quadratic"], energies["quadratic"])
+    loss.backward()
+    assert all(p.grad is not None for p in flow.parameters() if p.requires_grad)
+    # The forward-KL term adds to the loss while its weight has not decayed to 0.
+    weighted = StageObjective(StageTarget(PointGenerator(), energy, flow),
+                              replace(SMALL, forward_weight=5.0), index=1)
+    assert not torch.allclose(weighted(3)[0], loss)
+    assert torch.allclose(weighted(SMALL.steps)[0], objective(SMALL.steps)[0])

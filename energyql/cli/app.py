@@ -7,15 +7,25 @@ Commands print errors (never tracebacks) to stderr: exit 2 for an expression or 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import re
 import sys
-from typing import Annotated, Optional
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Optional, TypeVar
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
-from energyql.errors import EnergyQLError, ExpressionError, UnknownGeneratorError, UsageError
+from energyql.errors import (
+    EnergyQLError,
+    ExpressionError,
+    UnknownGeneratorError,
+    UsageError,
+    check_choice,
+)
 
 app = typer.Typer(
     name="energyql",
@@ -27,13 +37,124 @@ app = typer.Typer(
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
 
+# --- option values, checked by the CLI before any work (a bad value exits 2) ----------------------
+
+Number = TypeVar("Number", int, float)
+
+#: Largest sample count a command accepts (-n): bounds the memory a typo can ask for.
+MAX_SAMPLES = 1_000_000
+#: Seeds are 64-bit (torch.Generator.manual_seed takes at most 2**64 - 1; numpy 2**32 - 1 is
+#: derived from them), so anything above 2**63 - 1 is refused instead of wrapping around.
+MAX_SEED = 2**63 - 1
+
+
+def in_range(low: float | None = None, high: float | None = None, *,
+             low_open: bool = False) -> Callable[[Number | None], Number | None]:
+    """Return an option callback that refuses values outside ``[low, high]`` and non-finite ones.
+
+    ``low_open`` excludes ``low`` itself (``--lr 0``). None (an option left unset) passes.
+    """
+    if low is not None and high is not None:
+        wanted = f"from {low:g} to {high:g}"
+    elif low is not None:
+        wanted = f"greater than {low:g}" if low_open else f"at least {low:g}"
+    else:
+        wanted = f"at most {high:g}"
+
+    def check(value: Number | None) -> Number | None:
+        if value is None:
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise typer.BadParameter(f"must be a finite number {wanted}, got {value}")
+        below = low is not None and (value <= low if low_open else value < low)
+        if below or (high is not None and value > high):
+            raise typer.BadParameter(f"must be {wanted}, got {value}")
+        return value
+
+    return check
+
+
+_DEVICE = re.compile(r"(cpu|mps|cuda)(?::(\d+))?\Z")
+
+
+def check_device(value: str) -> str:
+    """Return ``value`` if it names a device present on this machine (cpu, cuda[:N], mps)."""
+    match = _DEVICE.match(value)
+    if match is None or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise typer.BadParameter(f"unknown device '{value}'; use cpu, cuda, cuda:N or mps")
+    kind, index = match.group(1), match.group(2)
+    if kind == "cpu":
+        return value
+    import torch
+
+    if kind == "mps":
+        if not torch.backends.mps.is_available():
+            raise typer.BadParameter("device 'mps' is not available on this machine; use cpu")
+        return value
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise typer.BadParameter(f"device '{value}' is not available: this machine has no "
+                                 "CUDA GPU; use cpu")
+    if index is not None and int(index) >= count:
+        raise typer.BadParameter(f"device '{value}' is not available: this machine has "
+                                 f"{count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    return value
+
+
+def output_path(text: str) -> Path:
+    """Parse an output path, refusing the empty string (it would mean the current folder)."""
+    if not text.strip():
+        raise typer.BadParameter("is empty; give a path to write to")
+    return Path(text)
+
+
+def new_folder(value: Path | None) -> Path | None:
+    """Refuse an artifact folder that is an existing file (before any training starts)."""
+    if value is not None and value.exists() and not value.is_dir():
+        raise typer.BadParameter(f"'{value}' is an existing file, not a folder; give a new or "
+                                 "artifact folder", param_hint="'--out'")
+    return value
+
+
+def file_target(value: Path | None) -> Path | None:
+    """Refuse an output file that is an existing folder (before any work starts)."""
+    if value is not None and value.is_dir():
+        raise typer.BadParameter(f"'{value}' is a folder; give a file name, e.g. "
+                                 f"{value / 'out'}", param_hint="'--out'")
+    return value
+
+
+# Shared option types: run, sample and eval take the same names with the same checks.
+StepsOption = Annotated[Optional[int], typer.Option(
+    help="Training steps per stage.", callback=in_range(1))]
+BatchOption = Annotated[Optional[int], typer.Option(help="Batch size.", callback=in_range(1))]
+SamplesOption = Annotated[int, typer.Option(
+    help="Samples to judge (the evaluation report).", callback=in_range(1, MAX_SAMPLES))]
+CountOption = Annotated[int, typer.Option(
+    "-n", help=f"Number of samples (1 to {MAX_SAMPLES:,}).", callback=in_range(1, MAX_SAMPLES))]
+SeedOption = Annotated[int, typer.Option(
+    help="Random seed, 0 to 2**63-1 (CPU runs are deterministic).", callback=in_range(0, MAX_SEED))]
+LearningRateOption = Annotated[Optional[float], typer.Option(
+    help="Learning rate (AdamW).", callback=in_range(0, low_open=True))]
+WarmStartOption = Annotated[Optional[int], typer.Option(
+    help="Base samples judged for the mass-covering start (0: none).", callback=in_range(0))]
+ForwardWeightOption = Annotated[Optional[float], typer.Option(
+    help="Weight of the self-normalised forward-KL term (0: reverse KL only).",
+    callback=in_range(0))]
+DeviceOption = Annotated[str, typer.Option(
+    help="cpu, cuda, cuda:N or mps (present on this machine).", callback=check_device)]
+ArtifactOutOption = Annotated[Optional[Path], typer.Option(
+    "--out", "-o", help="Output directory.", parser=output_path, callback=new_folder)]
+FileOutOption = Annotated[Optional[Path], typer.Option(
+    "--out", "-o", help="File to write.", parser=output_path, callback=file_target)]
+
 # Options shared by `run` and `eval`: which judges stand in for the world's defaults.
 ClipOption = Annotated[Optional[str], typer.Option(
     "--clip", help="CLIP spec replacing the world's default (NAME:TAG, NAME:PATH, ...).")]
 FaceAttributesOption = Annotated[Optional[str], typer.Option(
     "--face-attributes", help="Face attribute model: clip, fairface or fairface:PATH.")]
 ThreadsOption = Annotated[Optional[int], typer.Option(
-    help="torch CPU threads (default: torch's own choice).")]
+    help="torch CPU threads, at least 1 (default: torch's own choice).", callback=in_range(1))]
 
 
 def set_threads(threads: int | None) -> None:
@@ -43,27 +164,55 @@ def set_threads(threads: int | None) -> None:
 
         torch.set_num_threads(threads)
 
+
 _state = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from energyql import __version__
+
+        stdout.print(f"energyql {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", help="Print the version and exit.", is_eager=True,
+        callback=_print_version)] = False,
+) -> None:
     _state["debug"] = debug
 
 
-def fail(error: BaseException) -> "typer.Exit":
+def fail(error: BaseException) -> typer.Exit:
     """Print ``error`` to stderr and return the Exit to raise (2: expression, 1: runtime)."""
     if _state["debug"]:
         import traceback
 
         traceback.print_exception(error, file=sys.stderr)
-    stderr.print(Text.assemble(("error: ", "bold red"), str(error)))
+    stderr.print(Text.assemble(("error: ", "bold red"), describe(error)))
     usage = isinstance(error, (ExpressionError, UnknownGeneratorError, UsageError))
     return typer.Exit(code=2 if usage else 1)
 
 
+def describe(error: BaseException) -> str:
+    """Return the text to show for ``error``: its message, or its kind when that is empty."""
+    try:
+        text = str(error).strip()
+    except Exception:  # a broken __str__ must not hide the error it describes
+        text = ""
+    return text or f"{type(error).__name__} (no message)"
+
+
+#: Exit status after Ctrl-C, as shells report a process stopped by SIGINT (128 + 2).
+INTERRUPTED = 130
+
+
 def guarded(function):
-    """Run ``function``; turn an EnergyQLError into a clean message and exit code."""
+    """Run ``function``; turn an EnergyQLError into a clean message and exit code, and Ctrl-C
+    into "interrupted" and exit 130."""
     import functools
 
     @functools.wraps(function)
@@ -72,22 +221,22 @@ def guarded(function):
             return function(*args, **kwargs)
         except EnergyQLError as error:
             raise fail(error) from None
+        except KeyboardInterrupt:
+            if _state["debug"]:
+                import traceback
+
+                traceback.print_exc(file=sys.stderr)
+            stderr.print(Text("interrupted", style="bold red"))
+            raise typer.Exit(code=INTERRUPTED) from None
 
     return wrapper
 
 
 def check_sampler(name: str) -> str:
     """Refuse an unknown sampler name before anything is loaded (a usage error, exit 2)."""
-    import difflib
+    from energyql.baselines import SAMPLERS
 
-    from energyql.baselines import SAMPLERS as samplers
-
-    if name not in samplers:
-        close = difflib.get_close_matches(name, samplers, n=1)
-        raise UsageError(f"unknown sampler '{name}'",
-                         hint=(f"did you mean '{close[0]}'? " if close else "")
-                         + "samplers: " + ", ".join(samplers))
-    return name
+    return check_choice(name, SAMPLERS, what="sampler")
 
 
 @contextlib.contextmanager
@@ -114,6 +263,9 @@ def main() -> None:
     try:
         app()
         failed = False
+    except KeyboardInterrupt:  # outside a command's own guard (e.g. while importing torch)
+        stderr.print(Text("interrupted", style="bold red"))
+        raise SystemExit(INTERRUPTED) from None
     except SystemExit as exit_:
         failed = exit_.code not in (0, None)
         raise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,7 +9,7 @@ import typer
 
 from energyql.cli.app import (ClipOption, FaceAttributesOption, ThreadsOption, app, check_sampler,
                               environment, guarded, set_threads, stdout)
-from energyql.errors import EnergyQLError
+from energyql.errors import EnergyQLError, UsageError
 
 
 def _evaluate_sampler(name: str, target, program, option: list[str], samples: int, seed: int,
@@ -23,7 +22,7 @@ def _evaluate_sampler(name: str, target, program, option: list[str], samples: in
 
     source = load(target, device=device) if isinstance(target, str) else target
     if isinstance(source, Artifact):
-        program = program or source.manifest["canonical"]
+        program = program or source.manifest.canonical
         catalog = source.sampler.catalog
         result = draw(name, source, n=samples, seed=seed, device=device, **parse_options(option))
     else:
@@ -60,13 +59,13 @@ def eval_command(
     """Measure attribute distributions, KL to targets, predicate shares and energies."""
     from energyql.evaluation import evaluate
     from energyql.generators import load as load_generator
-    from energyql.io import write_json
+    from energyql.io import dumps_strict, write_json
     from energyql.lang.api import compile as compile_program
 
     check_sampler(sampler)
     set_threads(threads)
     if (artifact is None) == (gen is None):
-        raise EnergyQLError("give either an ARTIFACT directory or --gen NAME")
+        raise UsageError("give either an ARTIFACT directory or --gen NAME")
     program = compile_program(expression, gen=gen) if expression and gen else expression
     target = str(artifact) if artifact is not None else load_generator(gen, device=device)
     with environment(ENERGYQL_CLIP=clip, ENERGYQL_FACE_ATTRIBUTES=face_attributes):
@@ -81,7 +80,7 @@ def eval_command(
     if out is not None:
         write_json(out, result)
     if as_json:
-        print(json.dumps(result, indent=2))
+        print(dumps_strict(result, what="the evaluation figures"))
     else:
         from energyql.workflow import metrics_table
 

@@ -5,12 +5,29 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from energyql.cli.app import (ClipOption, FaceAttributesOption, ThreadsOption, app, environment,
-                              guarded, stdout)
+from energyql.cli.app import (
+    ArtifactOutOption,
+    BatchOption,
+    ClipOption,
+    DeviceOption,
+    FaceAttributesOption,
+    ForwardWeightOption,
+    LearningRateOption,
+    SamplesOption,
+    SeedOption,
+    StepsOption,
+    ThreadsOption,
+    WarmStartOption,
+    app,
+    environment,
+    guarded,
+    new_folder,
+    stdout,
+)
 
 
 def default_out(expression: str) -> Path:
@@ -22,23 +39,24 @@ def default_out(expression: str) -> Path:
 @guarded
 def run(
     expression: Annotated[str, typer.Argument(help="The energyql expression to train.")],
-    gen: Annotated[str, typer.Option("--gen", "-g", help="Generator name or scheme:PATH.")] = "shapes",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory.")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Training steps per stage.")] = None,
-    batch: Annotated[Optional[int], typer.Option(help="Batch size.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate (AdamW).")] = None,
-    warm_start: Annotated[Optional[int], typer.Option(
-        help="Base samples judged for the mass-covering start (0: none).")] = None,
-    forward_weight: Annotated[Optional[float], typer.Option(
-        help="Weight of the self-normalised forward-KL term (0: reverse KL only).")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (CPU runs are deterministic).")] = 0,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
-    amp: Annotated[bool, typer.Option(help="bf16 mixed precision for the control models (GPU only).")] = False,
+    gen: Annotated[str, typer.Option(
+        "--gen", "-g", help="Generator name or scheme:PATH.")] = "shapes",
+    out: ArtifactOutOption = None,
+    steps: StepsOption = None,
+    batch: BatchOption = None,
+    lr: LearningRateOption = None,
+    warm_start: WarmStartOption = None,
+    forward_weight: ForwardWeightOption = None,
+    seed: SeedOption = 0,
+    device: DeviceOption = "cpu",
+    amp: Annotated[bool, typer.Option(
+        help="bf16 mixed precision for the control models (GPU only).")] = False,
     threads: ThreadsOption = None,
     truncation: Annotated[Optional[float], typer.Option(help="Truncation (StyleGAN2).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
-    start_from: Annotated[Optional[Path], typer.Option("--from", help="Add stages to this artifact.")] = None,
-    samples: Annotated[int, typer.Option(help="Samples for the evaluation report.")] = 2000,
+    start_from: Annotated[Optional[Path], typer.Option(
+        "--from", help="Add stages to this artifact.")] = None,
+    samples: SamplesOption = 2000,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
     clip: ClipOption = None,
     face_attributes: FaceAttributesOption = None,
@@ -50,17 +68,19 @@ def run(
         from energyql.sampler import read_manifest
 
         # Stages added to an artifact run on its generator; 'then' before them is optional.
-        gen = read_manifest(start_from)["generator"]["id"]
+        gen = read_manifest(start_from).generator.id
         expression = re.sub(r"^\s*\|?\s*then\b", "", expression, count=1)
     # Check the expression before anything heavy is imported or loaded.
     program = compile_program(expression, gen=gen)
     from energyql.workflow import run_and_report
 
-    out = out or default_out(expression)
-    options = {k: v for k, v in dict(steps=steps, batch=batch, lr=lr, warm_start_samples=warm_start,
-                                     forward_weight=forward_weight).items() if v is not None}
+    folder = out or default_out(expression)
+    new_folder(folder)
+    given = dict(steps=steps, batch=batch, lr=lr, warm_start_samples=warm_start,
+                 forward_weight=forward_weight)
+    options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     with environment(ENERGYQL_CLIP=clip, ENERGYQL_FACE_ATTRIBUTES=face_attributes):
-        result = run_and_report(program, expression=expression, gen=gen, out=out, seed=seed,
+        result = run_and_report(program, expression=expression, gen=gen, out=folder, seed=seed,
                                 device=device, amp=amp, threads=threads, truncation=truncation,
                                 resume=resume, start_from=start_from, samples=samples,
                                 progress=progress, **options)
@@ -68,4 +88,4 @@ def run(
 
     if current_group().is_main:
         stdout.print(result.summary_table())
-        stdout.print(f"wrote {out}/ (artifact, samples.png, base.png, report.md, metrics.json)")
+        stdout.print(f"wrote {folder}/ (artifact, samples.png, base.png, report.md, metrics.json)")

@@ -1,33 +1,44 @@
 """Attribute models: images in [0, 1] -> per-attribute log-probabilities over catalog values.
 
-The shapes world ships a trained classifier. Other worlds use CLIP zero-shot classification with
-a prompt ensemble per value, which works with any CLIP. The faces world can instead take race,
-gender and age from a FairFace ResNet-34 (the other face attributes stay with CLIP):
+Which model backs an attribute is catalog data (``Attribute.model``, a key of
+:mod:`energyql.controls.registry`). The faces world's ``face-attributes`` judge, like PromptGen,
+takes race, gender and age from FairFace's ResNet-34 when its weights are present, and the other
+attributes from CLIP zero-shot classification (a prompt ensemble per value, any CLIP):
 
-    ENERGYQL_FACE_ATTRIBUTES=clip            # the default: CLIP zero-shot for every attribute
-    ENERGYQL_FACE_ATTRIBUTES=fairface        # FairFace from the cache (fairface-res34)
+    ENERGYQL_FACE_ATTRIBUTES=auto            # the default: FairFace if its weights are in the
+                                             # cache, else CLIP zero-shot with a notice
+    ENERGYQL_FACE_ATTRIBUTES=clip            # CLIP zero-shot for every attribute
+    ENERGYQL_FACE_ATTRIBUTES=fairface        # FairFace from the cache (downloaded if allowed)
     ENERGYQL_FACE_ATTRIBUTES=fairface:PATH   # FairFace from a local checkpoint
+    ENERGYQL_CELEBA_CLASSIFIER=PATH          # binary attributes (smiling, ...) from a CelebA-style
+                                             # classifier, as PromptGen's classifier energy
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from energyql.catalog import CATALOGS, Catalog
+from energyql.controls import registry
 from energyql.errors import EnergyQLError
 
 ENV_FACE_ATTRIBUTES = "ENERGYQL_FACE_ATTRIBUTES"
+ENV_CELEBA = "ENERGYQL_CELEBA_CLASSIFIER"
+FACE_BACKENDS = ("auto", "clip", "fairface")
 
 
 class AttributeModel(nn.Module):
     """Maps images to ``{attribute: log-probabilities (B, K)}`` in catalog value order."""
 
     catalog: Catalog
+    # One-line notices about how it judges (e.g. a fallback), for warnings and the manifest.
+    notices: tuple[str, ...] = ()
 
     def forward(self, images: torch.Tensor) -> Mapping[str, torch.Tensor]:
         raise NotImplementedError
@@ -181,43 +192,145 @@ class FaceAttributes(AttributeModel):
         return _LazyLogProbs(primary, fallback, self.catalog.attribute_names)
 
 
+class MergedAttributes(AttributeModel):
+    """Several attribute models as one: each attribute from the first model that provides it.
+
+    A model runs only when one of its attributes is read, once per batch. ``energy_weights``
+    (a model's weight for its predicates' energies, e.g. 100 for a CelebA classifier) and
+    ``notices`` are gathered from the models.
+
+    Arguments:
+        sources: ``(attribute names, model)`` pairs, preferred first.
+        catalog: the world's catalog.
+    """
+
+    def __init__(self, sources: Sequence[tuple[Sequence[str], nn.Module]], catalog: Catalog):
+        super().__init__()
+        self.catalog = catalog
+        self.models = nn.ModuleList([m for _, m in sources])
+        self.owner: dict[str, int] = {}
+        for i, (names, _) in enumerate(sources):
+            for name in names:
+                self.owner.setdefault(name, i)
+        self.energy_weights = {n: w for n, i in self.owner.items()
+                               for k, w in getattr(self.models[i], "energy_weights", {}).items()
+                               if k == n}
+        self.notices = tuple(n for m in self.models for n in getattr(m, "notices", ()))
+
+    def forward(self, images: torch.Tensor) -> Mapping[str, torch.Tensor]:
+        return _MergedLogProbs(self, images)
+
+
+class _MergedLogProbs(Mapping):
+    def __init__(self, merged: MergedAttributes, images: torch.Tensor):
+        self._merged, self._images = merged, images
+        self._outputs: dict[int, Mapping[str, torch.Tensor]] = {}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        index = self._merged.owner[name]
+        if index not in self._outputs:
+            self._outputs[index] = self._merged.models[index](self._images)
+        return self._outputs[index][name]
+
+    def __iter__(self):
+        return iter(self._merged.owner)
+
+    def __len__(self) -> int:
+        return len(self._merged.owner)
+
+
 def face_attribute_backend(backend: str | None = None) -> tuple[str, str | None]:
-    """Return ``(kind, path)`` for a face-attribute backend (default: ``$ENERGYQL_FACE_ATTRIBUTES``)."""
-    raw = (backend if backend is not None else os.environ.get(ENV_FACE_ATTRIBUTES, "")).strip() or "clip"
+    """Return ``(kind, path)`` for a face-attribute backend (default: ``$ENERGYQL_FACE_ATTRIBUTES``).
+
+    ``kind`` is ``"auto"``, ``"clip"`` or ``"fairface"``; see :func:`resolve_face_backend`.
+    """
+    raw = (backend if backend is not None else os.environ.get(ENV_FACE_ATTRIBUTES, "")).strip() or "auto"
     kind, _, path = raw.partition(":")
-    if kind not in ("clip", "fairface") or (kind == "clip" and path):
+    if kind not in FACE_BACKENDS or (kind != "fairface" and path):
         raise EnergyQLError(f"unknown face attribute backend '{raw}'",
-                            hint=f"{ENV_FACE_ATTRIBUTES} takes 'clip', 'fairface' or 'fairface:PATH'")
+                            hint=f"{ENV_FACE_ATTRIBUTES} takes 'auto', 'clip', 'fairface' or "
+                                 "'fairface:PATH'")
     return kind, path or None
+
+
+def fairface_notice() -> str:
+    """The one-line notice shown when race, age and gender fall back to CLIP zero-shot."""
+    from energyql import hub
+
+    return ("FairFace weights are not in the cache, so race, age and gender are judged by CLIP "
+            "zero-shot (which shares CLIP's own biases); get FairFace with: "
+            f"{hub.fetch_command('fairface-res34')}  (or set {ENV_FACE_ATTRIBUTES}=fairface:PATH)")
+
+
+def resolve_face_backend(backend: str | None = None) -> tuple[str, str | None, str | None]:
+    """Return ``(kind, path, notice)``: ``auto`` becomes FairFace where its weights are present."""
+    from energyql import hub
+
+    kind, path = face_attribute_backend(backend)
+    if kind != "auto":
+        return kind, path, None
+    if hub.is_present("fairface-res34"):
+        return "fairface", None, None
+    return "clip", None, fairface_notice()
+
+
+def load_face_attributes(catalog: Catalog, *, device: str = "cpu", clip_spec: str | None = None,
+                         backend: str | None = None) -> AttributeModel:
+    """Return the faces world's judge (registry key ``face-attributes``).
+
+    Race, gender and age come from FairFace (see :func:`resolve_face_backend`), binary attributes
+    from the classifier at ``$ENERGYQL_CELEBA_CLASSIFIER`` when set, the rest from CLIP zero-shot.
+    Without FairFace weights it warns once, and the model's ``notices`` carry the same line.
+    """
+    from energyql.controls.clip import default_clip_spec, load_clip
+
+    spec = clip_spec or default_clip_spec(catalog)
+    kind, path, notice = resolve_face_backend(backend)
+    if kind == "fairface":
+        from energyql.controls.faces import load_fairface
+
+        model: AttributeModel = FaceAttributes(load_fairface(path, catalog=catalog, device=device),
+                                               catalog, lambda: load_clip(spec, device)).to(device)
+    else:
+        model = ClipZeroShotAttributes(load_clip(spec, device), catalog)
+    notices = () if notice is None else (notice,)
+    if notice is not None:
+        warnings.warn(notice, stacklevel=2)
+    if os.environ.get(ENV_CELEBA, "").strip():
+        binary = registry.load("celeba-attributes", catalog, kind="attributes", device=device)
+        model = MergedAttributes([(binary.names, binary), (catalog.attribute_names, model)], catalog)
+    model.notices = notices + model.notices
+    return model
+
+
+def load_zero_shot_attributes(catalog: Catalog, *, device: str = "cpu",
+                              clip_spec: str | None = None) -> AttributeModel:
+    """Return CLIP zero-shot classification of every catalog attribute (key ``clip-zero-shot``)."""
+    from energyql.controls.clip import default_clip_spec, load_clip
+
+    return ClipZeroShotAttributes(load_clip(clip_spec or default_clip_spec(catalog), device), catalog)
 
 
 def load_attribute_model(catalog: Catalog | str, *, device: str = "cpu",
                          clip_spec: str | None = None, backend: str | None = None) -> AttributeModel:
-    """Return the attribute model that backs a catalog's attributes.
+    """Return the attribute model that backs a catalog's attributes, through the registry.
 
     Arguments:
         catalog: the world's catalog or its name.
         device: where the models run.
-        clip_spec: the CLIP for zero-shot attributes (default: the world's, see
-            :func:`~energyql.controls.clip.default_clip_spec`).
-        backend: for the faces world, ``"clip"``, ``"fairface"`` or ``"fairface:PATH"``
-            (default: ``$ENERGYQL_FACE_ATTRIBUTES``, else ``"clip"``).
+        clip_spec, backend: for the faces world's ``face-attributes``, the CLIP for zero-shot
+            attributes and the FairFace/CLIP choice (see :func:`load_face_attributes`).
+
+    A catalog whose attributes name several models gets a :class:`MergedAttributes`.
     """
-    from energyql.controls.clip import default_clip_spec, load_clip
-
     catalog = CATALOGS[catalog] if isinstance(catalog, str) else catalog
-    if catalog.name == "shapes":
-        from energyql.worlds.shapes import classifier
-
-        return ClassifierAttributes(classifier.load(device=device), catalog).to(device)
     if not catalog.attributes:
-        raise EnergyQLError(f"the '{catalog.name}' world has no attributes to classify")
-    spec = clip_spec or default_clip_spec(catalog)
-    if catalog.name == "faces":
-        kind, path = face_attribute_backend(backend)
-        if kind == "fairface":
-            from energyql.controls.faces import load_fairface
-
-            return FaceAttributes(load_fairface(path, catalog=catalog, device=device), catalog,
-                                  lambda: load_clip(spec, device)).to(device)
-    return ClipZeroShotAttributes(load_clip(spec, device), catalog)
+        raise EnergyQLError(f"the '{catalog.name}' world has no attributes to classify",
+                            hint="use clip(...) terms, or a generator of a world with attributes")
+    loaded = []
+    for key in catalog.attribute_models:
+        # Only the options given are passed on: loaders that take none stay callable.
+        options = {k: v for k, v in (("clip_spec", clip_spec), ("backend", backend)) if v}
+        model = registry.load(key, catalog, kind="attributes", device=device, **options)
+        loaded.append((tuple(a.name for a in catalog.attributes if a.model == key), model))
+    return loaded[0][1] if len(loaded) == 1 else MergedAttributes(loaded, catalog)

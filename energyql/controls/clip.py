@@ -2,7 +2,8 @@
 
 A CLIP spec names one model or a weighted ensemble of models:
 
-- ``"shapes-clip"``: the embedded shapes world's small CLIP (ships inside the package).
+- a key of :mod:`energyql.controls.registry` of kind ``clip``, e.g. ``"shapes-clip"``: the
+  embedded shapes world's small CLIP (ships inside the package).
 - ``"NAME:TAG"``: an open_clip architecture with a pretrained tag, e.g. ``"ViT-B-32:openai"``.
   The weights live in ``<cache>/clip/NAME/TAG/`` (see :func:`energyql.hub.cache_dir`) and are
   downloaded there, atomically, when missing and allowed.
@@ -33,14 +34,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from energyql import hub
+from energyql.catalog import PROMPTGEN_CLIP
+from energyql.controls import registry
 from energyql.errors import EnergyQLError, WeightsMissingError
 
 ENV_CLIP = "ENERGYQL_CLIP"
 _SCHEMES = ("local-dir", "hf-hub")
-# Augmentation for photographs (see energyql.controls.augment); PromptGen's DiffAugment policy
-# "color,translation,resize,cutout", somewhat gentler.
-PHOTO_AUGMENT = dict(translate=0.1, scale=(0.85, 1.1), rotate_degrees=10.0, cutout=0.25,
-                     brightness=0.15, contrast=0.3, saturation=0.4)
+# Augmentation for photographs (see energyql.controls.augment): PromptGen's DiffAugment policy.
+PHOTO_AUGMENT = PROMPTGEN_CLIP.augment_options
 
 
 class ClipModel(nn.Module):
@@ -177,7 +178,7 @@ def parse_clip_spec(spec: str) -> tuple[ClipMember, ...]:
             raise EnergyQLError(f"CLIP spec '{spec}': member weights must be positive")
         name, _, source = part.partition(":")
         name, source = name.strip(), source.strip()
-        if part != "shapes-clip" and not source:
+        if not source and not registry.is_registered(part, kind="clip"):
             raise WeightsMissingError(
                 f"CLIP spec '{part}' names no weights",
                 hint="use NAME:TAG (e.g. 'ViT-B-32:openai'), NAME:PATH to a local checkpoint, "
@@ -211,14 +212,8 @@ def _load_cached(spec: str, device: str):
 
 @functools.lru_cache(maxsize=8)
 def _load_one(spec: str, device: str) -> ClipModel:
-    if spec == "shapes-clip":
-        from energyql.worlds.shapes import clip as shapes_clip
-
-        model, tokenizer = shapes_clip.load(device=device)
-        return ClipModel(model, tokenizer, name=spec, image_size=shapes_clip.IMAGE_SIZE,
-                         mean=shapes_clip.MEAN, std=shapes_clip.STD,
-                         augment_options=dict(translate=0.08, scale=(0.9, 1.1),
-                                              rotate_degrees=10.0, cutout=0.0)).to(device)
+    if registry.is_registered(spec, kind="clip"):
+        return registry.load(spec, kind="clip", device=device)
     import open_clip
 
     name, _, source = spec.partition(":")

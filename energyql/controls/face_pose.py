@@ -40,7 +40,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from energyql.controls.faces import FFHQ_CROP, FaceCrop, _load_strict, _read_state_dict
+from energyql.controls.faces import (
+    FFHQ_CROP,
+    FaceCrop,
+    _load_strict,
+    _read_state_dict,
+    import_facenet,
+)
 from energyql.errors import EnergyQLError, WeightsMissingError
 
 # O-Net's input: a 48x48 square. MTCNN's face boxes on FFHQ-aligned images are close to the
@@ -200,12 +206,7 @@ class FacePoseEstimator(nn.Module):
 
 def onet_weights_path() -> Path:
     """Where facenet-pytorch keeps O-Net's weights (inside the installed package)."""
-    try:
-        import facenet_pytorch
-    except ImportError:
-        raise EnergyQLError("the faces pose model needs facenet-pytorch",
-                            hint="pip install facenet-pytorch==2.5.3") from None
-    return Path(facenet_pytorch.__file__).parent / "data" / "onet.pt"
+    return Path(import_facenet().__file__).parent / "data" / "onet.pt"
 
 
 def load_face_pose(device: str | torch.device = "cpu", *, box: FaceCrop = FFHQ_FACE_BOX,
@@ -221,10 +222,8 @@ def load_face_pose(device: str | torch.device = "cpu", *, box: FaceCrop = FFHQ_F
     if not path.is_file():
         raise WeightsMissingError(f"MTCNN O-Net weights not found at {path}",
                                   hint="they ship inside facenet-pytorch: "
-                                       "pip install --force-reinstall facenet-pytorch==2.5.3")
-    from facenet_pytorch.models.mtcnn import ONet
-
-    net = ONet(pretrained=False)
+                                       "pip install --force-reinstall \"energyql[faces]\"")
+    net = import_facenet("facenet_pytorch.models.mtcnn").ONet(pretrained=False)
     _load_strict(net, _read_state_dict(path, "an MTCNN O-Net state dict"), path,
                  "MTCNN's O-Net (facenet-pytorch)")
     return FacePoseEstimator(ONetLandmarks(net), box).to(device)

@@ -21,6 +21,19 @@ from energyql import hub
 from energyql.errors import EnergyQLError, WeightsMissingError
 
 ENV_FACENET = "ENERGYQL_FACENET"
+FACES_INSTALL = 'pip install "energyql[faces]"'
+
+
+def import_facenet(module: str = "facenet_pytorch"):
+    """Return a facenet-pytorch module, or raise a clear error saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise EnergyQLError(f"the faces controls need facenet-pytorch, which failed to import "
+                            f"({error})", hint=FACES_INSTALL) from None
+
 
 # --- the face crop -----------------------------------------------------------------------------
 
@@ -63,9 +76,7 @@ def measure_face_box(images: torch.Tensor) -> tuple[float, float, float, float] 
     Use it to check or derive a :class:`FaceCrop` for a generator's faces; MTCNN's weights ship
     inside facenet-pytorch, so this works offline. Not differentiable (MTCNN runs on uint8).
     """
-    from facenet_pytorch import MTCNN
-
-    detector = MTCNN(select_largest=True, post_process=False, device=images.device)
+    detector = import_facenet().MTCNN(select_largest=True, post_process=False, device=images.device)
     h, w = images.shape[-2:]
     pixels = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
     boxes, _ = detector.detect(pixels.cpu())
@@ -117,7 +128,7 @@ def load_facenet(spec: str | None = None, *, device: str = "cpu",
         device: where it runs.
         crop: where the face is in the images.
     """
-    from facenet_pytorch import InceptionResnetV1
+    InceptionResnetV1 = import_facenet().InceptionResnetV1
 
     spec = spec or os.environ.get(ENV_FACENET, "").strip() or "vggface2"
     path = hub.path(_FACENET_KEYS[spec]) if spec in _FACENET_KEYS else Path(spec).expanduser()

@@ -1,127 +1,205 @@
-"""Lowering: a checked stage of the energy graph -> a PyTorch energy module over images."""
+"""Lowering: a checked stage of the energy graph -> a PyTorch energy module over images.
+
+Each pass over the term tree is a :class:`~energyql.lang.visit.TermVisitor`; control models are
+loaded through :mod:`energyql.controls.registry` by the keys the world's catalog names.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
-from energyql.catalog import CATALOGS, Catalog
+from energyql.catalog import CATALOGS, Catalog, ClipSettings
+from energyql.controls import registry
 from energyql.energies.base import EnergyTerm, Features
 from energyql.energies.clip import ClipEnergy
 from energyql.energies.combinators import ScaledEnergy, SoftOrEnergy, SumEnergy
 from energyql.energies.conditional import ContextParam, KeepEnergy, PoseEnergy
 from energyql.energies.constraint import ConstraintEnergy
 from energyql.energies.predicate import (
+    LogProb,
     PredicateEnergy,
     and_log_prob,
     not_log_prob,
     or_log_prob,
     predicate_log_prob,
 )
-from energyql.errors import EnergyQLError
+from energyql.errors import EnergyQLError, check_choice
 from energyql.lang import graph as g
+from energyql.lang.visit import TermVisitor
 
 
 class ControlModels:
     """Loads a world's control models on first use and keeps them for every stage.
 
+    Which model backs what is catalog data: each key the catalog names is loaded through
+    :mod:`energyql.controls.registry`.
+
     Arguments:
-        catalog: the world's catalog.
+        catalog: the world's catalog (or its name).
         device: where the models run.
-        clip_copies: augmented copies per image for CLIP energies.
+        clip_copies: augmented copies per image for CLIP energies (default: the world's).
         attributes: an attribute model to use instead of the world's own.
+        clip_settings: CLIP energy settings to use instead of the world's (``catalog.clip``).
     """
 
-    def __init__(self, catalog: Catalog | str, *, device: str = "cpu", clip_copies: int = 8,
-                 attributes: nn.Module | None = None):
+    def __init__(self, catalog: Catalog | str, *, device: str = "cpu",
+                 clip_copies: int | None = None, attributes: nn.Module | None = None,
+                 clip_settings: ClipSettings | None = None):
         self.catalog = CATALOGS[catalog] if isinstance(catalog, str) else catalog
         self.device = device
-        self.clip_copies = clip_copies
+        self.clip_settings = clip_settings or self.catalog.clip
+        self.clip_copies = self.clip_settings.copies if clip_copies is None else clip_copies
         self._attributes = attributes
         self._poses: dict[str, nn.Module] = {}
+        self._identities: dict[str, nn.Module] = {}
 
-    def pose(self, control):
+    def pose(self, control: Any) -> nn.Module:
         """The pose model that reads a catalog control's parameters from images (loaded once)."""
         if control.model not in self._poses:
-            self._poses[control.model] = self._load_pose(control)
+            self._poses[control.model] = registry.load(control.model, kind="pose",
+                                                       device=self.device)
         return self._poses[control.model]
 
-    def _load_pose(self, control):
-        if control.model == "shapes-pose":
-            from energyql.worlds.shapes import pose
-
-            return pose.load(device=self.device)
-        if control.model == "face-pose":
-            from energyql.controls.face_pose import load_face_pose
-
-            return load_face_pose(device=self.device)
-        raise EnergyQLError(
-            f"no pose model is available for '{control.name}' in the {self.catalog.name} world",
-            hint=f"'{control.model}' is not a known pose model; pose models exist for "
-                 "'shapes-pose' (shapes) and 'face-pose' (faces)")
-
-    def identity(self, what: str):
-        """The embedding that ``keep(what)`` holds fixed."""
-        model = self.catalog.keepable(what)
-        if model == "shapes-identity":
-            from energyql.worlds.shapes import pose
-
-            return pose.load_identity(device=self.device)
-        if model == "facenet":
-            from energyql.controls.faces import FaceEmbedder, load_facenet
-
-            return FaceEmbedder(load_facenet(device=self.device)).to(self.device)
-        raise EnergyQLError(f"nothing backs keep({what}) in the {self.catalog.name} world")
+    def identity(self, what: str) -> nn.Module:
+        """The embedding that ``keep(what)`` holds fixed (loaded once)."""
+        keepables = dict(self.catalog.keepables)
+        model = keepables[check_choice(what, keepables, error=EnergyQLError,
+                                       what=f"keepable property of the {self.catalog.name} world")]
+        if model not in self._identities:
+            self._identities[model] = registry.load(model, kind="identity", device=self.device)
+        return self._identities[model]
 
     @property
-    def attributes(self):
+    def attributes(self) -> nn.Module:
         if self._attributes is None:
             from energyql.controls.attributes import load_attribute_model
 
             self._attributes = load_attribute_model(self.catalog, device=self.device)
         return self._attributes
 
-    def clip(self, spec: str | None):
+    @property
+    def notices(self) -> tuple[str, ...]:
+        """One-line notices from the loaded judges (e.g. FairFace missing), for the manifest."""
+        if self._attributes is None:
+            return ()
+        return tuple(getattr(self._attributes, "notices", ()))
+
+    def predicate_weight(self, attrs: set[str]) -> float:
+        """The weight of a predicate energy on ``attrs``: its judge's (PromptGen's 100 for a
+        CelebA classifier), when every attribute's judge declares the same one; else 1."""
+        declared = getattr(self.attributes, "energy_weights", None) or {}
+        weights = {declared.get(a, 1.0) for a in attrs}
+        return weights.pop() if len(weights) == 1 else 1.0
+
+    def clip(self, spec: str | None) -> nn.Module:
         """The CLIP a term names, or the world's default (``ENERGYQL_CLIP`` overrides it)."""
         from energyql.controls.clip import default_clip_spec, load_clip
 
         return load_clip(spec or default_clip_spec(self.catalog), self.device)
 
 
-def is_probability(node) -> bool:
-    """Whether a node denotes a probability (predicates and their not/and/or)."""
-    if isinstance(node, (g.Predicate, g.Not)):
+class _IsProbability(TermVisitor[bool]):
+    """Whether a term denotes a probability: predicates and their not/and/or."""
+
+    def on_predicate(self, term: g.Predicate) -> bool:
         return True
-    if isinstance(node, (g.And, g.Or)):
-        return all(is_probability(t) for t in node.terms)
-    return False
+
+    def on_not(self, term: g.Not) -> bool:
+        return True
+
+    def on_flat(self, term: g.And | g.Or) -> bool:
+        return all(self.visit(t) for t in term.terms)
+
+    def fallback(self, term: Any) -> bool:
+        return False
 
 
-def _log_prob(node, catalog: Catalog):
-    if isinstance(node, g.Predicate):
-        return predicate_log_prob(node.attr, catalog.attribute(node.attr).values.index(node.value))
-    if isinstance(node, g.Not):
-        return not_log_prob(_log_prob(node.term, catalog))
-    parts = [_log_prob(t, catalog) for t in node.terms]
-    return and_log_prob(parts) if isinstance(node, g.And) else or_log_prob(parts)
+class _LogProb(TermVisitor[LogProb]):
+    """The log-probability function of a probability-valued term."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def on_predicate(self, term: g.Predicate) -> LogProb:
+        attribute = self.catalog.attribute(term.attr)
+        assert attribute is not None  # the program was checked against this catalog
+        return predicate_log_prob(term.attr, attribute.values.index(term.value))
+
+    def on_not(self, term: g.Not) -> LogProb:
+        return not_log_prob(self.visit(term.term))
+
+    def on_and(self, term: g.And) -> LogProb:
+        return and_log_prob([self.visit(t) for t in term.terms])
+
+    def on_or(self, term: g.Or) -> LogProb:
+        return or_log_prob([self.visit(t) for t in term.terms])
 
 
-def lower_term(node, models: ControlModels) -> EnergyTerm:
+class _Attributes(TermVisitor[set]):
+    """The attribute names a term's predicates mention."""
+
+    def on_predicate(self, term: g.Predicate) -> set:
+        return {term.attr}
+
+    def fallback(self, term: Any) -> set:
+        children = tuple(getattr(term, "terms", ()) or ()) + (
+            (term.term,) if isinstance(getattr(term, "term", None), g.Term) else ())
+        return set().union(*(self.visit(t) for t in children)) if children else set()
+
+
+_is_probability = _IsProbability()
+_attributes = _Attributes()
+
+
+def is_probability(node: g.Term) -> bool:
+    """Whether a node denotes a probability (predicates and their not/and/or)."""
+    return _is_probability.visit(node)
+
+
+class _LowerTerm(TermVisitor[EnergyTerm]):
+    """Pointwise graph nodes -> energy modules."""
+
+    def __init__(self, models: ControlModels):
+        self.models = models
+
+    def visit(self, term: Any, *args: Any, **kwargs: Any) -> EnergyTerm:
+        if is_probability(term):
+            return self.on_probability(term)
+        return super().visit(term, *args, **kwargs)
+
+    def on_probability(self, term: g.Term) -> EnergyTerm:
+        energy: EnergyTerm = PredicateEnergy(_LogProb(self.models.catalog).visit(term), str(term))
+        weight = self.models.predicate_weight(_attributes.visit(term))
+        return energy if weight == 1.0 else ScaledEnergy(weight, energy, str(term))
+
+    def on_clip(self, term: g.Clip) -> EnergyTerm:
+        settings = self.models.clip_settings
+        copies = term.augment if term.augment is not None else self.models.clip_copies
+        return ClipEnergy(self.models.clip(term.model), term.text, copies=copies,
+                          weight=settings.weight, augment=settings.augment_options,
+                          augment_at=settings.augment_at, text=str(term))
+
+    def on_scale(self, term: g.Scale) -> EnergyTerm:
+        return ScaledEnergy(float(term.weight), self.visit(term.term), str(term))
+
+    def on_and(self, term: g.And) -> EnergyTerm:
+        return SumEnergy([self.visit(t) for t in term.terms], str(term))
+
+    def on_or(self, term: g.Or) -> EnergyTerm:
+        return SoftOrEnergy([self.visit(t) for t in term.terms], str(term))
+
+    def fallback(self, term: Any) -> EnergyTerm:
+        raise EnergyQLError(f"cannot lower '{term}' to an energy",
+                            hint="only pointwise terms (predicates, clip, weights, and/or) "
+                                 "lower to energies; constraints belong to a stage")
+
+
+def lower_term(node: g.Term, models: ControlModels) -> EnergyTerm:
     """Return the energy module for one pointwise graph node."""
-    text = str(node)
-    if is_probability(node):
-        return PredicateEnergy(_log_prob(node, models.catalog), text)
-    if isinstance(node, g.Clip):
-        return ClipEnergy(models.clip(node.model), node.text,
-                          copies=node.augment if node.augment is not None else models.clip_copies,
-                          source=text)
-    if isinstance(node, g.Scale):
-        return ScaledEnergy(float(node.weight), lower_term(node.term, models), text)
-    if isinstance(node, g.And):
-        return SumEnergy([lower_term(t, models) for t in node.terms], text)
-    if isinstance(node, g.Or):
-        return SoftOrEnergy([lower_term(t, models) for t in node.terms], text)
-    raise EnergyQLError(f"cannot lower '{text}' to an energy")
+    return _LowerTerm(models).visit(node)
 
 
 class StageEnergy(nn.Module):
@@ -177,42 +255,67 @@ class StageEnergy(nn.Module):
     def has_constraints(self) -> bool:
         return len(self.constraints) > 0
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None):
-        parts = self.parts(self.features(images, generator))
-        total = torch.stack(list(parts.values())).sum(0)
-        return total, parts
+    def total_and_parts(self, features: Features) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return the per-image energy (the sum of every term) and each term's part."""
+        parts = self.parts(features)
+        return torch.stack(list(parts.values())).sum(0), parts
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None, *,
+                context: torch.Tensor | None = None,
+                reference_images: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return ``(total, parts)`` of images (the path training takes, see StageObjective)."""
+        return self.total_and_parts(self.features(images, generator, context=context,
+                                                  reference_images=reference_images))
 
 
-def lower_stage(stage, models: ControlModels) -> StageEnergy:
+class _StageParts:
+    """What a stage's terms lower to: pointwise energies, constraints, the flow's context."""
+
+    def __init__(self) -> None:
+        self.pointwise: list[EnergyTerm] = []
+        self.constraints: list[ConstraintEnergy] = []
+        self.context: list[ContextParam] = []
+        self.paired = False  # a term compares each sample with its reference
+
+
+class _LowerStageTerm(TermVisitor[None]):
+    """Adds one top-level term of a stage to its :class:`_StageParts`."""
+
+    def __init__(self, models: ControlModels, parts: _StageParts):
+        self.models, self.parts = models, parts
+
+    def on_constraint(self, term: g.Constraint) -> None:
+        self.parts.constraints.append(ConstraintEnergy(term.kind, tuple(term.attrs),
+                                                       tuple(term.target), str(term)))
+
+    def on_control(self, term: g.Control) -> None:
+        control = self.models.catalog.control(term.name)
+        params = [ContextParam(term.name, p.name, p.low, p.high) for p in term.params]
+        start = len(self.parts.context)
+        self.parts.context.extend(params)
+        self.parts.pointwise.append(PoseEnergy(self.models.pose(control), params,
+                                               list(range(start, start + len(params))), str(term)))
+
+    def on_keep(self, term: g.Keep) -> None:
+        self.parts.pointwise.append(KeepEnergy(self.models.identity(term.what), str(term)))
+        self.parts.paired = True
+
+    def fallback(self, term: Any) -> None:
+        self.parts.pointwise.append(lower_term(term, self.models))
+
+
+def lower_stage(stage: g.Stage, models: ControlModels) -> StageEnergy:
     """Return the StageEnergy for a checked ``graph.Stage``."""
-    pointwise, constraints, context = [], [], []
+    parts = _StageParts()
+    lower = _LowerStageTerm(models, parts)
     for term in stage.terms:
-        if isinstance(term, g.Constraint):
-            constraints.append(ConstraintEnergy(term.kind, tuple(term.attrs),
-                                                tuple(term.target), str(term)))
-        elif isinstance(term, g.Control):
-            control = models.catalog.control(term.name)
-            params = [ContextParam(term.name, p.name, p.low, p.high) for p in term.params]
-            columns = list(range(len(context), len(context) + len(params)))
-            context.extend(params)
-            pointwise.append(PoseEnergy(models.pose(control), params, columns, str(term)))
-        elif isinstance(term, g.Keep):
-            pointwise.append(KeepEnergy(models.identity(term.what), str(term)))
-        else:
-            pointwise.append(lower_term(term, models))
-    if constraints and context:
+        lower.visit(term)
+    if parts.constraints and parts.context:
         raise EnergyQLError(
             f"'{stage}' mixes distributional constraints with a conditional control",
             hint="put the constraint in its own stage before the conditional one")
-    needs_attributes = constraints or any(_mentions_attributes(t) for t in stage.terms)
-    return StageEnergy(pointwise, constraints, models.attributes if needs_attributes else None,
-                       context, paired=any(isinstance(t, g.Keep) for t in stage.terms))
-
-
-def _mentions_attributes(node) -> bool:
-    if isinstance(node, g.Predicate):
-        return True
-    for child in (getattr(node, "terms", None) or ()) + ((node.term,) if hasattr(node, "term") else ()):
-        if _mentions_attributes(child):
-            return True
-    return False
+    needs_attributes = parts.constraints or any(_attributes.visit(t) for t in stage.terms)
+    return StageEnergy(parts.pointwise, parts.constraints,
+                       models.attributes if needs_attributes else None, parts.context,
+                       paired=parts.paired)

@@ -27,17 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from energyql.errors import EnergyQLError, WeightsMissingError
-from energyql.generators.stylegan2 import CheckpointError, fir_kernel
+# CheckpointError and UnsafePickleError live in energyql.errors; imported here for old paths too.
+from energyql.errors import CheckpointError, UnsafePickleError, WeightsMissingError
+from energyql.generators.fir import fir_kernel
 
 __all__ = ["UnsafePickleError", "PersistentRecord", "read_pickle", "convert", "convert_file"]
 
 # The rosinality format fixes the mapping network's learning-rate multiplier at 0.01.
 _ROSINALITY_LR_MLP = 0.01
-
-
-class UnsafePickleError(EnergyQLError):
-    """A pickle asked for something other than tensors and plain data; nothing was run."""
 
 
 class PersistentRecord:
@@ -54,7 +51,7 @@ class PersistentRecord:
     def __repr__(self) -> str:
         return f"PersistentRecord({self.class_name!r})"
 
-    def submodule(self, name: str) -> "PersistentRecord | None":
+    def submodule(self, name: str) -> PersistentRecord | None:
         return self.state.get("_modules", {}).get(name)
 
     def attribute(self, name: str, default: Any = None) -> Any:
@@ -157,8 +154,7 @@ def read_pickle(source: str | Path | bytes) -> Any:
     that would need code to run.
     """
     if isinstance(source, (bytes, bytearray)):
-        stream = io.BytesIO(source)
-        return _unpickle(stream, "<bytes>")
+        return _unpickle(io.BytesIO(source), "<bytes>")
     path = Path(source).expanduser()
     if not path.is_file():
         raise WeightsMissingError(f"pickle '{path}' not found")
@@ -191,12 +187,15 @@ def _rescaled(tensor: torch.Tensor, factor: float) -> torch.Tensor:
     return tensor.clone() if math.isclose(factor, 1.0, rel_tol=1e-12) else tensor * factor
 
 
-def _linear(record: PersistentRecord, where: str, *, target_lr: float) -> tuple:
+def _linear(record: PersistentRecord | None, where: str, *,
+            target_lr: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(weight, bias)`` rescaled to rosinality's convention for a FullyConnectedLayer.
 
     NVIDIA computes ``x @ (weight * weight_gain).T + bias * bias_gain``; rosinality computes the
     same with ``weight_gain = lr / sqrt(in)`` and ``bias_gain = lr`` for a fixed ``lr``.
     """
+    if record is None:
+        raise CheckpointError(f"{where} is missing")
     weight = record.tensors().get("weight")
     bias = record.tensors().get("bias")
     if weight is None or bias is None:
@@ -240,8 +239,7 @@ def convert(source: str | Path | bytes) -> dict[str, Any]:
     sd: dict[str, torch.Tensor] = {}
     # Mapping network: fc0..fc{n-1} -> style.1..style.n (style.0 is the pixel norm).
     n_mlp = 0
-    while mapping.submodule(f"fc{n_mlp}") is not None:
-        fc = mapping.submodule(f"fc{n_mlp}")
+    while (fc := mapping.submodule(f"fc{n_mlp}")) is not None:
         if fc.attribute("activation", "lrelu") != "lrelu":
             raise CheckpointError(f"mapping layer fc{n_mlp} uses activation "
                                   f"'{fc.attribute('activation')}'; only 'lrelu' is supported")
@@ -252,10 +250,10 @@ def convert(source: str | Path | bytes) -> dict[str, Any]:
         sd[f"style.{n_mlp + 1}.weight"], sd[f"style.{n_mlp + 1}.bias"] = weight, bias
         n_mlp += 1
 
-    blocks = []
+    blocks: list[tuple[int, PersistentRecord]] = []
     res = 4
-    while synthesis.submodule(f"b{res}") is not None:
-        blocks.append((res, synthesis.submodule(f"b{res}")))
+    while (found := synthesis.submodule(f"b{res}")) is not None:
+        blocks.append((res, found))
         res *= 2
 
     def styled(layer: PersistentRecord | None, target: str, noise_index: int, where: str):
@@ -281,7 +279,8 @@ def convert(source: str | Path | bytes) -> dict[str, Any]:
         t = layer.tensors()
         weight = t["weight"].float()
         if weight.shape[0] != 3:
-            raise CheckpointError(f"{where} outputs {weight.shape[0]} channels; only RGB is supported")
+            raise CheckpointError(f"{where} outputs {weight.shape[0]} channels; "
+                                  "only RGB is supported")
         # NVIDIA folds 1/sqrt(fan_in) into the styles (weight_gain); rosinality applies the same
         # factor to the weight, so the affine layer copies unchanged.
         sd[f"{target}.conv.weight"] = weight.unsqueeze(0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 from energyql.errors import UnknownGeneratorError
 
@@ -25,6 +26,8 @@ class GeneratorSpec:
             returns a :class:`energyql.generators.base.Generator`.
         weights: key of its weights in the hub table, or None when shipped in the package.
         path: a local checkpoint for path-based entries (``stylegan2:PATH``).
+        training: training settings for this generator over its family's
+            (:attr:`FAMILY_TRAINING`), as ``(name, value)`` pairs of ``TrainConfig`` fields.
     """
 
     name: str
@@ -34,6 +37,28 @@ class GeneratorSpec:
     weights: str | None = None
     resolution: int = 0
     path: str | None = None
+    training: tuple[tuple[str, Any], ...] = ()
+
+    # Training defaults per generator family (keyed by loader), so that `energyql run` needs no
+    # tuning flags. The world's CLIP settings (copies, weight, augmentation) are in its catalog.
+    FAMILY_TRAINING: ClassVar[dict[str, dict[str, Any]]] = {
+        # Rare targets on shapes need the mass-covering start and the forward-KL term
+        # (docs/training.md); grad_clip stays TrainConfig's 10.
+        "energyql.worlds.shapes.generator:load": {
+            "steps": 800, "batch": 128, "lr": 1e-3, "warm_start_samples": 16384,
+            "forward_weight": 10.0},
+        # PromptGen's StyleGAN2 runs (CLIP, classifier, de-biasing): lr 1e-3, gradient
+        # clipping 1.0; neither the warm start nor the forward-KL term has been measured here.
+        "energyql.generators.stylegan2:load_spec": {"steps": 2000, "batch": 8, "lr": 1e-3,
+                                                     "grad_clip": 1.0},
+    }
+    # For loaders without an entry (a user's own generator family).
+    FALLBACK_LOADER: ClassVar[str] = "energyql.generators.stylegan2:load_spec"
+
+    def training_defaults(self) -> dict[str, Any]:
+        """Return this generator's training defaults: its family's, then its own ``training``."""
+        family = self.FAMILY_TRAINING.get(self.loader, self.FAMILY_TRAINING[self.FALLBACK_LOADER])
+        return {**family, **dict(self.training)}
 
     def load(self, **options):
         """Import the loader and build the generator (imports torch)."""

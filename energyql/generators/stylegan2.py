@@ -9,25 +9,27 @@ convolution here, so the module runs anywhere PyTorch does.
 
 :func:`load_spec` is the registry loader: it wraps the network as an energyql
 :class:`~energyql.generators.base.Generator` (``z -> mapping -> truncation -> synthesis``,
-fixed noise, images in [0, 1]).
+noise maps drawn per image or fixed, images in [0, 1]).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import pickle
 import random
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from energyql.errors import EnergyQLError, WeightsMissingError
+from energyql.errors import CheckpointError, EnergyQLError
 from energyql.generators.base import Generator
+
+# Re-exported: these lived here before, and the loaders below use them.
+from energyql.generators.checkpoints import read_checkpoint
+from energyql.generators.fir import fir_kernel
 
 __all__ = [
     "StyleGAN2", "StyleGAN2Generator", "CheckpointError", "default_channels", "infer_config",
@@ -37,20 +39,9 @@ __all__ = [
 _LRELU_GAIN = math.sqrt(2.0)
 
 
-class CheckpointError(EnergyQLError):
-    """A checkpoint file exists but is not a StyleGAN2 generator this module can load."""
-
-
 # ---------------------------------------------------------------------------------------------
 # Building blocks. Attribute names (weight, bias, modulation, blur.kernel, ...) are part of the
 # checkpoint format and must not change.
-
-
-def fir_kernel(taps: Sequence[float], gain: float = 1.0) -> torch.Tensor:
-    """Return the normalised separable 2-D FIR kernel of 1-D ``taps``, times ``gain``."""
-    k = torch.tensor(list(taps), dtype=torch.float32)
-    k = torch.outer(k, k) if k.ndim == 1 else k
-    return k / k.sum() * gain
 
 
 def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
@@ -78,6 +69,8 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
 
 class FIRFilter(nn.Module):
     """A fixed low-pass filter, optionally upsampling by 2 (its ``kernel`` is a buffer)."""
+
+    kernel: torch.Tensor
 
     def __init__(self, taps: Sequence[float], pad: tuple[int, int], up: int = 1,
                  gain: float | None = None):
@@ -258,6 +251,9 @@ class StyleGAN2(nn.Module):
         >>> image, _ = net([torch.randn(4, 128)], randomize_noise=False)  # (4, 3, 64, 64)
     """
 
+    # The checkpoint's mean w, set by load(); None for networks built from a state dict.
+    latent_avg: torch.Tensor | None = None
+
     def __init__(self, size: int, style_dim: int, n_mlp: int, channel_multiplier: int = 2,
                  blur_taps: Sequence[float] = (1, 3, 3, 1), lr_mlp: float = 0.01,
                  channels: dict[int, int] | None = None):
@@ -351,7 +347,10 @@ class StyleGAN2(nn.Module):
             noise = ([None] * self.num_layers if randomize_noise else
                      [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)])
         if truncation < 1:
-            styles = [truncation_latent + truncation * (s - truncation_latent) for s in styles]
+            if truncation_latent is None:
+                raise ValueError("truncation < 1 needs truncation_latent (the mean w)")
+            mean = truncation_latent
+            styles = [mean + truncation * (s - mean) for s in styles]
 
         if len(styles) < 2:
             first = styles[0]
@@ -413,39 +412,6 @@ def from_state_dict(state_dict: dict[str, torch.Tensor], *, lr_mlp: float = 0.01
     return net
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """Return ``(generator state dict, latent_avg or None)`` from a ``.pt`` or NVIDIA ``.pkl``.
-
-    ``.pt`` files are read with ``torch.load(weights_only=True)``; ``.pkl`` files go through the
-    restricted converter of :mod:`energyql.generators.nvidia_pkl`. Neither runs pickled code.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise WeightsMissingError(f"StyleGAN2 checkpoint '{path}' not found",
-                                  hint="pass an existing rosinality .pt or NVIDIA .pkl file")
-    if path.suffix == ".pkl":
-        from energyql.generators import nvidia_pkl
-
-        checkpoint = nvidia_pkl.convert(path)
-    else:
-        try:
-            # Checkpoints written by rosinality's train.py also hold its argparse options.
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
-            raise CheckpointError(f"cannot read '{path}' as a PyTorch checkpoint: "
-                                  f"{type(error).__name__}: {str(error).splitlines()[0]}",
-                                  hint="loading refuses files that would run pickled code; "
-                                       "NVIDIA pickles must end in .pkl") from None
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"'{path}' does not hold a dict of tensors")
-    state = checkpoint.get("g_ema", checkpoint)
-    if not isinstance(state, dict):
-        raise CheckpointError(f"'{path}': 'g_ema' is not a state dict")
-    latent_avg = checkpoint.get("latent_avg") if state is not checkpoint else None
-    return state, latent_avg if isinstance(latent_avg, torch.Tensor) else None
-
-
 def load(path: str | Path, *, device: torch.device | str = "cpu") -> StyleGAN2:
     """Return the generator of a rosinality ``.pt`` (or NVIDIA ``.pkl``) checkpoint, in eval mode.
 
@@ -469,12 +435,16 @@ class StyleGAN2Generator(Generator):
         truncation: psi of the truncation trick towards ``w_avg`` (1.0 = none; PromptGen trains
             at 1.0 and samples at 0.7).
         w_avg: the mean ``w``; if None it is estimated from ``mean_samples`` seeded draws.
-        randomize_noise: draw fresh noise per call instead of the fixed buffers.
+        randomize_noise: draw noise maps per image instead of using the fixed buffers (the
+            ``noise`` option: ``random`` or ``fixed``). The draws are seeded by the latents, so
+            the same ``z`` always gives the same image and seeded sampling stays reproducible.
 
     Example:
         >>> gen = StyleGAN2Generator(load("ffhq.pt"), truncation=0.7)      # doctest: +SKIP
         >>> images = gen.decode(gen.sample_latent(4))                         # doctest: +SKIP
     """
+
+    w_avg: torch.Tensor
 
     def __init__(self, net: StyleGAN2, *, truncation: float = 1.0,
                  w_avg: torch.Tensor | None = None, mean_samples: int = 4096,
@@ -500,8 +470,25 @@ class StyleGAN2Generator(Generator):
         w = self.net.get_latent(z)
         if self.truncation != 1.0:
             w = self.w_avg + self.truncation * (w - self.w_avg)
-        image, _ = self.net([w], input_is_latent=True, randomize_noise=self.randomize_noise)
+        noise = self.noise_maps(z) if self.randomize_noise else None
+        image, _ = self.net([w], input_is_latent=True, noise=noise, randomize_noise=False)
         return ((image + 1) / 2).clamp(0, 1)
+
+    def noise_maps(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """Return one random noise map per layer and image, drawn from a seed that ``z`` fixes.
+
+        Seeding by the latents (not by torch's global random state) keeps every call on the same
+        ``z`` identical: a seeded sample, a resumed run and a reloaded artifact see the same noise.
+        """
+        import hashlib
+
+        digest = hashlib.blake2b(z.detach().float().cpu().numpy().tobytes(), digest_size=8)
+        seeded = torch.Generator(device=z.device).manual_seed(
+            int.from_bytes(digest.digest(), "little") & (2 ** 63 - 1))
+        shapes = [getattr(self.net.noises, f"noise_{i}").shape[-2:]
+                  for i in range(self.net.num_layers)]
+        return [torch.randn(z.shape[0], 1, *shape, generator=seeded, device=z.device)
+                for shape in shapes]
 
     def train(self, mode: bool = True):
         # The wrapped network stays in eval mode; training flows around it never changes it.
@@ -510,7 +497,22 @@ class StyleGAN2Generator(Generator):
         return self
 
 
-_OPTIONS = ("device", "truncation", "mean_samples", "randomize_noise")
+_OPTIONS = ("device", "truncation", "mean_samples", "noise", "randomize_noise")
+NOISE_MODES = ("random", "fixed")
+# PromptGen trains its CLIP, classifier and de-biasing runs with fresh noise maps per image.
+DEFAULT_NOISE = "random"
+
+
+def noise_mode(options: dict) -> str:
+    """Return ``random`` or ``fixed`` from the ``noise`` option (or the older ``randomize_noise``)."""
+    from energyql.errors import check_choice
+
+    if "noise" in options:
+        return check_choice(str(options["noise"]), NOISE_MODES, what="StyleGAN2 noise mode",
+                            error=EnergyQLError)
+    if "randomize_noise" in options:
+        return "random" if options["randomize_noise"] else "fixed"
+    return DEFAULT_NOISE
 
 
 def load_spec(spec, *, device: torch.device | str = "cpu", truncation: float = 1.0,
@@ -518,7 +520,8 @@ def load_spec(spec, *, device: torch.device | str = "cpu", truncation: float = 1
     """Build the Generator of a registry spec: hub weights (``spec.weights``) or ``spec.path``.
 
     Options: ``truncation`` (psi, default 1.0), ``mean_samples`` (draws for ``w_avg`` when the
-    checkpoint has no ``latent_avg``), ``randomize_noise`` (default False: fixed noise).
+    checkpoint has no ``latent_avg``), ``noise`` (``random``, the default as in PromptGen: fresh
+    noise maps per image; ``fixed``: the checkpoint's noise buffers).
     """
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
@@ -540,6 +543,6 @@ def load_spec(spec, *, device: torch.device | str = "cpu", truncation: float = 1
     return StyleGAN2Generator(
         net, truncation=truncation, w_avg=None if latent_avg is None else latent_avg.to(device),
         mean_samples=options.get("mean_samples", 4096),
-        randomize_noise=options.get("randomize_noise", False), id=spec.name,
+        randomize_noise=noise_mode(options) == "random", id=spec.name,
         catalog=spec.catalog, weights_digest=digest or hub.file_digest(path),
     ).to(device)

@@ -7,11 +7,32 @@ rules), :mod:`check` (names against a catalog), :mod:`graph` (the energy graph),
 """
 
 from energyql.lang.api import (
-    Program, attr, clip, compile, control, debias, dist, keep, pose, uniform,
+    Program,
+    attr,
+    clip,
+    compile,
+    control,
+    debias,
+    dist,
+    keep,
+    pose,
+    uniform,
 )
 from energyql.lang.graph import (
-    And, Clip, Constraint, Control, DistSpec, Keep, Name, Not, Or, Param, Predicate, Scale,
-    Stage, Term,
+    And,
+    Clip,
+    Constraint,
+    Control,
+    DistSpec,
+    Keep,
+    Name,
+    Not,
+    Or,
+    Param,
+    Predicate,
+    Scale,
+    Stage,
+    Term,
 )
 
 __all__ = [

@@ -19,10 +19,21 @@ from functools import lru_cache
 from numbers import Real
 
 from energyql.errors import ArgumentError, ParseError, Span
-from energyql.lang.bind import KEYWORDS, bind, env_bindings, scaled
+from energyql.lang.bind import KEYWORDS, bind, env_bindings
 from energyql.lang.check import check_program, resolve_catalog
 from energyql.lang.graph import (
-    Clip, Constraint, Control, DistSpec, Keep, Name, Param, Predicate, Program, Stage, Term,
+    Clip,
+    Constraint,
+    Control,
+    DistSpec,
+    Keep,
+    Name,
+    Param,
+    Predicate,
+    Program,
+    Stage,
+    Term,
+    scaled,
 )
 from energyql.lang.parser import parse
 from energyql.lang.structure import validate_program
@@ -55,7 +66,7 @@ def compile(src: str, *, gen: object = None, env: Mapping[str, object] | None = 
     return _compile_cached(*key)
 
 
-def _freeze(env: Mapping[str, object] | None):
+def _freeze(env: Mapping[str, object] | None) -> tuple[tuple[str, object], ...] | None:
     if env is None:
         return None
     if not isinstance(env, Mapping):
@@ -65,7 +76,8 @@ def _freeze(env: Mapping[str, object] | None):
 
 
 @lru_cache(maxsize=512)
-def _compile_cached(src: str, gen: object, env: tuple | None) -> Program:
+def _compile_cached(src: str, gen: object,
+                    env: tuple[tuple[str, object], ...] | None) -> Program:
     return _compile(src, gen, dict(env) if env is not None else None)
 
 
@@ -139,7 +151,8 @@ def debias(*attrs: str) -> Program:
     return _one(Constraint("debias", _names(attrs, "debias")))
 
 
-def dist(attrs: str | Sequence[str], probabilities: Mapping | None = None, /,
+def dist(attrs: str | Sequence[str],
+         probabilities: Mapping[str | tuple[str, ...], float] | None = None, /,
          **named: float) -> Program:
     """Create ``dist(attrs, value=p, ...)``: an explicit target distribution.
 
@@ -152,11 +165,11 @@ def dist(attrs: str | Sequence[str], probabilities: Mapping | None = None, /,
     if not items:
         raise ArgumentError("dist() needs value=probability entries",
                             hint='e.g. eq.dist("size", small=0.3, large=0.7)')
-    entries = []
-    for key, probability in items:
-        key = (key,) if isinstance(key, str) else tuple(key)
+    entries: list[tuple[tuple[str, ...], float]] = []
+    for given, probability in items:
+        key = (given,) if isinstance(given, str) else tuple(given)
         if isinstance(probability, bool) or not isinstance(probability, Real) \
-                or not 0 <= probability <= 1:
+                or not 0 <= float(probability) <= 1:
             raise ArgumentError(f"the probability of {' x '.join(map(str, key))!r} must be a "
                                 "number from 0 to 1")
         entries.append((tuple(_name(k, "value") for k in key), float(probability)))

@@ -122,7 +122,7 @@ class Let(Node):
 
 
 @dataclass(frozen=True)
-class Source(Node):
+class Root(Node):
     """A whole program: its let bindings, then one expression per stage."""
 
     bindings: tuple[Let, ...]

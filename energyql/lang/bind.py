@@ -9,22 +9,41 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from energyql.errors import ArgumentError, CompositionError, ExpressionError, NameResolutionError
 from energyql.lang import ast
 from energyql.lang.diagnostics import error_at, suggest
 from energyql.lang.graph import (
-    And, Clip, Constraint, Control, DistSpec, Keep, Name, Not, Or, Origin, Param, Predicate,
-    Program, Scale, Stage, Term,
+    And,
+    Clip,
+    Constraint,
+    Control,
+    DistSpec,
+    Keep,
+    Name,
+    Not,
+    Or,
+    Origin,
+    Param,
+    Predicate,
+    Program,
+    Stage,
+    Term,
+    scaled,
 )
 from energyql.lang.structure import validate_program
+from energyql.lang.visit import TermVisitor
 
 BUILTINS = ("clip", "uniform", "debias", "dist", "keep")
 CLIP_OPTIONS = ("model", "weight", "augment")
 KEYWORDS = frozenset({"let", "then", "or", "not", "in", "x"})
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: Most term nodes a program may expand to once its let bindings are substituted. A binding
+#: used twice doubles in size, so a few short lines could otherwise ask for gigabytes; the
+#: size is counted before each node is built, so the work stays bounded by this number.
+MAX_TERMS = 10_000
 
 
 # --- what a name can be bound to ----------------------------------------------------------------
@@ -59,7 +78,7 @@ def _kind(binding: Binding) -> str:
     return "an attribute product" if len(binding.names) > 1 else "a name"
 
 
-def bind(tree: ast.Source, source: str, env: Mapping[str, Binding] | None = None) -> Program:
+def bind(tree: ast.Root, source: str, env: Mapping[str, Binding] | None = None) -> Program:
     """Return the unchecked program of a parsed source."""
     return validate_program(_Binder(source, env or {}).program(tree))
 
@@ -77,7 +96,7 @@ def env_bindings(env: Mapping[str, object] | None) -> dict[str, Binding]:
     return out
 
 
-def _env_value(key: str, value: object, parse) -> Binding:
+def _env_value(key: str, value: object, parse: Callable[[str], ast.Root]) -> Binding:
     from energyql.lang.graph import Program as _Program
 
     if isinstance(value, bool):
@@ -113,12 +132,18 @@ def _env_value(key: str, value: object, parse) -> Binding:
 # --- the binder ---------------------------------------------------------------------------------
 
 
-class _Binder:
+class _Binder(TermVisitor[Term]):
+    """Builds the term of each syntax node (``on_<node>``), resolving bindings on the way."""
+
     def __init__(self, source: str, env: Mapping[str, Binding], label: str | None = None):
         self.source = source
         self.env = env
         self.label = label
         self.lets: dict[str, Binding] = {}
+        self.builtins = {"clip": self.call_clip, "uniform": self.constraint,
+                         "debias": self.constraint, "dist": self.call_dist, "keep": self.call_keep}
+        # id(term) -> (term, expanded node count); the term is kept so that its id stays valid.
+        self.sizes: dict[int, tuple[Term, int]] = {}
 
     def at(self, node: ast.Node) -> Origin:
         return Origin(self.source, node.span, self.label)
@@ -133,14 +158,55 @@ class _Binder:
         return self.env.get(name)
 
     # -- program and bindings
-    def program(self, tree: ast.Source) -> Program:
+    def program(self, tree: ast.Root) -> Program:
         for let in tree.bindings:
             if let.name.name in self.lets:
                 raise self.fail(NameResolutionError, f"'{let.name.name}' is already bound",
                                 let.name, "give each let binding its own name")
             self.lets[let.name.name] = self.value(let.value)
-        stages = tuple(Stage(self.stage_terms(expr)) for expr in tree.stages)
-        return Program(stages, None, source=self.source)
+        stages = []
+        total = 0
+        for expr in tree.stages:
+            terms = self.stage_terms(expr)
+            total += sum(self.size(t) for t in terms)
+            if total > MAX_TERMS:
+                raise self.too_large(expr)
+            stages.append(Stage(terms))
+        return Program(tuple(stages), None, source=self.source)
+
+    # -- the expanded-size bound
+    def size(self, term: Term) -> int:
+        """Return the node count of ``term`` with shared subterms counted at every use."""
+        known = self.sizes.get(id(term))
+        if known is not None:
+            return known[1]
+        stack: list[tuple[Term, bool]] = [(term, False)]
+        while stack:
+            node, ready = stack.pop()
+            if id(node) in self.sizes:
+                continue
+            if not ready:
+                stack.append((node, True))
+                stack.extend((c, False) for c in node.children if id(c) not in self.sizes)
+                continue
+            count = 1 + sum(self.sizes[id(c)][1] for c in node.children)
+            self.sizes[id(node)] = (node, count)
+        return self.sizes[id(term)][1]
+
+    def too_large(self, expr: ast.Node) -> ExpressionError:
+        return self.fail(ExpressionError, f"expression too large: it expands to more than "
+                         f"{MAX_TERMS:,} terms", expr, "each use of a let binding copies its "
+                         "value; bind smaller pieces, or name each term once")
+
+    def built(self, expr: ast.Node, make: Callable[[tuple[Term, ...]], Term],
+              children: tuple[Term, ...]) -> Term:
+        """Return ``make(children)`` after checking the expanded size it will have."""
+        count = 1 + sum(self.size(c) for c in children)
+        if count > MAX_TERMS:
+            raise self.too_large(expr)
+        term = make(children)
+        self.sizes[id(term)] = (term, count)
+        return term
 
     def stage_terms(self, expr: ast.Expr) -> tuple[Term, ...]:
         term = self.term(expr)
@@ -155,7 +221,8 @@ class _Binder:
             return Number(expr.value)
         return TermValue(self.term(expr))
 
-    def attribute_names(self, idents, where: str) -> tuple[tuple[str, ...], tuple]:
+    def attribute_names(self, idents: Iterable[ast.Ident],
+                        where: str) -> tuple[tuple[str, ...], tuple[Origin | None, ...]]:
         names: list[str] = []
         parts: list[Origin | None] = []
         for ident in idents:
@@ -182,10 +249,9 @@ class _Binder:
 
     # -- terms
     def term(self, expr: ast.Expr) -> Term:
-        method = getattr(self, f"_{type(expr).__name__}")
-        return method(expr)
+        return self.visit(expr)
 
-    def _NameRef(self, expr: ast.NameRef) -> Term:
+    def on_name_ref(self, expr: ast.NameRef) -> Term:
         name = expr.name.name
         bound = self.lookup(name)
         if bound is None:
@@ -201,35 +267,38 @@ class _Binder:
                             f"use it in uniform({name}), debias({name}) or dist({name}, ...)")
         return Name(bound.names[0], origin=bound.parts[0] or self.at(expr))
 
-    def _Product(self, expr: ast.Product) -> Term:
+    def on_product(self, expr: ast.Product) -> Term:
         text = " x ".join(i.name for i in expr.names)
         raise self.fail(CompositionError, f"the attribute product '{text}' is not a term", expr,
                         f"use it in uniform({text}), debias({text}) or dist({text}, ...)")
 
-    def _Compare(self, expr: ast.Compare) -> Term:
+    def on_compare(self, expr: ast.Compare) -> Term:
         attr, attr_at = self.single_name(expr.attr, "an attribute name")
         value, value_at = self.single_name(expr.value, "a value name")
         predicate = Predicate(attr, value, origin=self.at(expr), parts=(attr_at, value_at))
         return Not(predicate, origin=self.at(expr)) if expr.negated else predicate
 
-    def _StringLit(self, expr: ast.StringLit) -> Term:
+    def on_string_lit(self, expr: ast.StringLit) -> Term:
         raise self.fail(ArgumentError, "a string is not a term on its own", expr,
                         f"wrap the prompt in clip(...), e.g. clip({self.text(expr)})")
 
-    def _NumberLit(self, expr: ast.NumberLit) -> Term:
+    def on_number_lit(self, expr: ast.NumberLit) -> Term:
         raise self.fail(ArgumentError, "a number is not a term on its own", expr,
                         "weights multiply terms, e.g. 2 * smiling")
 
-    def _NotExpr(self, expr: ast.NotExpr) -> Term:
-        return Not(self.term(expr.operand), origin=self.at(expr))
+    def on_not_expr(self, expr: ast.NotExpr) -> Term:
+        return self.built(expr, lambda c: Not(c[0], origin=self.at(expr)),
+                          (self.term(expr.operand),))
 
-    def _AndExpr(self, expr: ast.AndExpr) -> Term:
-        return And(tuple(self.term(e) for e in expr.items), origin=self.at(expr))
+    def on_and_expr(self, expr: ast.AndExpr) -> Term:
+        return self.built(expr, lambda c: And(c, origin=self.at(expr)),
+                          tuple(self.term(e) for e in expr.items))
 
-    def _OrExpr(self, expr: ast.OrExpr) -> Term:
-        return Or(tuple(self.term(e) for e in expr.items), origin=self.at(expr))
+    def on_or_expr(self, expr: ast.OrExpr) -> Term:
+        return self.built(expr, lambda c: Or(c, origin=self.at(expr)),
+                          tuple(self.term(e) for e in expr.items))
 
-    def _MulExpr(self, expr: ast.MulExpr) -> Term:
+    def on_mul_expr(self, expr: ast.MulExpr) -> Term:
         weight, terms = 1.0, []
         for item in expr.items:
             number = self.number(item)
@@ -259,13 +328,13 @@ class _Binder:
         return self.source[node.span.start:node.span.end]
 
     # -- calls
-    def _Call(self, call: ast.Call) -> Term:
+    def on_call(self, call: ast.Call) -> Term:
         func = call.func.name
-        if func in BUILTINS:
-            return getattr(self, f"call_{func}")(call)
-        return self.control(call)
+        builtin = self.builtins.get(func)
+        return builtin(call) if builtin is not None else self.control(call)
 
-    def split(self, call: ast.Call, keywords: tuple[str, ...] = ()):
+    def split(self, call: ast.Call, keywords: tuple[str, ...] = (),
+              ) -> tuple[list[ast.Expr], dict[str, ast.KwArg]]:
         """Return the positional args and ``{key: KwArg}``; refuse ranges and unknown keys."""
         positional, named = [], {}
         func = call.func.name
@@ -321,7 +390,8 @@ class _Binder:
             term = scaled(weight, term, self.at(call))
         return term
 
-    def attributes_arg(self, call: ast.Call, positional: list) -> tuple[tuple[str, ...], tuple]:
+    def attributes_arg(self, call: ast.Call, positional: list[ast.Expr],
+                       ) -> tuple[tuple[str, ...], tuple[Origin | None, ...]]:
         func = call.func.name
         if not positional:
             raise self.fail(ArgumentError, f"{func}() needs attributes", call,
@@ -344,11 +414,10 @@ class _Binder:
                             f"{func}({' x '.join(self.text(p) for p in positional)})")
         return Constraint(func, attrs, (), origin=self.at(call), parts=parts)
 
-    call_uniform = constraint
-    call_debias = constraint
-
     def call_dist(self, call: ast.Call) -> Term:
-        positional, entries, entry_parts = [], [], []
+        positional: list[ast.Expr] = []
+        entries: list[tuple[tuple[str, ...], float]] = []
+        entry_parts: list[tuple[Origin, ...]] = []
         for arg in call.args:
             if isinstance(arg, ast.PosArg):
                 if entries:
@@ -387,10 +456,10 @@ class _Binder:
         params: list[Param] = []
         for arg in call.args:
             if not isinstance(arg, ast.RangeArg):
-                close = suggest(func, BUILTINS)
-                if close:
+                if not _is_control(func):
                     raise self.fail(NameResolutionError, f"unknown function '{func}'",
-                                    call.func, suggest(func, BUILTINS, "functions"))
+                                    call.func, suggest(func, BUILTINS, "functions") +
+                                    " and the generator's controls, e.g. pose(yaw in -30..30)")
                 raise self.fail(ArgumentError, f"a control takes parameter ranges, not "
                                 f"'{self.text(arg)}'", arg,
                                 f"e.g. {func}(yaw in -30..30); functions: "
@@ -408,11 +477,8 @@ class _Binder:
         return Control(func, tuple(params), origin=self.at(call))
 
 
-def scaled(weight: float, term: Term, origin: Origin | None = None) -> Term:
-    """Return ``weight * term`` (weights multiply out; a weight of 1 vanishes)."""
-    if not (math.isfinite(weight) and weight > 0):
-        raise error_at(ArgumentError, f"weights must be positive numbers, got {weight:g}",
-                       origin, "to push away from a predicate use 'not', e.g. not smiling")
-    if isinstance(term, Scale):
-        return scaled(weight * term.weight, term.term, origin)
-    return term if weight == 1 else Scale(weight, term, origin=origin)
+def _is_control(name: str) -> bool:
+    """True if some catalog offers a control called ``name`` (binding knows no catalog yet)."""
+    from energyql.catalog import CATALOGS
+
+    return any(catalog.control(name) is not None for catalog in CATALOGS.values())

@@ -13,14 +13,33 @@ import math
 
 from energyql.catalog import CATALOGS, Attribute, Catalog
 from energyql.errors import (
-    ArgumentError, CompositionError, EnergyQLError, NameResolutionError, UnknownGeneratorError,
+    ArgumentError,
+    CompositionError,
+    EnergyQLError,
+    NameResolutionError,
+    UnknownGeneratorError,
 )
 from energyql.lang.diagnostics import error_at, suggest
 from energyql.lang.graph import (
-    And, Clip, Constraint, Control, DistSpec, Keep, Name, Not, Or, Origin, Param, Predicate,
-    Program, Scale, Stage, Term,
+    And,
+    Clip,
+    Constraint,
+    Control,
+    DistSpec,
+    Keep,
+    Name,
+    Not,
+    Or,
+    Origin,
+    Param,
+    Predicate,
+    Program,
+    Scale,
+    Stage,
+    Term,
 )
 from energyql.lang.structure import validate_program
+from energyql.lang.visit import TermVisitor
 
 #: Tolerance on a dist target's total (probabilities are written with few digits).
 SUM_TOLERANCE = 1e-6
@@ -66,7 +85,9 @@ def check_program(program: Program, catalog: Catalog, where: str | None = None) 
     return validate_program(checked)
 
 
-class _Checker:
+class _Checker(TermVisitor[Term]):
+    """Resolves the names of each term (``on_<kind>``) against one catalog."""
+
     def __init__(self, catalog: Catalog, where: str):
         self.catalog = catalog
         self.where = where
@@ -74,8 +95,9 @@ class _Checker:
         for attribute in catalog.attributes:
             spellings = list(attribute.values) + [alias for alias, _ in attribute.value_aliases]
             for spelling in spellings:
-                values.setdefault(spelling, []).append(
-                    (attribute.name, attribute.resolve_value(spelling)))
+                value = attribute.resolve_value(spelling)
+                if value is not None:
+                    values.setdefault(spelling, []).append((attribute.name, value))
         self.values = values  # spelling -> [(attribute, canonical value)]
 
     # -- stages
@@ -95,25 +117,25 @@ class _Checker:
         return Stage(terms)
 
     def term(self, term: Term) -> Term:
-        method = getattr(self, f"_{type(term).__name__}", None)
-        if method is None:
-            raise error_at(CompositionError, f"cannot check a {type(term).__name__} term",
-                           term.origin)
-        return method(term)
+        return self.visit(term)
 
-    def _Clip(self, term: Clip) -> Term:
+    def fallback(self, term: Term, *args: object, **kwargs: object) -> Term:
+        raise error_at(CompositionError, f"cannot check a {type(term).__name__} term",
+                       getattr(term, "origin", None))
+
+    def on_clip(self, term: Clip) -> Term:
         return term
 
-    def _Not(self, term: Not) -> Term:
+    def on_not(self, term: Not) -> Term:
         return Not(self.term(term.term), origin=term.origin)
 
-    def _And(self, term: And) -> Term:
+    def on_and(self, term: And) -> Term:
         return And(tuple(self.term(t) for t in term.terms), origin=term.origin)
 
-    def _Or(self, term: Or) -> Term:
+    def on_or(self, term: Or) -> Term:
         return Or(tuple(self.term(t) for t in term.terms), origin=term.origin)
 
-    def _Scale(self, term: Scale) -> Term:
+    def on_scale(self, term: Scale) -> Term:
         return Scale(term.weight, self.term(term.term), origin=term.origin)
 
     # -- names
@@ -121,7 +143,8 @@ class _Checker:
         pool = list(self.catalog.attribute_names) + [a for a, _ in self.catalog.aliases]
         return suggest(name, pool, f"attributes of {self.where}")
 
-    def attributes(self, names: tuple[str, ...], parts: tuple) -> tuple[Attribute, ...]:
+    def attributes(self, names: tuple[str, ...],
+                   parts: tuple[Origin | None, ...]) -> tuple[Attribute, ...]:
         """Resolve attribute names and aliases (which expand) to catalog attributes."""
         out: list[Attribute] = []
         for index, name in enumerate(names):
@@ -151,7 +174,7 @@ class _Checker:
                            f"{', '.join(attribute.values)}".strip())
         return value
 
-    def _Predicate(self, term: Predicate) -> Term:
+    def on_predicate(self, term: Predicate) -> Term:
         attr_at, value_at = (term.parts + (None, None))[:2]
         attributes = self.attributes((term.attr,), (attr_at or term.origin,))
         if len(attributes) != 1:
@@ -162,7 +185,7 @@ class _Checker:
         value = self.value(attribute, term.value, value_at or term.origin)
         return Predicate(attribute.name, value, origin=term.origin, parts=term.parts)
 
-    def _Name(self, term: Name) -> Term:
+    def on_name(self, term: Name) -> Term:
         name, origin = term.name, term.origin
         attribute = self.catalog.attribute(name)
         alias = self.catalog.alias(name)
@@ -200,7 +223,7 @@ class _Checker:
                        f"{hint} {tail}".strip())
 
     # -- constraints
-    def _Constraint(self, term: Constraint) -> Term:
+    def on_constraint(self, term: Constraint) -> Term:
         attributes = self.attributes(term.attrs, term.parts or (term.origin,) * len(term.attrs))
         attrs = tuple(a.name for a in attributes)
         values = tuple(a.values for a in attributes)
@@ -216,7 +239,7 @@ class _Checker:
         return Constraint(term.kind, attrs, target, origin=term.origin, values=values,
                           parts=term.parts)
 
-    def _DistSpec(self, term: DistSpec) -> Term:
+    def on_dist_spec(self, term: DistSpec) -> Term:
         attr_parts, entry_parts = term.parts if term.parts else ((), ())
         attributes = self.attributes(term.attrs, attr_parts or (term.origin,) * len(term.attrs))
         attrs = tuple(a.name for a in attributes)
@@ -258,7 +281,7 @@ class _Checker:
                           parts=attr_parts)
 
     # -- conditional control
-    def _Control(self, term: Control) -> Term:
+    def on_control(self, term: Control) -> Term:
         control = self.catalog.control(term.name)
         if control is None:
             from energyql.lang.bind import BUILTINS
@@ -286,7 +309,7 @@ class _Checker:
             params.append(Param(param.name, param.low, param.high, origin=param.origin))
         return Control(control.name, tuple(params), origin=term.origin)
 
-    def _Keep(self, term: Keep) -> Term:
+    def on_keep(self, term: Keep) -> Term:
         if self.catalog.keepable(term.what) is None:
             raise error_at(NameResolutionError, f"cannot keep '{term.what}'", term.origin,
                            suggest(term.what, [k for k, _ in self.catalog.keepables],

@@ -7,12 +7,14 @@ one against the other's catalog.
 
 from __future__ import annotations
 
-from numbers import Real
+from typing import TYPE_CHECKING
 
 from energyql.errors import CompositionError
-from energyql.lang.bind import scaled
-from energyql.lang.graph import And, Not, Or, Program, Stage, Term
+from energyql.lang.graph import And, Not, Or, Program, Stage, Term, scaled
 from energyql.lang.structure import validate_program
+
+if TYPE_CHECKING:
+    from energyql.catalog import Catalog
 
 
 def as_program(value: Program | Term) -> Program:
@@ -28,12 +30,12 @@ def _unify(programs: list[Program]) -> list[Program]:
     checked = [p for p in programs if p.catalog is not None]
     if not checked:
         return programs
-    names = {p.catalog for p in checked}
+    names = {p.catalog for p in checked if p.catalog is not None}
     if len(names) > 1:
         raise CompositionError(f"cannot combine programs checked against different catalogs "
                                f"({', '.join(sorted(names))})")
     anchor = checked[0]
-    catalog = anchor.catalog_obj or anchor.catalog
+    catalog: Catalog | str = anchor.catalog_obj or str(anchor.catalog)
     return [p if p.catalog is not None else p.checked(catalog) for p in programs]
 
 
@@ -79,8 +81,6 @@ def either(left: Program | Term, right: Program | Term) -> Program:
 
 def scale(program: Program, weight: float) -> Program:
     """Return ``weight * program``."""
-    if isinstance(weight, bool) or not isinstance(weight, Real):
-        return NotImplemented
     term = scaled(float(weight), _one_term(_single(program, "a weight")))
     return _build((Stage((term,)),), [program])
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from energyql.errors import ExpressionError
-from energyql.lang.graph import Origin
+from energyql.errors import ExpressionError, did_you_mean
+
+if TYPE_CHECKING:  # graph imports this module; the origin is only read here
+    from energyql.lang.graph import Origin
 
 
 def error_at(kind: type[ExpressionError], message: str, origin: Origin | None,
@@ -22,10 +24,4 @@ def error_at(kind: type[ExpressionError], message: str, origin: Origin | None,
 def suggest(name: str, candidates: Iterable[str], listing: str | None = None,
             limit: int = 12) -> str:
     """Return a hint: "did you mean 'x'? " followed by ``listing: a, b, c, ...``."""
-    pool = list(dict.fromkeys(candidates))
-    close = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    if listing is not None:
-        shown = ", ".join(pool[:limit]) + (", ..." if len(pool) > limit else "")
-        hint += f"{listing}: {shown}" if pool else f"{listing}: none"
-    return hint.strip()
+    return did_you_mean(name, candidates, listing=listing, limit=limit)

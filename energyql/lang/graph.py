@@ -10,13 +10,21 @@ resolves them.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from numbers import Real
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from energyql.errors import CompositionError, Span
+from energyql.errors import ArgumentError, CompositionError, Span
+from energyql.lang.diagnostics import error_at
+from energyql.lang.visit import TermVisitor
 
 if TYPE_CHECKING:
+    from rich.console import Group
+
     from energyql.catalog import Catalog
+
+_T = TypeVar("_T", bound="Term")
 
 
 @dataclass(frozen=True)
@@ -29,15 +37,11 @@ class Origin:
     label: str | None = None
 
 
-def _hidden(default: Any = None) -> Any:
-    return field(default=default, compare=False, repr=False, kw_only=True)
-
-
 @dataclass(frozen=True)
 class Term:
     """Base of every term. ``origin`` is the node's source span (never compared)."""
 
-    origin: Origin | None = _hidden()
+    origin: Origin | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def __str__(self) -> str:
         return to_source(self)
@@ -63,7 +67,7 @@ class Term:
     def predicates(self) -> tuple[Predicate, ...]:
         return tuple(t for t in self.walk() if isinstance(t, Predicate))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 
 
@@ -78,7 +82,7 @@ class Clip(Term):
     model: str | None = None
     augment: int | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "clip", "text": self.text, "model": self.model, "augment": self.augment}
 
 
@@ -91,13 +95,13 @@ class Predicate(Term):
 
     attr: str
     value: str
-    parts: tuple = _hidden(())
+    parts: tuple[Any, ...] = field(default=(), compare=False, repr=False, kw_only=True)
 
     @property
     def is_probability(self) -> bool:
         return True
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "predicate", "attr": self.attr, "value": self.value}
 
 
@@ -111,7 +115,7 @@ class Name(Term):
     def is_probability(self) -> bool:
         return True
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "name", "name": self.name}
 
 
@@ -129,11 +133,11 @@ class Not(Term):
     def is_probability(self) -> bool:
         return self.term.is_probability
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "not", "term": self.term.to_dict()}
 
 
-def _flatten(kind: type, terms) -> tuple[Term, ...]:
+def _flatten(kind: type[_Flat], terms: Iterable[Term]) -> tuple[Term, ...]:
     out: list[Term] = []
     for term in terms:
         out.extend(term.terms if isinstance(term, kind) else (term,))
@@ -158,7 +162,7 @@ class _Flat(Term):
     def is_probability(self) -> bool:
         return all(t.is_probability for t in self.terms)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, "terms": [t.to_dict() for t in self.terms]}
 
 
@@ -194,7 +198,7 @@ class Scale(Term):
     def children(self) -> tuple[Term, ...]:
         return (self.term,)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "scale", "weight": self.weight, "term": self.term.to_dict()}
 
 
@@ -215,8 +219,8 @@ class Constraint(Term):
     kind: str
     attrs: tuple[str, ...]
     target: tuple[float, ...] = ()
-    values: tuple[tuple[str, ...], ...] = _hidden(())
-    parts: tuple = _hidden(())
+    values: tuple[tuple[str, ...], ...] = field(default=(), compare=False, repr=False, kw_only=True)
+    parts: tuple[Any, ...] = field(default=(), compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attrs", tuple(self.attrs))
@@ -229,7 +233,7 @@ class Constraint(Term):
 
         return tuple(itertools.product(*self.values))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "constraint", "kind": self.kind, "attrs": list(self.attrs),
                 "target": list(self.target), "values": [list(v) for v in self.values]}
 
@@ -242,9 +246,9 @@ class DistSpec(Term):
 
     attrs: tuple[str, ...]
     entries: tuple[tuple[tuple[str, ...], float], ...]
-    parts: tuple = _hidden(())
+    parts: tuple[Any, ...] = field(default=(), compare=False, repr=False, kw_only=True)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "dist", "attrs": list(self.attrs),
                 "entries": [[list(k), p] for k, p in self.entries]}
 
@@ -256,13 +260,13 @@ class Param:
     name: str
     low: float
     high: float
-    origin: Origin | None = _hidden()
+    origin: Origin | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "low", float(self.low))
         object.__setattr__(self, "high", float(self.high))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "low": self.low, "high": self.high}
 
 
@@ -276,7 +280,7 @@ class Control(Term):
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", tuple(self.params))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "control", "name": self.name, "params": [p.to_dict() for p in self.params]}
 
 
@@ -286,7 +290,7 @@ class Keep(Term):
 
     what: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "keep", "what": self.what}
 
 
@@ -307,7 +311,7 @@ class Stage:
             return _print(self.terms[0], 0)
         return " & ".join(_print(t, _AND + 1) for t in self.terms)
 
-    def _of(self, kind) -> tuple:
+    def _of(self, kind: type[_T]) -> tuple[_T, ...]:
         return tuple(t for t in self.terms if isinstance(t, kind))
 
     @property
@@ -341,7 +345,7 @@ class Stage:
     def is_conditional(self) -> bool:
         return bool(self.controls)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"terms": [t.to_dict() for t in self.terms]}
 
 
@@ -355,9 +359,9 @@ class Program:
 
     stages: tuple[Stage, ...]
     catalog: str | None = None
-    source: str | None = _hidden()
-    catalog_obj: Catalog | None = _hidden()
-    generator: str | None = _hidden()
+    source: str | None = field(default=None, compare=False, repr=False, kw_only=True)
+    catalog_obj: Catalog | None = field(default=None, compare=False, repr=False, kw_only=True)
+    generator: str | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -385,23 +389,18 @@ class Program:
     @property
     def attributes(self) -> tuple[str, ...]:
         """Every attribute the program names (predicates and constraints), first use first."""
-        seen: dict[str, None] = {}
-        for stage in self.stages:
-            for term in stage.terms:
-                for node in term.walk():
-                    if isinstance(node, Predicate):
-                        seen[node.attr] = None
-                    elif isinstance(node, (Constraint, DistSpec)):
-                        seen.update(dict.fromkeys(node.attrs))
-        return tuple(seen)
+        named = _AttributesNamed()
+        seen = (attr for stage in self.stages for term in stage.terms for node in term.walk()
+                for attr in named.visit(node))
+        return tuple(dict.fromkeys(seen))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able description (canonical text, catalog, stages, backing models)."""
         from energyql.lang.render import program_dict
 
         return program_dict(self)
 
-    def tree(self):
+    def tree(self) -> Group:
         """Return a rich renderable tree of stages and terms with their backing models."""
         from energyql.lang.render import program_tree
 
@@ -449,7 +448,9 @@ class Program:
     def __mul__(self, weight: float) -> Program:
         from energyql.lang.compose import scale
 
-        return scale(self, weight)
+        if isinstance(weight, bool) or not isinstance(weight, Real):
+            return NotImplemented
+        return scale(self, float(weight))
 
     __rmul__ = __mul__
 
@@ -457,6 +458,22 @@ class Program:
         from energyql.lang.compose import negate
 
         return negate(self)
+
+
+class _AttributesNamed(TermVisitor[tuple[str, ...]]):
+    """The attributes one node names itself (not those of its children)."""
+
+    def on_predicate(self, term: Predicate) -> tuple[str, ...]:
+        return (term.attr,)
+
+    def on_constraint(self, term: Constraint) -> tuple[str, ...]:
+        return term.attrs
+
+    def on_dist_spec(self, term: DistSpec) -> tuple[str, ...]:
+        return term.attrs
+
+    def on_term(self, term: Term) -> tuple[str, ...]:
+        return ()
 
 
 # --- canonical text -----------------------------------------------------------------------------
@@ -484,50 +501,76 @@ def to_source(term: Term) -> str:
 
 
 def _print(term: Term, context: int) -> str:
-    text, level = _print_node(term)
+    text, level = _PRINTER.visit(term)
     return f"({text})" if level < context else text
 
 
-def _print_node(term: Term) -> tuple[str, int]:
-    if isinstance(term, Or):
+class _Printer(TermVisitor[tuple[str, int]]):
+    """Canonical text of one node and its binding level (parentheses go where it is lower)."""
+
+    def on_or(self, term: Or) -> tuple[str, int]:
         return " or ".join(_print(t, _OR + 1) for t in term.terms), _OR
-    if isinstance(term, And):
+
+    def on_and(self, term: And) -> tuple[str, int]:
         return " & ".join(_print(t, _AND + 1) for t in term.terms), _AND
-    if isinstance(term, Scale):
+
+    def on_scale(self, term: Scale) -> tuple[str, int]:
         return f"{format_number(term.weight)} * {_print(term.term, _NOT)}", _SCALE
-    if isinstance(term, Not):
+
+    def on_not(self, term: Not) -> tuple[str, int]:
         return f"not {_print(term.term, _NOT)}", _NOT
-    return _print_atom(term), _ATOM
 
-
-def _print_atom(term: Term) -> str:
-    if isinstance(term, Clip):
+    def on_clip(self, term: Clip) -> tuple[str, int]:
         options = "".join(
             f", {key}={value}" for key, value in (
                 ("model", None if term.model is None else quote(term.model)),
                 ("augment", None if term.augment is None else format_number(term.augment)),
             ) if value is not None)
-        return f"clip({quote(term.text)}{options})"
-    if isinstance(term, Predicate):
-        return f"{term.attr} == {term.value}"
-    if isinstance(term, Name):
-        return term.name
-    if isinstance(term, Constraint):
+        return f"clip({quote(term.text)}{options})", _ATOM
+
+    def on_predicate(self, term: Predicate) -> tuple[str, int]:
+        return f"{term.attr} == {term.value}", _ATOM
+
+    def on_name(self, term: Name) -> tuple[str, int]:
+        return term.name, _ATOM
+
+    def on_constraint(self, term: Constraint) -> tuple[str, int]:
         attrs = " x ".join(term.attrs)
         if term.kind != "dist":
-            return f"{term.kind}({attrs})"
+            return f"{term.kind}({attrs})", _ATOM
         if len(term.values) != len(term.attrs):
             raise CompositionError("cannot print an unchecked dist constraint without its values")
         entries = [f"{' x '.join(cell)}={format_number(p)}"
                    for cell, p in zip(term.cells, term.target) if p > 0]
-        return f"dist({', '.join([attrs, *entries])})"
-    if isinstance(term, DistSpec):
+        return f"dist({', '.join([attrs, *entries])})", _ATOM
+
+    def on_dist_spec(self, term: DistSpec) -> tuple[str, int]:
         entries = [f"{' x '.join(key)}={format_number(p)}" for key, p in term.entries]
-        return f"dist({', '.join([' x '.join(term.attrs), *entries])})"
-    if isinstance(term, Control):
+        return f"dist({', '.join([' x '.join(term.attrs), *entries])})", _ATOM
+
+    def on_control(self, term: Control) -> tuple[str, int]:
         params = ", ".join(f"{p.name} in {format_number(p.low)}..{format_number(p.high)}"
                            for p in term.params)
-        return f"{term.name}({params})"
-    if isinstance(term, Keep):
-        return f"keep({term.what})"
-    raise CompositionError(f"cannot print a {type(term).__name__} term")
+        return f"{term.name}({params})", _ATOM
+
+    def on_keep(self, term: Keep) -> tuple[str, int]:
+        return f"keep({term.what})", _ATOM
+
+    def fallback(self, term: object, *args: object, **kwargs: object) -> tuple[str, int]:
+        raise CompositionError(f"cannot print a {type(term).__name__} term")
+
+
+_PRINTER = _Printer()
+
+
+# --- weights ------------------------------------------------------------------------------------
+
+
+def scaled(weight: float, term: Term, origin: Origin | None = None) -> Term:
+    """Return ``weight * term`` (weights multiply out; a weight of 1 vanishes)."""
+    if not (math.isfinite(weight) and weight > 0):
+        raise error_at(ArgumentError, f"weights must be positive numbers, got {weight:g}",
+                       origin, "to push away from a predicate use 'not', e.g. not smiling")
+    if isinstance(term, Scale):
+        return scaled(weight * term.weight, term.term, origin)
+    return term if weight == 1 else Scale(weight, term, origin=origin)

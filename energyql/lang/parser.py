@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from energyql.lang import ast
 #: Deepest syntax tree accepted; deeper nesting is refused before any recursive pass runs.
 MAX_DEPTH = 100
 
+_Tree = Tree[Token]
+
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r"}
 
 
@@ -31,7 +34,7 @@ def _lark() -> Lark:
                 maybe_placeholders=True)
 
 
-def parse(source: str) -> ast.Source:
+def parse(source: str) -> ast.Root:
     """Return the syntax tree of a whole program (bindings, then stages)."""
     if not source.strip() or not _scan(source):
         raise ParseError("empty expression", source=source, span=Span(0, len(source)),
@@ -41,19 +44,33 @@ def parse(source: str) -> ast.Source:
     except lark.UnexpectedInput as error:
         raise _friendly(source, error) from None
     _check_depth(source, tree)
-    return _Builder(source).source(tree)
+    return _Builder(source).root(tree)
 
 
 # --- tree -> AST --------------------------------------------------------------------------------
 
 
-def _span(node: Tree | Token) -> Span:
+def _span(node: _Tree | Token) -> Span:
     if isinstance(node, Token):
-        return Span(node.start_pos, node.end_pos)
+        return Span(node.start_pos or 0, node.end_pos or 0)
     return Span(node.meta.start_pos, node.meta.end_pos)
 
 
-def _check_depth(source: str, tree: Tree) -> None:
+def _token(node: _Tree | Token) -> Token:
+    """Return ``node`` as the token the grammar puts there."""
+    if not isinstance(node, Token):  # only a changed grammar gets here
+        raise TypeError(f"expected a token, found the rule {node.data!r}")
+    return node
+
+
+def _rule(node: _Tree | Token) -> _Tree:
+    """Return ``node`` as the rule the grammar puts there."""
+    if not isinstance(node, Tree):  # only a changed grammar gets here
+        raise TypeError(f"expected a rule, found the token {node.type}")
+    return node
+
+
+def _check_depth(source: str, tree: _Tree) -> None:
     stack = [(tree, 1)]
     while stack:
         node, depth = stack.pop()
@@ -70,79 +87,83 @@ class _Builder:
     def __init__(self, source: str):
         self.text = source
 
-    def source(self, tree: Tree) -> ast.Source:
+    def root(self, tree: _Tree) -> ast.Root:
         *bindings, pipeline = tree.children
-        lets = tuple(self.binding(b) for b in bindings)
-        stages = tuple(self.expr(child) for child in pipeline.children)
-        return ast.Source(_span(tree), lets, stages)
+        lets = tuple(self.binding(_rule(b)) for b in bindings)
+        stages = tuple(self.expr(child) for child in _rule(pipeline).children)
+        return ast.Root(_span(tree), lets, stages)
 
-    def binding(self, tree: Tree) -> ast.Let:
+    def binding(self, tree: _Tree) -> ast.Let:
         name, value = tree.children
         return ast.Let(_span(tree), self.ident(name), self.expr(value))
 
-    def ident(self, token: Token) -> ast.Ident:
+    def ident(self, node: _Tree | Token) -> ast.Ident:
+        token = _token(node)
         return ast.Ident(_span(token), str(token))
 
-    def expr(self, node: Tree | Token) -> ast.Expr:
-        method = getattr(self, f"_{node.data}", None) if isinstance(node, Tree) else None
+    def expr(self, node: _Tree | Token) -> ast.Expr:
+        method: Callable[[_Tree], ast.Expr] | None = (
+            getattr(self, f"_{node.data}", None) if isinstance(node, Tree) else None)
         if method is None:  # the grammar guarantees every alias has a method
             raise ParseError("unsupported construct", source=self.text, span=_span(node))
-        return method(node)
+        return method(_rule(node))
 
-    def _name(self, tree: Tree) -> ast.Expr:
+    def _name(self, tree: _Tree) -> ast.Expr:
         return ast.NameRef(_span(tree), self.ident(tree.children[0]))
 
-    def _product(self, tree: Tree) -> ast.Expr:
+    def _product(self, tree: _Tree) -> ast.Expr:
         return ast.Product(_span(tree), tuple(self.ident(t) for t in tree.children))
 
-    def _let_names(self, tree: Tree) -> ast.Expr:
+    def _let_names(self, tree: _Tree) -> ast.Expr:
         if len(tree.children) == 1:
             return self._name(tree)
         return self._product(tree)
 
-    def _eq(self, tree: Tree, negated: bool = False) -> ast.Expr:
+    def _eq(self, tree: _Tree, negated: bool = False) -> ast.Expr:
         attr, value = tree.children
         return ast.Compare(_span(tree), self.ident(attr), self.ident(value), negated)
 
-    def _ne(self, tree: Tree) -> ast.Expr:
+    def _ne(self, tree: _Tree) -> ast.Expr:
         return self._eq(tree, negated=True)
 
-    def _string(self, tree: Tree) -> ast.Expr:
+    def _string(self, tree: _Tree) -> ast.Expr:
         token = tree.children[0]
-        return ast.StringLit(_span(tree), self._unescape(token))
+        return ast.StringLit(_span(tree), self._unescape(_token(token)))
 
-    def _number(self, tree: Tree) -> ast.Expr:
+    def _number(self, tree: _Tree) -> ast.Expr:
         return self.number(tree.children[0])
 
-    def number(self, token: Token) -> ast.NumberLit:
+    def number(self, node: _Tree | Token) -> ast.NumberLit:
+        token = _token(node)
         value = float(token)
         if not math.isfinite(value):
             raise ParseError(f"number '{token}' is too large", source=self.text, span=_span(token))
         return ast.NumberLit(_span(token), value)
 
-    def _not_(self, tree: Tree) -> ast.Expr:
+    def _not_(self, tree: _Tree) -> ast.Expr:
         return ast.NotExpr(_span(tree), self.expr(tree.children[0]))
 
-    def _mul(self, tree: Tree) -> ast.Expr:
+    def _mul(self, tree: _Tree) -> ast.Expr:
         return ast.MulExpr(_span(tree), tuple(self.expr(c) for c in tree.children))
 
-    def _and_(self, tree: Tree) -> ast.Expr:
+    def _and_(self, tree: _Tree) -> ast.Expr:
         return ast.AndExpr(_span(tree), tuple(self.expr(c) for c in tree.children))
 
-    def _or_(self, tree: Tree) -> ast.Expr:
+    def _or_(self, tree: _Tree) -> ast.Expr:
         return ast.OrExpr(_span(tree), tuple(self.expr(c) for c in tree.children))
 
-    def _call(self, tree: Tree) -> ast.Expr:
+    def _call(self, tree: _Tree) -> ast.Expr:
         func, args = tree.children
-        parsed = tuple(self.arg(a) for a in args.children if a is not None) if args else ()
+        parsed = (tuple(self.arg(_rule(a)) for a in _rule(args).children if a is not None)
+                  if args else ())
         return ast.Call(_span(tree), self.ident(func), parsed)
 
-    def arg(self, tree: Tree) -> ast.Arg:
+    def arg(self, tree: _Tree) -> ast.Arg:
         if tree.data == "pos_arg":
             return ast.PosArg(_span(tree), self.expr(tree.children[0]))
         if tree.data == "kw_arg":
             key, value = tree.children
-            return ast.KwArg(_span(tree), tuple(self.ident(t) for t in key.children),
+            return ast.KwArg(_span(tree), tuple(self.ident(t) for t in _rule(key).children),
                              self.expr(value))
         name, low, high = tree.children
         return ast.RangeArg(_span(tree), self.ident(name), self.number(low), self.number(high))
@@ -154,7 +175,7 @@ class _Builder:
             if char == "\\":
                 code = body[i + 1]
                 if code not in _ESCAPES:
-                    at = token.start_pos + 1 + i
+                    at = (token.start_pos or 0) + 1 + i
                     raise ParseError(f"unknown escape '\\{code}' in a string", source=self.text,
                                      span=Span(at, at + 2),
                                      hint='strings know \\" \\\\ \\n \\t and \\r')
@@ -168,13 +189,31 @@ class _Builder:
 
 # --- friendly syntax errors ---------------------------------------------------------------------
 
-_TOKEN_RE = re.compile(
-    r'(?P<ws>\s+)|(?P<comment>#[^\n]*)|(?P<string>"(?:[^"\\\n]|\\.)*"?)'
-    r"|(?P<number>-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<op>==|!=|\.\.|[&|*(),=;])|(?P<other>.)",
-    re.S,
-)
-_KEYWORDS = {"or", "not", "then", "let", "x", "in"}
+@lru_cache(maxsize=1)
+def _scanner() -> tuple[re.Pattern[str], frozenset[str]]:
+    """Return a token regex built from the grammar's own terminals, and its keywords.
+
+    The friendly messages look at the tokens around a failure; reading the patterns from the
+    parser keeps them from drifting apart from the grammar. Two additions: an unterminated
+    string still scans as one token, and ';' (part of the line-end terminal) is an operator.
+    """
+    patterns = {t.name: t.pattern for t in _lark().terminals}
+    literals = [p.value for p in patterns.values() if p.type == "str"]
+    keywords = frozenset(v for v in literals if v.isalpha())
+    symbols = sorted((v for v in literals if not v.isalpha()), key=len, reverse=True)
+    string = patterns["STRING"].to_regexp()
+    if not string.endswith('"'):
+        raise RuntimeError("the grammar's STRING terminal no longer ends with a quote")
+    regex = re.compile(
+        f"(?P<ws>{patterns['WS'].to_regexp()})|(?P<comment>{patterns['COMMENT'].to_regexp()})"
+        f'|(?P<string>{string}?)|(?P<number>{patterns["NUMBER"].to_regexp()})'
+        f"|(?P<name>{patterns['NAME'].to_regexp()})"
+        f"|(?P<op>{'|'.join(re.escape(v) for v in [*symbols, ';'])})|(?P<other>.)",
+        re.S,
+    )
+    return regex, keywords
+
+
 _BINARY = {"&", "or", "*", "==", "!=", "x", "=", "in", "..", "not"}
 _DESCRIBE = {
     "NAME": "a name", "STRING": "a string", "NUMBER": "a number", "_LET_END": "a line end or ';'",
@@ -184,13 +223,14 @@ _DESCRIBE = {
 
 def _scan(source: str, end: int | None = None) -> list[tuple[str, str, int]]:
     """Return ``(kind, text, start)`` of the significant tokens before ``end``."""
+    regex, keywords = _scanner()
     tokens = []
-    for match in _TOKEN_RE.finditer(source, 0, len(source) if end is None else end):
-        kind = match.lastgroup
+    for match in regex.finditer(source, 0, len(source) if end is None else end):
+        kind = match.lastgroup or "other"
         if kind in ("ws", "comment"):
             continue
         text = match.group()
-        if kind == "name" and text in _KEYWORDS:
+        if kind == "name" and text in keywords:
             kind = "op"
         tokens.append((kind, text, match.start()))
     return tokens
@@ -225,7 +265,7 @@ def _friendly(source: str, error: lark.UnexpectedInput) -> ParseError:
         return _bad_character(source, pos)
     token = getattr(error, "token", None)
     at_end = isinstance(error, lark.UnexpectedEOF) or (token is not None and token.type == "$END")
-    if at_end:
+    if at_end or token is None:
         return _unexpected_end(source, error)
     before = _scan(source, token.start_pos)
     span = Span(token.start_pos, max(token.end_pos or 0, token.start_pos + 1))
@@ -247,7 +287,7 @@ def _friendly(source: str, error: lark.UnexpectedInput) -> ParseError:
     if text == "=":
         return fail("unexpected '='", "compare an attribute with '==', e.g. gender == female")
     let_hint = _let_line_hint(source, before, token.start_pos)
-    if prev and prev[1] in _KEYWORDS - {"not"} and token.type in _TERM_START:
+    if prev and prev[1] in _scanner()[1] - {"not"} and token.type in _TERM_START:
         # lark read the keyword as a name because no keyword fits there
         earlier = before[-2] if len(before) > 1 else None
         where = Span(prev[2], prev[2] + len(prev[1]))
@@ -272,8 +312,8 @@ def _friendly(source: str, error: lark.UnexpectedInput) -> ParseError:
                     "join terms with '&' (both), 'or' (either) or '| then' (a new stage)")
     if token.type not in _TERM_START and \
             (prev is None or prev[1] in _BINARY | {"(", ",", "|", "then"}):
-        where = f"after '{prev[1]}'" if prev else "at the start"
-        return fail(f"expected a term {where}, found '{text}'", "write a term such as smiling "
+        place = f"after '{prev[1]}'" if prev else "at the start"
+        return fail(f"expected a term {place}, found '{text}'", "write a term such as smiling "
                     'or clip("...") there, or remove the operator')
     if not _open_parens(before):
         expected -= {"RPAR", "COMMA"}

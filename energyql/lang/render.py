@@ -6,7 +6,7 @@ regressor, identity network), looked up in the program's catalog.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.text import Text
@@ -14,9 +14,24 @@ from rich.tree import Tree
 
 from energyql.catalog import CATALOGS
 from energyql.lang.graph import (
-    And, Clip, Constraint, Control, DistSpec, Keep, Name, Not, Or, Predicate, Program, Scale,
-    Term, format_number, quote, to_source,
+    And,
+    Clip,
+    Constraint,
+    Control,
+    DistSpec,
+    Keep,
+    Name,
+    Not,
+    Or,
+    Predicate,
+    Program,
+    Scale,
+    Term,
+    format_number,
+    quote,
+    to_source,
 )
+from energyql.lang.visit import TermVisitor
 
 if TYPE_CHECKING:
     from energyql.catalog import Catalog
@@ -32,31 +47,58 @@ def _catalog(program: Program) -> Catalog | None:
 
 def backing(term: Term, catalog: Catalog | None) -> str | None:
     """Return the control model behind ``term`` (None for operators)."""
-    if isinstance(term, Clip):
+    return _Backing(catalog).visit(term)
+
+
+class _Backing(TermVisitor[str | None]):
+    """The model that judges each kind of term, as the catalog names it."""
+
+    def __init__(self, catalog: Catalog | None):
+        self.catalog = catalog
+
+    def on_clip(self, term: Clip) -> str | None:
         if term.model:
             return term.model
-        return (catalog.clip_model or "CLIP") if catalog else "CLIP (catalog default)"
-    if catalog is None:
-        return _UNCHECKED if isinstance(term, (Predicate, Name, Constraint, DistSpec, Control,
-                                               Keep)) else None
-    if isinstance(term, Predicate):
-        attribute = catalog.attribute(term.attr)
+        if self.catalog is None:
+            return "CLIP (catalog default)"
+        return self.catalog.clip_model or "CLIP"
+
+    def on_predicate(self, term: Predicate) -> str | None:
+        if self.catalog is None:
+            return _UNCHECKED
+        attribute = self.catalog.attribute(term.attr)
         return attribute.model if attribute else None
-    if isinstance(term, Constraint):
-        models = [catalog.attribute(a).model for a in term.attrs if catalog.attribute(a)]
+
+    def on_name(self, term: Name) -> str | None:
+        return _UNCHECKED if self.catalog is None else None
+
+    def on_dist_spec(self, term: DistSpec) -> str | None:
+        return _UNCHECKED if self.catalog is None else None
+
+    def on_constraint(self, term: Constraint) -> str | None:
+        if self.catalog is None:
+            return _UNCHECKED
+        attributes = (self.catalog.attribute(a) for a in term.attrs)
+        models = [a.model for a in attributes if a]
         return ", ".join(dict.fromkeys(models)) or None
-    if isinstance(term, Control):
-        control = catalog.control(term.name)
+
+    def on_control(self, term: Control) -> str | None:
+        if self.catalog is None:
+            return _UNCHECKED
+        control = self.catalog.control(term.name)
         return control.model if control else None
-    if isinstance(term, Keep):
-        return catalog.keepable(term.what)
-    return None
+
+    def on_keep(self, term: Keep) -> str | None:
+        return _UNCHECKED if self.catalog is None else self.catalog.keepable(term.what)
+
+    def on_term(self, term: Term) -> str | None:
+        return None  # operators (not, and, or, weights) have no model of their own
 
 
 # --- dict ---------------------------------------------------------------------------------------
 
 
-def _term_dict(term: Term, catalog: Catalog | None) -> dict:
+def _term_dict(term: Term, catalog: Catalog | None) -> dict[str, Any]:
     data = term.to_dict()
     for key in ("term", "terms"):
         if key in data:
@@ -66,11 +108,11 @@ def _term_dict(term: Term, catalog: Catalog | None) -> dict:
     model = backing(term, catalog)
     if model is not None:
         data["backed_by"] = model
-    data["source"] = to_source(term)
+    data["canonical"] = to_source(term)
     return data
 
 
-def program_dict(program: Program) -> dict:
+def program_dict(program: Program) -> dict[str, Any]:
     catalog = _catalog(program)
     return {
         "canonical": str(program),
@@ -86,25 +128,43 @@ def program_dict(program: Program) -> dict:
 
 
 def _label(term: Term, catalog: Catalog | None) -> Text:
-    text = Text()
-    if isinstance(term, Clip):
-        text.append("clip ", style="bold cyan").append(quote(term.text))
+    text = _LABELS.visit(term)
+    model = backing(term, catalog)
+    if model:
+        text.append(f"  [{model}]", style="dim italic")
+    return text
+
+
+class _Labels(TermVisitor[Text]):
+    """The tree label of each kind of term, without its backing model."""
+
+    def on_clip(self, term: Clip) -> Text:
+        text = Text().append("clip ", style="bold cyan").append(quote(term.text))
         if term.augment is not None:
             text.append(f"  augment={term.augment}", style="dim")
-    elif isinstance(term, Predicate):
-        text.append("predicate ", style="bold green").append(f"{term.attr} == {term.value}")
-    elif isinstance(term, Name):
-        text.append("name ", style="bold green").append(term.name)
-    elif isinstance(term, Not):
-        text.append("not", style="bold magenta").append("  −log(1 − p)", style="dim")
-    elif isinstance(term, And):
-        text.append("and", style="bold magenta").append("  energies add", style="dim")
-    elif isinstance(term, Or):
-        text.append("or", style="bold magenta").append("  soft OR", style="dim")
-    elif isinstance(term, Scale):
-        text.append(f"weight {format_number(term.weight)}", style="bold yellow")
-    elif isinstance(term, Constraint):
-        text.append(f"{term.kind} ", style="bold blue").append(" x ".join(term.attrs))
+        return text
+
+    def on_predicate(self, term: Predicate) -> Text:
+        return Text().append("predicate ", style="bold green").append(
+            f"{term.attr} == {term.value}")
+
+    def on_name(self, term: Name) -> Text:
+        return Text().append("name ", style="bold green").append(term.name)
+
+    def on_not(self, term: Not) -> Text:
+        return Text().append("not", style="bold magenta").append("  −log(1 − p)", style="dim")
+
+    def on_and(self, term: And) -> Text:
+        return Text().append("and", style="bold magenta").append("  energies add", style="dim")
+
+    def on_or(self, term: Or) -> Text:
+        return Text().append("or", style="bold magenta").append("  soft OR", style="dim")
+
+    def on_scale(self, term: Scale) -> Text:
+        return Text().append(f"weight {format_number(term.weight)}", style="bold yellow")
+
+    def on_constraint(self, term: Constraint) -> Text:
+        text = Text().append(f"{term.kind} ", style="bold blue").append(" x ".join(term.attrs))
         cells = len(term.target)
         if cells:
             text.append(f"  {cells} cells", style="dim")
@@ -112,17 +172,23 @@ def _label(term: Term, catalog: Catalog | None) -> Text:
             shown = ", ".join(f"{' x '.join(c)}={p:.3g}" for c, p in zip(term.cells, term.target)
                               if p > 0)
             text.append(f"  {shown}" if len(shown) < 120 else f"  {shown[:117]}...", style="dim")
-    elif isinstance(term, DistSpec):
-        text.append("dist ", style="bold blue").append(" x ".join(term.attrs))
-    elif isinstance(term, Control):
-        text.append(f"control {term.name} ", style="bold blue").append(", ".join(
+        return text
+
+    def on_dist_spec(self, term: DistSpec) -> Text:
+        return Text().append("dist ", style="bold blue").append(" x ".join(term.attrs))
+
+    def on_control(self, term: Control) -> Text:
+        return Text().append(f"control {term.name} ", style="bold blue").append(", ".join(
             f"{p.name} in {format_number(p.low)}..{format_number(p.high)}" for p in term.params))
-    elif isinstance(term, Keep):
-        text.append("keep ", style="bold blue").append(term.what)
-    model = backing(term, catalog)
-    if model:
-        text.append(f"  [{model}]", style="dim italic")
-    return text
+
+    def on_keep(self, term: Keep) -> Text:
+        return Text().append("keep ", style="bold blue").append(term.what)
+
+    def on_term(self, term: Term) -> Text:
+        return Text(type(term).__name__)
+
+
+_LABELS = _Labels()
 
 
 def _add(parent: Tree, term: Term, catalog: Catalog | None) -> None:

@@ -14,7 +14,18 @@ import math
 from energyql.errors import ArgumentError, CompositionError
 from energyql.lang.diagnostics import error_at
 from energyql.lang.graph import (
-    STAGE_LEVEL, And, Constraint, Control, DistSpec, Keep, Not, Or, Program, Scale, Stage, Term,
+    STAGE_LEVEL,
+    And,
+    Constraint,
+    Control,
+    DistSpec,
+    Keep,
+    Not,
+    Or,
+    Program,
+    Scale,
+    Stage,
+    Term,
     to_source,
 )
 
@@ -64,7 +75,7 @@ def validate_stage(stage: Stage, index: int = 1, *, complete: bool = True) -> No
                        "pose(yaw in -30..30) & keep(identity)")
 
 
-def _context(term: Term) -> str:
+def _context(term: Term | None) -> str:
     if isinstance(term, Not):
         return "'not'"
     if isinstance(term, Or):

@@ -4,9 +4,13 @@ import pytest
 import torch
 
 from energyql.catalog import FACES, GENERIC
-from energyql.controls.attributes import (ClipZeroShotAttributes, FaceAttributes,
-                                          face_attribute_backend, load_attribute_model,
-                                          zero_shot_prompts)
+from energyql.controls.attributes import (
+    ClipZeroShotAttributes,
+    FaceAttributes,
+    face_attribute_backend,
+    load_attribute_model,
+    zero_shot_prompts,
+)
 from energyql.controls.clip import load_clip
 from energyql.controls.faces import FAIRFACE_OUTPUTS, FairFaceClassifier, load_fairface
 from energyql.errors import EnergyQLError, WeightsMissingError
@@ -24,9 +28,9 @@ def test_every_face_value_has_its_own_prompts():
 def test_zero_shot_gives_normalised_log_probs_for_every_attribute(tiny_clip, monkeypatch):
     name, checkpoint, _ = tiny_clip
     monkeypatch.setenv("ENERGYQL_CLIP", f"{name}:{checkpoint}")
-    monkeypatch.delenv("ENERGYQL_FACE_ATTRIBUTES", raising=False)
+    monkeypatch.setenv("ENERGYQL_FACE_ATTRIBUTES", "clip")
     model = load_attribute_model(FACES)
-    assert isinstance(model, ClipZeroShotAttributes)
+    assert isinstance(model, ClipZeroShotAttributes) and model.notices == ()
     images = torch.rand(3, 3, 32, 32, requires_grad=True)
     out = model(images)
     assert set(out) == set(FACES.attribute_names)
@@ -95,7 +99,7 @@ def test_fairface_checkpoint_of_the_wrong_shape(tmp_path):
 
 
 @pytest.mark.parametrize("raw, parsed", [
-    ("", ("clip", None)), ("clip", ("clip", None)), ("fairface", ("fairface", None)),
+    ("", ("auto", None)), ("auto", ("auto", None)), ("clip", ("clip", None)), ("fairface", ("fairface", None)),
     ("fairface:/w/ff.pt", ("fairface", "/w/ff.pt"))])
 def test_backend_values(raw, parsed):
     assert face_attribute_backend(raw) == parsed

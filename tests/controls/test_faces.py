@@ -1,11 +1,17 @@
-"""FaceNet identity: the face crop, loading from a path or the cache, the identity energy, MTCNN."""
+"""FaceNet identity: the face crop, loading from a path or the cache, keep(identity), MTCNN."""
 
 import pytest
 import torch
 
-from energyql.controls.faces import FFHQ_CROP, FaceCrop, FaceEmbedder, load_facenet, measure_face_box
+from energyql.controls.faces import (
+    FFHQ_CROP,
+    FaceCrop,
+    FaceEmbedder,
+    load_facenet,
+    measure_face_box,
+)
 from energyql.energies.base import Features
-from energyql.energies.identity import IdentityEnergy
+from energyql.energies.conditional import KeepEnergy
 from energyql.errors import EnergyQLError, WeightsMissingError
 from tests.controls.helpers import save_random_facenet
 
@@ -69,29 +75,35 @@ def test_embeddings_are_unit_deterministic_and_batch_independent(embedder):
     assert torch.allclose(embedder(images[:1]), together[:1], atol=1e-5)
 
 
-def test_identity_energy_is_zero_for_the_same_face_and_differentiable(embedder):
-    energy = IdentityEnergy(embedder)
+def test_keep_identity_uses_the_registered_facenet_once_and_pairs_faces(facenet_file, monkeypatch):
+    from energyql.catalog import FACES
+    from energyql.energies import ControlModels
+
+    monkeypatch.setenv("ENERGYQL_FACENET", str(facenet_file))
+    models = ControlModels(FACES)
+    embedder = models.identity("identity")
+    assert models.identity("identity") is embedder
     images = torch.rand(2, 3, 64, 64, requires_grad=True)
-    # A random network maps every image to nearly the same embedding, so the distances are
-    # small; a plain image against noise still differs by far more than rounding.
-    others = torch.zeros(2, 3, 64, 64)
-    same = energy.pair(images, images.detach().clone())
-    assert same.abs().max() < 1e-6
-    different = energy.pair(images, others)
-    assert (different > 1e-5).all() and (different <= 2).all()
+    # The registry's loader is the embedder itself: the face is cropped and standardised once.
+    assert torch.allclose(embedder(images), load_facenet(str(facenet_file))(images), atol=1e-5)
+    energy = KeepEnergy(embedder, "keep(identity)")
+    same = energy(Features(images, reference_images=images.detach().clone()))
+    assert same.abs().max() < 1e-4
+    # A random network maps every image to nearly the same embedding, so distances are small;
+    # a plain image against black still differs by far more than rounding.
+    different = energy(Features(images, reference_images=torch.zeros(2, 3, 64, 64)))
+    assert (different > 1e-5).all()
     different.sum().backward()
     assert images.grad is not None and images.grad.abs().sum() > 0
 
 
-def test_identity_energy_with_a_fixed_reference(embedder):
-    face = torch.rand(1, 3, 64, 64)
-    energy = IdentityEnergy(embedder, reference=face, weight=2.0)
-    batch = torch.cat([face, torch.zeros(1, 3, 64, 64)])
-    values = energy(Features(batch))
-    assert values.shape == (2,)
-    assert abs(float(values[0])) < 1e-6 and float(values[1]) > 1e-5
-    with pytest.raises(EnergyQLError, match="no reference"):
-        IdentityEnergy(embedder)(Features(batch))
+def test_keep_of_a_property_the_world_cannot_keep(monkeypatch):
+    from energyql.catalog import FACES
+    from energyql.energies import ControlModels
+
+    with pytest.raises(EnergyQLError, match="unknown keepable property of the faces world 'identiy'") as info:
+        ControlModels(FACES).identity("identiy")
+    assert "did you mean 'identity'" in info.value.hint
 
 
 def test_mtcnn_weights_ship_with_facenet_pytorch_and_run_offline(offline_cache):

@@ -143,9 +143,10 @@ def test_clip_energy_augments_at_clips_input_size_not_the_generators():
 def test_conditional_control_without_a_pose_model_is_a_clear_error():
     from energyql.catalog import FACES, Control
 
-    # Both worlds have one (faces: tests/controls/test_face_pose.py); an unknown model has none.
-    with pytest.raises(eq.EnergyQLError, match="no pose model"):
-        ControlModels(FACES).pose(Control("pose", (), model="elsewhere"))
+    # Both worlds have one (faces: tests/controls/test_face_pose.py); an unknown key has none.
+    with pytest.raises(eq.EnergyQLError, match="unknown pose model 'shapes-pse'") as info:
+        ControlModels(FACES).pose(Control("pose", (), model="shapes-pse"))
+    assert "did you mean 'shapes-pose'?" in info.value.hint and "face-pose" in info.value.hint
 
 
 def test_constraint_and_control_in_one_stage_are_refused():

@@ -19,8 +19,13 @@ import torch
 
 from energyql.errors import EnergyQLError
 from energyql.generators import load as load_generator
-from energyql.generators.nvidia_pkl import (UnsafePickleError, PersistentRecord, convert,
-                                            convert_file, read_pickle)
+from energyql.generators.nvidia_pkl import (
+    PersistentRecord,
+    UnsafePickleError,
+    convert,
+    convert_file,
+    read_pickle,
+)
 from energyql.generators.stylegan2 import CheckpointError, StyleGAN2, from_state_dict, load
 from tests.generators.sg2_helpers import seeded_state_dict
 
@@ -84,13 +89,15 @@ def nvidia_layout(sd, make, *, lr=0.01):
 
     def affine(prefix):
         w = sd[prefix + ".modulation.weight"]
-        return make("FullyConnectedLayer", params={"weight": w, "bias": sd[prefix + ".modulation.bias"]},
-                    activation="linear", weight_gain=np.float64(1 / math.sqrt(w.shape[1])),
+        bias = sd[prefix + ".modulation.bias"]
+        return make("FullyConnectedLayer", params={"weight": w, "bias": bias}, activation="linear",
+                    weight_gain=np.float64(1 / math.sqrt(w.shape[1])),
                     bias_gain=1)
 
     def layer(prefix, noise, up):
         return make("SynthesisLayer", params={
-            "weight": sd[prefix + ".conv.weight"][0], "noise_strength": sd[prefix + ".noise.weight"][0],
+            "weight": sd[prefix + ".conv.weight"][0],
+            "noise_strength": sd[prefix + ".noise.weight"][0],
             "bias": sd[prefix + ".activate.bias"]}, buffers={
             "resample_filter": sd.get(prefix + ".conv.blur.kernel", torch.full((4, 4), 4 / 64)) / 4,
             "noise_const": sd[noise][0, 0]}, modules={"affine": affine(prefix + ".conv")},
@@ -109,7 +116,8 @@ def nvidia_layout(sd, make, *, lr=0.01):
                                   "torgb": torgb("to_rgb1")}, architecture="skip")}
     k = 0
     while f"to_rgbs.{k}.conv.weight" in sd:
-        blocks[f"b{2 ** (k + 3)}"] = make("SynthesisBlock", buffers={"resample_filter": filt}, modules={
+        blocks[f"b{2 ** (k + 3)}"] = make("SynthesisBlock", buffers={"resample_filter": filt},
+                                          modules={
             "conv0": layer(f"convs.{2 * k}", f"noises.noise_{2 * k + 1}", 2),
             "conv1": layer(f"convs.{2 * k + 1}", f"noises.noise_{2 * k + 2}", 1),
             "torgb": torgb(f"to_rgbs.{k}")}, architecture="skip")
@@ -239,3 +247,28 @@ def test_pickles_that_would_run_code_are_refused(tmp_path, payload):
     with pytest.raises(UnsafePickleError):
         load_generator(f"stylegan2:{evil}")
     assert not marker.exists()
+
+
+def test_error_classes_come_from_the_error_module_under_their_old_paths_too():
+    from energyql import errors, hub
+    from energyql.generators import checkpoints, nvidia_pkl, stylegan2
+
+    assert nvidia_pkl.UnsafePickleError is errors.UnsafePickleError
+    assert stylegan2.CheckpointError is errors.CheckpointError
+    assert hub.DigestMismatchError is errors.DigestMismatchError
+    assert stylegan2.read_checkpoint is checkpoints.read_checkpoint
+
+
+def test_pickle_converter_does_not_import_the_network_module():
+    import ast as pyast
+    import inspect
+
+    from energyql.generators import checkpoints, fir, nvidia_pkl
+
+    def imported(module):
+        tree = pyast.parse(inspect.getsource(module))
+        return {node.module for node in pyast.walk(tree) if isinstance(node, pyast.ImportFrom)}
+
+    # stylegan2 -> checkpoints -> nvidia_pkl -> fir: no module below imports one above it.
+    assert "energyql.generators.stylegan2" not in imported(nvidia_pkl) | imported(checkpoints)
+    assert not {m for m in imported(fir) if m and m.startswith("energyql")}

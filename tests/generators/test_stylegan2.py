@@ -7,11 +7,19 @@ import pytest
 import torch
 
 from energyql.errors import EnergyQLError, WeightsMissingError
-from energyql.generators import GeneratorSpec, load as load_generator
+from energyql.generators import GeneratorSpec
+from energyql.generators import load as load_generator
 from energyql.generators.base import Generator
-from energyql.generators.stylegan2 import (CheckpointError, StyleGAN2, StyleGAN2Generator,
-                                           default_channels, from_state_dict, infer_config, load,
-                                           load_spec)
+from energyql.generators.stylegan2 import (
+    CheckpointError,
+    StyleGAN2,
+    StyleGAN2Generator,
+    default_channels,
+    from_state_dict,
+    infer_config,
+    load,
+    load_spec,
+)
 from tests.generators.sg2_helpers import seeded_state_dict
 
 STYLE_DIM = 32
@@ -64,7 +72,8 @@ def test_standard_shapes_of_a_config_f_layer():
     assert sd["convs.0.conv.blur.kernel"].sum().item() == pytest.approx(4.0)
 
 
-@pytest.mark.parametrize("size,style_dim,n_mlp,cm", [(8, 64, 2, 2), (64, 48, 3, 1), (128, 32, 1, 2)])
+@pytest.mark.parametrize("size,style_dim,n_mlp,cm",
+                         [(8, 64, 2, 2), (64, 48, 3, 1), (128, 32, 1, 2)])
 def test_infer_config_from_standard_state_dict(size, style_dim, n_mlp, cm):
     sd = StyleGAN2(size, style_dim, n_mlp, channel_multiplier=cm).state_dict()
     config = infer_config(sd)

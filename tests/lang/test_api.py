@@ -10,10 +10,24 @@ from rich.console import Console
 import energyql as eq
 from energyql.catalog import FACES, SHAPES
 from energyql.errors import (
-    ArgumentError, CompositionError, NameResolutionError, UnknownGeneratorError,
+    ArgumentError,
+    CompositionError,
+    NameResolutionError,
+    UnknownGeneratorError,
 )
 from energyql.lang.graph import (
-    And, Clip, Constraint, Control, Keep, Not, Or, Param, Predicate, Program, Scale, Stage,
+    And,
+    Clip,
+    Constraint,
+    Control,
+    Keep,
+    Not,
+    Or,
+    Param,
+    Predicate,
+    Program,
+    Scale,
+    Stage,
 )
 
 CARD = 'clip("a smiling man") & uniform(race x age) | then debias(clip_bias)'

@@ -7,7 +7,11 @@ import pytest
 
 import energyql as eq
 from energyql.errors import (
-    ArgumentError, CompositionError, NameResolutionError, ParseError, UnknownGeneratorError,
+    ArgumentError,
+    CompositionError,
+    NameResolutionError,
+    ParseError,
+    UnknownGeneratorError,
 )
 
 FACES = "stylegan2-ffhq"
@@ -220,3 +224,24 @@ def test_multiline_span_points_at_the_right_line():
     with pytest.raises(NameResolutionError) as caught:
         eq.compile("smiling &\n  glases", gen=FACES)
     assert "  glases\n    ^^^^^^" in str(caught.value)
+
+
+def test_the_error_scanner_reads_its_tokens_from_the_grammar():
+    from energyql.lang.bind import KEYWORDS
+    from energyql.lang.parser import _lark, _scan, _scanner
+
+    regex, keywords = _scanner()
+    assert keywords == KEYWORDS
+    for terminal in _lark().terminals:
+        if terminal.pattern.type == "str" and not terminal.pattern.value.isalpha():
+            assert [kind for kind, *_ in _scan(terminal.pattern.value)] == ["op"], terminal.name
+    kinds = [kind for kind, *_ in _scan('let w = -1.5e3; clip("open x')]
+    assert kinds == ["op", "name", "op", "number", "op", "name", "op", "string"]
+
+
+def test_json_terms_carry_their_canonical_text():
+    import energyql
+
+    data = energyql.compile("2 * color == red & uniform(size)", gen="shapes").to_dict()
+    first = data["stages"][0]["terms"][0]
+    assert first["canonical"] == "2 * color == red" and "source" not in first

@@ -41,3 +41,26 @@ def test_check_choice_suggests_and_lists():
         check_choice("flow+sri", ["flow", "flow+sir"], what="sampler")
     assert caught.value.message == "unknown sampler 'flow+sri'"
     assert "did you mean 'flow+sir'?" in caught.value.hint
+
+
+def test_passes_over_the_graph_dispatch_along_the_hierarchy_and_refuse_unknown_terms():
+    from dataclasses import dataclass
+
+    from energyql.errors import CompositionError
+    from energyql.lang.render import backing
+
+    @dataclass(frozen=True)
+    class Shouted(g.Predicate):
+        """A predicate subclass: every pass treats it as a predicate without a new method."""
+
+    @dataclass(frozen=True)
+    class Stranger(g.Term):
+        """A term type no pass knows."""
+
+    shouted = Shouted("color", "red")
+    assert str(g.Not(shouted)) == "not color == red"
+    assert backing(shouted, None) == "unchecked"
+    with pytest.raises(CompositionError, match="cannot print a Stranger term"):
+        str(g.And((shouted, Stranger())))
+    with pytest.raises(CompositionError, match="cannot check a Stranger term"):
+        g.Program((g.Stage((Stranger(),)),)).checked("shapes")

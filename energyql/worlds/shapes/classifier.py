@@ -35,3 +35,10 @@ def load(device: str | torch.device = "cpu", *, path: str | Path | None = None) 
     model.weights_digest = sha256_file(path)
     model.eval().requires_grad_(False)
     return model.to(device)
+
+
+def load_attributes(catalog, *, device: str | torch.device = "cpu"):
+    """Return the classifier as the world's attribute model (registry key ``shapes-classifier``)."""
+    from energyql.controls.attributes import ClassifierAttributes
+
+    return ClassifierAttributes(load(device=device), catalog).to(device)

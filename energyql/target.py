@@ -1,0 +1,167 @@
+"""One stage's target: its base sampler, optional flow, and the energy that owns λ.
+
+Every per-stage quantity the trainer, the samplers and evaluation need is computed here once:
+proposals with their log-ratio ``log p0(u) - log q(u)`` towards the base prior, the pointwise
+energy and features φ of images, λ packed over the stage's constraints, and the effective
+sample size of importance weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import torch
+
+from energyql.energies.base import Features
+from energyql.energies.constraint import ConstraintEnergy
+from energyql.energies.lower import StageEnergy
+from energyql.errors import SamplerError
+from energyql.flows import LatentFlow, standard_normal_log_prob
+from energyql.generators.base import Generator
+
+
+def effective_sample_size(log_weights: torch.Tensor) -> float:
+    """Return Kish's ESS, (Σw)² / Σw², of unnormalised log-weights."""
+    w = torch.softmax(log_weights.double(), dim=0)
+    return float(1.0 / (w * w).sum())
+
+
+class StageTarget:
+    """Creates the target ``p(u) ∝ p0(u)·exp(-E(G(u)))`` of one stage, with ``q`` its flow.
+
+    Arguments:
+        base: the stage's base sampler (the root generator or the previous stage).
+        energy: the stage's energy (None for samplers that never judge images).
+        flow: the stage's flow ``eps -> u`` (None: proposals come from the base prior).
+        device: where noise and proposals live.
+    """
+
+    def __init__(self, base: Generator, energy: StageEnergy | None = None,
+                 flow: LatentFlow | None = None, *, device: str = "cpu"):
+        self.base = base
+        self.energy = energy
+        self.flow = flow
+        self.device = device
+        self.fit = True  # samplers: refit the constraints' λ on their own proposals
+
+    @classmethod
+    def of(cls, source: Any, energy: StageEnergy | None, *, device: str,
+           need_flow: bool = False) -> StageTarget:
+        """Return the last stage's target of an Artifact, StageSampler or plain Generator,
+        moved to ``device`` in eval mode."""
+        from energyql.sampler import Artifact, StageSampler
+
+        sampler = source.sampler if isinstance(source, Artifact) else source
+        flow: LatentFlow | None
+        if isinstance(sampler, StageSampler):
+            base, flow = sampler.base, sampler.flow
+        elif isinstance(source, Generator):
+            base, flow = source, None
+        else:
+            raise SamplerError(f"expected a Generator, StageSampler or Artifact, "
+                               f"got {type(source).__name__}",
+                               hint="load an artifact with energyql.load, or a generator with "
+                                    "energyql.generators.load")
+        if need_flow and flow is None:
+            raise SamplerError("this sampler needs a trained flow: pass an Artifact "
+                               "(energyql.load)",
+                               hint="train one with `energyql run EXPR --out DIR`, or use "
+                                    "'rejection', 'importance' or 'langevin' on a generator")
+        if flow is not None and flow.config.context_dim:
+            raise SamplerError("conditional flows are not supported by the baseline samplers",
+                               hint="sample a conditional artifact with --sampler flow")
+        return cls(base.to(device).eval(), energy.to(device).eval() if energy is not None
+                   else None, flow.to(device).eval() if flow is not None else None,
+                   device=device)
+
+    @property
+    def dim(self) -> int:
+        return self.base.latent_dim
+
+    # --- proposals ---------------------------------------------------------------------------
+
+    def noise(self, m: int, rng: torch.Generator, rows: slice | None = None) -> torch.Tensor:
+        """Return ``m`` standard normal rows (only ``rows`` of them: a rank's shard)."""
+        eps = torch.randn(m, self.dim, generator=rng)
+        return (eps if rows is None else eps[rows]).to(self.device)
+
+    def push(self, eps: torch.Tensor, context: torch.Tensor | None = None, *,
+             use_flow: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``u`` for noise ``eps`` and ``log p0(u) - log q(u)`` (0 without the flow)."""
+        if not use_flow or self.flow is None:
+            return eps, torch.zeros(len(eps), device=eps.device)
+        u, logdet = self.flow(eps, context)
+        # log q(u) = log N(eps) - logdet
+        return u, self.base.log_prior(u) - standard_normal_log_prob(eps) + logdet
+
+    def propose(self, m: int, rng: torch.Generator, use_flow: bool = True,
+                rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``m`` proposals ``u`` (``rows`` of them) and ``log p0(u) - log q(u)``."""
+        return self.push(self.noise(m, rng, rows), use_flow=use_flow)
+
+    # --- judging -----------------------------------------------------------------------------
+
+    def _energy(self) -> StageEnergy:
+        if self.energy is None:
+            raise SamplerError("this target has no energy to judge images with",
+                               hint="pass energy=stage_energy(program, source)")
+        return self.energy
+
+    def measure(self, images: torch.Tensor,
+                rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return the pointwise energy and φ (None without constraints) of images."""
+        energy = self._energy()
+        features = Features(images, energy.attribute_model, rng)
+        pointwise = energy.pointwise_energy(features)
+        phi = energy.phi(features) if energy.has_constraints else None
+        return pointwise, phi
+
+    def total(self, pointwise: torch.Tensor, phi: torch.Tensor | None) -> torch.Tensor:
+        """Return the stage's energy from its pointwise part and φ, with the current λ."""
+        return pointwise if phi is None else pointwise - phi @ self.lam().to(phi.device)
+
+    def energy_of(self, u: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
+        """Return E(G(u)) with the current λ (differentiable in ``u``)."""
+        return self.total(*self.measure(self.base.decode(u), rng))
+
+    # --- λ, packed over the stage's constraints ----------------------------------------------
+
+    def constraints(self) -> list[ConstraintEnergy]:
+        """Return the stage's constraint terms, in order (the order λ is packed in)."""
+        return [cast(ConstraintEnergy, c) for c in self._energy().constraints]
+
+    @property
+    def constraint_sizes(self) -> list[int]:
+        return [c.target.numel() for c in self.constraints()]
+
+    def split(self, packed: torch.Tensor) -> list[torch.Tensor]:
+        """Return a packed vector's part for each constraint, in order."""
+        return list(packed.split(self.constraint_sizes))
+
+    def _packed(self, name: str) -> torch.Tensor:
+        return torch.cat([cast(torch.Tensor, getattr(c, name)).detach().cpu()
+                          for c in self.constraints()])
+
+    def lam(self) -> torch.Tensor:
+        """Return every constraint's λ, concatenated (CPU)."""
+        return self._packed("lam")
+
+    def offset(self) -> torch.Tensor:
+        """Return every constraint's feedback offset, concatenated (CPU)."""
+        return self._packed("offset")
+
+    def moments_target(self) -> torch.Tensor:
+        """Return every constraint's target moments, concatenated (CPU)."""
+        return self._packed("target")
+
+    def set_lambda(self, lam: torch.Tensor, offset: torch.Tensor | None = None) -> None:
+        """Give each constraint its part of a packed λ (and of a packed offset)."""
+        constraints = self.constraints()
+        for constraint, part in zip(constraints, self.split(lam)):
+            constraint.lam.copy_(part.to(constraint.lam.device))
+        if offset is not None:
+            for constraint, part in zip(constraints, self.split(offset)):
+                constraint.offset.copy_(part.to(constraint.offset.device))
+
+
+__all__ = ["StageTarget", "effective_sample_size"]

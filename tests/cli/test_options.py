@@ -1,0 +1,177 @@
+"""Option values are checked by the CLI before any work: exit 2, one message naming the option."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import energyql
+from energyql.cli import app
+from energyql.cli.app import (
+    MAX_SAMPLES,
+    MAX_SEED,
+    BatchOption,
+    CountOption,
+    DeviceOption,
+    FileOutOption,
+    ForwardWeightOption,
+    LearningRateOption,
+    SamplesOption,
+    SeedOption,
+    StepsOption,
+    ThreadsOption,
+    WarmStartOption,
+    guarded,
+)
+from energyql.errors import EnergyQLError
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Make any training attempt fail the test: bad options must stop before it."""
+    import energyql.workflow
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started although an option was invalid")
+
+    monkeypatch.setattr(energyql.workflow, "run_and_report", refuse)
+
+
+def assert_usage_error(result, option: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert f"'{option}'" in result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+RUN_BAD = [
+    ("--steps", "0"), ("--steps", "-5"), ("--batch", "0"), ("--batch", "-1"),
+    ("--samples", "0"), ("--samples", str(MAX_SAMPLES + 1)), ("--seed", "-1"),
+    ("--seed", "9" * 70), ("--seed", str(MAX_SEED + 1)), ("--lr", "nan"), ("--lr", "-1"),
+    ("--lr", "0"), ("--lr", "inf"), ("--warm-start", "-5"), ("--forward-weight", "-0.5"),
+    ("--forward-weight", "nan"), ("--threads", "0"), ("--threads", "-1"),
+    ("--device", "gpu"), ("--device", "cpu:1"), ("--device", "cuda:x"), ("--device", ""),
+    ("--out", ""), ("--out", "  "),
+]
+
+
+@pytest.mark.parametrize("option, value", RUN_BAD)
+def test_run_refuses_bad_values_before_any_work(option, value, no_training):
+    result = runner.invoke(app, ["run", "color == red", option, value])
+    assert_usage_error(result, option)
+
+
+def test_run_names_the_bad_value_and_the_rule():
+    result = runner.invoke(app, ["run", "color == red", "--steps", "-5"])
+    assert "must be at least 1, got -5" in result.output
+    result = runner.invoke(app, ["run", "color == red", "--lr", "nan"])
+    assert "finite" in result.output
+
+
+def test_absent_cuda_device_is_a_usage_error(no_training):
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    result = runner.invoke(app, ["run", "color == red", "--device", f"cuda:{count}"])
+    assert_usage_error(result, "--device")
+    assert "not available" in result.output
+
+
+def test_run_refuses_an_existing_file_as_out_before_training(tmp_path, no_training):
+    target = tmp_path / "taken.txt"
+    target.write_text("keep me")
+    result = runner.invoke(app, ["run", "color == red", "--out", str(target)])
+    assert_usage_error(result, "--out")
+    assert "existing file" in result.output
+    assert target.read_text() == "keep me"
+
+
+def test_boundary_values_pass_the_checks():
+    # Checked in isolation: each callback returns the value it accepts.
+    probe = typer.Typer()
+    seen: dict = {}
+
+    @probe.command()
+    def values(steps: StepsOption = None, batch: BatchOption = None, samples: SamplesOption = 1,
+               n: CountOption = 1, seed: SeedOption = 0, lr: LearningRateOption = None,
+               warm_start: WarmStartOption = None, forward_weight: ForwardWeightOption = None,
+               threads: ThreadsOption = None, device: DeviceOption = "cpu") -> None:
+        seen.update(locals())
+
+    result = runner.invoke(probe, [
+        "--steps", "1", "--batch", "1", "--samples", str(MAX_SAMPLES), "-n", str(MAX_SAMPLES),
+        "--seed", str(MAX_SEED), "--lr", "1e-9", "--warm-start", "0", "--forward-weight", "0",
+        "--threads", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert seen["seed"] == MAX_SEED and seen["n"] == MAX_SAMPLES and seen["warm_start"] == 0
+
+
+@pytest.mark.parametrize("args, option", [
+    (["-n", "0"], "-n"), (["-n", "-1"], "-n"), (["-n", str(MAX_SAMPLES + 1)], "-n"),
+    (["--out", ""], "--out"),
+])
+def test_shared_types_for_sample_and_eval(args, option):
+    probe = typer.Typer()
+
+    @probe.command()
+    def sample(n: CountOption = 64, out: FileOutOption = Path("grid.png")) -> None:
+        raise AssertionError("the command ran with a bad option")
+
+    assert_usage_error(runner.invoke(probe, args), option)
+
+
+def test_file_out_refuses_a_folder(tmp_path):
+    probe = typer.Typer()
+
+    @probe.command()
+    def write(out: FileOutOption = None) -> None:
+        raise AssertionError("the command ran with a bad option")
+
+    result = runner.invoke(probe, ["--out", str(tmp_path)])
+    assert_usage_error(result, "--out")
+    assert "is a folder" in result.output
+
+
+def test_eval_without_an_argument_is_a_usage_error():
+    result = runner.invoke(app, ["eval"])
+    assert result.exit_code == 2, result.output
+    assert "ARTIFACT" in result.output and "Traceback" not in result.output
+
+
+def _guarded_app(error: BaseException) -> typer.Typer:
+    probe = typer.Typer()
+
+    @probe.command()
+    @guarded
+    def boom() -> None:
+        raise error
+
+    @probe.command()
+    def other() -> None:
+        pass
+
+    return probe
+
+
+@pytest.mark.parametrize("error", [EnergyQLError(""), EnergyQLError("   ")])
+def test_error_handler_survives_an_empty_message(error):
+    result = runner.invoke(_guarded_app(error), ["boom"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: EnergyQLError (no message)"
+
+
+def test_ctrl_c_prints_interrupted_and_exits_130():
+    result = runner.invoke(_guarded_app(KeyboardInterrupt()), ["boom"])
+    assert result.exit_code == 130
+    assert result.output.strip() == "interrupted"
+
+
+def test_version_prints_the_package_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"energyql {energyql.__version__}"
