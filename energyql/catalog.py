@@ -245,4 +245,43 @@ GENERIC = Catalog(
     clip=PROMPTGEN_CLIP,
 )
 
-CATALOGS: dict[str, Catalog] = {c.name: c for c in (SHAPES, FACES, GENERIC)}
+# The portraits world's small CLIP: its logit scale as the weight, 4 gentle geometric copies
+# and no colour jitter (skin and hair colours are what several attributes are about).
+PORTRAITS_CLIP = ClipSettings(
+    weight=None, copies=4, augment_at="clip",
+    augment=(("translate", 0.06), ("scale", (0.95, 1.05)), ("rotate_degrees", 5.0),
+             ("cutout", 0.0)))
+
+_PORTRAITS_JUDGE = "portraits-classifier"
+
+PORTRAITS = Catalog(
+    name="portraits",
+    description="The embedded 64x64 world of drawn head-and-shoulders portraits.",
+    attributes=(
+        Attribute("gender", ("male", "female"), _PORTRAITS_JUDGE,
+                  value_aliases=(("man", "male"), ("woman", "female"))),
+        Attribute("age", ("young", "adult", "old"), _PORTRAITS_JUDGE,
+                  value_aliases=(("elderly", "old"), ("senior", "old"))),
+        Attribute("race", ("alpha", "beta", "gamma", "delta"), _PORTRAITS_JUDGE,
+                  description="four synthetic appearance groups (skin tone, hair colour and "
+                              "texture)"),
+        _binary("smiling", _PORTRAITS_JUDGE, "the person smiles"),
+        _binary("glasses", _PORTRAITS_JUDGE, "wears glasses"),
+        _binary("beard", _PORTRAITS_JUDGE, "has a beard"),
+        Attribute("hair", ("black", "brown", "blond", "grey"), _PORTRAITS_JUDGE,
+                  value_aliases=(("gray", "grey"), ("blonde", "blond"))),
+    ),
+    controls=(
+        Control(
+            "pose",
+            (Parameter("yaw", -30.0, 30.0, "degrees"), Parameter("pitch", -20.0, 20.0, "degrees")),
+            model="portraits-pose",
+            description="head yaw and pitch, read by the portraits judge",
+        ),
+    ),
+    keepables=(("identity", "portraits-identity"),),
+    clip_model="portraits-clip",
+    clip=PORTRAITS_CLIP,
+)
+
+CATALOGS: dict[str, Catalog] = {c.name: c for c in (SHAPES, PORTRAITS, FACES, GENERIC)}

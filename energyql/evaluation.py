@@ -3,7 +3,10 @@
 The JSON this returns is the stable interface of ``energyql eval --json`` (see docs/cli.md):
 ``samples``, ``attributes``, ``joint``, ``kl_to_target``, ``predicate_share``, ``energies``,
 ``collateral_drift``, ``ess`` and, for artifacts, ``base`` with the same figures for the base
-generator.
+generator. Where the generator can say what it drew (the embedded worlds), ``truth`` holds
+``attributes``, ``joint``, ``kl_to_target`` and ``predicate_share`` computed from the ground
+truth instead of the judge, and ``judge_agreement`` (attribute -> share where the judge's
+argmax is the true value); ``base`` has its own ``truth``.
 """
 
 from __future__ import annotations
@@ -58,14 +61,20 @@ def joint_keys(attrs: tuple[str, ...], catalog: Catalog) -> list[str]:
 
 
 class Judged:
-    """Samples with their attribute labels, pointwise energies and predicate probabilities."""
+    """Samples with their attribute labels, pointwise energies and predicate probabilities.
+
+    ``truth``, where the generator can say what it drew, holds the same samples measured on
+    their ground truth instead of the judge (labels and predicate outcomes; no energies).
+    """
 
     def __init__(self, labels: dict[str, torch.Tensor], parts: dict[str, torch.Tensor],
-                 predicate_probs: dict[str, torch.Tensor], log_weights: torch.Tensor | None):
+                 predicate_probs: dict[str, torch.Tensor], log_weights: torch.Tensor | None,
+                 truth: Judged | None = None):
         self.labels = labels
         self.parts = parts
         self.predicate_probs = predicate_probs
         self.log_weights = log_weights
+        self.truth = truth
 
     @property
     def n(self) -> int:
@@ -91,15 +100,28 @@ def judge(generator: Generator | None, n: int, models: ControlModels, energies: 
     parts: dict[str, list] = {}
     probs: dict[str, list] = {}
     weights: list[torch.Tensor] = []
+    true_labels: dict[str, list] = {}
+    true_probs: dict[str, list] = {}
     batches = _sampled_batches(generator, n, seed, batch, device, group) if images is None \
-        else ((images[s:s + batch][group.shard(len(images[s:s + batch]))].to(device), None, None)
-              for s in range(0, len(images), batch))
-    for batch_images, log_ratio, weighting in batches:
+        else ((images[s:s + batch][group.shard(len(images[s:s + batch]))].to(device), None, None,
+               None) for s in range(0, len(images), batch))
+    for batch_images, log_ratio, weighting, truth in batches:
         # One Features per batch: every energy shares the attribute model's single pass.
         features = Features(batch_images, attribute_model, augmentation)
         if attribute_model is not None:
             for name, lp in features.attribute_log_probs().items():
                 labels.setdefault(name, []).append(lp.argmax(1))
+        if truth is not None:
+            # The program's predicates evaluated on what was drawn: the same terms, fed
+            # one-hot "log-probabilities" of the true values.
+            known = {a.name: truth[a.name] for a in models.catalog.attributes if a.name in truth}
+            for name, values in known.items():
+                true_labels.setdefault(name, []).append(values)
+            exact = Features(batch_images, lambda _: _one_hot_log_probs(known, models.catalog))
+            for stage_energy in energies:
+                for term in stage_energy.pointwise:
+                    if isinstance(term, PredicateEnergy) and not stage_energy.is_conditional:
+                        true_probs.setdefault(term.text, []).append(term.probability(exact))
         for k, stage_energy in enumerate(energies):
             if stage_energy.is_conditional:
                 continue  # its energies need requested values; see conditional_figures
@@ -116,13 +138,31 @@ def judge(generator: Generator | None, n: int, models: ControlModels, energies: 
     def collect(chunks: dict[str, list]) -> dict[str, torch.Tensor]:
         return {k: group.gather(torch.cat(v)).cpu() for k, v in chunks.items()}
 
+    truth_judged = Judged(collect(true_labels), {}, collect(true_probs), None) \
+        if true_labels else None
     return Judged(collect(labels), collect(parts), collect(probs),
-                  group.gather(torch.cat(weights)).cpu() if weights else None)
+                  group.gather(torch.cat(weights)).cpu() if weights else None, truth_judged)
+
+
+def _one_hot_log_probs(truth: dict[str, torch.Tensor], catalog: Catalog) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, values in truth.items():
+        size = len(catalog.attribute(name).values)
+        out[name] = torch.nn.functional.one_hot(values, size).float().clamp(min=1e-12).log()
+    return out
+
+
+def _root_latent(base: Generator, u: torch.Tensor) -> tuple[Generator, torch.Tensor]:
+    """The original generator under a chain of stages, and its latent for ``u``."""
+    while isinstance(base, StageSampler):
+        u = base.latent(u)
+        base = base.base
+    return base, u
 
 
 def _sampled_batches(generator: Generator, n: int, seed: int, batch: int, device: str,
-                     group: Group) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
-    """Yield ``(images, log p0/q, stage index the weights aim at)`` for n samples."""
+                     group: Group) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, dict | None]]:
+    """Yield ``(images, log p0/q, stage index the weights aim at, ground truth or None)``."""
     noise = torch.Generator().manual_seed(seed)
     contexts = torch.Generator().manual_seed(seed + 2)
     if isinstance(generator, StageSampler):
@@ -139,7 +179,9 @@ def _sampled_batches(generator: Generator, n: int, seed: int, batch: int, device
             requested = sample_context(generator.context_params, len(eps), contexts).to(device)
             flow_context = generator.flow_context(requested, len(eps))
         u, log_ratio = target.push(eps, flow_context)
-        yield target.base.decode(u), log_ratio, weighting
+        root, z = _root_latent(target.base, u)
+        truth = root.truth(z) if getattr(root, "knows_truth", False) else None
+        yield target.base.decode(u), log_ratio, weighting, truth
 
 
 def figures(judged: Judged, program, catalog: Catalog) -> dict:
@@ -176,6 +218,22 @@ def figures(judged: Judged, program, catalog: Catalog) -> dict:
             result["predicate_share"][text] = round(float(h.float().mean()), 4)
     for text, values in judged.parts.items():
         result["energies"][text] = round(float(values.mean()), 4)
+    return result
+
+
+TRUTH_KEYS = ("attributes", "joint", "kl_to_target", "predicate_share")
+
+
+def truth_figures(judged: Judged, program, catalog: Catalog) -> dict:
+    """Return the judged figures recomputed from the ground truth, and ``judge_agreement``:
+    attribute -> share of samples where the judge's argmax equals what was drawn."""
+    if judged.truth is None:
+        raise ValueError("these samples carry no ground truth")
+    exact = figures(judged.truth, program, catalog)
+    result = {key: exact[key] for key in TRUTH_KEYS}
+    result["judge_agreement"] = {
+        name: round(float((judged.labels[name] == truth).float().mean()), 4)
+        for name, truth in judged.truth.labels.items() if name in judged.labels}
     return result
 
 
@@ -269,12 +327,16 @@ def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | N
     generator = generator.to(device).eval()
     judged = judge(generator, samples, models, energies, seed=seed, device=device)
     result = figures(judged, program, catalog)
+    if judged.truth is not None:
+        result["truth"] = truth_figures(judged, program, catalog)
     result["ess"] = {}
     if artifact is not None:
         root = generator.root
         base_judged = judge(root, base_samples or 4 * samples, models, energies, seed=seed + 1,
                             device=device)
         result["base"] = figures(base_judged, program, catalog)
+        if base_judged.truth is not None:
+            result["base"]["truth"] = truth_figures(base_judged, program, catalog)
         if program is not None:
             result["collateral_drift"] = collateral_drift(judged, base_judged, program, catalog)
         if judged.log_weights is not None:

@@ -108,3 +108,11 @@ register("face-pose", "energyql.controls.face_pose:load_face_pose", kind="pose",
          description="head yaw and pitch from MTCNN landmarks")
 register("facenet", "energyql.controls.faces:load_facenet", kind="identity",
          description="FaceNet (InceptionResnetV1) face embeddings")
+register("portraits-classifier", "energyql.worlds.portraits.judge:load_attributes",
+         kind="attributes", description="the portraits world's attribute heads")
+register("portraits-pose", "energyql.worlds.portraits.judge:load_pose", kind="pose",
+         description="the portraits world's yaw and pitch reading")
+register("portraits-identity", "energyql.worlds.portraits.judge:load_identity", kind="identity",
+         description="the portraits world's identity factors (the same at every pose)")
+register("portraits-clip", "energyql.worlds.portraits.clip:load_control", kind="clip",
+         description="the portraits world's small CLIP, shipped in the package")

@@ -102,6 +102,13 @@ register(GeneratorSpec(
     "the embedded 32x32 shapes world (weights ship inside the package)", resolution=32,
 ))
 
+register(GeneratorSpec(
+    "portraits", "portraits", "energyql.worlds.portraits.generator:load",
+    "the embedded 64x64 portraits world (its models ship inside the package)", resolution=64,
+    training=(("steps", 600), ("batch", 64), ("lr", 1e-3), ("grad_clip", 10.0),
+              ("warm_start_samples", 8192), ("forward_weight", 10.0)),
+))
+
 _STYLEGAN2 = "energyql.generators.stylegan2:load_spec"
 for _name, _catalog, _res, _what in (
     ("ffhq", "faces", 1024, "StyleGAN2 on FFHQ faces"),

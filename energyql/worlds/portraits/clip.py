@@ -75,3 +75,13 @@ def load(device: str | torch.device = "cpu", *, path: str | Path | None = None):
     model = create(path)
     model.eval().requires_grad_(False)
     return model.to(device), open_clip.get_tokenizer(MODEL_NAME)
+
+
+def load_control(device: str | torch.device = "cpu"):
+    """Return the small CLIP as a control model (registry key ``portraits-clip``)."""
+    from energyql.catalog import PORTRAITS
+    from energyql.controls.clip import ClipModel
+
+    model, tokenizer = load(device=device)
+    return ClipModel(model, tokenizer, name="portraits-clip", image_size=IMAGE_SIZE, mean=MEAN,
+                     std=STD, augment_options=PORTRAITS.clip.augment_options).to(device)

@@ -228,8 +228,8 @@ def render(params: dict[str, torch.Tensor], size: int = IMAGE_SIZE) -> torch.Ten
         n, 3, size, size).clone()
 
     # Head geometry (image units); turning shifts the outline a little and narrows it.
-    rx = 0.180 * (1 + 0.08 * params["face_width"]) * (1 - 0.06 * sy.abs()) * (1 + 0.04 * male)
-    ry = 0.230 * (1 + 0.06 * params["face_length"]) * (1 - 0.05 * young)
+    rx = 0.180 * (1 + 0.14 * params["face_width"]) * (1 - 0.06 * sy.abs()) * (1 + 0.04 * male)
+    ry = 0.230 * (1 + 0.10 * params["face_length"]) * (1 - 0.05 * young)
     hx = 0.5 + 0.025 * sy
     hy = 0.42 - 0.02 * sp
 
@@ -256,7 +256,7 @@ def render(params: dict[str, torch.Tensor], size: int = IMAGE_SIZE) -> torch.Ten
 
     # The face: an ellipse whose lower half tapers towards the chin (less for men).
     below = ((c.y - _col(hy)) / _col(ry)).clamp(0, 1)
-    taper = 0.26 - 0.07 * params["jaw"] - 0.08 * male
+    taper = 0.26 - 0.10 * params["jaw"] - 0.08 * male
     face = _ellipse(c, hx, hy, rx, ry)
     face_x = (c.x - _col(hx)) / (1 - _col(taper) * below ** 2)
     k = torch.sqrt((face_x / _col(rx)) ** 2 + ((c.y - _col(hy)) / _col(ry)) ** 2 + 1e-12)
@@ -297,9 +297,9 @@ def render(params: dict[str, torch.Tensor], size: int = IMAGE_SIZE) -> torch.Ten
     c.paint(c.coverage(cap), hair_rgb)
 
     # Eyes (with brows above them), nearer eye wider when the head turns.
-    eye_dx = 0.40 + 0.05 * params["eye_spacing"]
-    eye_fy = -0.10 + 0.05 * params["eye_height"]
-    eye_r = (0.052 + 0.008 * params["eye_size"] + 0.012 * young)
+    eye_dx = 0.40 + 0.09 * params["eye_spacing"]
+    eye_fy = -0.10 + 0.08 * params["eye_height"]
+    eye_r = (0.052 + 0.012 * params["eye_size"] + 0.012 * young)
     centres = []
     for side in (-1.0, 1.0):
         ex, ey = at(side * eye_dx, eye_fy, 0.70)
@@ -309,19 +309,19 @@ def render(params: dict[str, torch.Tensor], size: int = IMAGE_SIZE) -> torch.Ten
         iris = _ellipse(c, ex + 0.012 * sy, ey, eye_r * 0.45, eye_r * 0.5)
         c.paint(c.coverage(torch.maximum(iris, sclera)),
                 torch.tensor([0.15, 0.10, 0.08], device=device).expand(n, 3))
-        bx, by = at(side * eye_dx, eye_fy - 0.22 - 0.05 * params["brow_height"] - 0.04 * smile,
+        bx, by = at(side * eye_dx, eye_fy - 0.22 - 0.10 * params["brow_height"] - 0.04 * smile,
                     0.72)
         brow = _ellipse(c, bx, by, eye_r * 1.3, 0.012 + 0.008 * male)
         c.paint(c.coverage(brow), hair_rgb * 0.7 + 0.05)
         centres.append((ex, ey))
 
     # Nose: a shaded ridge and the nostrils, furthest out of the face plane.
-    length = 0.20 + 0.04 * params["nose_length"] - 0.05 * young + 0.03 * old
+    length = 0.20 + 0.08 * params["nose_length"] - 0.05 * young + 0.03 * old
     nx0, ny0 = at(torch.zeros_like(hx), 0.10 + length * 0.5, 1.0)
-    ridge = _ellipse(c, nx0, ny0, rx * (0.07 + 0.02 * params["nose_width"]), ry * length * 0.5)
+    ridge = _ellipse(c, nx0, ny0, rx * (0.07 + 0.035 * params["nose_width"]), ry * length * 0.5)
     c.paint(c.coverage(ridge) * 0.55, skin * 0.72)
     tip_x, tip_y = at(torch.zeros_like(hx), 0.12 + length, 1.05)
-    nostrils = _ellipse(c, tip_x, tip_y, rx * (0.12 + 0.03 * params["nose_width"]), ry * 0.035)
+    nostrils = _ellipse(c, tip_x, tip_y, rx * (0.12 + 0.05 * params["nose_width"]), ry * 0.035)
     c.paint(c.coverage(nostrils) * 0.8, skin * 0.45)
 
     # Beard and moustache: the lower face around the mouth, in the hair's colour.
@@ -330,7 +330,7 @@ def render(params: dict[str, torch.Tensor], size: int = IMAGE_SIZE) -> torch.Ten
     c.paint(c.coverage(chin) * _col(beard * 0.92), hair_rgb * 0.85)
 
     # Mouth: a closed line, or an open smile with teeth; corners lift with the smile.
-    width = rx * (0.30 + 0.04 * params["mouth_width"]) * (1 + 0.35 * smile)
+    width = rx * (0.30 + 0.08 * params["mouth_width"]) * (1 + 0.35 * smile)
     lip_rgb = (skin * 0.55 + torch.tensor([0.18, 0.02, 0.02], device=device)).clamp(0, 1)
     closed = _ellipse(c, mx, my, width, ry * 0.03)
     c.paint(c.coverage(closed) * _col(1 - smile), lip_rgb)

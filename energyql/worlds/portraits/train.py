@@ -24,6 +24,7 @@ from energyql.worlds.portraits.models import POSE, Judge
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 HELD_OUT_SEED = 9_000_011
+IDENTITY_WEIGHT = 5.0
 
 
 def _log(message: str) -> None:
@@ -49,7 +50,9 @@ def judge_loss(out: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) ->
     loss = loss + F.mse_loss(out["pose"] / out["pose"].new_tensor([30.0, 20.0]),
                              pose / pose.new_tensor([30.0, 20.0]))
     identity = torch.stack([labels[f] for f in R.IDENTITY], 1)
-    return loss + F.mse_loss(out["identity"], identity)
+    # Identity factors move features by a pixel or two: weigh them up, or the attribute
+    # heads (large, easy gradients) take all of the backbone.
+    return loss + IDENTITY_WEIGHT * F.mse_loss(out["identity"], identity)
 
 
 @torch.no_grad()
