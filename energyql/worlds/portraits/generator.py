@@ -28,7 +28,7 @@ from energyql.worlds.portraits import render as R
 
 # Slope of the soft cuts, per unit of latent: the blend between two values spans about
 # 4 / SHARPNESS latent units, a few per cent of the samples near each cut.
-SHARPNESS = 40.0
+SHARPNESS = 60.0
 
 # Latent layout: one entry per factor, in this order, then the nuisance entries.
 DISCRETE = ("gender", "race", "age", "smiling", "glasses", "beard", "grey", "hair")

@@ -180,8 +180,8 @@ class _Canvas:
         """Blend ``colour`` ((n, 3) or (n, 3, H, W)) over the image where ``alpha`` (n, H, W)."""
         if colour.dim() == 2:
             colour = colour[:, :, None, None]
-        a = alpha[:, None]
-        self.image = self.image * (1 - a) + colour * a
+        # One fused blend per layer: painting is most of the renderer's cost.
+        self.image = torch.lerp(self.image, colour.expand_as(self.image), alpha[:, None])
 
 
 def _col(t: torch.Tensor) -> torch.Tensor:
