@@ -60,3 +60,12 @@ def test_unknown_preset_suggests_the_closest_name():
 def test_to_dict_is_json_ready():
     data = presets.get("@pose_identity_ffhq").to_dict()
     assert data["configs"] == ["inverse_graphics_pose_ffhq.cfg"] and data["gen"] == "stylegan2-ffhq"
+
+
+def test_docs_map_every_preset_with_its_expression():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
+    for preset in presets.PRESETS:
+        assert f"`@{preset.name}`" in doc
+        assert f"`{preset.expression.replace('|', chr(92) + '|')}`" in doc

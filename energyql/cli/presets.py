@@ -23,10 +23,16 @@ def presets_command(
     if as_json:
         typer.echo(json.dumps([preset.to_dict() for preset in PRESETS], indent=2))
         return
-    table = Table(title="presets (energyql run @NAME, energyql check @NAME)", title_justify="left")
-    for column in ("name", "generator", "experiment", "expression"):
-        table.add_column(column, no_wrap=column in ("name", "generator"))
+    # One table per experiment group: the group's long title would crowd a column.
+    groups: dict[str, list] = {}
     for preset in PRESETS:
-        table.add_row("@" + preset.name, preset.gen, preset.experiment, preset.expression,
-                      end_section=False)
-    stdout.print(table)
+        groups.setdefault(preset.experiment, []).append(preset)
+    for experiment, members in groups.items():
+        table = Table(title=experiment, title_justify="left")
+        for column in ("name", "generator", "expression"):
+            table.add_column(column, no_wrap=column != "expression")
+        for preset in members:
+            table.add_row("@" + preset.name, preset.gen, preset.expression)
+        stdout.print(table)
+    stdout.print("run one with `energyql run @NAME`; check it with `energyql check @NAME`; "
+                 "sources and notes: `energyql presets --json`")
