@@ -35,3 +35,11 @@ def load(device: str | torch.device = "cpu", *, path: str | Path | None = None) 
     model.weights_digest = sha256_file(path)
     model.eval().requires_grad_(False)
     return model.to(device)
+
+
+def features(images01: torch.Tensor, model: Classifier | None = None,
+             batch: int = 512) -> torch.Tensor:
+    """Return the shipped (or given) classifier's penultimate features of images in [0, 1]."""
+    model = model if model is not None else load(images01.device)
+    with torch.no_grad():
+        return torch.cat([model.embed(chunk) for chunk in images01.split(batch)])
