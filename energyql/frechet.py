@@ -225,7 +225,13 @@ def world_frechet(artifact, samples: int = 1000, seed: int = 0, device: str = "c
     base, or SIR with the flow as the proposal); its effective sample size says how much the
     reference can be trusted. Returned: ``frechet`` (controlled samples vs the reference),
     ``base_frechet`` (the root generator's samples vs the reference: the scale),
-    ``reference``, ``ess``, ``ess_fraction``, ``samples`` and ``feature_dim``.
+    ``reference``, ``ess``, ``ess_fraction``, ``samples`` and ``feature_dim``. For a
+    multi-stage artifact the reference is the last stage's exact target over the stage before
+    it (see :mod:`energyql.baselines`), and the scale is still the root generator's.
+
+    Example:
+        >>> world_frechet(energyql.load("runs/red"), samples=1000)  # doctest: +SKIP
+        {'frechet': ..., 'base_frechet': ..., 'reference': 'importance', 'ess': ..., ...}
     """
     import torch
 
@@ -233,7 +239,8 @@ def world_frechet(artifact, samples: int = 1000, seed: int = 0, device: str = "c
 
     check_choice(reference, REFERENCE_SAMPLERS, what="reference sampler")
     if samples < 2:
-        raise UsageError(f"samples must be at least 2, got {samples}", hint="use --samples 500")
+        raise UsageError(f"samples must be at least 2, got {samples}",
+                         hint="ask for hundreds of samples: the covariances need them")
     root = artifact.sampler.root
     featurize = world_feature_function(str(root.catalog))
     options = {"pool": pool} if pool is not None else {}
@@ -244,7 +251,7 @@ def world_frechet(artifact, samples: int = 1000, seed: int = 0, device: str = "c
         base = root.sample(samples, seed=seed + 2)
     to = torch.device(device)
     exact = featurize(target.images.to(to))
-    result = {
+    return {
         "frechet": frechet_distance(featurize(controlled.to(to)), exact),
         "base_frechet": frechet_distance(featurize(base.to(to)), exact),
         "reference": reference,
@@ -253,4 +260,3 @@ def world_frechet(artifact, samples: int = 1000, seed: int = 0, device: str = "c
         "samples": samples,
         "feature_dim": int(exact.shape[1]),
     }
-    return result
