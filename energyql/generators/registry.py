@@ -91,3 +91,21 @@ for _name, _catalog, _res, _what in (
 register(GeneratorSpec("stylegan2", "faces", _STYLEGAN2,
                        "any local StyleGAN2 checkpoint (rosinality .pt or NVIDIA .pkl)"),
          scheme=True)
+
+# Diffusion models through diffusers: x_T decoded by K deterministic DDIM steps. Hub entries are
+# pipeline folders fetched into the weights cache (see energyql.generators.hf_folders).
+_DIFFUSION = "energyql.generators.diffusion:load_spec"
+for _name, _repo, _catalog, _res, _what in (
+    ("ddpm-celebahq-256", "google/ddpm-celebahq-256", "generic", 256, "DDPM on CelebA-HQ faces"),
+    ("ddpm-church-256", "google/ddpm-church-256", "generic", 256, "DDPM on LSUN churches"),
+    ("ddpm-bedroom-256", "google/ddpm-bedroom-256", "generic", 256, "DDPM on LSUN bedrooms"),
+    ("ddpm-cat-256", "google/ddpm-cat-256", "generic", 256, "DDPM on LSUN cats"),
+    ("ddpm-cifar10-32", "google/ddpm-cifar10-32", "generic", 32, "DDPM on CIFAR-10"),
+    ("ldm-celebahq-256", "CompVis/ldm-celebahq-256", "generic", 256,
+     "latent diffusion (VQ-VAE) on CelebA-HQ faces"),
+):
+    register(GeneratorSpec(_name, _catalog, _DIFFUSION, _what + ", DDIM decoding",
+                           weights=f"hf:{_repo}", resolution=_res))
+register(GeneratorSpec("diffusers", "generic", _DIFFUSION,
+                       "any saved unconditional diffusers pipeline folder (UNet2DModel + "
+                       "scheduler, optional VQ-VAE/VAE)"), scheme=True)
