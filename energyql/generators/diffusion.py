@@ -20,7 +20,12 @@ from pathlib import Path
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from energyql.errors import CheckpointError, EnergyQLError, UsageError, WeightsMissingError
+from energyql.errors import (
+    CheckpointError,
+    EnergyQLError,
+    UsageError,
+    WeightsMissingError,
+)
 from energyql.generators import hf_folders
 from energyql.generators.base import Generator
 
@@ -60,9 +65,9 @@ def ddim_timesteps(config, steps: int) -> list[tuple[int, int]]:
         ts = [i * ratio + int(config.get("steps_offset", 0)) for i in range(steps)][::-1]
     elif spacing == "trailing":
         ratio = total / steps
-        ts = [int(round(total - i * ratio)) - 1 for i in range(steps)]
+        ts = [round(total - i * ratio) - 1 for i in range(steps)]
     elif spacing == "linspace":
-        ts = [int(round(i * (total - 1) / (steps - 1))) if steps > 1 else 0
+        ts = [round(i * (total - 1) / (steps - 1)) if steps > 1 else 0
               for i in range(steps)][::-1]
     else:
         raise CheckpointError(f"scheduler timestep_spacing '{spacing}' is not supported",

@@ -18,7 +18,7 @@ PREFIX = "hf:"
 
 def repo_id(weights: str) -> str:
     """Return ``OWNER/REPO`` of an ``hf:OWNER/REPO`` weights key."""
-    return weights[len(PREFIX):] if weights.startswith(PREFIX) else weights
+    return weights.removeprefix(PREFIX)
 
 
 def location(weights: str) -> Path:

@@ -5,10 +5,13 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from energyql.errors import UsageError, WeightsMissingError  # noqa: E402
-from energyql.generators import resolve  # noqa: E402
-from energyql.generators.diffusion import (DiffusionGenerator, ddim_timesteps,  # noqa: E402
-                                           load_pipeline_folder)
+from energyql.errors import UsageError, WeightsMissingError
+from energyql.generators import resolve
+from energyql.generators.diffusion import (
+    DiffusionGenerator,
+    ddim_timesteps,
+    load_pipeline_folder,
+)
 
 
 def tiny_unet(seed: int = 0, size: int = 8, out_channels: int = 3):
