@@ -109,3 +109,29 @@ for _name, _repo, _catalog, _res, _what in (
 register(GeneratorSpec("diffusers", "generic", _DIFFUSION,
                        "any saved unconditional diffusers pipeline folder (UNet2DModel + "
                        "scheduler, optional VQ-VAE/VAE)"), scheme=True)
+
+# BigGAN-deep (ImageNet, 1000 classes) in the pytorch-pretrained-biggan layout: each size is a
+# state dict and a config JSON, under the package's official file names and URLs. No digests
+# are published; the state dict is checked to be a PyTorch file.
+def _register_biggan() -> None:
+    from energyql import hub
+
+    base = "https://s3.amazonaws.com/models.huggingface.co/biggan/"
+    source = "pytorch-pretrained-biggan (Hugging Face), converted from DeepMind's TF Hub models"
+    for size in (128, 256, 512):
+        key = f"biggan-deep-{size}"
+        hub.register(hub.Weights(key, f"{key}-pytorch_model.bin",
+                                 f"{base}{key}-pytorch_model.bin", None,
+                                 f"BigGAN-deep {size}x{size} generator state dict", source))
+        hub.register(hub.Weights(f"{key}-config", f"{key}-config.json",
+                                 f"{base}{key}-config.json", None,
+                                 f"BigGAN-deep {size}x{size} config", source))
+        register(GeneratorSpec(key, "generic", "energyql.generators.biggan:load_spec",
+                               f"BigGAN-deep on ImageNet, {size}x{size}, latent (z, class)",
+                               weights=key, resolution=size))
+    register(GeneratorSpec("biggan", "generic", "energyql.generators.biggan:load_spec",
+                           "any BigGAN-deep folder (config.json + pytorch_model.bin)"),
+             scheme=True)
+
+
+_register_biggan()
