@@ -136,7 +136,9 @@ def build_manifest(*, source: str, canonical: str, generator: Generator, stages:
         "source": source,
         "canonical": canonical,
         "generator": {"id": generator.id, "weights_digest": generator.weights_digest,
-                      "latent_dim": generator.latent_dim, "catalog": generator.catalog},
+                      "latent_dim": generator.latent_dim, "catalog": generator.catalog,
+                      # Loader options that shape the generator (diffusion steps, truncation).
+                      "options": dict(getattr(generator, "load_options", {}))},
         "stages": stages,
         "metrics": metrics or {},
     }
@@ -183,6 +185,8 @@ def load(directory: str | Path, *, gen: Generator | str | None = None, device: s
 
     directory = Path(directory)
     manifest = read_manifest(directory)
+    if gen is None:
+        generator_options = {**manifest["generator"].get("options", {}), **generator_options}
     base = load_generator(gen or manifest["generator"]["id"], device=device, **generator_options) \
         if not isinstance(gen, Generator) else gen
     expected = manifest["generator"].get("weights_digest", "")
