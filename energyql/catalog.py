@@ -185,4 +185,15 @@ GENERIC = Catalog(
     clip_model="ViT-B-32:openai",
 )
 
-CATALOGS: dict[str, Catalog] = {c.name: c for c in (SHAPES, FACES, GENERIC)}
+def _imagenet() -> Catalog:
+    from energyql.generators.imagenet import class_attribute
+
+    return Catalog(name="imagenet", attributes=(class_attribute(),),
+                   aliases=(("label", ("class",)), ("category", ("class",))),
+                   clip_model="ViT-B-32:openai",
+                   description="ImageNet-1k (BigGAN): the class of the image, judged by CLIP.")
+
+
+IMAGENET = _imagenet()
+
+CATALOGS: dict[str, Catalog] = {c.name: c for c in (SHAPES, FACES, GENERIC, IMAGENET)}

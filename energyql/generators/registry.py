@@ -126,10 +126,10 @@ def _register_biggan() -> None:
         hub.register(hub.Weights(f"{key}-config", f"{key}-config.json",
                                  f"{base}{key}-config.json", None,
                                  f"BigGAN-deep {size}x{size} config", source))
-        register(GeneratorSpec(key, "generic", "energyql.generators.biggan:load_spec",
+        register(GeneratorSpec(key, "imagenet", "energyql.generators.biggan:load_spec",
                                f"BigGAN-deep on ImageNet, {size}x{size}, latent (z, class)",
                                weights=key, resolution=size))
-    register(GeneratorSpec("biggan", "generic", "energyql.generators.biggan:load_spec",
+    register(GeneratorSpec("biggan", "imagenet", "energyql.generators.biggan:load_spec",
                            "any BigGAN-deep folder (config.json + pytorch_model.bin)"),
              scheme=True)
 
