@@ -10,7 +10,10 @@ parameters, 32x32) decoded by K DDIM steps; ``biggan`` is BigGAN-deep-128 (ch 12
 - train step: ``decode`` with gradients to the latent plus the backward pass (what the
   generator adds to each reverse-KL step; the flow and the energies come on top);
 - peak RSS: ``ru_maxrss`` of a fresh process that ran only that case, minus the same process's
-  peak before the timed work (model built, inputs ready): the memory the work itself needed.
+  peak before the timed work (model built, inputs ready): the memory the work itself needed,
+  as the C allocator holds it (freed blocks it keeps count too);
+- autograd saved: the bytes of the distinct storages autograd keeps for the backward pass
+  (exact, independent of the allocator): what gradient checkpointing bounds.
 
 Each case runs in its own subprocess so that peaks do not carry over.
 """
@@ -66,14 +69,24 @@ def run_case(family: str, steps: int, batch: int, checkpointing: bool, threads: 
         gen.decode(z)
     sample_s = time.perf_counter() - start
     latent = z.clone().requires_grad_(True)
+    saved: dict[int, int] = {}
+
+    def keep(tensor):  # records what autograd holds for the backward pass, per storage
+        storage = tensor.untyped_storage()
+        saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
     start = time.perf_counter()
-    gen.decode(latent).mean().backward()
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        images = gen.decode(latent)
+    images.mean().backward()
     train_s = time.perf_counter() - start
     return {"family": family, "steps": steps if family == "ddim" else None, "batch": batch,
             "checkpointing": checkpointing if family == "ddim" else None, "threads": threads,
             "parameters_m": round(params / 1e6, 1), "latent_dim": gen.latent_dim,
             "images_per_s": round(batch / sample_s, 3), "train_step_s": round(train_s, 2),
-            "peak_rss_mib": round(_rss_mib() - before, 1)}
+            "peak_rss_mib": round(_rss_mib() - before, 1),
+            "autograd_saved_mib": round(sum(saved.values()) / 2**20, 2)}
 
 
 def main() -> None:

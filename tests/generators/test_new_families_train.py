@@ -29,7 +29,7 @@ def _train_and_reload(gen: str, out, monkeypatch, **options):
 
 def test_diffusion_trains_and_samples_from_its_artifact(tmp_path, monkeypatch):
     diffusers = pytest.importorskip("diffusers")
-    from tests.generators.test_diffusion import tiny_unet
+    from tests.generators.diffusion_helpers import tiny_unet
 
     folder = tmp_path / "pipe"
     diffusers.DDIMPipeline(unet=tiny_unet(size=16),
