@@ -251,14 +251,15 @@ class BigGAN(nn.Module):
 def complete_spectral_vectors(state: dict[str, torch.Tensor], eps: float) -> dict:
     """Return ``state`` with each spectral-normalised layer's ``weight_v`` present.
 
-    The published files predate ``weight_v`` (they hold ``weight_orig`` and ``weight_u``). For
-    those, one power-iteration step from the stored u gives v = W^T u / |W^T u| and the updated
-    u = W v / |W v|, which is what the reference computes on its first call (and what the
-    original TensorFlow model computes at every call).
+    Files written by PyTorch before 1.1 hold only ``weight_orig`` and ``weight_u``. For those,
+    one power-iteration step from the stored u gives v = W^T u / |W^T u| and the updated
+    u = W v / |W v|, which is what the reference package computes on its first call (it loads
+    such files non-strictly and runs in train mode unless told otherwise).
     """
     state = dict(state)
     for key in [k for k in state if k.endswith(".weight_orig")]:
         stem = key[:-len("_orig")]
+        state.pop(stem, None)  # a stored normalised weight is derived data; recomputed here
         if stem + "_v" in state or stem + "_u" not in state:
             continue
         matrix = state[key].reshape(state[key].shape[0], -1)
