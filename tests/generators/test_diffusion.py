@@ -55,8 +55,9 @@ def test_gradient_through_sampler_matches_finite_differences():
     unet = tiny_unet().double()
     scheduler = diffusers.DDIMScheduler(num_train_timesteps=100, clip_sample=False)
     gen = DiffusionGenerator(unet, scheduler, steps=3).double()
-    z = torch.randn(1, gen.latent_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    weights = torch.randn(1, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    seeded = torch.Generator().manual_seed(1)
+    z = torch.randn(1, gen.latent_dim, dtype=torch.float64, generator=seeded)
+    weights = torch.randn(1, 3, 8, 8, dtype=torch.float64, generator=seeded)
 
     def objective(latent):
         # Before the final clamp to [0, 1], which would zero some gradients.

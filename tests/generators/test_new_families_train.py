@@ -48,8 +48,8 @@ def test_biggan_trains_and_samples_from_its_artifact(tmp_path, monkeypatch):
     folder.mkdir()
     torch.save(net.state_dict(), folder / "pytorch_model.bin")
     (folder / "config.json").write_text(json.dumps(net.config.to_dict()))
-    manifest, reloaded, images = _train_and_reload(f"biggan:{folder}", tmp_path / "run", monkeypatch,
-                                            truncation=0.5)
+    manifest, reloaded, images = _train_and_reload(f"biggan:{folder}", tmp_path / "run",
+                                                   monkeypatch, truncation=0.5)
     assert manifest["generator"]["options"] == {"truncation": 0.5}
     assert reloaded.sampler.root.truncation == 0.5
     assert images.shape == (2, 3, 32, 32) and manifest["generator"]["latent_dim"] == 32
