@@ -39,6 +39,15 @@ def fetch_command(weights: str) -> str:
             f"--local-dir {shlex.quote(str(location(weights)))}")
 
 
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """Return the HTTP client's network errors that are not OSErrors (the Hub's own are)."""
+    try:
+        import httpx
+    except ImportError:
+        return ()
+    return (httpx.HTTPError,)
+
+
 def fetch(weights: str) -> Path:
     """Return the pipeline folder of ``hf:OWNER/REPO``, downloading it when allowed.
 
@@ -62,7 +71,7 @@ def fetch(weights: str) -> Path:
         # The Hub client checks each large file against its recorded sha256 and writes
         # atomically; a half-fetched folder has no model_index.json check passing below.
         snapshot_download(repo_id(weights), local_dir=str(folder))
-    except Exception as error:  # noqa: BLE001 - any Hub/network failure means "not here"
+    except (ImportError, OSError, ValueError, *_transport_errors()) as error:
         raise WeightsMissingError(
             f"pipeline '{repo_id(weights)}' is not at {folder} and could not be downloaded "
             f"({type(error).__name__})", hint=hint) from None
