@@ -284,4 +284,16 @@ PORTRAITS = Catalog(
     clip=PORTRAITS_CLIP,
 )
 
-CATALOGS: dict[str, Catalog] = {c.name: c for c in (SHAPES, PORTRAITS, FACES, GENERIC)}
+
+def _imagenet() -> Catalog:
+    from energyql.generators.imagenet import class_attribute
+
+    return Catalog(name="imagenet", attributes=(class_attribute(),),
+                   aliases=(("label", ("class",)), ("category", ("class",))),
+                   clip_model="ViT-B-32:openai", clip=PROMPTGEN_CLIP,
+                   description="ImageNet-1k (BigGAN): the class of the image, judged by CLIP.")
+
+
+IMAGENET = _imagenet()
+
+CATALOGS: dict[str, Catalog] = {c.name: c for c in (SHAPES, PORTRAITS, FACES, GENERIC, IMAGENET)}

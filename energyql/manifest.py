@@ -167,6 +167,9 @@ def _lambdas(reader: _Reader, key: str) -> dict[str, tuple[float, ...]] | None:
     return out
 
 
+GENERATOR_OPTIONS = ("steps", "truncation", "class_name", "noise")
+
+
 def check_generator_id(value: str, fail: Callable[[str], NoReturn]) -> str:
     """Return a manifest's generator id if it names no system file and plays no path tricks."""
     if not value or any(ord(c) < 32 or ord(c) == 127 for c in value):
@@ -188,19 +191,34 @@ class GeneratorRecord:
     weights_digest: str = ""
     latent_dim: int = 0
     catalog: str = ""
+    # Loader options that shape the generator (diffusion steps, truncation, a fixed class).
+    options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "weights_digest": self.weights_digest,
-                "latent_dim": self.latent_dim, "catalog": self.catalog}
+        out = {"id": self.id, "weights_digest": self.weights_digest,
+               "latent_dim": self.latent_dim, "catalog": self.catalog}
+        if self.options:
+            out["options"] = dict(self.options)
+        return out
 
     @classmethod
     def from_reader(cls, r: _Reader) -> GeneratorRecord:
-        r.only("id", "weights_digest", "latent_dim", "catalog")
+        r.only("id", "weights_digest", "latent_dim", "catalog", "options")
         ident = check_generator_id(r.text("id"), lambda problem: r.fail(problem, "id"))
         digest = r.text("weights_digest", "") if r.data.get("weights_digest") is not None else ""
         if len(digest) > 256 or any(ord(c) < 32 for c in digest):
             r.fail("must be a digest of at most 256 printable characters", "weights_digest")
-        return cls(ident, digest, r.integer("latent_dim", 0, MAX_DIM, 0), r.text("catalog", ""))
+        options = r.plain("options") or {}
+        for key, value in options.items():
+            # Only options that shape the model travel in a manifest: never a path to load.
+            if key not in GENERATOR_OPTIONS:
+                r.fail(f"names the option '{key}'; a manifest may record only "
+                       + ", ".join(GENERATOR_OPTIONS), "options")
+            if not isinstance(value, (str, int, float)) or (isinstance(value, str)
+                                                             and len(value) > 200):
+                r.fail(f"'{key}' must be a number or a short string", "options")
+        return cls(ident, digest, r.integer("latent_dim", 0, MAX_DIM, 0), r.text("catalog", ""),
+                   dict(options))
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,8 @@ def manifest_for(sampler: StageSampler, *, source: str, canonical: str | None = 
     root = sampler.root
     return Manifest(source=source, canonical=canonical if canonical is not None else source,
                     generator=GeneratorRecord(root.id, root.weights_digest or "",
-                                              root.latent_dim, root.catalog),
+                                              root.latent_dim, root.catalog,
+                                              dict(getattr(root, "load_options", {}))),
                     stages=stages if stages is not None else tuple(
                         stage_record(s) for s in sampler.stages),
                     controls=controls, energyql_version=__version__)
@@ -183,6 +184,8 @@ def load(directory: str | Path, *, gen: Generator | str | None = None, device: s
 
     directory = Path(directory)
     manifest = read_manifest(directory)
+    if gen is None:
+        generator_options = {**manifest.generator.options, **generator_options}
     base = load_generator(gen or manifest.generator.id, device=device, **generator_options) \
         if not isinstance(gen, Generator) else gen
     expected = manifest.generator.weights_digest

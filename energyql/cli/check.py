@@ -17,7 +17,7 @@ from energyql.cli.app import app, guarded, stdout
 @guarded
 def check(
     expr: Annotated[str, typer.Argument(
-        help="The expression, e.g. 'clip(\"a face\") & uniform(race)'.")],
+        help="The expression, e.g. 'clip(\"a face\") & uniform(race)', or @PRESET.")],
     gen: Annotated[Optional[str], typer.Option(
         "--gen", "-g", help="Generator whose catalog checks the names (e.g. stylegan2-ffhq, "
         "shapes). Without it only syntax and composition are checked.")] = None,
@@ -25,7 +25,9 @@ def check(
 ) -> None:
     """Check an expression and print its stages, terms and the models behind them."""
     from energyql.lang.api import compile
+    from energyql.presets import expand
 
+    expr, gen = expand(expr, gen)  # '@name': a paper preset and its generator
     program = compile(expr, gen=gen)
     if as_json:
         typer.echo(json.dumps(program.to_dict(), indent=2))

@@ -8,12 +8,46 @@ from typing import Annotated
 import typer
 
 from energyql.cli.app import app, guarded, stdout
+from energyql.generators import hf_folders
+
+# Loader module -> (the package it imports, the extra that installs it).
+_EXTRAS = {"energyql.generators.diffusion": ("diffusers", "energyql[diffusion]")}
+
+
+def weight_keys(spec) -> list[str]:
+    """Return the hub keys a spec needs: its weights and, where registered, their config."""
+    from energyql import hub
+
+    if spec.weights is None or spec.weights.startswith(hf_folders.PREFIX):
+        return []
+    return [k for k in (spec.weights, f"{spec.weights}-config") if k in hub.KNOWN]
+
+
+def missing_extra(spec) -> str | None:
+    """Return the pip extra a spec's loader needs when it is not installed, else None."""
+    from importlib.util import find_spec
+
+    needed = _EXTRAS.get(spec.loader.partition(":")[0])
+    return needed[1] if needed and find_spec(needed[0]) is None else None
+
+
+def _with_extra(spec) -> str:
+    from rich.markup import escape
+
+    extra = missing_extra(spec)
+    return spec.description + (f" [yellow]{escape(f'(pip install {extra!r})')}[/]" if extra else "")
 
 
 def weights_status(spec) -> tuple[str, str]:
     """Return ``(status, where)`` for a spec: status is 'ready', 'missing' or 'local file'."""
     from energyql import hub
 
+    if spec.weights is not None and spec.weights.startswith(hf_folders.PREFIX):
+        where = str(hf_folders.location(spec.weights))
+        return ("ready" if hf_folders.is_present(spec.weights) else "missing"), where
+    if len(weight_keys(spec)) > 1:  # a state dict and its config, both needed
+        present = all(hub.is_present(k) for k in weight_keys(spec))
+        return ("ready" if present else "missing"), str(hub.location(spec.weights))
     if spec.weights is not None:
         if spec.weights not in hub.KNOWN:
             return "missing", f"(no hub entry '{spec.weights}')"
@@ -54,16 +88,17 @@ def gens(
     missing, expected = [], []
     for spec in registry.specs():
         status, where = weights_status(spec)
-        if status == "missing" and spec.weights in hub.KNOWN:
-            missing.append(spec.weights)
+        if status == "missing" and spec.weights is not None:
+            missing += ([spec.weights] if spec.weights.startswith(hf_folders.PREFIX) else
+                        [k for k in weight_keys(spec) if not hub.is_present(k)])
         row = [spec.name, spec.catalog, f"{spec.resolution}" if spec.resolution else "-",
-               f"[{_STYLES[status]}]{status}[/]", spec.description]
+               f"[{_STYLES[status]}]{status}[/]", _with_extra(spec)]
         table.add_row(*row)
         if where:
             expected.append((spec.name, where))
     for scheme, spec in sorted(registry._PATH_SCHEMES.items()):
         row = [f"{scheme}:PATH", spec.catalog, "from file", "[cyan]local file[/]",
-               spec.description]
+               _with_extra(spec)]
         table.add_row(*row)
     stdout.print(table)
     if paths:
@@ -76,7 +111,9 @@ def gens(
     stdout.print(f"weights cache: {hub.cache_dir()}  (set ENERGYQL_CACHE to move it)")
     if missing and commands:
         for key in missing:
-            stdout.print(hub.fetch_command(key), soft_wrap=True, markup=False, highlight=False)
+            command = (hf_folders.fetch_command(key) if key.startswith(hf_folders.PREFIX)
+                       else hub.fetch_command(key))
+            stdout.print(command, soft_wrap=True, markup=False, highlight=False)
     elif missing:
         stdout.print("missing weights download on first use; offline, see "
                      "`energyql gens --commands`")

@@ -39,8 +39,8 @@ def default_out(expression: str) -> Path:
 @guarded
 def run(
     expression: Annotated[str, typer.Argument(help="The energyql expression to train.")],
-    gen: Annotated[str, typer.Option(
-        "--gen", "-g", help="Generator name or scheme:PATH.")] = "shapes",
+    gen: Annotated[Optional[str], typer.Option("--gen", "-g", help="Generator name or scheme:PATH "
+                                               "(default: shapes, or the @preset's).")] = None,
     out: ArtifactOutOption = None,
     steps: StepsOption = None,
     batch: BatchOption = None,
@@ -63,7 +63,10 @@ def run(
 ) -> None:
     """Train a controlled sampler for EXPRESSION and write artifact, grids, metrics and report."""
     from energyql.lang.api import compile as compile_program
+    from energyql.presets import expand
 
+    expression, gen = expand(expression, gen)  # '@name': a paper preset and its generator
+    gen = gen or "shapes"
     if start_from is not None:
         from energyql.sampler import read_manifest
 

@@ -123,3 +123,47 @@ for _name, _catalog, _res, _what in (
 register(GeneratorSpec("stylegan2", "faces", _STYLEGAN2,
                        "any local StyleGAN2 checkpoint (rosinality .pt or NVIDIA .pkl)"),
          scheme=True)
+
+# Diffusion models through diffusers: x_T decoded by K deterministic DDIM steps. Hub entries are
+# pipeline folders fetched into the weights cache (see energyql.generators.hf_folders).
+_DIFFUSION = "energyql.generators.diffusion:load_spec"
+for _name, _repo, _catalog, _res, _what in (
+    ("ddpm-celebahq-256", "google/ddpm-celebahq-256", "generic", 256, "DDPM on CelebA-HQ faces"),
+    ("ddpm-church-256", "google/ddpm-church-256", "generic", 256, "DDPM on LSUN churches"),
+    ("ddpm-bedroom-256", "google/ddpm-bedroom-256", "generic", 256, "DDPM on LSUN bedrooms"),
+    ("ddpm-cat-256", "google/ddpm-cat-256", "generic", 256, "DDPM on LSUN cats"),
+    ("ddpm-cifar10-32", "google/ddpm-cifar10-32", "generic", 32, "DDPM on CIFAR-10"),
+    ("ldm-celebahq-256", "CompVis/ldm-celebahq-256", "generic", 256,
+     "latent diffusion (VQ-VAE) on CelebA-HQ faces"),
+):
+    register(GeneratorSpec(_name, _catalog, _DIFFUSION, _what + ", DDIM decoding",
+                           weights=f"hf:{_repo}", resolution=_res))
+register(GeneratorSpec("diffusers", "generic", _DIFFUSION,
+                       "any saved unconditional diffusers pipeline folder (UNet2DModel + "
+                       "scheduler, optional VQ-VAE/VAE)"), scheme=True)
+
+# BigGAN-deep (ImageNet, 1000 classes) in the pytorch-pretrained-biggan layout: each size is a
+# state dict and a config JSON, under the package's official file names and URLs. No digests
+# are published; the state dict is checked to be a PyTorch file.
+def _register_biggan() -> None:
+    from energyql import hub
+
+    base = "https://s3.amazonaws.com/models.huggingface.co/biggan/"
+    source = "pytorch-pretrained-biggan (Hugging Face), converted from DeepMind's TF Hub models"
+    for size in (128, 256, 512):
+        key = f"biggan-deep-{size}"
+        hub.register(hub.Weights(key, f"{key}-pytorch_model.bin",
+                                 f"{base}{key}-pytorch_model.bin", None,
+                                 f"BigGAN-deep {size}x{size} generator state dict", source))
+        hub.register(hub.Weights(f"{key}-config", f"{key}-config.json",
+                                 f"{base}{key}-config.json", None,
+                                 f"BigGAN-deep {size}x{size} config", source))
+        register(GeneratorSpec(key, "imagenet", "energyql.generators.biggan:load_spec",
+                               f"BigGAN-deep on ImageNet, {size}x{size}, latent (z, class)",
+                               weights=key, resolution=size))
+    register(GeneratorSpec("biggan", "imagenet", "energyql.generators.biggan:load_spec",
+                           "any BigGAN-deep folder (config.json + pytorch_model.bin)"),
+             scheme=True)
+
+
+_register_biggan()

@@ -38,3 +38,46 @@ def test_command_module_does_not_import_torch():
     code = "import sys, energyql.cli.gens; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _rows(output: str) -> dict[str, str]:
+    return {line.split()[1]: line for line in output.splitlines()
+            if line.startswith("│") and len(line.split()) > 1}
+
+
+def test_lists_diffusion_and_biggan_with_their_weight_status(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENERGYQL_CACHE", str(tmp_path))
+    (tmp_path / "hf" / "google--ddpm-church-256").mkdir(parents=True)
+    (tmp_path / "hf" / "google--ddpm-church-256" / "model_index.json").write_text("{}")
+    (tmp_path / "biggan-deep-128-pytorch_model.bin").write_bytes(b"PK\x03\x04")
+    (tmp_path / "biggan-deep-128-config.json").write_text("{}")
+    (tmp_path / "biggan-deep-256-pytorch_model.bin").write_bytes(b"PK\x03\x04")  # no config
+    result = runner.invoke(app, ["gens", "--paths"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    rows = _rows(result.output)
+    assert "ready" in rows["ddpm-church-256"] and "missing" in rows["ddpm-celebahq-256"]
+    assert "ready" in rows["biggan-deep-128"] and "missing" in rows["biggan-deep-256"]
+    for name in ("ldm-celebahq-256", "biggan-deep-512", "diffusers:PATH", "biggan:PATH"):
+        assert name in rows, name
+    assert str(tmp_path / "hf" / "google--ddpm-celebahq-256") in result.output
+
+
+def test_commands_fetch_pipelines_and_the_missing_biggan_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENERGYQL_CACHE", str(tmp_path))
+    (tmp_path / "biggan-deep-256-pytorch_model.bin").write_bytes(b"PK\x03\x04")
+    result = runner.invoke(app, ["gens", "--commands"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0
+    assert (f"hf download google/ddpm-celebahq-256 --local-dir "
+            f"{tmp_path / 'hf' / 'google--ddpm-celebahq-256'}") in result.output
+    assert f"curl -L -o {tmp_path / 'biggan-deep-256-config.json'}" in result.output
+    assert f"curl -L -o {tmp_path / 'biggan-deep-256-pytorch_model.bin'}" not in result.output
+
+
+def test_a_missing_extra_is_named(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "diffusers" else real(name, *a))
+    result = runner.invoke(app, ["gens"], env={"COLUMNS": "400"})
+    assert "pip install 'energyql[diffusion]'" in _rows(result.output)["ddpm-church-256"]

@@ -69,8 +69,8 @@ class Persistent:
 
     def __reduce__(self):
         source = f"import pathlib\npathlib.Path({str(self.marker)!r}).write_text('ran')\n"
-        meta = dict(type="class", version=6, module_src=source, class_name=self.class_name,
-                    state=self.state)
+        meta = {"type": "class", "version": 6, "module_src": source, "class_name": self.class_name,
+                    "state": self.state}
         return (self.reconstruct, (meta,))
 
 

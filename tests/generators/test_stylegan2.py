@@ -179,7 +179,7 @@ def test_truncation():
         same, _ = net([z], truncation=1, truncation_latent=centre, randomize_noise=False)
         zero, _ = net([z], truncation=0, truncation_latent=centre, randomize_noise=False)
         mean_image, _ = net([centre], input_is_latent=True, randomize_noise=False)
-        half, w = net([z], truncation=0.5, truncation_latent=centre, randomize_noise=False,
+        _half, w = net([z], truncation=0.5, truncation_latent=centre, randomize_noise=False,
                       return_latents=True)
     assert torch.equal(full, same)
     assert torch.allclose(zero, mean_image.expand_as(zero), atol=1e-5)

@@ -42,3 +42,11 @@ def load_attributes(catalog, *, device: str | torch.device = "cpu"):
     from energyql.controls.attributes import ClassifierAttributes
 
     return ClassifierAttributes(load(device=device), catalog).to(device)
+
+
+def features(images01: torch.Tensor, model: Classifier | None = None,
+             batch: int = 512) -> torch.Tensor:
+    """Return the shipped (or given) classifier's penultimate features of images in [0, 1]."""
+    model = model if model is not None else load(images01.device)
+    with torch.no_grad():
+        return torch.cat([model.embed(chunk) for chunk in images01.split(batch)])

@@ -38,8 +38,12 @@ class Classifier(nn.Module):
             name: nn.Linear(4 * w, len(values)) for name, values in ATTRIBUTES.items()
         })
 
+    def embed(self, images01: torch.Tensor) -> torch.Tensor:
+        """Return the penultimate features ``(B, 4 * width)`` that every head reads."""
+        return self.features((images01 - 0.5) / 0.25)
+
     def forward(self, images01: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.features((images01 - 0.5) / 0.25)
+        h = self.embed(images01)
         return {name: head(h) for name, head in self.heads.items()}
 
 
