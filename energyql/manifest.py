@@ -23,11 +23,11 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, NoReturn
 
 from energyql.errors import ArtifactError
-from energyql.io import dumps_strict
+from energyql.io import climbs_out, dumps_strict, is_system_path
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -43,8 +43,6 @@ MAX_STAGES = 64
 MAX_LAMBDA = 1 << 16
 MAX_TEXT = 1 << 16
 MAX_CLAMP = 100.0
-# Generator files never live here; an id naming them is a path trick, not a generator.
-_SYSTEM_DIRS = ("/dev", "/proc", "/sys", "/etc", "/boot", "/run")
 
 Scalar = bool | int | float | str | None
 
@@ -172,10 +170,9 @@ def check_generator_id(value: str, fail: Callable[[str], NoReturn]) -> str:
     if not value or any(ord(c) < 32 or ord(c) == 127 for c in value):
         fail("must be a non-empty name without control characters")
     path = value.split(":", 1)[1] if ":" in value else value
-    parts = PurePosixPath(path.replace("\\", "/")).parts
-    if ".." in parts:
+    if climbs_out(path):
         fail(f"'{value}' climbs out of its folder ('..')")
-    if any(path == d or path.startswith(d + "/") for d in _SYSTEM_DIRS):
+    if is_system_path(path):
         fail(f"'{value}' names a system file, not a generator")
     return value
 
@@ -411,6 +408,8 @@ class Manifest:
     controls: Mapping[str, Any] | None = None
     energyql_version: str = ""
     format: int = FORMAT_VERSION
+    #: sha256 of the flows file this manifest was committed with ("" in older artifacts).
+    flows_sha256: str = ""
 
     def with_metrics(self, metrics: Mapping[str, Any]) -> Manifest:
         """Return this manifest with ``metrics`` recorded."""
@@ -428,6 +427,8 @@ class Manifest:
         }
         if self.controls is not None:
             data["controls"] = dict(self.controls)
+        if self.flows_sha256:
+            data["flows_sha256"] = self.flows_sha256
         return data
 
     def to_json(self) -> str:
@@ -442,7 +443,7 @@ class Manifest:
         if version != FORMAT_VERSION:
             r.fail(f"is {version!r}; this energyql reads format {FORMAT_VERSION}", "format")
         r.only("format", "energyql_version", "source", "canonical", "generator", "stages",
-               "metrics", "controls")
+               "metrics", "controls", "flows_sha256")
         stages = tuple(StageRecord.from_reader(_Reader(s, f"stages[{i}]", origin))
                        for i, s in enumerate(r.items("stages", MAX_STAGES)))
         if [s.index for s in stages] != list(range(1, len(stages) + 1)):
@@ -454,7 +455,8 @@ class Manifest:
                        generator=GeneratorRecord.from_reader(r.child("generator")),
                        stages=stages, metrics=r.plain("metrics") or {},
                        controls=r.plain("controls"),
-                       energyql_version=r.text("energyql_version", ""))
+                       energyql_version=r.text("energyql_version", ""),
+                       flows_sha256=_digest(r, "flows_sha256"))
         _check_lambda_sizes(manifest, r)
         return manifest
 
@@ -465,13 +467,23 @@ class Manifest:
         if not path.is_file():
             raise ArtifactError(f"'{directory}' is not an energyql artifact: {MANIFEST} is "
                                 "missing", hint="pass the --out directory of an `energyql run`")
-        if path.stat().st_size > 64 << 20:
-            raise ArtifactError(f"{path}: the manifest is larger than 64 MiB",
-                                hint="the file is damaged or not an energyql manifest")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-            raise ArtifactError(f"{path} is not valid JSON: {str(error).splitlines()[0]}",
+            if path.stat().st_size > 64 << 20:
+                raise ArtifactError(f"{path}: the manifest is larger than 64 MiB",
+                                    hint="the file is damaged or not an energyql manifest")
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise ArtifactError(f"{path} cannot be read: {error.strerror or error}",
+                                hint="check the file's permissions") from None
+        except UnicodeDecodeError as error:
+            raise ArtifactError(f"{path} is not valid JSON: {error}",
+                                hint="the file is damaged; train the artifact again") from None
+        try:
+            # ValueError also covers integers too long to convert (a 5000-digit "size").
+            data = json.loads(text, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as error:
+            first = (str(error).splitlines() or [type(error).__name__])[0]
+            raise ArtifactError(f"{path} is not valid JSON: {first}",
                                 hint="the file is damaged; train the artifact again") from None
         return cls.from_dict(data, str(path))
 
@@ -507,6 +519,13 @@ def _check_lambda_sizes(manifest: Manifest, r: _Reader) -> None:
                 if len(values) != sizes[text]:
                     r.fail(f"has {len(values)} values; the constraint needs {sizes[text]}",
                            f"stages[{k}].{key}.{text}")
+
+
+def _digest(r: _Reader, key: str) -> str:
+    value = r.text(key, "") if r.data.get(key) is not None else ""
+    if value and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
+        r.fail("must be a sha256 digest (64 lowercase hex digits)", key)
+    return value
 
 
 def _refuse_constant(name: str) -> Any:
