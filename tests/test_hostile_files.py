@@ -313,7 +313,7 @@ def test_every_damaged_checkpoint_file_is_refused_naming_it(tmp_path, name, boun
     folder = tmp_path / "run"
     _points(folder)
     original = (folder / name).read_bytes()
-    for label, data in _damaged_versions(original, seed=3, count=10):
+    for _, data in _damaged_versions(original, seed=3, count=10):
         (folder / name).write_bytes(data)
         with pytest.raises(CheckpointError) as info:
             _points(folder, resume=True)
@@ -331,7 +331,7 @@ def _point_to_optimizer(folder: Path, payload: bytes) -> None:
     weights = folder / "stage1.ckpt.safetensors"
     with safe_open(str(weights), framework="pt") as handle:
         metadata = handle.metadata()
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
     metadata["optim_sha256"] = hashlib.sha256(payload).hexdigest()
     save_file(tensors, str(weights), metadata=metadata)
     (folder / "stage1.optim.pt").write_bytes(payload)
@@ -435,7 +435,8 @@ def test_a_generator_path_into_system_files_is_refused(path):
 def test_generator_keys_implying_a_huge_resolution_are_refused(tmp_path, bounded_memory):
     from energyql.generators.checkpoints import read_checkpoint
 
-    state = {"input.input": torch.zeros(1, 4, 4, 4), "conv1.conv.weight": torch.zeros(1, 4, 4, 3, 3),
+    state = {"input.input": torch.zeros(1, 4, 4, 4),
+             "conv1.conv.weight": torch.zeros(1, 4, 4, 3, 3),
              "conv1.conv.modulation.weight": torch.zeros(4, 8)}
     for j in range(30):
         state[f"to_rgbs.{j}.conv.weight"] = torch.zeros(1)
@@ -456,10 +457,9 @@ def test_generator_keys_implying_a_huge_resolution_are_refused(tmp_path, bounded
 
 
 def test_a_second_run_on_a_locked_folder_fails_fast(tmp_path):
-    with claim(tmp_path / "out"):
-        with pytest.raises(ArtifactError, match="in use by another energyql run"):
-            with claim(tmp_path / "out"):
-                pass
+    out = tmp_path / "out"
+    with claim(out), pytest.raises(ArtifactError, match="in use by another"), claim(out):
+        pass
     assert not (tmp_path / "out" / LOCK).exists()
 
 
@@ -479,9 +479,9 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
 
 def test_a_folder_of_other_files_is_refused_unless_forced(tmp_path):
     (tmp_path / "thesis.tex").write_text("mine")
-    with pytest.raises(ArtifactError, match="not an energyql artifact.*thesis.tex"):
-        with claim(tmp_path):
-            pass
+    with pytest.raises(ArtifactError, match="not an energyql artifact.*thesis.tex"), \
+            claim(tmp_path):
+        pass
     with claim(tmp_path, force=True):
         pass
     assert (tmp_path / "thesis.tex").read_text() == "mine"
@@ -492,9 +492,8 @@ def test_an_unwritable_destination_is_refused_before_any_work(tmp_path, target):
     if target == "file":
         target = tmp_path / "a-file"
         target.write_text("x")
-    with pytest.raises(ArtifactError) as info:
-        with claim(target):
-            pytest.fail("claimed")
+    with pytest.raises(ArtifactError) as info, claim(target):
+        pytest.fail("claimed")
     _names(info.value, str(target))
 
 
@@ -502,8 +501,7 @@ def test_an_unwritable_destination_is_refused_before_any_work(tmp_path, target):
 def test_a_read_only_folder_is_refused(tmp_path):
     tmp_path.chmod(0o500)
     try:
-        with pytest.raises(ArtifactError, match="cannot write into"):
-            with claim(tmp_path):
-                pass
+        with pytest.raises(ArtifactError, match="cannot write into"), claim(tmp_path):
+            pass
     finally:
         tmp_path.chmod(0o700)
