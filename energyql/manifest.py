@@ -12,7 +12,7 @@ StyleGAN2 flows use 8-16 blocks of width 256-512 over 512 latent dimensions):
 
     flow blocks <= 64, width <= 8192, dim <= 16384, context entries <= 64, stages <= 64,
     every stage's flow together <= 2**27 floats (512 MiB), λ entries per constraint <= 65536,
-    text fields <= 65536 characters
+    |λ| and context bounds <= 1e6, text fields <= 65536 characters
 
 and on load each flow's ``dim`` must equal the latent size of the generator it sits on.
 """
@@ -41,6 +41,9 @@ MAX_FLOW_FLOATS = 1 << 27
 MAX_CONTEXT = 64
 MAX_STAGES = 64
 MAX_LAMBDA = 1 << 16
+# |λ| and context ranges beyond this overflow float32 arithmetic downstream (exp(λ·φ),
+# high - low); trained values stay within a few thousand.
+MAX_MAGNITUDE = 1e6
 MAX_TEXT = 1 << 16
 MAX_CLAMP = 100.0
 
@@ -161,6 +164,8 @@ def _lambdas(reader: _Reader, key: str) -> dict[str, tuple[float, ...]] | None:
         for v in values:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 reader.fail(f"holds {v!r}, not a finite number", f"{key}.{text}")
+            if abs(v) > MAX_MAGNITUDE:
+                reader.fail(f"holds {v!r}, beyond ±{MAX_MAGNITUDE:g}", f"{key}.{text}")
         out[text] = tuple(float(v) for v in values)
     return out
 
@@ -247,7 +252,11 @@ class ContextRecord:
     @classmethod
     def from_reader(cls, r: _Reader) -> ContextRecord:
         r.only("control", "name", "low", "high")
-        return cls(r.text("control"), r.text("name"), r.real("low"), r.real("high"))
+        low = r.real("low", low=-MAX_MAGNITUDE, high=MAX_MAGNITUDE)
+        high = r.real("high", low=-MAX_MAGNITUDE, high=MAX_MAGNITUDE)
+        if not low < high:
+            r.fail(f"is {high}, not above low ({low})", "high")
+        return cls(r.text("control"), r.text("name"), low, high)
 
 
 @dataclass(frozen=True)

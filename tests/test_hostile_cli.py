@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from energyql.cli import app
@@ -165,3 +167,25 @@ def test_a_manifest_asking_for_huge_flows_fails_within_a_memory_limit(trained, t
     assert len(lines) == 1 and "manifest.json" in lines[0], process.stderr
     assert "Traceback" not in process.stderr
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+# --- option values, generated ----------------------------------------------------------------------
+
+VALUES = (st.integers(-(10**70), 10**70).map(str) | st.floats(allow_nan=True).map(repr)
+          | st.sampled_from(["", " ", "nan", "inf", "-0", "1e999", "0x10", "cuda:99", "mps", "cpu"])
+          | st.text(max_size=6))
+OPTIONS = ["--steps", "--batch", "--lr", "--seed", "--threads", "--warm-start", "--samples",
+           "--forward-weight", "--device", "--out"]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(chosen=st.lists(st.tuples(st.sampled_from(OPTIONS), VALUES), min_size=1, max_size=3))
+def test_any_option_values_end_in_a_usage_error_never_a_traceback(chosen):
+    # The expression is broken too: whatever the options, nothing may train.
+    args = ["run", "color ==", "--gen", "shapes", "--no-progress"]
+    for option, value in chosen:
+        args += [option, value]
+    result = runner.invoke(app, args)
+    assert isinstance(result.exception, SystemExit), (args, result.exception)
+    assert result.exit_code == 2, (args, result.output)
+    assert "Traceback" not in result.output

@@ -152,22 +152,16 @@ def test_flows_with_wrong_keys_shapes_or_dtypes_are_refused(artifact, tmp_path, 
         eq.load(copy)
 
 
-@pytest.mark.parametrize("value", [float("nan"), 1e308 * 10, 1e308])
-def test_a_non_finite_or_absurd_lambda_is_refused_or_strict(artifact, tmp_path, value):
+@pytest.mark.parametrize("value", [float("nan"), 1e308 * 10, -1e308, 1e308, 2e6])
+def test_a_non_finite_or_absurd_lambda_is_refused_on_load(artifact, tmp_path, value):
     _, out = artifact
     copy = _copy(out, tmp_path)
-    text = (copy / "manifest.json").read_text()
-    manifest = json.loads(text)
+    manifest = json.loads((copy / "manifest.json").read_text())
     lam = manifest["stages"][1]["lambda_exact"]
-    key = next(iter(lam))
-    lam[key][0] = value
+    lam[next(iter(lam))][0] = value
     (copy / "manifest.json").write_text(json.dumps(manifest))  # NaN / Infinity tokens, or 1e308
-    if value == 1e308:
-        loaded = eq.load(copy)  # finite: loads, and everything it writes stays strict JSON
-        json.loads(loaded.manifest.to_json(), parse_constant=pytest.fail)
-    else:
-        with pytest.raises(ArtifactError, match="manifest.json"):
-            eq.load(copy)
+    with pytest.raises(ArtifactError, match="manifest.json"):
+        eq.load(copy)
 
 
 # --- hypothesis-built manifests ------------------------------------------------------------------
