@@ -169,7 +169,7 @@ def test_a_manifest_asking_for_huge_flows_fails_within_a_memory_limit(trained, t
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
 
-# --- option values, generated ----------------------------------------------------------------------
+# --- option values, generated -----------------------------------------------------------------
 
 VALUES = (st.integers(-(10**70), 10**70).map(str) | st.floats(allow_nan=True).map(repr)
           | st.sampled_from(["", " ", "nan", "inf", "-0", "1e999", "0x10", "cuda:99", "mps", "cpu"])
