@@ -215,11 +215,13 @@ def read_safetensors(path: str | os.PathLike, *, max_bytes: int,
     """
     path = Path(path)
     fault = _FileFault(path, error, hint)
-    data = _read_bounded(path, max_bytes, fault)
-    if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+    # Only the header is read into memory here; the tensors are then read straight into
+    # their own storage, so a load never holds the file's bytes twice.
+    size, head = _read_head(path, max_bytes, fault)
+    if digest is not None and sha256_file(path) != digest:
         fault("its sha256 differs from the one recorded with it (the file was changed, or "
               "comes from another run)")
-    metadata, header = _checked_header(data, fault)
+    metadata, header = _checked_header(head, size, fault)
     if expected is not None:
         missing = sorted(set(expected) - set(header))
         if missing:
@@ -232,10 +234,10 @@ def read_safetensors(path: str | os.PathLike, *, max_bytes: int,
             if found != (tuple(shape), dtype):
                 fault(f"has shape {list(found[0])} and dtype {found[1]}; expected "
                       f"{list(shape)} and {dtype}", name)
-    from safetensors.torch import load as load_bytes
+    from safetensors.torch import load_file
 
     try:
-        tensors = load_bytes(data)
+        tensors = load_file(str(path))
     except Exception as exc:  # noqa: BLE001  (the header passed our checks; report, never crash)
         fault(_first_line(exc))
     for name, tensor in tensors.items():
@@ -261,7 +263,8 @@ def expected_tensors(tensors: Mapping[str, Any], prefix: str = "") -> dict[str, 
     return {prefix + k: (tuple(v.shape), safetensors_dtype(v.dtype)) for k, v in tensors.items()}
 
 
-def _read_bounded(path: Path, max_bytes: int, fault: _FileFault) -> bytes:
+def _read_head(path: Path, max_bytes: int, fault: _FileFault) -> tuple[int, bytes]:
+    """Return the file's size and its first bytes (the length field and the header)."""
     try:
         if not path.is_file():
             fault("the file is missing" if not path.exists() else "it is not a regular file")
@@ -271,18 +274,24 @@ def _read_bounded(path: Path, max_bytes: int, fault: _FileFault) -> bytes:
         if size > max_bytes:
             fault(f"the file has {size} bytes, more than the {max_bytes} it can hold")
         with open(path, "rb") as handle:
-            return handle.read(max_bytes + 1)[:max_bytes]
+            head = handle.read(8)
+            if len(head) == 8:
+                (length,) = struct.unpack("<Q", head)
+                head += handle.read(min(length, MAX_HEADER_BYTES, size - 8))
+            return size, head
     except OSError as exc:
         fault(exc.strerror or _first_line(exc))
 
 
-def _checked_header(data: bytes, fault: _FileFault) -> tuple[dict[str, str], dict[str, dict]]:
-    """Return (metadata, tensor entries) of a safetensors header, every entry bounds-checked."""
+def _checked_header(data: bytes, size: int, fault: _FileFault
+                    ) -> tuple[dict[str, str], dict[str, dict]]:
+    """Return (metadata, tensor entries) of a safetensors header, every entry bounds-checked
+    against the ``size`` bytes of the file."""
     if len(data) < 8:
         fault(f"{len(data)} bytes are too few for a safetensors header")
     (length,) = struct.unpack("<Q", data[:8])
-    if length > min(MAX_HEADER_BYTES, len(data) - 8):
-        fault(f"the header claims {length} bytes in a file of {len(data)}")
+    if length > min(MAX_HEADER_BYTES, size - 8) or len(data) < 8 + length:
+        fault(f"the header claims {length} bytes in a file of {size}")
     try:
         header = json.loads(data[8:8 + length].decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -293,7 +302,7 @@ def _checked_header(data: bytes, fault: _FileFault) -> tuple[dict[str, str], dic
     if not isinstance(metadata, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         fault("the metadata is not a map of strings")
-    body = len(data) - 8 - length
+    body = size - 8 - length
     ranges = []
     for name, entry in header.items():
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:

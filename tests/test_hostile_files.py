@@ -5,6 +5,7 @@ hypothesis-built manifests) run under an address-space limit, so that a file tha
 loader allocate gigabytes fails the test instead of exhausting the machine.
 """
 
+import errno
 import json
 import os
 import random
@@ -499,3 +500,27 @@ def test_a_read_only_folder_is_refused(tmp_path):
             pass
     finally:
         tmp_path.chmod(0o700)
+
+
+@pytest.mark.parametrize("code, hint", [(errno.EROFS, "choose a folder"),
+                                        (errno.ENOSPC, "free some space")])
+def test_a_read_only_or_full_file_system_is_refused_before_any_work(tmp_path, monkeypatch, code,
+                                                                    hint):
+    import energyql.outdir
+
+    def refused(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(energyql.outdir, "open", refused, raising=False)
+    with pytest.raises(ArtifactError, match="cannot write into") as info, claim(tmp_path):
+        pytest.fail("claimed")
+    assert hint in info.value.hint and not (tmp_path / LOCK).exists()
+
+
+def test_too_little_free_space_is_refused(tmp_path, monkeypatch):
+    import energyql.outdir
+
+    monkeypatch.setattr(energyql.outdir.shutil, "disk_usage",
+                        lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
+    with pytest.raises(ArtifactError, match="only 1 MiB free"), claim(tmp_path):
+        pytest.fail("claimed")
