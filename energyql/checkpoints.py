@@ -156,6 +156,9 @@ def load(directory: Path, index: int, identity: CheckpointIdentity, expected: Ma
     # The identity is checked from the header before tensors are compared, so that a
     # checkpoint of another program is named as such rather than as "wrong shapes".
     metadata = _metadata(weights)
+    if metadata is None:  # unreadable: let the full check say precisely what is wrong
+        read_safetensors(weights, max_bytes=max_bytes, hint=_HINT)
+        metadata = {}
     saved = _identity(metadata, weights)
     difference = identity.difference(saved)
     if difference is not None:
@@ -178,20 +181,25 @@ def load(directory: Path, index: int, identity: CheckpointIdentity, expected: Ma
     return Restored(step, log, tensors, state)
 
 
-def _metadata(weights: Path) -> dict[str, str]:
-    """The header metadata alone (the whole file is checked by read_safetensors after)."""
+def _metadata(weights: Path) -> dict[str, str] | None:
+    """The header's metadata alone, or None when the header cannot be read (the whole file is
+    checked by read_safetensors after)."""
     import struct
 
     try:
         with open(weights, "rb") as handle:
             head = handle.read(8)
-            (length,) = struct.unpack("<Q", head) if len(head) == 8 else (None,)
-            if length is None or length > min(16 << 20, weights.stat().st_size - 8):
-                return {}
+            if len(head) != 8:
+                return None
+            (length,) = struct.unpack("<Q", head)
+            if length > min(16 << 20, weights.stat().st_size - 8):
+                return None
             header = json.loads(handle.read(length).decode("utf-8"))
     except (OSError, ValueError, RecursionError):
-        return {}
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+        return None
+    if not isinstance(header, dict):
+        return None
+    metadata = header.get("__metadata__")
     return metadata if isinstance(metadata, dict) else {}
 
 
@@ -212,7 +220,7 @@ def _identity(metadata: Mapping[str, str], weights: Path) -> CheckpointIdentity:
 
 def _json(metadata: Mapping[str, str], key: str, weights: Path) -> dict[str, Any]:
     text = metadata.get(key)
-    if text is None:
+    if not isinstance(text, str):
         raise CheckpointError(f"{weights}: field '{key}' is missing (a checkpoint of an older "
                               "energyql, or not a checkpoint)", hint=_HINT)
     try:
@@ -226,7 +234,8 @@ def _json(metadata: Mapping[str, str], key: str, weights: Path) -> dict[str, Any
 
 def _integer(metadata: Mapping[str, str], key: str, weights: Path, low: int, high: int) -> int:
     text = metadata.get(key, "")
-    if not text.isdigit() or len(text) > 19 or not low <= int(text) <= high:
+    digits = isinstance(text, str) and text.isdigit() and len(text) <= 19
+    if not digits or not low <= int(text) <= high:
         raise CheckpointError(f"{weights}: field '{key}' is {text!r}, not a step in "
                               f"{low}..{high}", hint=_HINT)
     return int(text)

@@ -26,7 +26,7 @@ MIN_FREE_BYTES = 64 << 20
 # What energyql itself writes into an output folder: anything else makes it "not ours".
 _OURS = re.compile(
     r"(manifest\.json|flows\.safetensors|metrics\.json|report\.(md|html)|samples\.png|base\.png"
-    r"|curves\.png|hist_[^/]*\.png|log\.jsonl|stage\d+\.(ckpt\.safetensors|optim\.pt))"
+    r"|curves\.png|hist_[^/]*\.png|stage\d+\.png|log\.jsonl|stage\d+\.(ckpt\.safetensors|optim\.pt))"
     rf"({re.escape(STAGED)})?|\..*{re.escape(TEMP)}|{re.escape(LOCK)}(\..*)?")
 
 

@@ -524,3 +524,26 @@ def test_too_little_free_space_is_refused(tmp_path, monkeypatch):
                         lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
     with pytest.raises(ArtifactError, match="only 1 MiB free"), claim(tmp_path):
         pytest.fail("claimed")
+
+
+@pytest.mark.parametrize("metadata", [{"identity": 3}, {"identity": "[1]"}, {"identity": "{"},
+                                      {"identity": '{"program": 1}'}, {"step": 5}])
+def test_checkpoint_metadata_of_the_wrong_kind_is_refused(tmp_path, metadata):
+    from safetensors.torch import load_file
+
+    _points(tmp_path)
+    weights = tmp_path / "stage1.ckpt.safetensors"
+    tensors = load_file(str(weights))
+    header = {k: {"dtype": "F32", "shape": list(v.shape), "data_offsets": [0, 0]}
+              for k, v in tensors.items()}
+    body, position = b"", 0
+    for k, v in tensors.items():
+        raw = v.contiguous().numpy().tobytes()
+        header[k]["data_offsets"] = [position, position + len(raw)]
+        body, position = body + raw, position + len(raw)
+    header["__metadata__"] = metadata  # values that are not strings, as no writer makes them
+    text = json.dumps(header).encode()
+    weights.write_bytes(struct.pack("<Q", len(text)) + text + body)
+    with pytest.raises(CheckpointError) as info:
+        _points(tmp_path, resume=True)
+    _names(info.value, "stage1.ckpt.safetensors")
