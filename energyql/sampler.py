@@ -7,6 +7,7 @@ flows as safetensors and a JSON manifest; loading never unpickles anything.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,23 @@ from energyql.energies.conditional import ContextParam, normalize_context
 from energyql.errors import ArtifactError
 from energyql.flows import FlowConfig, LatentFlow
 from energyql.generators.base import Generator
-from energyql.io import save_tensors, write_text
-from energyql.manifest import (FORMAT_VERSION, MANIFEST, ContextRecord, FlowRecord, GeneratorRecord,
-                               Manifest, StageRecord)
+from energyql.io import (
+    commit,
+    committed_file,
+    expected_tensors,
+    read_safetensors,
+    staged,
+    write_text,
+)
+from energyql.manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    ContextRecord,
+    FlowRecord,
+    GeneratorRecord,
+    Manifest,
+    StageRecord,
+)
 
 FLOWS = "flows.safetensors"
 
@@ -111,16 +126,44 @@ class Artifact:
         return self.sampler.sample(n, seed=seed, batch_size=batch_size, context=context)
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``flows.safetensors`` and ``manifest.json`` into ``directory`` (atomically)."""
+        """Write ``flows.safetensors`` and ``manifest.json`` into ``directory`` as one commit.
+
+        The flows are staged first and the manifest, which records their sha256, is the
+        commit point (:func:`energyql.io.commit`): a reader, or a run killed at any moment,
+        sees the old artifact or the new one, never flows of one run with the manifest of
+        another. Non-finite weights or figures are refused before anything is written.
+        """
+        from safetensors.torch import save_file
+
         directory = Path(directory)
         tensors = {}
         for stage in self.sampler.stages:
             for key, value in stage.flow.state_dict().items():
-                tensors[f"stage{stage.index}.{key}"] = value
-        text = self.manifest.to_json()  # refuses non-finite figures before anything is written
-        save_tensors(directory / FLOWS, tensors)
-        write_text(directory / MANIFEST, text)
+                tensors[f"stage{stage.index}.{key}"] = value.detach().cpu().contiguous()
+        self.manifest.to_json()  # refuses non-finite figures before anything is written
+        bad = next((k for k, v in tensors.items()
+                    if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+        if bad is not None:
+            raise ArtifactError(f"refusing to save '{directory}': flow weight '{bad}' holds "
+                                "non-finite values (NaN or infinity)",
+                                hint="the run diverged; lower --lr and train again")
+        directory.mkdir(parents=True, exist_ok=True)
+
+        def write_manifest(digest: str) -> None:
+            self.manifest = replace(self.manifest, flows_sha256=digest)
+            write_text(directory / MANIFEST, self.manifest.to_json())
+
+        commit(directory / FLOWS, lambda tmp: save_file(tensors, tmp), write_manifest,
+               committed_digest=_recorded_flows_digest(directory))
         return directory
+
+
+def _recorded_flows_digest(directory: Path) -> str | None:
+    """The flows digest the manifest now in ``directory`` records (None if there is none)."""
+    try:
+        return Manifest.read(directory).flows_sha256 or None
+    except ArtifactError:  # no artifact yet, or a damaged one about to be replaced
+        return None
 
 
 def stage_record(stage: StageSampler) -> StageRecord:
@@ -177,9 +220,6 @@ def load(directory: str | Path, *, gen: Generator | str | None = None, device: s
         gen: the base generator (a name, a Generator); default: the one the manifest names.
         strict_digest: refuse a generator whose weights differ from the ones trained on.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     from energyql.generators import load as load_generator
 
     directory = Path(directory)
@@ -194,42 +234,60 @@ def load(directory: str | Path, *, gen: Generator | str | None = None, device: s
             f"artifact was trained on {manifest.generator.id} weights {expected[:12]}…, "
             f"but the generator given has weights {base.weights_digest[:12]}…",
             hint="use the same weights, or pass strict_digest=False to sample anyway")
-    if not (directory / FLOWS).is_file():
-        raise ArtifactError(f"'{directory}' has no {FLOWS}",
-                            hint="the artifact is incomplete; train it again")
-    try:
-        tensors = load_file(str(directory / FLOWS), device=device)
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ArtifactError(f"{directory / FLOWS} cannot be read: {str(error).splitlines()[0]}",
-                            hint="the file is damaged; train the artifact again") from None
-    sampler: Generator = base
+    # Flows are built from the (bounded) manifest first: the file must then hold exactly their
+    # tensors, and nothing is read from it that they do not account for.
+    flows: list[LatentFlow] = []
+    latent_dim = base.latent_dim
     for k, stage in enumerate(manifest.stages):
-        if stage.flow.dim != sampler.latent_dim:
-            # Checked before the flow is built: its size comes from the file.
+        if stage.flow.dim != latent_dim:
             raise ArtifactError(
                 f"{directory / MANIFEST}: field 'stages[{k}].flow.dim' is {stage.flow.dim}, but "
-                f"the generator under stage {stage.index} has latent size {sampler.latent_dim}",
+                f"the generator under stage {stage.index} has latent size {latent_dim}",
                 hint="the manifest does not belong to this generator")
-        flow = LatentFlow(FlowConfig(**stage.flow.to_dict()))
+        flows.append(LatentFlow(FlowConfig(**stage.flow.to_dict())))
+    if not flows:
+        raise ArtifactError(f"'{directory}' has no trained stage")
+    state = {f"stage{s.index}.{key}": value for s, flow in zip(manifest.stages, flows)
+             for key, value in flow.state_dict().items()}
+    tensors = _read_flows(directory, manifest, state)
+    sampler: Generator = base
+    for stage, flow in zip(manifest.stages, flows):
         prefix = f"stage{stage.index}."
-        state = {key[len(prefix):]: v for key, v in tensors.items() if key.startswith(prefix)}
-        try:
-            flow.load_state_dict(state, strict=True)
-        except RuntimeError as error:
-            raise ArtifactError(f"stage {stage.index} of '{directory}' does not match its "
-                                f"manifest: {str(error).splitlines()[0]}",
-                                hint="flows and manifest come from different runs; train "
-                                     "the artifact again") from None
-        if not all(bool(torch.isfinite(v).all()) for v in state.values()):
-            raise ArtifactError(f"{directory / FLOWS}: stage {stage.index}'s flow holds "
-                                "non-finite weights (NaN or infinity)",
-                                hint="the run diverged or the file is damaged; train it again")
+        flow.load_state_dict({key[len(prefix):]: v for key, v in tensors.items()
+                              if key.startswith(prefix)}, strict=True)
         context = [ContextParam(**c.to_dict()) for c in stage.context]
         sampler = StageSampler(sampler, flow.to(device), stage.index, stage.source,
                                context).eval()
     if not isinstance(sampler, StageSampler):
         raise ArtifactError(f"'{directory}' has no trained stage")
     return Artifact(sampler, manifest)
+
+
+def _read_flows(directory: Path, manifest: Manifest, state: dict[str, torch.Tensor]
+                ) -> dict[str, torch.Tensor]:
+    """Return the flow tensors committed with ``manifest``, checked against ``state``'s shapes."""
+    path = directory / FLOWS
+    digest = manifest.flows_sha256 or None
+    committed = committed_file(path, digest)
+    if committed is None and digest is not None and (path.is_file() or staged(path).is_file()):
+        # A writer may have promoted the staged file between our look and now: look once more.
+        committed = committed_file(path, digest)
+        if committed is None:
+            raise ArtifactError(
+                f"{path} does not belong to {directory / MANIFEST}: its sha256 differs from the "
+                "one the manifest records (flows and manifest come from different runs, or the "
+                "file was changed)", hint="train the artifact again")
+    if committed is None:
+        raise ArtifactError(f"'{directory}' has no {FLOWS}",
+                            hint="the artifact is incomplete; train it again")
+    # Generous room for the header (names, dtypes, shapes) on top of the tensors' bytes.
+    max_bytes = sum(v.numel() * v.element_size() for v in state.values()) + (1 << 20) \
+        + 512 * len(state)
+    tensors, _ = read_safetensors(committed, max_bytes=max_bytes, expected=expected_tensors(state),
+                                  error=ArtifactError, digest=digest,
+                                  hint="the artifact is damaged, or its flows and manifest come "
+                                       "from different runs; train it again")
+    return tensors
 
 
 __all__ = ["FLOWS", "FORMAT_VERSION", "MANIFEST", "Artifact", "StageSampler", "load",

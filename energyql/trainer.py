@@ -13,7 +13,6 @@ from a checkpoint retraces the uninterrupted run exactly.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 import warnings
@@ -24,16 +23,16 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from energyql import checkpoints
 from energyql.distributed import Group
 from energyql.distributed import current as current_group
 from energyql.energies import ControlModels, StageEnergy, lower_stage
 from energyql.energies.base import Features
 from energyql.energies.conditional import normalize_context, sample_context
 from energyql.energies.predicate import PredicateEnergy
-from energyql.errors import EnergyQLError, TrainingError
+from energyql.errors import CheckpointError, EnergyQLError, TrainingError
 from energyql.flows import FlowConfig, LatentFlow, standard_normal_log_prob
 from energyql.generators.base import Generator
-from energyql.io import atomic_write, save_tensors
 from energyql.manifest import FitRecord, StageRecord, TrainRecord
 from energyql.moments import MomentFit, fit_lambda
 from energyql.sampler import Artifact, StageSampler, manifest_for, stage_record
@@ -380,38 +379,52 @@ class _Progress:
             self.bar.stop()
 
 
-def _checkpoint_paths(directory: Path, index: int) -> tuple[Path, Path]:
-    return directory / f"stage{index}.ckpt.safetensors", directory / f"stage{index}.optim.pt"
-
-
 def _save_checkpoint(directory: Path, index: int, step: int, flow: LatentFlow,
-                     optimizer: torch.optim.Optimizer, energy: StageEnergy, log: StageLog) -> None:
-    weights, optim = _checkpoint_paths(directory, index)
+                     optimizer: torch.optim.Optimizer, energy: StageEnergy, log: StageLog,
+                     identity: checkpoints.CheckpointIdentity) -> None:
+    """Write the stage's checkpoint; ``identity`` says which program and settings it is of."""
+    checkpoints.save(directory, index, step, identity, _checkpoint_tensors(flow, energy),
+                     optimizer.state_dict(), log.to_dict())
+
+
+def _checkpoint_tensors(flow: LatentFlow, energy: StageEnergy) -> dict[str, torch.Tensor]:
     tensors = {f"flow.{k}": v for k, v in flow.state_dict().items()}
     tensors.update({f"lam.{i}": c.lam for i, c in enumerate(energy.constraints)})
     tensors.update({f"offset.{i}": c.offset for i, c in enumerate(energy.constraints)})
-    # The optimizer state goes first: a weights file always has its matching optimizer state.
-    atomic_write(optim, lambda tmp: torch.save(optimizer.state_dict(), tmp))
-    save_tensors(weights, tensors, metadata={"step": str(step), "log": json.dumps(log.to_dict())})
+    return tensors
 
 
 def _load_checkpoint(directory: Path, index: int, flow: LatentFlow,
-                     optimizer: torch.optim.Optimizer, energy: StageEnergy, device: str):
-    """Restore a stage's checkpoint; return ``(step, log dict)`` or None if there is none."""
-    from safetensors import safe_open
+                     optimizer: torch.optim.Optimizer, energy: StageEnergy, device: str,
+                     identity: checkpoints.CheckpointIdentity, steps: int
+                     ) -> tuple[int, StageLog] | None:
+    """Restore a stage's checkpoint; return ``(step, log)`` or None if the stage has none.
 
-    weights, optim = _checkpoint_paths(directory, index)
-    if not weights.is_file() or not optim.is_file():
+    A checkpoint of another program or other settings, or one that does not fit this flow,
+    is a CheckpointError naming the file and what differs; nothing is restored from it.
+    """
+    restored = checkpoints.load(directory, index, identity, _checkpoint_tensors(flow, energy),
+                                [p for g in optimizer.param_groups for p in g["params"]], steps)
+    if restored is None:
         return None
-    with safe_open(str(weights), framework="pt", device=device) as handle:
-        metadata = handle.metadata()
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    weights = checkpoints.paths(directory, index)[0]
+    try:
+        log = StageLog.from_dict(restored.log)
+    except (TypeError, ValueError, KeyError):
+        raise CheckpointError(f"{weights}: field 'log' does not describe a stage's training",
+                              hint=checkpoints._HINT) from None
+    try:
+        optimizer.load_state_dict(restored.optimizer_state)
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise CheckpointError(f"{checkpoints.paths(directory, index)[1]} does not fit this "
+                              f"stage's optimizer: {str(error).splitlines()[0]}",
+                              hint=checkpoints._HINT) from None
+    tensors = {k: v.to(device) for k, v in restored.tensors.items()}
     flow.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("flow.")})
     for i, constraint in enumerate(energy.constraints):
         constraint.lam.copy_(tensors[f"lam.{i}"])
         constraint.offset.copy_(tensors[f"offset.{i}"])
-    optimizer.load_state_dict(torch.load(optim, map_location=device, weights_only=True))
-    return int(metadata["step"]), json.loads(metadata["log"])
+    return restored.step, log
 
 
 def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, index: int = 1,
@@ -440,11 +453,20 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     log = StageLog(index=index, source=source)
     start = 0
-    restored = _load_checkpoint(checkpoint_dir, index, flow, optimizer, energy, device) \
-        if resume and checkpoint_dir is not None else None
+    identity = checkpoints.identity_for(base, source, index, config)
+    restored = None
+    if resume:
+        if checkpoint_dir is None or not checkpoints.any_checkpoint(checkpoint_dir):
+            # Starting over silently would hide a wrong --out or a lost folder.
+            raise CheckpointError(
+                f"nothing to resume: '{checkpoint_dir}' holds no stage checkpoint"
+                if checkpoint_dir is not None else "nothing to resume: no output folder given",
+                hint="run without --resume to start training from the beginning")
+        # A later stage with no checkpoint yet (killed before its first) starts over.
+        restored = _load_checkpoint(checkpoint_dir, index, flow, optimizer, energy, device,
+                                    identity, config.steps)
     if restored is not None:
-        start, saved_log = restored
-        log = StageLog.from_dict(saved_log)
+        start, log = restored
     elif energy.has_constraints:
         fit = fit_constraints(target, config.moment_samples, config,
                               _step_generator(config.seed, index, -1), group, use_flow=False)
@@ -498,11 +520,16 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
                 log.fits.append(_fit_record(fit, step + 1, target))
             log.seconds = time.perf_counter() - began
             if checkpoint_dir is not None and group.is_main and (step + 1) % config.checkpoint_every == 0:
-                _save_checkpoint(checkpoint_dir, index, step + 1, flow, optimizer, energy, log)
+                _save_checkpoint(checkpoint_dir, index, step + 1, flow, optimizer, energy, log,
+                                 identity)
             if bar.bar is not None:
                 bar.update(step + 1, float(loss.detach()),
                            _running_figures(parts.energies, energy, parts.features))
     log.seconds = time.perf_counter() - began
+    if checkpoint_dir is not None and group.is_main and start < config.steps:
+        # A finished stage is checkpointed too, so that --resume never trains it again.
+        _save_checkpoint(checkpoint_dir, index, config.steps, flow, optimizer, energy, log,
+                         identity)
     flow.eval()
     return StageSampler(base, flow, index, source, energy.context), log
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -60,6 +61,8 @@ def run(
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
     clip: ClipOption = None,
     face_attributes: FaceAttributesOption = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write into a non-empty --out that is not an energyql artifact.")] = False,
 ) -> None:
     """Train a controlled sampler for EXPRESSION and write artifact, grids, metrics and report."""
     from energyql.lang.api import compile as compile_program
@@ -82,7 +85,11 @@ def run(
     given = dict(steps=steps, batch=batch, lr=lr, warm_start_samples=warm_start,
                  forward_weight=forward_weight)
     options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    with environment(ENERGYQL_CLIP=clip, ENERGYQL_FACE_ATTRIBUTES=face_attributes):
+    from energyql.outdir import claim
+
+    # Checked and locked before the first step (only the first torchrun process writes).
+    with claim(folder, force=force, enabled=os.environ.get("RANK", "0") == "0"), \
+            environment(ENERGYQL_CLIP=clip, ENERGYQL_FACE_ATTRIBUTES=face_attributes):
         result = run_and_report(program, expression=expression, gen=gen, out=folder, seed=seed,
                                 device=device, amp=amp, threads=threads, truncation=truncation,
                                 resume=resume, start_from=start_from, samples=samples,
