@@ -172,6 +172,7 @@ def test_manifest_records_targets_and_old_manifests_still_load():
 @pytest.mark.slow
 def test_shapes_run_restores_size_to_the_base_given_a_blue_triangle():
     """Stage 2 of the shapes run aims size at p0(size | blue, triangle), measured on truth()."""
+    from energyql.catalog import SHAPES as catalog
     from energyql.generators import load
     from energyql.trainer import train
 
@@ -188,7 +189,6 @@ def test_shapes_run_restores_size_to_the_base_given_a_blue_triangle():
     assert Manifest.from_dict(artifact.manifest.to_dict()).stages[1].targets == record.targets
 
     generator = load("shapes")
-    catalog = eq.catalog.SHAPES
     blue, triangle = (catalog.attribute("color").values.index("blue"),
                       catalog.attribute("shape").values.index("triangle"))
     rng = torch.Generator().manual_seed(11)
@@ -199,5 +199,6 @@ def test_shapes_run_restores_size_to_the_base_given_a_blue_triangle():
         counts += torch.bincount(truth["size"][held], minlength=2)
     exact = (counts / counts.sum()).tolist()
     # Measured (1 thread): truth gives small ≈ 0.526 over 400,000 latents; the estimate from
-    # 16,384 samples gave 0.521 and 0.557 for seeds 0 and 1 (standard error ≈ 0.04).
+    # 16,384 samples gave 0.521 and 0.557 for seeds 0 and 1 (standard error ≈ 0.04), and from
+    # 4,096 samples 0.527, 0.673 and 0.571 for seeds 0-2 (too noisy for a test).
     assert estimated[0] == pytest.approx(exact[0], abs=0.1)
