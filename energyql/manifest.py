@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 
 from energyql.errors import ArtifactError
 from energyql.io import climbs_out, dumps_strict, is_system_path
+from energyql.lang.graph import RESTORE
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -345,8 +346,10 @@ class StageRecord:
 
     ``lam`` is the λ the flow trained with (the exact fit plus the feedback offset),
     ``lam_exact`` the importance-weighted fit alone: the target corrected samplers and
-    evaluation aim at. Stages inherited from a base that was a trained sampler carry only
-    index, source, flow and context.
+    evaluation aim at. ``targets`` (optional): the targets estimated when training for the
+    stage's ``restore`` constraints (what ``debias(clip_bias)`` resolves to), by text. Stages
+    inherited from a base that was a trained sampler carry only index, source, flow and
+    context.
     """
 
     index: int
@@ -360,6 +363,17 @@ class StageRecord:
     warm_start: Mapping[str, Any] | None = None
     warnings: tuple[str, ...] = ()
     final_loss: float | None = None
+    targets: Mapping[str, tuple[float, ...]] | None = None
+
+    def __post_init__(self) -> None:
+        # The deferred targets of restore constraints (debias(clip_bias)) are estimated before
+        # the first λ fit, which records them: that fit is where a trained stage's come from.
+        if self.targets is None and self.fits:
+            first = self.fits[0].constraints
+            found = {text: tuple(float(v) for v in entry["target"])
+                     for text, entry in first.items() if text.startswith(f"{RESTORE}(")
+                     and isinstance(entry, Mapping) and isinstance(entry.get("target"), list)}
+            object.__setattr__(self, "targets", found or None)
 
     @property
     def trained(self) -> bool:
@@ -386,12 +400,14 @@ class StageRecord:
             "warnings": list(self.warnings),
             "final_loss": self.final_loss,
         })
+        if self.targets is not None:
+            record["targets"] = {k: list(v) for k, v in self.targets.items()}
         return record
 
     @classmethod
     def from_reader(cls, r: _Reader) -> StageRecord:
         r.only("index", "source", "flow", "context", "lambda", "lambda_exact", "train", "fits",
-               "warm_start", "warnings", "final_loss")
+               "warm_start", "warnings", "final_loss", "targets")
         context = tuple(ContextRecord.from_reader(_Reader(c, f"{r.where}.context[{i}]", r.origin))
                         for i, c in enumerate(r.items("context", MAX_CONTEXT, [])))
         flow = FlowRecord.from_reader(r.child("flow"))
@@ -415,6 +431,7 @@ class StageRecord:
             warm_start=r.plain("warm_start"),
             warnings=tuple(warnings),
             final_loss=r.number("final_loss", optional=True),
+            targets=_lambdas(r, "targets"),
         )
 
 
@@ -523,7 +540,6 @@ def _check_lambda_sizes(manifest: Manifest, r: _Reader) -> None:
     """
     from energyql.catalog import CATALOGS
     from energyql.errors import EnergyQLError
-    from energyql.lang import graph as g
     from energyql.lang.api import compile as compile_program
 
     if manifest.generator.catalog not in CATALOGS or not any(
@@ -538,8 +554,9 @@ def _check_lambda_sizes(manifest: Manifest, r: _Reader) -> None:
         r.fail(f"has {len(program.stages)} stage(s) but the manifest records "
                f"{len(manifest.stages)}", "canonical")
     for k, (stage, record) in enumerate(zip(program.stages, manifest.stages)):
-        sizes = {str(t): len(t.target) for t in stage.terms if isinstance(t, g.Constraint)}
-        for key, lambdas in (("lambda", record.lam), ("lambda_exact", record.lam_exact)):
+        sizes = {str(t): t.size for t in stage.constraints}
+        for key, lambdas in (("lambda", record.lam), ("lambda_exact", record.lam_exact),
+                             ("targets", record.targets)):
             for text, values in (lambdas or {}).items():
                 if text not in sizes:
                     r.fail("names no constraint of its stage", f"stages[{k}].{key}.{text}")

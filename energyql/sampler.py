@@ -195,6 +195,9 @@ def set_exact_lambdas(energy: Any, record: StageRecord) -> None:
     ``lambda_exact`` is the importance-weighted fit; ``lambda`` (older manifests) also holds the
     flow's feedback offset.
     """
+    from energyql.energies.constraint import set_targets
+
+    set_targets(energy, record.targets or {})  # restore targets estimated when training
     lambdas = record.exact_lambdas()
     for constraint in energy.constraints:
         if constraint.text in lambdas:

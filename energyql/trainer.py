@@ -29,6 +29,7 @@ from energyql.distributed import current as current_group
 from energyql.energies import ControlModels, StageEnergy, lower_stage
 from energyql.energies.base import Features
 from energyql.energies.conditional import normalize_context, sample_context
+from energyql.energies.constraint import prepare_targets
 from energyql.energies.predicate import PredicateEnergy
 from energyql.errors import CheckpointError, EnergyQLError, TrainingError
 from energyql.flows import FlowConfig, LatentFlow, standard_normal_log_prob
@@ -453,6 +454,7 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     log = StageLog(index=index, source=source)
     start = 0
+    prepare_targets(energy, base, config.moment_samples, seed=config.seed, batch=config.batch * 4)
     identity = checkpoints.identity_for(base, source, index, config)
     restored = None
     if resume:
