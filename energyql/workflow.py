@@ -64,9 +64,11 @@ def metrics_table(metrics: dict):
     table.add_column("base", justify="right")
     table.add_column("value", justify="right")
     for key, value in metrics.get("kl_to_target", {}).items():
-        table.add_row(f"KL to target: {key}", str(base.get("kl_to_target", {}).get(key, "")), str(value))
+        table.add_row(f"KL to target: {key}", str(base.get("kl_to_target", {}).get(key, "")),
+                      str(value))
     for key, value in metrics.get("predicate_share", {}).items():
-        table.add_row(f"share: {key}", str(base.get("predicate_share", {}).get(key, "")), str(value))
+        table.add_row(f"share: {key}", str(base.get("predicate_share", {}).get(key, "")),
+                      str(value))
     for key, value in metrics.get("collateral_drift", {}).items():
         table.add_row(f"collateral drift (TV): {key}", "", str(value))
     for key, value in metrics.get("ess", {}).items():

@@ -54,8 +54,10 @@ def _evaluate_sampler(name: str, target, program, options: dict, samples: int, s
 @guarded
 def eval_command(
     artifact: Annotated[Optional[Path], typer.Argument(help="Artifact directory.")] = None,
-    gen: Annotated[Optional[str], typer.Option("--gen", "-g", help="Evaluate a base generator.")] = None,
-    expression: Annotated[Optional[str], typer.Option("--expr", "-e", help="Program to measure against.")] = None,
+    gen: Annotated[Optional[str], typer.Option(
+        "--gen", "-g", help="Evaluate a base generator.")] = None,
+    expression: Annotated[Optional[str], typer.Option(
+        "--expr", "-e", help="Program to measure against.")] = None,
     samples: SamplesOption = 2000,
     seed: SeedOption = 0,
     device: DeviceOption = "cpu",
@@ -63,7 +65,8 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     out: FileOutOption = None,
     sampler: Annotated[str, typer.Option(
-        help="flow (feed-forward), flow+sir, flow+imh, rejection, importance, langevin, mala.")] = "flow",
+        help="flow (feed-forward), flow+sir, flow+imh, rejection, importance, langevin, "
+             "mala.")] = "flow",
     option: Annotated[Optional[list[str]], typer.Option(
         "--option", help="Sampler option KEY=VALUE (repeatable), e.g. pool=4096.")] = None,
     clip: ClipOption = None,

@@ -49,7 +49,8 @@ def parse_sweep(text: str) -> tuple[str, list[float]]:
     if not dots or count < 2:
         raise UsageError(f"--sweep expects NAME=LOW..HIGH:STEPS with STEPS >= 2, got '{text}'",
                          hint="e.g. --sweep x=0.3..0.7:7")
-    return name.strip(), [low_value + (high_value - low_value) * i / (count - 1) for i in range(count)]
+    step = (high_value - low_value) / (count - 1)
+    return name.strip(), [low_value + step * i for i in range(count)]
 
 
 def stats_table(stats: dict):
@@ -96,9 +97,9 @@ def check_request(artifact: Path, values: dict[str, float], sweep: tuple[str, li
 def sample(
     artifact: Annotated[Path, typer.Argument(help="Artifact directory from `energyql run`.")],
     n: CountOption = 64,
-    out: Annotated[Path, typer.Option(
-        "--out", "-o", help="PNG grid to write.", parser=output_path,
-        callback=file_target)] = Path("grid.png"),
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="PNG grid to write (default: grid.png).", parser=output_path,
+        callback=file_target)] = None,
     seed: SeedOption = 0,
     truncation: Annotated[Optional[float], typer.Option(help="Truncation (StyleGAN2).")] = None,
     device: DeviceOption = "cpu",
@@ -109,9 +110,11 @@ def sample(
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="Conditional samplers: fix a parameter, NAME=VALUE (repeatable).")] = None,
     sweep: Annotated[Optional[str], typer.Option(
-        help="Conditional samplers: NAME=LOW..HIGH:STEPS, one row per noise along the sweep.")] = None,
+        help="Conditional samplers: NAME=LOW..HIGH:STEPS, one row per noise along the "
+             "sweep.")] = None,
     sampler: Annotated[str, typer.Option(
-        help="flow (feed-forward), flow+sir, flow+imh, rejection, importance, langevin, mala.")] = "flow",
+        help="flow (feed-forward), flow+sir, flow+imh, rejection, importance, langevin, "
+             "mala.")] = "flow",
     option: Annotated[Optional[list[str]], typer.Option(
         "--option", help="Sampler option KEY=VALUE (repeatable), e.g. pool=4096.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
@@ -119,6 +122,7 @@ def sample(
     """Sample N images from a trained artifact (the flow needs no control models; the
     corrected and baseline samplers judge proposals with them)."""
     check_sampler(sampler)
+    out = out or file_target(Path("grid.png"))
     values = dict(parse_setting(s) for s in set_ or [])
     swept = parse_sweep(sweep) if sweep is not None else None
     from energyql.baselines import parse_options
