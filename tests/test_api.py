@@ -104,7 +104,7 @@ def test_report_needs_an_output_folder():
         eq.train("color == red", gen="shapes", report=True)
 
 
-# --- energyql.Sampler ----------------------------------------------------------------------------
+# --- energyql.Sampler ---------------------------------------------------------------------
 
 def _random_flow(dim: int, seed: int, context_dim: int = 0) -> LatentFlow:
     """A flow away from the identity (trained flows are; fresh ones start as rotations)."""
@@ -179,7 +179,7 @@ def test_sampler_load_matches_the_artifact(tmp_path):
     assert sampler.manifest.canonical == "color == red"
 
 
-# --- context validation ----------------------------------------------------------------------------
+# --- context validation ------------------------------------------------------------------
 
 @pytest.fixture
 def conditional():
