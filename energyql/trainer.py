@@ -622,6 +622,9 @@ def train(program: Any, gen: str | Generator = "shapes", config: TrainConfig | N
     earlier = base.stages if isinstance(base, StageSampler) else []
     stage_records = list(start.manifest.stages) if start is not None else [
         stage_record(s) for s in earlier]
+    # Every stage's energy is built (its control models loaded) before anything is written:
+    # missing weights fail the run before it creates files or trains a stage.
+    energies = [lower_stage(stage, models) for stage in program.stages]
     sampler: Generator = base
     group = current_group()
     prog = progress if isinstance(progress, Progress) else \
@@ -632,8 +635,8 @@ def train(program: Any, gen: str | Generator = "shapes", config: TrainConfig | N
             (out / LOG_NAME).unlink(missing_ok=True)  # a fresh run starts a fresh log
         run_log = RunLog(out, enabled=group.is_main)
     try:
-        for k, stage in enumerate(program.stages, start=len(earlier) + 1):
-            energy = lower_stage(stage, models)
+        for k, (stage, energy) in enumerate(zip(program.stages, energies),
+                                            start=len(earlier) + 1):
             sampler, log = train_stage(sampler, energy, config, index=k, source=str(stage),
                                        checkpoint_dir=out, resume=resume, progress=prog,
                                        run_log=run_log)
