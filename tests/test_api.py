@@ -210,3 +210,31 @@ def test_context_on_an_unconditional_sampler_is_refused(two_stage_points):
         two_stage_points.sample(2, context={"x": 0.5})
     with pytest.raises(UsageError, match="this sampler is unconditional"):
         two_stage_points.sample(2, context=torch.zeros(2, 1))
+
+
+def test_a_resumed_run_continues_its_log_and_a_fresh_run_starts_a_new_one(tmp_path,
+                                                                           monkeypatch):
+    import energyql.trainer as trainer
+
+    register_tiny()
+    settings = dict(TINY, steps=4, checkpoint_every=2, moment_samples=32)
+    real = trainer.learning_rate
+
+    def interrupted(config, step):
+        if step == 3:
+            raise KeyboardInterrupt  # as if killed during the fourth step
+        return real(config, step)
+
+    program = "color == red & uniform(size)"
+    monkeypatch.setattr(trainer, "learning_rate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        eq.train(program, gen="toy-shapes", out=tmp_path, progress=False, **settings)
+    assert [r["step"] for r in read_log(tmp_path) if r["event"] == "step"] == [1, 2, 3]
+    monkeypatch.setattr(trainer, "learning_rate", real)
+    eq.train(program, gen="toy-shapes", out=tmp_path, resume=True, progress=False, **settings)
+    records = read_log(tmp_path)
+    # resumed from the checkpoint at step 2: step 3 ran again but is not logged twice
+    assert [r["step"] for r in records if r["event"] == "step"] == [1, 2, 3, 4]
+    assert [r["step"] for r in records if r["event"] == "fit"] == [0]
+    eq.train(program, gen="toy-shapes", out=tmp_path, progress=False, **{**settings, "steps": 2})
+    assert [r["step"] for r in read_log(tmp_path) if r["event"] == "step"] == [1, 2]
