@@ -168,16 +168,27 @@ def run_and_report(program, *, gen="shapes", out: str | Path | None = None, conf
     # Evaluation is sharded over ranks under torchrun; files are written by rank 0 only.
     with prog.phase(f"evaluating on {samples:,} samples (and {4 * samples:,} base samples)"):
         metrics = evaluate(artifact, samples=samples, seed=config.seed, device=config.device)
+    previous = None
+    if len(sampler.stages) > 1:
+        # The stage before, judged against the whole program, so that the report can set
+        # the last stage beside it (what the `then` changed), not only beside the base.
+        with prog.phase(f"evaluating stage {sampler.index - 1} on {samples:,} samples"):
+            previous = evaluate(sampler.base, program=artifact.manifest.canonical,
+                                samples=samples, seed=config.seed, device=config.device)
     if group.is_main:
         noise = torch.randn(grid, sampler.latent_dim,
                             generator=torch.Generator().manual_seed(config.seed))
-        _write_files(out, artifact, metrics, noise, prog)
+        _write_files(out, artifact, metrics, noise, prog, previous)
     group.barrier()
     return RunResult(out, metrics, artifact.manifest, artifact)
 
 
-def _write_files(out: Path, artifact, metrics: dict, noise, prog) -> None:
-    """Write the grids, metrics, curves and report of a finished run (rank 0)."""
+def _write_files(out: Path, artifact, metrics: dict, noise, prog,
+                 previous: dict | None = None) -> None:
+    """Write the grids, metrics, curves and report of a finished run (rank 0).
+
+    ``previous``: the figures of the stage before the last (several stages only).
+    """
     import shutil
 
     import torch
@@ -189,6 +200,10 @@ def _write_files(out: Path, artifact, metrics: dict, noise, prog) -> None:
     stages = sampler.stages
     with prog.task("grids", total=len(stages) + 2, unit="grid") as task:
         views = save_stage_grids(out, sampler, noise)
+        if previous is not None and len(views) > 1:
+            before, last = views[-2], views[-1]
+            views[-2:] = [replace(before, metrics=previous) if before.index == 1 else before,
+                          replace(last, metrics=metrics, previous=previous)]
         task.update(len(stages) + 1)
         scale = 2 if sampler.image_size and sampler.image_size <= 64 else 1
         if sampler.context_params:

@@ -81,8 +81,10 @@ def test_run_writes_artifact_grids_metrics_and_report(trained):
 def test_sample_writes_a_grid_and_is_reproducible(trained, tmp_path):
     _, out = trained
     args = ["sample", str(out), "-n", "4", "--seed", "3"]
-    a = runner.invoke(app, [*args, "--out", str(tmp_path / "a.png"), "--tensors", str(tmp_path / "a.st")])
-    b = runner.invoke(app, [*args, "--out", str(tmp_path / "b.png"), "--tensors", str(tmp_path / "b.st")])
+    a = runner.invoke(app, [*args, "--out", str(tmp_path / "a.png"),
+                            "--tensors", str(tmp_path / "a.st")])
+    b = runner.invoke(app, [*args, "--out", str(tmp_path / "b.png"),
+                            "--tensors", str(tmp_path / "b.st")])
     assert a.exit_code == 0 and b.exit_code == 0, a.output
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     from safetensors.torch import load_file
@@ -97,7 +99,8 @@ def test_eval_json_of_an_artifact_and_of_a_generator(trained):
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
     assert figures["samples"] == 32 and "base" in figures
-    result = runner.invoke(app, ["eval", "--gen", gen, "--expr", "uniform(shape)", "--samples", "16", "--json"])
+    result = runner.invoke(app, ["eval", "--gen", gen, "--expr", "uniform(shape)",
+                                 "--samples", "16", "--json"])
     assert result.exit_code == 0, result.output
     assert "shape" in json.loads(result.stdout)["kl_to_target"]
 
@@ -110,6 +113,10 @@ def test_adding_a_stage_to_a_saved_artifact(trained, tmp_path):
     manifest = json.loads((tmp_path / "more" / "manifest.json").read_text())
     assert [s["index"] for s in manifest["stages"]] == [1, 2]
     assert manifest["canonical"] == "color == red & uniform(size) | then uniform(shape)"
+    # the new stage is set beside the stage before it: panels and figures
+    stage2 = (tmp_path / "more" / "report.md").read_text().split("### Stage 2")[1]
+    assert "| base | stage 1 | stage 2 |" in stage2 and "| figure | stage 1 | stage 2 |" in stage2
+    assert "KL to target (shape)" in stage2.split("## Attributes")[0]
 
 
 def test_expression_errors_exit_2_and_runtime_errors_exit_1(tmp_path):
@@ -127,8 +134,8 @@ def test_sample_and_eval_accept_the_corrected_and_baseline_samplers(trained, tmp
                                  "--out", str(tmp_path / "sir.png")])
     assert result.exit_code == 0, result.output
     assert "ess_fraction" in result.output and (tmp_path / "sir.png").is_file()
-    result = runner.invoke(app, ["eval", "--gen", gen, "--expr", "shape == circle", "--samples", "16",
-                                 "--sampler", "rejection", "--json"])
+    result = runner.invoke(app, ["eval", "--gen", gen, "--expr", "shape == circle",
+                                 "--samples", "16", "--sampler", "rejection", "--json"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
     assert figures["sampler"]["sampler"] == "rejection" and figures["samples"] == 16
