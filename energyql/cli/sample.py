@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -122,7 +122,7 @@ def sample(
     """Sample N images from a trained artifact (the flow needs no control models; the
     corrected and baseline samplers judge proposals with them)."""
     check_sampler(sampler)
-    out = out or file_target(Path("grid.png"))
+    target: Path = out if out is not None else Path("grid.png")
     values = dict(parse_setting(s) for s in set_ or [])
     swept = parse_sweep(sweep) if sweep is not None else None
     from energyql.baselines import parse_options
@@ -142,7 +142,8 @@ def sample(
 
     set_threads(threads)
     prog = Progress(enabled=progress)
-    generator_options = {"truncation": truncation} if truncation is not None else {}
+    generator_options: dict[str, Any] = {"truncation": truncation} if truncation is not None \
+        else {}
     with prog.phase(f"sampling {n:,} images with {sampler}"):
         if sampler != "flow" or option:
             from energyql.baselines import sample as draw
@@ -163,10 +164,10 @@ def sample(
                 images = torch.stack([model(eps, {**values, name: v}).cpu() for v in points],
                                      dim=1).flatten(0, 1)
                 columns = len(points)
-    save_grid(out, images, columns=columns, scale=2 if images.shape[-1] <= 64 else 1)
+    save_grid(target, images, columns=columns, scale=2 if images.shape[-1] <= 64 else 1)
     if tensors is not None:
         save_tensors(tensors, {"images": images})
-    stdout.print(f"wrote {len(images)} samples to {out}")
+    stdout.print(f"wrote {len(images)} samples to {target}")
 
 
 __all__ = ["check_request", "parse_setting", "parse_sweep", "sample", "stats_table"]
