@@ -180,6 +180,8 @@ class Artifact:
             context = check_context_tensor(self.sampler.context_params, context, n)
         elif self.sampler.context_params or context:
             context = self.sampler.context_tensor(context, n)
+        else:
+            context = None  # e.g. an empty dict
         return self.sampler.sample(n, seed=seed, batch_size=batch_size, context=context)
 
     def save(self, directory: str | Path) -> Path:

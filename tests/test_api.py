@@ -206,6 +206,10 @@ def test_context_values_are_checked(conditional):
 
 
 def test_context_on_an_unconditional_sampler_is_refused(two_stage_points):
+    artifact = Artifact(two_stage_points.chain, two_stage_points.manifest)
+    assert artifact.sample(2, seed=0, context={}).shape == (2, 2)  # nothing given: fine
+    with pytest.raises(UsageError, match="this sampler is unconditional"):
+        artifact.sample(2, context={"x": 0.5})
     with pytest.raises(UsageError, match="this sampler is unconditional"):
         two_stage_points.sample(2, context={"x": 0.5})
     with pytest.raises(UsageError, match="this sampler is unconditional"):
