@@ -49,6 +49,9 @@ def train(program: Any, gen: Any = None, *, out: str | Path | None = None, repor
     if report and out is None:
         raise UsageError("report=True needs an output folder",
                          hint="pass out='runs/NAME' to write the report there")
+    if generator_options and gen is not None and not isinstance(gen, str):
+        raise UsageError("generator_options apply to a generator given by name",
+                         hint="configure the Generator object itself, or pass its name")
     if gen is None:
         gen = "shapes" if start is None else start.manifest.generator.id \
             if isinstance(start, Artifact) else read_manifest(start).generator.id
