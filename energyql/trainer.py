@@ -646,7 +646,13 @@ def train(program: Any, gen: str | Generator = "shapes", config: TrainConfig | N
         base = load_generator(gen, device=config.device, **generator_options)
     source = program if isinstance(program, str) else str(program)
     program = compile_program(program) if isinstance(program, str) else program
-    program = program.checked(base.catalog)
+    stages = list(program.checked(base.catalog).stages)
+    if start is not None:
+        # New stages are checked after the artifact's own, so that what they refer to
+        # (debias(clip_bias): what the earlier stages asked for and constrained) is the whole
+        # program's, exactly as if it had been trained in one go.
+        whole = compile_program(f"{start.manifest.canonical} | then {source}")
+        stages = list(whole.checked(base.catalog).stages)[-len(stages):]
     models = ControlModels(base.catalog, device=config.device, clip_copies=config.clip_copies)
     out = Path(out) if out is not None else None
     # Training on a trained sampler continues its stage numbering (stage k+1 on top of k).
@@ -655,7 +661,7 @@ def train(program: Any, gen: str | Generator = "shapes", config: TrainConfig | N
         stage_record(s) for s in earlier]
     # Every stage's energy is built (its control models loaded) before anything is written:
     # missing weights fail the run before it creates files or trains a stage.
-    energies = [lower_stage(stage, models) for stage in program.stages]
+    energies = [lower_stage(stage, models) for stage in stages]
     sampler: Generator = base
     group = current_group()
     prog = progress if isinstance(progress, Progress) else \
@@ -666,7 +672,7 @@ def train(program: Any, gen: str | Generator = "shapes", config: TrainConfig | N
             (out / LOG_NAME).unlink(missing_ok=True)  # a fresh run starts a fresh log
         run_log = RunLog(out, enabled=group.is_main)
     try:
-        for k, (stage, energy) in enumerate(zip(program.stages, energies),
+        for k, (stage, energy) in enumerate(zip(stages, energies),
                                             start=len(earlier) + 1):
             sampler, log = train_stage(sampler, energy, config, index=k, source=str(stage),
                                        checkpoint_dir=out, resume=resume, progress=prog,
