@@ -27,10 +27,10 @@ from energyql.worlds.shapes.models import (
     RGB,
     ROTATION,
     SHAPE_LOGITS,
-    X,
-    Y,
     CouplingFlow,
     SceneDecoder,
+    X,
+    Y,
 )
 
 # A radius (pixels) between the renderer's small and large ranges separates the two sizes.
