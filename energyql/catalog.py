@@ -133,7 +133,8 @@ class Catalog:
     clip_model: str = ""
     clip: ClipSettings = ClipSettings()
     description: str = ""
-    _by_name: dict = field(default=None, compare=False, hash=False, repr=False)  # type: ignore[assignment]
+    _by_name: dict[str, Attribute] = field(default_factory=dict, init=False, compare=False,
+                                           hash=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {a.name: a for a in self.attributes})

@@ -28,7 +28,7 @@ import html
 import io
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,8 @@ def grid_png(images, *, columns: int | None = None, scale: int = 1) -> bytes:
     array = (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
     picture = Image.fromarray(array)
     if scale > 1:
-        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+        picture = picture.resize((picture.width * scale, picture.height * scale),
+                                 Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -305,7 +306,7 @@ def headline_rows(metrics: dict) -> list[list[str]]:
     return rows
 
 
-def histogram_png(title: str, values: Sequence[str], groups: dict[str, Sequence[float]],
+def histogram_png(title: str, values: Sequence[str], groups: Mapping[str, Sequence[float]],
                   target: dict[str, float] | None = None) -> bytes:
     """Return PNG bytes of a bar chart of shares per value, one bar per group, target marked."""
     from energyql.charts import bar_chart, png_bytes
@@ -457,7 +458,8 @@ def render_markdown(blocks: list) -> str:
 _CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d1d22;
        max-width: 1100px; margin: 2em auto; padding: 0 1em; }
-h1 { font-size: 1.7em; margin-bottom: .3em; } h2 { border-bottom: 1px solid #ddd; margin-top: 1.6em; }
+h1 { font-size: 1.7em; margin-bottom: .3em; }
+h2 { border-bottom: 1px solid #ddd; margin-top: 1.6em; }
 code { background: #f2f2f5; padding: 0 .25em; border-radius: 3px; }
 table { border-collapse: collapse; margin: .6em 0; }
 th, td { border: 1px solid #d8d8de; padding: .25em .6em; text-align: left; }
@@ -467,7 +469,8 @@ th { background: #f4f4f7; } td:not(:first-child) { font-variant-numeric: tabular
 figure { margin: 0; } figcaption { font-weight: 600; text-align: center; }
 figure img { image-rendering: pixelated; max-width: 100%; border: 1px solid #e3e3e8; }
 .caption { color: #555; font-style: italic; margin-top: .2em; }
-.warning { background: #fff4e0; border-left: 4px solid #e08a00; padding: .4em .8em; margin: .4em 0; }
+.warning { background: #fff4e0; border-left: 4px solid #e08a00; padding: .4em .8em;
+           margin: .4em 0; }
 """
 
 

@@ -128,7 +128,7 @@ class StageTarget:
 
     def constraints(self) -> list[ConstraintEnergy]:
         """Return the stage's constraint terms, in order (the order λ is packed in)."""
-        return [cast(ConstraintEnergy, c) for c in self._energy().constraints]
+        return list(self._energy().constraints)
 
     @property
     def constraint_sizes(self) -> list[int]:

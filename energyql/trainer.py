@@ -152,7 +152,8 @@ def fit_constraints(target: StageTarget, n: int, config: TrainConfig,
     """
     phi, pointwise, log_ratio, _ = _features_in_batches(
         target, n, config.batch * 4, generator, group or Group(), use_flow=use_flow)
-    # All constraints are fitted jointly: their features may overlap (e.g. debias(a) & uniform(a x b)).
+    # All constraints are fitted jointly: their features may overlap
+    # (e.g. debias(a) & uniform(a x b)).
     moments = target.moments_target()
     fit = fit_lambda(phi, moments, -pointwise + log_ratio)
     offset = target.offset()
@@ -161,7 +162,8 @@ def fit_constraints(target: StageTarget, n: int, config: TrainConfig,
         # the target (reverse KL is mode-seeking). Feed back what the flow's own samples show,
         # as an offset that tilts the flow further until its samples meet the target.
         flow_moments = phi.mean(0).clamp(min=1e-4)
-        offset = offset + config.feedback_gain * (moments.clamp(min=1e-4).log() - flow_moments.log())
+        offset = offset + config.feedback_gain * (moments.clamp(min=1e-4).log()
+                                                  - flow_moments.log())
         offset = offset - offset.mean()
         fit = replace(fit, flow_moments=flow_moments)
     fit = replace(fit, lam=fit.lam + offset)
@@ -424,7 +426,8 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
     prog = progress if isinstance(progress, Progress) else \
         Progress(enabled=progress and group.is_main)
     if config.batch % group.world:
-        raise EnergyQLError(f"the batch ({config.batch}) must divide evenly over {group.world} ranks",
+        raise EnergyQLError(f"the batch ({config.batch}) must divide evenly over "
+                            f"{group.world} ranks",
                             hint=f"use a --batch that is a multiple of {group.world}")
     device = config.device
     if getattr(base, "context_dim", 0):
@@ -513,8 +516,8 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
             if run_log is not None:
                 run_log.step(stage=index, step=step + 1, loss=value,
                              parts=_term_means(parts.energies), figures=figures, lr=rate)
-            if energy.has_constraints and config.refit_every and (step + 1) % config.refit_every == 0 \
-                    and step + 1 < config.steps:
+            refit_due = bool(config.refit_every) and (step + 1) % config.refit_every == 0
+            if energy.has_constraints and refit_due and step + 1 < config.steps:
                 with prog.phase(f"stage {index}: refitting λ on {config.refit_samples:,} flow "
                                 "samples") as phase:
                     fit = fit_constraints(target, config.refit_samples, config,
@@ -523,7 +526,8 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
                     phase.note(ess=round(fit.ess), max_error=fit.max_error)
                 _record_fit(fit, step + 1, target, log, run_log)
             log.seconds = time.perf_counter() - began
-            if checkpoint_dir is not None and group.is_main and (step + 1) % config.checkpoint_every == 0:
+            checkpoint_due = (step + 1) % config.checkpoint_every == 0
+            if checkpoint_dir is not None and group.is_main and checkpoint_due:
                 _save_checkpoint(checkpoint_dir, index, step + 1, flow, optimizer, energy, log,
                                  identity)
             bar.update(step + 1, loss=value, **figures)

@@ -45,6 +45,8 @@ def _evaluate_sampler(name: str, target, program, options: dict, samples: int, s
         catalog = source.catalog
         energy = stage_energy(source, program, device=device)
         result = draw(name, source, energy, n=samples, seed=seed, device=device, **options)
+    if result.images is None:
+        raise SamplerError(f"the {name} sampler returned latents only, no images")
     figures = evaluate_images(result.images, catalog, program=program, device=device, seed=seed)
     figures["sampler"] = result.stats
     return figures

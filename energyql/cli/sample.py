@@ -150,6 +150,8 @@ def sample(
 
             art = load(artifact, device=device, **generator_options)
             result = draw(sampler, art, n=n, seed=seed, device=device, **options)
+            if result.images is None:
+                raise SamplerError(f"the {sampler} sampler returned latents only, no images")
             images, columns = result.images, None
             stdout.print(stats_table(result.stats))
         else:

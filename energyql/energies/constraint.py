@@ -12,10 +12,11 @@ from the root generator's samples weighted by the probability of what was asked.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from energyql.energies.base import EnergyTerm, Features
 from energyql.energies.predicate import LogProb
@@ -41,6 +42,10 @@ def joint_probabilities(log_probs: dict[str, torch.Tensor], attrs: tuple[str, ..
 class ConstraintEnergy(EnergyTerm):
     """``-λ·φ(x)`` for one constraint; λ lives in a buffer and is refitted during training."""
 
+    target: torch.Tensor
+    lam: torch.Tensor
+    offset: torch.Tensor
+
     def __init__(self, kind: str, attrs: tuple[str, ...], target: tuple[float, ...], text: str,
                  *, given: LogProb | None = None, size: int | None = None,
                  given_text: str = ""):
@@ -64,6 +69,13 @@ class ConstraintEnergy(EnergyTerm):
 
     def forward(self, features: Features) -> torch.Tensor:
         return -(self.phi(features) * self.lam).sum(1)
+
+
+class ConstraintList(nn.ModuleList):
+    """The constraint terms of a stage: a ModuleList whose items are typed as such."""
+
+    def __iter__(self) -> Iterator[ConstraintEnergy]:
+        return (cast(ConstraintEnergy, term) for term in super().__iter__())
 
 
 def root_generator(base: Any) -> Any:

@@ -17,7 +17,7 @@ from energyql.energies.base import EnergyTerm, Features
 from energyql.energies.clip import ClipEnergy
 from energyql.energies.combinators import ScaledEnergy, SoftOrEnergy, SumEnergy
 from energyql.energies.conditional import ContextParam, KeepEnergy, PoseEnergy
-from energyql.energies.constraint import ConstraintEnergy
+from energyql.energies.constraint import ConstraintEnergy, ConstraintList
 from energyql.energies.predicate import (
     LogProb,
     PredicateEnergy,
@@ -219,7 +219,7 @@ class StageEnergy(nn.Module):
                  paired: bool = False):
         super().__init__()
         self.pointwise = nn.ModuleList(pointwise)
-        self.constraints = nn.ModuleList(constraints)
+        self.constraints = ConstraintList(constraints)
         self.attribute_model = attributes
         # Conditional stages: the flow's context entries, and whether a term compares each
         # sample with the same noise at another context.

@@ -7,12 +7,11 @@ Users can add their own entries with :func:`register`.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from energyql.errors import UnknownGeneratorError
+from energyql.errors import UnknownGeneratorError, did_you_mean
 from energyql.io import is_system_path
 
 
@@ -97,9 +96,8 @@ def resolve(name: str) -> GeneratorSpec:
                                         "file of your own")
         return replace(_PATH_SCHEMES[scheme], name=name, path=path)
     known = names() + [f"{s}:PATH" for s in sorted(_PATH_SCHEMES)]
-    close = difflib.get_close_matches(name, names(), n=1)
-    hint = (f"did you mean '{close[0]}'? " if close else "") + "known generators: " + ", ".join(known)
-    raise UnknownGeneratorError(f"unknown generator '{name}'", hint=hint)
+    hint = did_you_mean(name, names()) + " known generators: " + ", ".join(known)
+    raise UnknownGeneratorError(f"unknown generator '{name}'", hint=hint.strip())
 
 
 register(GeneratorSpec(

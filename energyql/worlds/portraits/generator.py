@@ -93,6 +93,15 @@ class PortraitsGenerator(Generator):
     catalog = "portraits"
     image_size = R.IMAGE_SIZE
     knows_truth = True
+    # The conditional distributions, registered as buffers by _tables()' names.
+    p_gender: torch.Tensor
+    p_race: torch.Tensor
+    p_age: torch.Tensor
+    p_smiling: torch.Tensor
+    p_glasses: torch.Tensor
+    p_beard: torch.Tensor
+    p_grey: torch.Tensor
+    p_colour: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()

@@ -29,6 +29,8 @@ class Judge(nn.Module):
     """Return ``{attribute: logits, "pose": (B, 2) degrees, "identity": (B, 10)}`` for
     portraits in [0, 1], ``(B, 3, 64, 64)``."""
 
+    weights_digest = ""  # the sha256 of the file it was loaded from
+
     def __init__(self, width: int = 16):
         super().__init__()
         w = width
