@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -200,10 +200,16 @@ def _sampled_batches(generator: Generator, n: int, seed: int, batch: int, device
         yield target.base.decode(u), log_ratio, weighting, truth
 
 
-def figures(judged: Judged, program, catalog: Catalog) -> dict:
-    """Return the attribute, joint, target, predicate and energy figures of judged samples."""
+def figures(judged: Judged, program, catalog: Catalog,
+            targets: Mapping[str, Sequence[float]] | None = None) -> dict:
+    """Return the attribute, joint, target, predicate and energy figures of judged samples.
+
+    ``targets`` gives the estimated targets of deferred constraints (``restore(a)``, from
+    ``debias(clip_bias)``) by their text; a deferred constraint without one is not measured.
+    """
     result: dict = {"samples": judged.n, "attributes": {}, "joint": {}, "kl_to_target": {},
-                    "kl_to_uniform": {}, "predicate_share": {}, "energies": {}}
+                    "tv_to_target": {}, "kl_to_uniform": {}, "predicate_share": {},
+                    "energies": {}}
     for attribute in catalog.attributes:
         if attribute.name not in judged.labels:
             continue
@@ -212,7 +218,7 @@ def figures(judged: Judged, program, catalog: Catalog) -> dict:
         uniform = [1 / len(dist)] * len(dist)
         result["kl_to_uniform"][attribute.name] = round(kl_divergence(dist, uniform), 5)
     products = {tuple(p) for p in itertools.combinations(catalog.attribute_names, 2)}
-    constraints = [t for s in program.stages for t in s.terms if isinstance(t, g.Constraint)] \
+    constraints = [c for s in program.stages for c in s.constraints] \
         if program is not None else []
     products |= {tuple(c.attrs) for c in constraints if len(c.attrs) > 1}
     for attrs in sorted(products):
@@ -222,10 +228,13 @@ def figures(judged: Judged, program, catalog: Catalog) -> dict:
         dist = _histogram(joint_index(judged.labels, attrs, catalog), size)
         result["joint"][" x ".join(attrs)] = dict(zip(joint_keys(attrs, catalog), _round(dist)))
     for c in constraints:
-        size = len(c.target)
-        dist = _histogram(joint_index(judged.labels, tuple(c.attrs), catalog), size)
-        key = " x ".join(c.attrs) if c.kind != "dist" else str(c)
-        result["kl_to_target"][key] = round(kl_divergence(dist, list(c.target)), 5)
+        target = list((targets or {}).get(str(c), ())) if c.deferred else list(c.target)
+        if not target or not all(a in judged.labels for a in c.attrs):
+            continue
+        dist = _histogram(joint_index(judged.labels, tuple(c.attrs), catalog), len(target))
+        key = " x ".join(c.attrs) if c.kind not in ("dist", g.RESTORE) else str(c)
+        result["kl_to_target"][key] = round(kl_divergence(dist, target), 5)
+        result["tv_to_target"][key] = round(total_variation(dist, target), 5)
     if judged.predicate_probs:
         holds = {t: p > 0.5 for t, p in judged.predicate_probs.items()}
         result["predicate_share"]["all"] = round(float(torch.stack(list(holds.values())).all(0)
@@ -237,15 +246,16 @@ def figures(judged: Judged, program, catalog: Catalog) -> dict:
     return result
 
 
-TRUTH_KEYS = ("attributes", "joint", "kl_to_target", "predicate_share")
+TRUTH_KEYS = ("attributes", "joint", "kl_to_target", "tv_to_target", "predicate_share")
 
 
-def truth_figures(judged: Judged, program, catalog: Catalog) -> dict:
+def truth_figures(judged: Judged, program, catalog: Catalog,
+                  targets: Mapping[str, Sequence[float]] | None = None) -> dict:
     """Return the judged figures recomputed from the ground truth, and ``judge_agreement``:
     attribute -> share of samples where the judge's argmax equals what was drawn."""
     if judged.truth is None:
         raise ValueError("these samples carry no ground truth")
-    exact = figures(judged.truth, program, catalog)
+    exact = figures(judged.truth, program, catalog, targets)
     result = {key: exact[key] for key in TRUTH_KEYS}
     result["judge_agreement"] = {
         name: round(float((judged.labels[name] == truth).float().mean()), 4)
@@ -341,19 +351,22 @@ def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | N
     energies = _energies_for(program, models, artifact.manifest if artifact else None) \
         if program is not None else []
     generator = generator.to(device).eval()
+    # Restore targets (debias(clip_bias)) were estimated when training: the manifest has them.
+    targets = {text: target for stage in artifact.manifest.stages
+               for text, target in (stage.targets or {}).items()} if artifact else {}
     judged = judge(generator, samples, models, energies, seed=seed, device=device)
-    result = figures(judged, program, catalog)
+    result = figures(judged, program, catalog, targets)
     if judged.truth is not None:
-        result["truth"] = truth_figures(judged, program, catalog)
+        result["truth"] = truth_figures(judged, program, catalog, targets)
     result["ess"] = {}
     if artifact is not None:
         sampler = artifact.sampler  # the generator judged above
         root = sampler.root
         base_judged = judge(root, base_samples or 4 * samples, models, energies, seed=seed + 1,
                             device=device)
-        result["base"] = figures(base_judged, program, catalog)
+        result["base"] = figures(base_judged, program, catalog, targets)
         if base_judged.truth is not None:
-            result["base"]["truth"] = truth_figures(base_judged, program, catalog)
+            result["base"]["truth"] = truth_figures(base_judged, program, catalog, targets)
         if program is not None:
             result["collateral_drift"] = collateral_drift(judged, base_judged, program, catalog)
         if judged.log_weights is not None:

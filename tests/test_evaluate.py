@@ -50,3 +50,20 @@ def test_collateral_drift_compares_with_the_reweighted_base():
     assert collateral_drift(drifted, base, program, SHAPES)["size"] > 0.49
     assert collateral_drift(kept, base, program, SHAPES)["size"] < 1e-6
     assert "color" not in collateral_drift(kept, base, program, SHAPES)
+
+
+def test_restore_targets_come_from_the_manifest_and_are_measured_by_tv_and_kl():
+    from energyql.catalog import SHAPES
+    from energyql.evaluation import Judged, figures
+    from energyql.lang.api import compile as compile_program
+
+    program = compile_program("color == blue & shape == triangle | then debias(clip_bias)")
+    program = program.checked(SHAPES)
+    labels = {"shape": torch.tensor([2, 2, 2, 2]), "color": torch.tensor([2, 2, 2, 2]),
+              "size": torch.tensor([0, 0, 0, 1])}
+    judged = Judged(labels, {}, {}, None)
+    measured = figures(judged, program, SHAPES, {"restore(size)": [0.5, 0.5]})
+    assert measured["tv_to_target"]["restore(size)"] == 0.25
+    assert measured["kl_to_target"]["restore(size)"] > 0
+    # without the estimate (a generator, not an artifact) there is nothing to compare with
+    assert "restore(size)" not in figures(judged, program, SHAPES)["kl_to_target"]

@@ -20,7 +20,7 @@ def shapes_metrics(tmp_path_factory):
 
 def test_eval_reports_the_truth_beside_the_judge(shapes_metrics):
     truth = shapes_metrics["truth"]
-    assert set(truth) == {"attributes", "joint", "kl_to_target", "predicate_share",
+    assert set(truth) == {"attributes", "joint", "kl_to_target", "tv_to_target", "predicate_share",
                           "judge_agreement"}
     # every pair of catalog attributes, keyed like the judged joint
     assert set(truth["joint"]) == {"color x size", "shape x color", "shape x size"}
