@@ -42,7 +42,8 @@ hub.register(hub.Weights(
     "torch-fidelity release v0.2.0"))
 
 # World name (catalog) -> "module:function" returning features of images in [0, 1].
-WORLD_FEATURES = {"shapes": "energyql.worlds.shapes.classifier:features"}
+WORLD_FEATURES = {"shapes": "energyql.worlds.shapes.classifier:features",
+                  "portraits": "energyql.worlds.portraits.judge:features"}
 REFERENCE_SAMPLERS = ("importance", "flow+sir")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 

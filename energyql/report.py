@@ -301,9 +301,55 @@ def headline_rows(metrics: dict) -> list[list[str]]:
                      _fmt(metrics["identity_between"])])
     for key, value in metrics.get("collateral_drift", {}).items():
         rows.append([f"collateral drift of {key} (TV to exact target)", "—", _fmt(value)])
+    if "frechet" in metrics:
+        frechet = metrics["frechet"]
+        rows.append([f"Fréchet distance to the exact target ({frechet['samples']} samples, "
+                     "world judge's features; lower: closer, 0 is the target)",
+                     _fmt(frechet["base_frechet"]), _fmt(frechet["frechet"])])
     for key, value in metrics.get("ess", {}).items():
         rows.append([f"ESS fraction towards the exact target ({key})", "—", _fmt(value)])
     return rows
+
+
+# Where judged and true shares part by more than this, the report says so.
+TRUTH_GAP = 0.05
+
+
+def truth_blocks(metrics: dict, gap: float = TRUTH_GAP) -> list:
+    """Return the ground-truth section: judged vs true figures, the judge's agreement, and
+    a warning wherever they part (a flow that fools its judge). Empty without truth."""
+    truth = metrics.get("truth")
+    if not truth:
+        return []
+    rows = [["figure", "judged", "true"]]
+    warnings = []
+    for key in ("predicate_share", "kl_to_target", "tv_to_target"):
+        for name, value in truth.get(key, {}).items():
+            judged = metrics.get(key, {}).get(name)
+            rows.append([f"{key.replace('_', ' ')}: {name}", _fmt(judged), _fmt(value)])
+            if key == "predicate_share" and judged is not None and abs(judged - value) > gap:
+                warnings.append(f"share satisfying {name}: judged {judged:.3f} but "
+                                f"{value:.3f} on what was drawn")
+    for attribute, shares in truth.get("attributes", {}).items():
+        judged_shares = metrics.get("attributes", {}).get(attribute, {})
+        rows.append([f"{attribute} (judged · true)",
+                     " ".join(f"{v}={judged_shares.get(v, 0):.2f}" for v in shares),
+                     " ".join(f"{v}={s:.2f}" for v, s in shares.items())])
+        for value, share in shares.items():
+            judged = judged_shares.get(value)
+            if judged is not None and abs(judged - share) > gap:
+                warnings.append(f"{attribute} = {value}: judged {judged:.3f} but {share:.3f} "
+                                "on what was drawn")
+    agreement = truth.get("judge_agreement", {})
+    if agreement:
+        rows.append(["judge agreement with the truth", "",
+                     " ".join(f"{a}={v:.3f}" for a, v in agreement.items())])
+    blocks: list = [Heading(2, "Ground truth"),
+                    Text("This world's generator says what it drew: the same figures computed "
+                         "from that truth instead of the judge.")]
+    blocks.append(Table(rows))
+    blocks += [Warning(f"{w} — the flow may be fooling its judge") for w in warnings]
+    return blocks
 
 
 def histogram_png(title: str, values: Sequence[str], groups: Mapping[str, Sequence[float]],
@@ -374,6 +420,7 @@ def report_blocks(directory: Path, manifest: Manifest, metrics: dict, *,
         sweep = "samples.png" if (directory / "samples.png").exists() else None
         if sweep:
             blocks.append(Figures([("sweep", sweep)], _sweep_caption(context)))
+    blocks += truth_blocks(metrics)
     notes = collateral_drift_notes(metrics, asked, threshold=drift_threshold)
     if notes:
         blocks.append(Heading(3, "Collateral drift"))

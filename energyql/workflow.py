@@ -71,6 +71,9 @@ def metrics_table(metrics: dict):
                       str(value))
     for key, value in metrics.get("collateral_drift", {}).items():
         table.add_row(f"collateral drift (TV): {key}", "", str(value))
+    if "frechet" in metrics:
+        table.add_row("Fréchet distance to the exact target (world features)",
+                      str(metrics["frechet"]["base_frechet"]), str(metrics["frechet"]["frechet"]))
     for key, value in metrics.get("ess", {}).items():
         table.add_row(f"ESS fraction: {key}", "", str(value))
     for attribute, shares in metrics.get("attributes", {}).items():
@@ -168,6 +171,15 @@ def run_and_report(program, *, gen="shapes", out: str | Path | None = None, conf
     # Evaluation is sharded over ranks under torchrun; files are written by rank 0 only.
     with prog.phase(f"evaluating on {samples:,} samples (and {4 * samples:,} base samples)"):
         metrics = evaluate(artifact, samples=samples, seed=config.seed, device=config.device)
+    if group.is_main and _has_world_features(artifact):
+        # Sample quality and mode collapse, not only shares: the distance to exact-target
+        # samples in the world judge's feature space (embedded worlds only).
+        from energyql.frechet import world_frechet
+
+        count = min(samples, FRECHET_SAMPLES)
+        with prog.phase(f"Fréchet distance to the exact target on {count:,} samples"):
+            metrics["frechet"] = world_frechet(artifact, samples=count, seed=config.seed,
+                                               device=config.device, reference="flow+sir")
     previous = None
     if len(sampler.stages) > 1:
         # The stage before, judged against the whole program, so that the report can set
@@ -181,6 +193,17 @@ def run_and_report(program, *, gen="shapes", out: str | Path | None = None, conf
         _write_files(out, artifact, metrics, noise, prog, previous)
     group.barrier()
     return RunResult(out, metrics, artifact.manifest, artifact)
+
+
+FRECHET_SAMPLES = 1000
+
+
+def _has_world_features(artifact: Any) -> bool:
+    """True for unconditional artifacts of a world whose judge gives features."""
+    from energyql.frechet import WORLD_FEATURES
+
+    sampler = artifact.sampler
+    return str(sampler.root.catalog) in WORLD_FEATURES and not sampler.context_params
 
 
 def _write_files(out: Path, artifact, metrics: dict, noise, prog,

@@ -207,3 +207,18 @@ def test_save_stage_grids_draws_the_same_noise_through_every_stage(tmp_path):
     pictures = [Image.open(tmp_path / name) for name in ("base.png", "stage1.png", "stage2.png")]
     assert len({p.size for p in pictures}) == 1
     assert len({p.tobytes() for p in pictures}) == 3  # each stage moved the same noise elsewhere
+
+
+def test_truth_section_sets_judged_beside_true_and_warns_where_they_part():
+    from energyql.report import truth_blocks
+
+    metrics = {"predicate_share": {"all": 0.9}, "attributes": {"size": {"small": 0.5,
+                                                                       "large": 0.5}},
+               "truth": {"predicate_share": {"all": 0.7},
+                         "attributes": {"size": {"small": 0.52, "large": 0.48}},
+                         "judge_agreement": {"size": 0.97}}}
+    blocks = truth_blocks(metrics)
+    text = " ".join(str(getattr(b, "text", "")) for b in blocks)
+    assert "judged 0.900 but 0.700" in text and "fooling its judge" in text
+    assert "size = small" not in text  # 0.02 apart: within the gap
+    assert truth_blocks({"predicate_share": {"all": 0.9}}) == []

@@ -52,6 +52,30 @@ def _evaluate_sampler(name: str, target, program, options: dict, samples: int, s
     return figures
 
 
+def _distances(target, frechet: bool, fid: Path | None, samples: int, seed: int, device: str,
+               prog) -> dict:
+    """The Fréchet figures asked for: world-feature distance and Inception FID."""
+    from energyql.frechet import inception_fid, world_frechet
+    from energyql.sampler import Artifact, load
+
+    artifact = target if isinstance(target, Artifact) else \
+        load(target, device=device) if isinstance(target, str) else None
+    out: dict = {}
+    if frechet:
+        if artifact is None:
+            raise UsageError("--frechet measures a trained artifact against its exact target",
+                             hint="give an ARTIFACT directory")
+        with prog.phase(f"Fréchet distance to the exact target on {samples:,} samples"):
+            out["frechet"] = world_frechet(artifact, samples=samples, seed=seed, device=device,
+                                           reference="flow+sir")
+    if fid is not None:
+        sampler = artifact.sampler if artifact is not None else target
+        with prog.phase(f"Inception FID on {samples:,} samples"):
+            images = sampler.sample(samples, seed=seed)
+            out["fid"] = inception_fid(images, fid, device=device)
+    return out
+
+
 @app.command("eval")
 @guarded
 def eval_command(
@@ -74,6 +98,13 @@ def eval_command(
     clip: ClipOption = None,
     face_attributes: FaceAttributesOption = None,
     progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
+    frechet: Annotated[bool, typer.Option(
+        "--frechet", help="Add the Fréchet distance to exact-target samples in the embedded "
+                          "world judge's feature space (artifacts of shapes and portraits).")
+    ] = False,
+    fid: Annotated[Optional[Path], typer.Option(
+        "--fid", help="Add the Inception FID against REF: a folder of images or an .npz with "
+                      "mu and sigma (needs the Inception weights and energyql[fid]).")] = None,
 ) -> None:
     """Measure attribute distributions, KL to targets, predicate shares and energies."""
     from energyql.baselines import check_options, parse_options
@@ -104,6 +135,8 @@ def eval_command(
             result = evaluate(target, program=program, samples=samples, seed=seed, device=device)
         else:
             result = _evaluate_sampler(sampler, target, program, options, samples, seed, device)
+    if frechet or fid is not None:
+        result.update(_distances(target, frechet, fid, samples, seed, device, prog))
 
     if not current_group().is_main:  # under torchrun, rank 0 speaks for every rank
         return

@@ -221,3 +221,26 @@ def test_eval_usage_mistakes_exit_2(trained, tmp_path):
 def unboxed(text: str) -> str:
     """Click's error box without its borders and line breaks (long paths wrap inside it)."""
     return " ".join(re.sub("[│╭╮╰╯─]", " ", text).split())
+
+
+def test_a_run_on_an_embedded_world_reports_the_frechet_distance(trained):
+    _, out = trained
+    frechet = json.loads((out / "metrics.json").read_text())["frechet"]
+    assert frechet["reference"] == "flow+sir" and frechet["samples"] == 64
+    assert frechet["frechet"] >= 0 and frechet["base_frechet"] >= 0
+    assert "Fréchet distance to the exact target" in (out / "report.md").read_text()
+
+
+def test_eval_frechet_and_an_offline_fid(trained, tmp_path, monkeypatch):
+    _, out = trained
+    result = runner.invoke(app, ["eval", str(out), "--samples", "32", "--frechet", "--json",
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["frechet"]["samples"] == 32
+    monkeypatch.setenv("ENERGYQL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ENERGYQL_OFFLINE", "1")
+    (tmp_path / "ref").mkdir()
+    result = runner.invoke(app, ["eval", str(out), "--samples", "8", "--fid",
+                                 str(tmp_path / "ref"), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "inception" in result.output.lower()

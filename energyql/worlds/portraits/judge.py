@@ -26,6 +26,13 @@ def load(device: str | torch.device = "cpu", *, path: str | Path | None = None) 
     return judge.eval().requires_grad_(False).to(device)
 
 
+def features(images01: torch.Tensor, model: Judge | None = None, batch: int = 512) -> torch.Tensor:
+    """Return the judge's features of portraits in [0, 1] (for Fréchet distances)."""
+    model = model if model is not None else load(images01.device)
+    with torch.no_grad():
+        return torch.cat([model.embed(chunk) for chunk in images01.split(batch)])
+
+
 def load_attributes(catalog, *, device: str | torch.device = "cpu"):
     """Return the judge's attribute heads as the world's attribute model."""
     from energyql.controls.attributes import ClassifierAttributes

@@ -51,8 +51,12 @@ class Judge(nn.Module):
                                       nn.Linear(128, len(IDENTITY)))
         self.register_buffer("pose_scale", POSE_SCALE.clone(), persistent=False)
 
+    def embed(self, images01: torch.Tensor) -> torch.Tensor:
+        """Return the features every head reads, ``(B, 64·width)``."""
+        return self.features((images01 - 0.5) / 0.25)
+
     def forward(self, images01: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.features((images01 - 0.5) / 0.25)
+        h = self.embed(images01)
         out = {name: head(h) for name, head in self.heads.items()}
         out["pose"] = self.pose(h) * self.pose_scale
         out["identity"] = self.identity(h)
