@@ -373,7 +373,9 @@ def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | N
             result["ess"][f"stage {sampler.index}"] = round(
                 effective_sample_size(judged.log_weights) / len(judged.log_weights), 4)
         if sampler.context_params:
-            result.update(conditional_figures(sampler, models, seed=seed, device=device))
+            conditional = conditional_figures(sampler, models, seed=seed, device=device)
+            result.setdefault("truth", {}).update(conditional.pop("truth", {}))
+            result.update(conditional)
     return result
 
 
@@ -408,22 +410,44 @@ def conditional_figures(sampler: StageSampler, models: ControlModels, *, rows: i
     pose_model = models.pose(catalog.control(params[0].control))
     seeded = torch.Generator().manual_seed(seed)
     noise = torch.randn(rows, sampler.latent_dim, generator=seeded).to(device)
-    pose_error, sweeps = {}, {}
+    root = sampler.root
+    knows = getattr(root, "knows_truth", False)
+    pose_error, true_error, sweeps, truths = {}, {}, {}, {}
     for param in params:
         values = torch.linspace(param.low, param.high, steps).tolist()
-        images = [sampler.decode(noise, sampler.context_tensor({param.name: v}, rows).to(device))
-                  for v in values]
+        contexts = [sampler.context_tensor({param.name: v}, rows).to(device) for v in values]
+        images = [sampler.decode(noise, c) for c in contexts]
         readings = [pose_model(x)[param.name] for x in images]
         pose_error[param.name] = round(float(torch.stack(
             [(r - v).abs().mean() for r, v in zip(readings, values)]).mean()), 4)
         sweeps[param.name] = images
+        if knows:  # what was drawn at each requested value
+            truths[param.name] = [root.truth(sampler.latent(noise, c)) for c in contexts]
+            if param.name in truths[param.name][0]:
+                true_error[param.name] = round(float(torch.stack(
+                    [(t[param.name] - v).abs().mean()
+                     for t, v in zip(truths[param.name], values)]).mean()), 4)
     result: dict[str, Any] = {"pose_error": pose_error}
+    pairs = [(i, j) for i in range(steps) for j in range(i + 1, steps)]
     if catalog.keepable("identity"):
         embed = models.identity("identity")
         grid = torch.stack([embed(x) for x in sweeps[params[0].name]], dim=1)  # rows, steps, d
-        pairs = [(i, j) for i in range(steps) for j in range(i + 1, steps)]
         within = torch.stack([identity_distance(grid[:, i], grid[:, j]) for i, j in pairs]).mean()
         between = identity_distance(grid, grid.roll(1, dims=0)).mean()
         result["identity_within"] = round(float(within), 4)
         result["identity_between"] = round(float(between), 4)
+    if knows:
+        truth: dict[str, Any] = {"pose_error": true_error}
+        factors = getattr(root, "identity_factors", ())
+        if factors:
+            # Identity as drawn: Euclidean distance between the identity factors of one noise
+            # across the sweep, against that between noises.
+            drawn = torch.stack([torch.stack([t[f] for f in factors], 1)
+                                 for t in truths[params[0].name]], 1)  # rows, steps, factors
+            within = torch.stack([(drawn[:, i] - drawn[:, j]).norm(dim=1)
+                                  for i, j in pairs]).mean()
+            between = (drawn - drawn.roll(1, dims=0)).norm(dim=2).mean()
+            truth["identity_within"] = round(float(within), 4)
+            truth["identity_between"] = round(float(between), 4)
+        result["truth"] = truth
     return result

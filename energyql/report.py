@@ -340,6 +340,13 @@ def truth_blocks(metrics: dict, gap: float = TRUTH_GAP) -> list:
             if judged is not None and abs(judged - share) > gap:
                 warnings.append(f"{attribute} = {value}: judged {judged:.3f} but {share:.3f} "
                                 "on what was drawn")
+    for name, value in truth.get("pose_error", {}).items():
+        rows.append([f"pose error of {name} (mean |drawn − requested|)",
+                     _fmt(metrics.get("pose_error", {}).get(name)), _fmt(value)])
+    for key in ("identity_within", "identity_between"):
+        if key in truth:
+            rows.append([f"{key.replace('_', ' ')} (judge's embedding · drawn identity factors)",
+                         _fmt(metrics.get(key)), _fmt(truth[key])])
     agreement = truth.get("judge_agreement", {})
     if agreement:
         rows.append(["judge agreement with the truth", "",

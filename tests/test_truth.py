@@ -57,3 +57,20 @@ def test_a_generator_that_does_not_know_reports_no_truth():
     gen = ModuleGenerator(net, latent_dim=4, catalog="shapes")
     metrics = evaluate(gen, samples=16)
     assert "attributes" in metrics and "truth" not in metrics
+
+
+def test_conditional_figures_add_the_drawn_pose_and_identity():
+    from energyql.energies import ControlModels
+    from energyql.evaluation import conditional_figures
+
+    config = TrainConfig(steps=3, batch=16, refit_every=0)
+    artifact = eq.train("pose(x in 0.3..0.7) & keep(identity)", gen="shapes", config=config,
+                        progress=False)
+    sampler = artifact.sampler
+    figures = conditional_figures(sampler, ControlModels("shapes"), rows=8, steps=3)
+    assert set(figures["truth"]["pose_error"]) == {"x"}
+    # the drawn x at each requested value, measured directly
+    noise = torch.randn(8, sampler.latent_dim, generator=torch.Generator().manual_seed(0))
+    drawn = sampler.root.truth(sampler.latent(noise, sampler.context_tensor({"x": 0.3}, 8)))
+    assert drawn["x"].shape == (8,)
+    assert 0 <= figures["truth"]["pose_error"]["x"] < 1

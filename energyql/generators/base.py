@@ -46,6 +46,8 @@ class Generator(nn.Module):
         return self.decode(z, context)
 
     knows_truth: bool = False  # True when truth() can say what the generator drew
+    # The truth() keys that make up a drawn face's identity (those pose must leave alone).
+    identity_factors: tuple[str, ...] = ()
 
     def truth(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return the ground-truth factors of the images ``decode(z)`` would draw.

@@ -93,6 +93,7 @@ class PortraitsGenerator(Generator):
     catalog = "portraits"
     image_size = R.IMAGE_SIZE
     knows_truth = True
+    identity_factors = R.IDENTITY
     # The conditional distributions, registered as buffers by _tables()' names.
     p_gender: torch.Tensor
     p_race: torch.Tensor
