@@ -2,8 +2,9 @@
 
     >>> import energyql as eq
     >>> prog = eq.compile('clip("a blue triangle") | then debias(size)', gen="shapes")
-    >>> sampler = eq.train(prog, gen="shapes")          # doctest: +SKIP
-    >>> images = sampler.sample(16)                      # doctest: +SKIP
+    >>> artifact = eq.train(prog, gen="shapes", out="runs/x", steps=200)  # doctest: +SKIP
+    >>> images = artifact.sample(16)                                      # doctest: +SKIP
+    >>> sampler = eq.Sampler.load("runs/x")   # an nn.Module for any torch program, doctest: +SKIP
 
 Importing energyql does not import torch; the training and sampling entry points import it
 on first use.
@@ -21,6 +22,7 @@ from energyql.errors import (
     ParseError,
     TrainingError,
     UnknownGeneratorError,
+    UsageError,
     WeightsMissingError,
 )
 from energyql.lang.api import (
@@ -39,8 +41,14 @@ __version__ = "0.1.0"  # the one place the version is set (pyproject reads it)
 
 # Torch-backed entry points, imported lazily so that the language layer stays instant.
 _LAZY = {
-    "train": "energyql.trainer:train",
+    "train": "energyql.api:train",
     "load": "energyql.sampler:load",
+    "Sampler": "energyql.sampler:Sampler",
+    "Artifact": "energyql.sampler:Artifact",
+    "TrainConfig": "energyql.trainer:TrainConfig",
+    "FlowConfig": "energyql.flows:FlowConfig",
+    "Manifest": "energyql.manifest:Manifest",
+    "ModuleGenerator": "energyql.generators.base:ModuleGenerator",
     "evaluate": "energyql.evaluation:evaluate",
     "load_generator": "energyql.generators:load",
 }
@@ -58,6 +66,6 @@ def __getattr__(name: str):
 __all__ = [
     "ArgumentError", "ArtifactError", "CompositionError", "EnergyQLError", "ExpressionError",
     "NameResolutionError", "ParseError", "Program", "TrainingError", "UnknownGeneratorError",
-    "WeightsMissingError", "attr", "clip", "compile", "debias", "dist", "keep", "pose",
-    "uniform", *_LAZY, "__version__",
+    "UsageError", "WeightsMissingError", "attr", "clip", "compile", "debias", "dist", "keep",
+    "pose", "uniform", *_LAZY, "__version__",
 ]

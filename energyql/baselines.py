@@ -249,6 +249,7 @@ def _rejection(target: StageTarget, n: int, rng: torch.Generator, *, batch: int,
                max_proposals: int | None = None, pilot: int = 4096) -> SampleResult:
     stage = _require_energy(target, "rejection")
     stats = _pilot_fit(target, rng, pilot, batch)
+    bound = 0.0  # the lower bound of E that acceptance uses (unused with a threshold)
     if threshold is None:
         if e_min == "pilot":
             # An empirical minimum is no bound: samples with E below it are clipped to
@@ -257,16 +258,19 @@ def _rejection(target: StageTarget, n: int, rng: torch.Generator, *, batch: int,
                 probe = torch.cat([target.energy_of(target.propose(min(batch, pilot - s), rng,
                                                                    use_flow=False)[0], rng).cpu()
                                    for s in range(0, pilot, batch)])
-            e_min = float(probe.min())
+            bound = float(probe.min())
             stats["pilot_proposals"] = stats.get("pilot_proposals", 0) + pilot
         elif e_min is None:
-            e_min = energy_lower_bound(stage)
-            if e_min is None:
+            known = energy_lower_bound(stage)
+            if known is None:
                 raise SamplerError(
                     "rejection needs a lower bound of the energy; none is known for this program",
                     hint="pass e_min=BOUND (exact if it bounds E), e_min='pilot' (the minimum "
                          "over a pilot batch, approximate), or threshold=T (keep E <= T)")
-        stats["e_min"] = round(float(e_min), 6)
+            bound = known
+        else:
+            bound = float(e_min)  # check_options let only numbers and 'pilot' through
+        stats["e_min"] = round(bound, 6)
     else:
         stats["threshold"] = threshold
     max_proposals = max_proposals if max_proposals is not None else 10_000 * n
@@ -280,7 +284,7 @@ def _rejection(target: StageTarget, n: int, rng: torch.Generator, *, batch: int,
             proposals += m
             if threshold is None:
                 log_u = torch.rand(m, generator=rng).log().to(target.device)
-                keep = log_u < -(energy - e_min)
+                keep = log_u < -(energy - bound)
             else:
                 keep = energy <= threshold
             kept_latents.append(u[keep].cpu())
@@ -319,7 +323,7 @@ def _imh(target: StageTarget, n: int, rng: torch.Generator, *, batch: int, decod
     stage = _require_energy(target, "flow+imh")
     chains = max(1, min(chains, n))
     steps = -(-n // chains) + burn_in
-    stats = {}
+    stats: dict[str, Any] = {}
     if stage.has_constraints and target.fit:
         # Fit λ on one batch of flow proposals, weighted by p0/q (exact), before the chains.
         _, stats = _pool(target, max(batch, 1024), rng, batch=batch, use_flow=True,
@@ -343,7 +347,7 @@ def _imh(target: StageTarget, n: int, rng: torch.Generator, *, batch: int, decod
             current_lw = torch.where(take, lw, current_lw)
             current_u = torch.where(take[:, None], drawn.latents[j * chains:(j + 1) * chains],
                                     current_u)
-            if decode:
+            if drawn.images is not None:  # kept exactly when decoding
                 proposals_x = drawn.images[j * chains:(j + 1) * chains]
                 current_x = proposals_x.clone() if current_x is None else torch.where(
                     take.view(-1, *[1] * (proposals_x.dim() - 1)), proposals_x, current_x)
@@ -352,7 +356,7 @@ def _imh(target: StageTarget, n: int, rng: torch.Generator, *, batch: int, decod
                 proposed += chains
             if step0 + j >= burn_in:
                 out_latents.append(current_u.clone())
-                if decode:
+                if current_x is not None:  # set from the first step on when decoding
                     out_images.append(current_x.clone())
     target.fit = fit
     latents = torch.stack(out_latents, 1).flatten(0, 1)[:n]
@@ -483,7 +487,7 @@ def sample(name: str, source, energy: StageEnergy | None = None, *, n: int, seed
                     "seconds": round(time.perf_counter() - began, 4), **result.stats}
     if target.energy is not None and target.energy.has_constraints:
         result.stats["lambda"] = {c.text: [round(v, 4) for v in c.lam.tolist()]
-                                  for c in target.energy.constraints}
+                                  for c in target.constraints()}
     return result
 
 

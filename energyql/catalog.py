@@ -174,7 +174,7 @@ SHAPES = Catalog(
         Attribute("size", ("small", "large"), "shapes-classifier",
                   value_aliases=(("big", "large"), ("little", "small"))),
     ),
-    aliases=(("colour", ("color",)), ("clip_bias", ("size",))),
+    aliases=(("colour", ("color",)),),
     controls=(
         Control(
             "pose",
@@ -222,8 +222,6 @@ FACES = Catalog(
         _binary("makeup", "face-attributes", "wears visible makeup"),
         _binary("blond_hair", "face-attributes", "has blond hair"),
     ),
-    # PromptGen found CLIP's reporting bias on faces to be mostly about gender.
-    aliases=(("clip_bias", ("gender",)),),
     controls=(
         Control(
             "pose",

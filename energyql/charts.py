@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 PALETTE = [(40, 110, 220), (220, 90, 40), (40, 160, 90), (150, 80, 190), (200, 160, 30),
            (90, 90, 90)]
@@ -91,7 +91,7 @@ class _Frame:
         d.text((8, self.top - 18), y_label, fill=_AXIS, font=f)
 
 
-def line_chart(title: str, series: dict[str, Sequence[tuple[float, float]]], *,
+def line_chart(title: str, series: Mapping[str, Sequence[tuple[float, float]]], *,
                x_label: str = "step", y_label: str = "", size: tuple[int, int] = (520, 300)):
     """Return a line plot of named (x, y) series with axes, ticks and a legend."""
     from PIL import Image, ImageDraw
@@ -121,7 +121,7 @@ def line_chart(title: str, series: dict[str, Sequence[tuple[float, float]]], *,
     return picture
 
 
-def bar_chart(title: str, categories: Sequence[str], groups: dict[str, Sequence[float]], *,
+def bar_chart(title: str, categories: Sequence[str], groups: Mapping[str, Sequence[float]], *,
               target: Sequence[float] | None = None, y_label: str = "share",
               x_label: str = "", colours: Sequence[tuple[int, int, int]] | None = None):
     """Return a grouped bar chart (one bar per group and category), the target as red marks."""

@@ -42,22 +42,32 @@ def total_variation(p: list[float], q: list[float]) -> float:
     return 0.5 * float(sum(abs(a - b) for a, b in zip(p, q)))
 
 
-def _histogram(indices: torch.Tensor, size: int, weights: torch.Tensor | None = None) -> list[float]:
+def _histogram(indices: torch.Tensor, size: int,
+               weights: torch.Tensor | None = None) -> list[float]:
     weights = torch.ones(len(indices), dtype=torch.float64) if weights is None else weights.double()
     counts = torch.zeros(size, dtype=torch.float64).index_add_(0, indices, weights)
     return (counts / counts.sum().clamp(min=1e-300)).tolist()
 
 
-def joint_index(labels: dict[str, torch.Tensor], attrs: tuple[str, ...], catalog: Catalog) -> torch.Tensor:
+def _values(catalog: Catalog, name: str) -> tuple[str, ...]:
+    """Return the values of an attribute already checked to be in ``catalog``."""
+    attribute = catalog.attribute(name)
+    if attribute is None:
+        raise KeyError(f"the '{catalog.name}' catalog has no attribute '{name}'")
+    return attribute.values
+
+
+def joint_index(labels: dict[str, torch.Tensor], attrs: tuple[str, ...],
+                catalog: Catalog) -> torch.Tensor:
     """Row-major index of each sample's joint value of ``attrs`` (itertools.product order)."""
     index = torch.zeros_like(labels[attrs[0]])
     for attr in attrs:
-        index = index * len(catalog.attribute(attr).values) + labels[attr]
+        index = index * len(_values(catalog, attr)) + labels[attr]
     return index
 
 
 def joint_keys(attrs: tuple[str, ...], catalog: Catalog) -> list[str]:
-    return [",".join(v) for v in itertools.product(*(catalog.attribute(a).values for a in attrs))]
+    return [",".join(v) for v in itertools.product(*(_values(catalog, a) for a in attrs))]
 
 
 class Judged:
@@ -102,9 +112,14 @@ def judge(generator: Generator | None, n: int, models: ControlModels, energies: 
     weights: list[torch.Tensor] = []
     true_labels: dict[str, list] = {}
     true_probs: dict[str, list] = {}
-    batches = _sampled_batches(generator, n, seed, batch, device, group) if images is None \
-        else ((images[s:s + batch][group.shard(len(images[s:s + batch]))].to(device), None, None,
-               None) for s in range(0, len(images), batch))
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor | None, int | None, dict | None]]
+    if images is not None:
+        batches = ((images[s:s + batch][group.shard(len(images[s:s + batch]))].to(device), None,
+                    None, None) for s in range(0, len(images), batch))
+    elif generator is not None:
+        batches = _sampled_batches(generator, n, seed, batch, device, group)
+    else:
+        raise ValueError("judge() needs a generator or images")
     for batch_images, log_ratio, weighting, truth in batches:
         # One Features per batch: every energy shares the attribute model's single pass.
         features = Features(batch_images, attribute_model, augmentation)
@@ -117,7 +132,8 @@ def judge(generator: Generator | None, n: int, models: ControlModels, energies: 
             known = {a.name: truth[a.name] for a in models.catalog.attributes if a.name in truth}
             for name, values in known.items():
                 true_labels.setdefault(name, []).append(values)
-            exact = Features(batch_images, lambda _: _one_hot_log_probs(known, models.catalog))
+            exact = Features(batch_images,
+                             lambda _, known=known: _one_hot_log_probs(known, models.catalog))
             for stage_energy in energies:
                 for term in stage_energy.pointwise:
                     if isinstance(term, PredicateEnergy) and not stage_energy.is_conditional:
@@ -131,7 +147,7 @@ def judge(generator: Generator | None, n: int, models: ControlModels, energies: 
             for term in stage_energy.pointwise:
                 if isinstance(term, PredicateEnergy):
                     probs.setdefault(term.text, []).append(term.probability(features))
-            if k == weighting:
+            if k == weighting and log_ratio is not None:
                 total = torch.stack(list(stage_parts.values())).sum(0)
                 weights.append((log_ratio - total).float())
 
@@ -147,7 +163,7 @@ def judge(generator: Generator | None, n: int, models: ControlModels, energies: 
 def _one_hot_log_probs(truth: dict[str, torch.Tensor], catalog: Catalog) -> dict[str, torch.Tensor]:
     out = {}
     for name, values in truth.items():
-        size = len(catalog.attribute(name).values)
+        size = len(_values(catalog, name))
         out[name] = torch.nn.functional.one_hot(values, size).float().clamp(min=1e-12).log()
     return out
 
@@ -202,7 +218,7 @@ def figures(judged: Judged, program, catalog: Catalog) -> dict:
     for attrs in sorted(products):
         if not all(a in judged.labels for a in attrs):
             continue
-        size = math.prod(len(catalog.attribute(a).values) for a in attrs)
+        size = math.prod(len(_values(catalog, a)) for a in attrs)
         dist = _histogram(joint_index(judged.labels, attrs, catalog), size)
         result["joint"][" x ".join(attrs)] = dict(zip(joint_keys(attrs, catalog), _round(dist)))
     for c in constraints:
@@ -314,7 +330,7 @@ def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | N
     if isinstance(target, str):
         target = load(target, device=device)
     artifact = target if isinstance(target, Artifact) else None
-    generator = artifact.sampler if artifact else target
+    generator: Generator = target.sampler if isinstance(target, Artifact) else target
     catalog = CATALOGS[generator.catalog]
     if program is None and artifact is not None:
         program = compile_program(artifact.manifest.canonical)
@@ -331,7 +347,8 @@ def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | N
         result["truth"] = truth_figures(judged, program, catalog)
     result["ess"] = {}
     if artifact is not None:
-        root = generator.root
+        sampler = artifact.sampler  # the generator judged above
+        root = sampler.root
         base_judged = judge(root, base_samples or 4 * samples, models, energies, seed=seed + 1,
                             device=device)
         result["base"] = figures(base_judged, program, catalog)
@@ -340,10 +357,10 @@ def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | N
         if program is not None:
             result["collateral_drift"] = collateral_drift(judged, base_judged, program, catalog)
         if judged.log_weights is not None:
-            result["ess"][f"stage {generator.index}"] = round(
+            result["ess"][f"stage {sampler.index}"] = round(
                 effective_sample_size(judged.log_weights) / len(judged.log_weights), 4)
-        if generator.context_params:
-            result.update(conditional_figures(generator, models, seed=seed, device=device))
+        if sampler.context_params:
+            result.update(conditional_figures(sampler, models, seed=seed, device=device))
     return result
 
 
@@ -376,7 +393,8 @@ def conditional_figures(sampler: StageSampler, models: ControlModels, *, rows: i
     params = sampler.context_params
     catalog = models.catalog
     pose_model = models.pose(catalog.control(params[0].control))
-    noise = torch.randn(rows, sampler.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    seeded = torch.Generator().manual_seed(seed)
+    noise = torch.randn(rows, sampler.latent_dim, generator=seeded).to(device)
     pose_error, sweeps = {}, {}
     for param in params:
         values = torch.linspace(param.low, param.high, steps).tolist()
@@ -386,7 +404,7 @@ def conditional_figures(sampler: StageSampler, models: ControlModels, *, rows: i
         pose_error[param.name] = round(float(torch.stack(
             [(r - v).abs().mean() for r, v in zip(readings, values)]).mean()), 4)
         sweeps[param.name] = images
-    result = {"pose_error": pose_error}
+    result: dict[str, Any] = {"pose_error": pose_error}
     if catalog.keepable("identity"):
         embed = models.identity("identity")
         grid = torch.stack([embed(x) for x in sweeps[params[0].name]], dim=1)  # rows, steps, d

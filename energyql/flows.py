@@ -37,14 +37,12 @@ class FlowConfig:
 
 def _subnet(width: int):
     def build(n_in: int, n_out: int) -> nn.Module:
-        net = nn.Sequential(
-            nn.Linear(n_in, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
-            nn.Linear(width, n_out),
-        )
+        hidden = [nn.Linear(n_in, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU()]
+        last = nn.Linear(width, n_out)
         # Zero last layer: the coupling starts as the identity.
-        nn.init.zeros_(net[-1].weight)
-        nn.init.zeros_(net[-1].bias)
-        return net
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        return nn.Sequential(*hidden, last)
 
     return build
 

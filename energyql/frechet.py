@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,8 +71,8 @@ def feature_stats(features) -> tuple[np.ndarray, np.ndarray]:
     """Return the mean and (unbiased) covariance of a ``(N, D)`` feature matrix, in float64."""
     features = _matrix(features)
     if len(features) < 2:
-        raise UsageError(f"a Fréchet distance needs at least 2 samples per set, got {len(features)}",
-                         hint="sample more images")
+        raise UsageError("a Fréchet distance needs at least 2 samples per set, "
+                         f"got {len(features)}", hint="sample more images")
     return features.mean(axis=0), np.cov(features, rowvar=False).reshape(features.shape[1], -1)
 
 
@@ -243,13 +244,15 @@ def world_frechet(artifact, samples: int = 1000, seed: int = 0, device: str = "c
                          hint="ask for hundreds of samples: the covariances need them")
     root = artifact.sampler.root
     featurize = world_feature_function(str(root.catalog))
-    options = {"pool": pool} if pool is not None else {}
+    options: dict[str, Any] = {"pool": pool} if pool is not None else {}
     target = sample_target(reference, artifact, n=samples, seed=seed + 1, device=device,
                            **options)
     with torch.no_grad():
         controlled = artifact.sample(samples, seed=seed)
         base = root.sample(samples, seed=seed + 2)
     to = torch.device(device)
+    if target.images is None:  # cannot happen: sample() decodes by default
+        raise RuntimeError(f"the '{reference}' reference sampler returned no images")
     exact = featurize(target.images.to(to))
     return {
         "frechet": frechet_distance(featurize(controlled.to(to)), exact),

@@ -12,7 +12,7 @@ StyleGAN2 flows use 8-16 blocks of width 256-512 over 512 latent dimensions):
 
     flow blocks <= 64, width <= 8192, dim <= 16384, context entries <= 64, stages <= 64,
     every stage's flow together <= 2**27 floats (512 MiB), λ entries per constraint <= 65536,
-    text fields <= 65536 characters
+    |λ| and context bounds <= 1e6, text fields <= 65536 characters
 
 and on load each flow's ``dim`` must equal the latent size of the generator it sits on.
 """
@@ -23,11 +23,12 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, NoReturn
 
 from energyql.errors import ArtifactError
-from energyql.io import dumps_strict
+from energyql.io import climbs_out, dumps_strict, is_system_path
+from energyql.lang.graph import RESTORE
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -41,10 +42,11 @@ MAX_FLOW_FLOATS = 1 << 27
 MAX_CONTEXT = 64
 MAX_STAGES = 64
 MAX_LAMBDA = 1 << 16
+# |λ| and context ranges beyond this overflow float32 arithmetic downstream (exp(λ·φ),
+# high - low); trained values stay within a few thousand.
+MAX_MAGNITUDE = 1e6
 MAX_TEXT = 1 << 16
 MAX_CLAMP = 100.0
-# Generator files never live here; an id naming them is a path trick, not a generator.
-_SYSTEM_DIRS = ("/dev", "/proc", "/sys", "/etc", "/boot", "/run")
 
 Scalar = bool | int | float | str | None
 
@@ -163,6 +165,8 @@ def _lambdas(reader: _Reader, key: str) -> dict[str, tuple[float, ...]] | None:
         for v in values:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 reader.fail(f"holds {v!r}, not a finite number", f"{key}.{text}")
+            if abs(v) > MAX_MAGNITUDE:
+                reader.fail(f"holds {v!r}, beyond ±{MAX_MAGNITUDE:g}", f"{key}.{text}")
         out[text] = tuple(float(v) for v in values)
     return out
 
@@ -175,10 +179,9 @@ def check_generator_id(value: str, fail: Callable[[str], NoReturn]) -> str:
     if not value or any(ord(c) < 32 or ord(c) == 127 for c in value):
         fail("must be a non-empty name without control characters")
     path = value.split(":", 1)[1] if ":" in value else value
-    parts = PurePosixPath(path.replace("\\", "/")).parts
-    if ".." in parts:
+    if climbs_out(path):
         fail(f"'{value}' climbs out of its folder ('..')")
-    if any(path == d or path.startswith(d + "/") for d in _SYSTEM_DIRS):
+    if is_system_path(path):
         fail(f"'{value}' names a system file, not a generator")
     return value
 
@@ -268,7 +271,11 @@ class ContextRecord:
     @classmethod
     def from_reader(cls, r: _Reader) -> ContextRecord:
         r.only("control", "name", "low", "high")
-        return cls(r.text("control"), r.text("name"), r.real("low"), r.real("high"))
+        low = r.real("low", low=-MAX_MAGNITUDE, high=MAX_MAGNITUDE)
+        high = r.real("high", low=-MAX_MAGNITUDE, high=MAX_MAGNITUDE)
+        if not low < high:
+            r.fail(f"is {high}, not above low ({low})", "high")
+        return cls(r.text("control"), r.text("name"), low, high)
 
 
 @dataclass(frozen=True)
@@ -339,8 +346,10 @@ class StageRecord:
 
     ``lam`` is the λ the flow trained with (the exact fit plus the feedback offset),
     ``lam_exact`` the importance-weighted fit alone: the target corrected samplers and
-    evaluation aim at. Stages inherited from a base that was a trained sampler carry only
-    index, source, flow and context.
+    evaluation aim at. ``targets`` (optional): the targets estimated when training for the
+    stage's ``restore`` constraints (what ``debias(clip_bias)`` resolves to), by text. Stages
+    inherited from a base that was a trained sampler carry only index, source, flow and
+    context.
     """
 
     index: int
@@ -354,6 +363,17 @@ class StageRecord:
     warm_start: Mapping[str, Any] | None = None
     warnings: tuple[str, ...] = ()
     final_loss: float | None = None
+    targets: Mapping[str, tuple[float, ...]] | None = None
+
+    def __post_init__(self) -> None:
+        # The deferred targets of restore constraints (debias(clip_bias)) are estimated before
+        # the first λ fit, which records them: that fit is where a trained stage's come from.
+        if self.targets is None and self.fits:
+            first = self.fits[0].constraints
+            found = {text: tuple(float(v) for v in entry["target"])
+                     for text, entry in first.items() if text.startswith(f"{RESTORE}(")
+                     and isinstance(entry, Mapping) and isinstance(entry.get("target"), list)}
+            object.__setattr__(self, "targets", found or None)
 
     @property
     def trained(self) -> bool:
@@ -380,12 +400,14 @@ class StageRecord:
             "warnings": list(self.warnings),
             "final_loss": self.final_loss,
         })
+        if self.targets is not None:
+            record["targets"] = {k: list(v) for k, v in self.targets.items()}
         return record
 
     @classmethod
     def from_reader(cls, r: _Reader) -> StageRecord:
         r.only("index", "source", "flow", "context", "lambda", "lambda_exact", "train", "fits",
-               "warm_start", "warnings", "final_loss")
+               "warm_start", "warnings", "final_loss", "targets")
         context = tuple(ContextRecord.from_reader(_Reader(c, f"{r.where}.context[{i}]", r.origin))
                         for i, c in enumerate(r.items("context", MAX_CONTEXT, [])))
         flow = FlowRecord.from_reader(r.child("flow"))
@@ -409,6 +431,7 @@ class StageRecord:
             warm_start=r.plain("warm_start"),
             warnings=tuple(warnings),
             final_loss=r.number("final_loss", optional=True),
+            targets=_lambdas(r, "targets"),
         )
 
 
@@ -429,6 +452,8 @@ class Manifest:
     controls: Mapping[str, Any] | None = None
     energyql_version: str = ""
     format: int = FORMAT_VERSION
+    #: sha256 of the flows file this manifest was committed with ("" in older artifacts).
+    flows_sha256: str = ""
 
     def with_metrics(self, metrics: Mapping[str, Any]) -> Manifest:
         """Return this manifest with ``metrics`` recorded."""
@@ -446,6 +471,8 @@ class Manifest:
         }
         if self.controls is not None:
             data["controls"] = dict(self.controls)
+        if self.flows_sha256:
+            data["flows_sha256"] = self.flows_sha256
         return data
 
     def to_json(self) -> str:
@@ -460,7 +487,7 @@ class Manifest:
         if version != FORMAT_VERSION:
             r.fail(f"is {version!r}; this energyql reads format {FORMAT_VERSION}", "format")
         r.only("format", "energyql_version", "source", "canonical", "generator", "stages",
-               "metrics", "controls")
+               "metrics", "controls", "flows_sha256")
         stages = tuple(StageRecord.from_reader(_Reader(s, f"stages[{i}]", origin))
                        for i, s in enumerate(r.items("stages", MAX_STAGES)))
         if [s.index for s in stages] != list(range(1, len(stages) + 1)):
@@ -472,7 +499,8 @@ class Manifest:
                        generator=GeneratorRecord.from_reader(r.child("generator")),
                        stages=stages, metrics=r.plain("metrics") or {},
                        controls=r.plain("controls"),
-                       energyql_version=r.text("energyql_version", ""))
+                       energyql_version=r.text("energyql_version", ""),
+                       flows_sha256=_digest(r, "flows_sha256"))
         _check_lambda_sizes(manifest, r)
         return manifest
 
@@ -483,13 +511,23 @@ class Manifest:
         if not path.is_file():
             raise ArtifactError(f"'{directory}' is not an energyql artifact: {MANIFEST} is "
                                 "missing", hint="pass the --out directory of an `energyql run`")
-        if path.stat().st_size > 64 << 20:
-            raise ArtifactError(f"{path}: the manifest is larger than 64 MiB",
-                                hint="the file is damaged or not an energyql manifest")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-            raise ArtifactError(f"{path} is not valid JSON: {str(error).splitlines()[0]}",
+            if path.stat().st_size > 64 << 20:
+                raise ArtifactError(f"{path}: the manifest is larger than 64 MiB",
+                                    hint="the file is damaged or not an energyql manifest")
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise ArtifactError(f"{path} cannot be read: {error.strerror or error}",
+                                hint="check the file's permissions") from None
+        except UnicodeDecodeError as error:
+            raise ArtifactError(f"{path} is not valid JSON: {error}",
+                                hint="the file is damaged; train the artifact again") from None
+        try:
+            # ValueError also covers integers too long to convert (a 5000-digit "size").
+            data = json.loads(text, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as error:
+            first = (str(error).splitlines() or [type(error).__name__])[0]
+            raise ArtifactError(f"{path} is not valid JSON: {first}",
                                 hint="the file is damaged; train the artifact again") from None
         return cls.from_dict(data, str(path))
 
@@ -502,7 +540,6 @@ def _check_lambda_sizes(manifest: Manifest, r: _Reader) -> None:
     """
     from energyql.catalog import CATALOGS
     from energyql.errors import EnergyQLError
-    from energyql.lang import graph as g
     from energyql.lang.api import compile as compile_program
 
     if manifest.generator.catalog not in CATALOGS or not any(
@@ -517,14 +554,22 @@ def _check_lambda_sizes(manifest: Manifest, r: _Reader) -> None:
         r.fail(f"has {len(program.stages)} stage(s) but the manifest records "
                f"{len(manifest.stages)}", "canonical")
     for k, (stage, record) in enumerate(zip(program.stages, manifest.stages)):
-        sizes = {str(t): len(t.target) for t in stage.terms if isinstance(t, g.Constraint)}
-        for key, lambdas in (("lambda", record.lam), ("lambda_exact", record.lam_exact)):
+        sizes = {str(t): t.size for t in stage.constraints}
+        for key, lambdas in (("lambda", record.lam), ("lambda_exact", record.lam_exact),
+                             ("targets", record.targets)):
             for text, values in (lambdas or {}).items():
                 if text not in sizes:
                     r.fail("names no constraint of its stage", f"stages[{k}].{key}.{text}")
                 if len(values) != sizes[text]:
                     r.fail(f"has {len(values)} values; the constraint needs {sizes[text]}",
                            f"stages[{k}].{key}.{text}")
+
+
+def _digest(r: _Reader, key: str) -> str:
+    value = r.text(key, "") if r.data.get(key) is not None else ""
+    if value and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
+        r.fail("must be a sha256 digest (64 lowercase hex digits)", key)
+    return value
 
 
 def _refuse_constant(name: str) -> Any:

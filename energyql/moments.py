@@ -59,8 +59,8 @@ def fit_lambda(phi: torch.Tensor, target: torch.Tensor, log_weights: torch.Tenso
     k = phi.shape[1]
     lam = torch.zeros(k, dtype=torch.float64, device=phi.device)
 
-    def objective(l: torch.Tensor) -> torch.Tensor:
-        return torch.logsumexp(a + phi @ l, 0) - l @ target + 0.5 * ridge * l @ l
+    def objective(theta: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(a + phi @ theta, 0) - theta @ target + 0.5 * ridge * theta @ theta
 
     for _ in range(iterations):
         w = torch.softmax(a + phi @ lam, 0)
@@ -69,7 +69,8 @@ def fit_lambda(phi: torch.Tensor, target: torch.Tensor, log_weights: torch.Tenso
         if grad.abs().max() < tolerance:
             break
         centred = phi - mean
-        hessian = (centred * w[:, None]).T @ centred + (ridge + 1e-9) * torch.eye(k, dtype=phi.dtype, device=phi.device)
+        eye = torch.eye(k, dtype=phi.dtype, device=phi.device)
+        hessian = (centred * w[:, None]).T @ centred + (ridge + 1e-9) * eye
         step = torch.linalg.solve(hessian, grad)
         # Backtracking line search keeps Newton stable far from the optimum.
         t, f0 = 1.0, objective(lam)

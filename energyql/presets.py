@@ -76,7 +76,8 @@ def _classifier(name: str, expression: str, config: str, weight: int, what: str)
 
 def _debias(attribute: str, world: str) -> Preset:
     return Preset(f"{attribute}_debias_{world}", f"debias({attribute})", f"stylegan2-{world}",
-                  DEBIAS, (f"{attribute}_debias_1_{world}.cfg", f"{attribute}_debias_2_{world}.cfg"),
+                  DEBIAS,
+                  (f"{attribute}_debias_1_{world}.cfg", f"{attribute}_debias_2_{world}.cfg"),
                   f"{world.replace('ffhq', 'FFHQ').replace('metfaces', 'MetFaces')} faces with a "
                   f"uniform {attribute} distribution (FairFace classes)", _DEBIAS_NOTE)
 

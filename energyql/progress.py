@@ -33,7 +33,11 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
 
 Figure = float | int | str
 
@@ -80,7 +84,7 @@ class Task:
         self.figures: dict[str, Figure] = {}
         self.started_at = owner.clock()
         self._last_line_at = self.started_at
-        self._bar_id = None
+        self._bar_id: TaskID | None = None
 
     # -- what callers use -------------------------------------------------------------------
     def update(self, completed: int | None = None, **figures: Figure) -> None:
@@ -158,7 +162,8 @@ class Progress:
         self.clock = clock
         self._terminal = terminal
         self._heartbeat = heartbeat
-        self._bar = None  # the shared rich display while at least one task runs on a terminal
+        # The shared rich display while at least one task runs on a terminal.
+        self._bar: RichProgress | None = None
         self._running: list[Task] = []
         self._lock = threading.RLock()  # the heartbeat thread and the caller both print
         self._beating: threading.Event | None = None

@@ -93,12 +93,21 @@ class StageView:
     caption: str = ""
 
 
-def stage_noise_views(manifest: dict, directory: str | Path) -> list[StageView]:
+def stage_noise_views(manifest: Manifest, directory: str | Path) -> list[StageView]:
     """Return the views of the files ``save_stage_grids`` wrote (or of samples/base.png)."""
-    directory = Path(directory)
-    stages = manifest.get("stages", [])
+    stages = manifest.stages
+    return _noise_views([s.source for s in stages], stages[-1].context if stages else (),
+                        Path(directory))
+
+
+def _noise_views(sources: Sequence[str], context: Sequence[Any],
+                 directory: Path) -> list[StageView]:
+    """Views of ``stage<k>.png`` for stages with these sources; else base and samples.png.
+
+    ``context`` is the last stage's parameters (each with ``name``, ``low``, ``high``).
+    """
     views = []
-    for k, stage in enumerate(stages, 1):
+    for k, source in enumerate(sources, 1):
         own = directory / f"stage{k}.png"
         if not own.exists():
             continue
@@ -106,19 +115,16 @@ def stage_noise_views(manifest: dict, directory: str | Path) -> list[StageView]:
         if k > 1:
             panels.append((f"stage {k - 1}", f"stage{k - 1}.png"))
         panels.append((f"stage {k}", own.name))
-        views.append(StageView(k, stage.get("source", ""), tuple(panels)))
-    if views:
+        views.append(StageView(k, source, tuple(panels)))
+    if views or not sources:
         return views
-    if not stages:
-        return []
-    last = stages[-1]
     panels = [(label, name) for label, name in (("base, same noise", "base.png"),
                                                  ("controlled", "samples.png"))
               if (directory / name).exists()]
-    sweep = _sweep_caption(last)
+    sweep = _sweep_caption(context)
     caption = f"Left: base samples; right: {sweep[0].lower()}{sweep[1:]}" if sweep \
         else "Same noise in both panels."
-    return [StageView(len(stages), last.get("source", ""), tuple(panels), caption=caption)]
+    return [StageView(len(sources), sources[-1], tuple(panels), caption=caption)]
 
 
 def save_stage_grids(directory: str | Path, sampler, noise, *, scale: int | None = None
@@ -143,9 +149,7 @@ def save_stage_grids(directory: str | Path, sampler, noise, *, scale: int | None
                 if stage.context_params else None
             save_grid(directory / f"stage{stage.index}.png", stage.decode(noise, context),
                       scale=scale)
-    return [StageView(v.index, stages[v.index - 1].source, v.panels, caption=v.caption)
-            for v in stage_noise_views({"stages": [{"source": s.source} for s in stages]},
-                                       directory)]
+    return _noise_views([s.source for s in stages], stages[-1].context_params, directory)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,20 +177,20 @@ def _walk(node: Any, asked: Asked) -> None:
             _walk(value, asked)
 
 
-def what_was_asked(manifest: dict) -> Asked:
+def what_was_asked(manifest: Manifest) -> Asked:
     """Return the attributes the manifest's program mentions and its per-attribute targets."""
     from energyql.errors import EnergyQLError
     from energyql.lang.api import compile as compile_program
 
     asked = Asked()
-    generator = manifest.get("generator", {})
+    generator = manifest.generator
     try:
-        program = compile_program(manifest["canonical"]).checked(
-            generator.get("catalog") or generator["id"])
+        program = compile_program(manifest.canonical).checked(
+            generator.catalog or generator.id)
     except (EnergyQLError, KeyError, TypeError):
         try:
-            program = compile_program(manifest["canonical"])
-        except (EnergyQLError, KeyError):
+            program = compile_program(manifest.canonical)
+        except EnergyQLError:
             asked.known = False
             return asked
     for stage in program.stages:
@@ -266,13 +270,13 @@ def collateral_drift_notes(metrics: dict, asked: Asked, *, previous: dict | None
     return notes
 
 
-def _sweep_caption(stage: dict) -> str:
-    params = stage.get("context") or []
+def _sweep_caption(params: Sequence[Any]) -> str:
+    """How the sweep grid is laid out, for a conditional stage's parameters (else "")."""
     if not params:
         return ""
     first = params[0]
-    return (f"Sweep: one row per noise, {first['name']} from {first['low']:g} (left) to "
-            f"{first['high']:g} (right)"
+    return (f"Sweep: one row per noise, {first.name} from {first.low:g} (left) to "
+            f"{first.high:g} (right)"
             + (", the other parameters mid-range." if len(params) > 1 else "."))
 
 
@@ -339,19 +343,19 @@ def _stage_blocks(view: StageView, metrics: dict, asked: Asked,
     return blocks
 
 
-def report_blocks(directory: Path, manifest: dict, metrics: dict, *,
+def report_blocks(directory: Path, manifest: Manifest, metrics: dict, *,
                   stages: Sequence[StageView] | None = None,
                   drift_threshold: float = DRIFT_THRESHOLD) -> list:
     """Return the report's blocks; writes a ``hist_<attribute>.png`` per attribute."""
     asked = what_was_asked(manifest)
     base = metrics.get("base", {})
-    generator = manifest.get("generator", {})
+    generator = manifest.generator
     blocks: list = [
         Heading(1, "energyql run report"),
-        Text(f"Expression: `{manifest.get('source', manifest.get('canonical', ''))}`"),
-        Text(f"Canonical: `{manifest.get('canonical', '')}`"),
-        Text(f"Generator: `{generator.get('id', '?')}` (weights "
-             f"`{str(generator.get('weights_digest', ''))[:12]}`) · samples judged: "
+        Text(f"Expression: `{manifest.source or manifest.canonical}`"),
+        Text(f"Canonical: `{manifest.canonical}`"),
+        Text(f"Generator: `{generator.id or '?'}` (weights "
+             f"`{generator.weights_digest[:12]}`) · samples judged: "
              f"{metrics.get('samples', '—')} controlled, {base.get('samples', '—')} base"),
     ]
     links = [(label, name) for label, name in (("training log (one JSON object per step)",
@@ -363,31 +367,30 @@ def report_blocks(directory: Path, manifest: dict, metrics: dict, *,
 
     blocks.append(Heading(2, "Headline figures"))
     blocks.append(Table(headline_rows(metrics)))
-    stage_records = manifest.get("stages", [])
-    last = stage_records[-1] if stage_records else {}
-    if metrics.get("pose_error") or last.get("context"):
+    stage_records = manifest.stages
+    context = stage_records[-1].context if stage_records else ()
+    if metrics.get("pose_error") or context:
         sweep = "samples.png" if (directory / "samples.png").exists() else None
         if sweep:
-            blocks.append(Figures([("sweep", sweep)], _sweep_caption(last)))
+            blocks.append(Figures([("sweep", sweep)], _sweep_caption(context)))
     notes = collateral_drift_notes(metrics, asked, threshold=drift_threshold)
     if notes:
         blocks.append(Heading(3, "Collateral drift"))
         blocks += [Warning(note) for note in notes]
     for stage in stage_records:
-        for warning in stage.get("warnings", []):
-            blocks.append(Warning(f"stage {stage.get('index')}: {warning}"))
+        for warning in stage.warnings:
+            blocks.append(Warning(f"stage {stage.index}: {warning}"))
 
     blocks.append(Heading(2, "Stages"))
     rows = [["stage", "expression", "steps", "seconds", "final loss",
              "moment fit (max error, ESS)"]]
     for stage in stage_records:
-        fit = stage["fits"][-1] if stage.get("fits") else None
-        train = stage.get("train", {})
-        rows.append([str(stage.get("index")), f"`{stage.get('source', '')}`",
-                     _fmt(train.get("steps")), _fmt(train.get("seconds")),
-                     _fmt(stage.get("final_loss")),
-                     f"{fit['max_moment_error']}, {fit['ess']:.0f}/{fit['samples']}"
-                     if fit else "—"])
+        fit = stage.fits[-1] if stage.fits else None
+        train = stage.train
+        rows.append([str(stage.index), f"`{stage.source}`",
+                     _fmt(train.steps if train else None), _fmt(train.seconds if train else None),
+                     _fmt(stage.final_loss),
+                     f"{fit.max_moment_error}, {fit.ess:.0f}/{fit.samples}" if fit else "—"])
     blocks.append(Table(rows))
     views = list(stages) if stages is not None else stage_noise_views(manifest, directory)
     for view in views:
@@ -526,7 +529,7 @@ def render_html(blocks: list, directory: Path) -> str:
             + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(directory: str | Path, manifest: Manifest | dict, metrics: dict, *,
+def write_report(directory: str | Path, manifest: Manifest, metrics: dict, *,
                  stages: Sequence[StageView] | None = None,
                  drift_threshold: float = DRIFT_THRESHOLD) -> Path:
     """Write ``report.md``, ``report.html`` and ``hist_<attribute>.png`` into ``directory``.
@@ -543,8 +546,6 @@ def write_report(directory: str | Path, manifest: Manifest | dict, metrics: dict
     Returns the path of ``report.md``.
     """
     directory = Path(directory)
-    if isinstance(manifest, Manifest):
-        manifest = manifest.to_dict()
     blocks = report_blocks(directory, manifest, metrics, stages=stages,
                            drift_threshold=drift_threshold)
     write_text(directory / "report.html", render_html(blocks, directory))

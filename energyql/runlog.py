@@ -110,6 +110,8 @@ class RunLog:
         key = (event, stage, step)
         if key in self._seen:
             return False
+        if self._handle is None:
+            raise ValueError(f"the run log {self.path} is closed")
         self._seen.add(key)
         record = {"event": event, "stage": stage, "step": step, **strict(fields)}
         record.setdefault("seconds", round(self.clock() - self._opened_at, 3))

@@ -7,18 +7,36 @@ flows as safetensors and a JSON manifest; loading never unpickles anything.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from energyql.energies.conditional import ContextParam, normalize_context
-from energyql.errors import ArtifactError
+from energyql.errors import ArtifactError, UsageError, check_choice
 from energyql.flows import FlowConfig, LatentFlow
 from energyql.generators.base import Generator
-from energyql.io import save_tensors, write_text
-from energyql.manifest import (FORMAT_VERSION, MANIFEST, ContextRecord, FlowRecord, GeneratorRecord,
-                               Manifest, StageRecord)
+from energyql.io import (
+    commit,
+    committed_file,
+    expected_tensors,
+    read_safetensors,
+    staged,
+    write_text,
+)
+from energyql.manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    ContextRecord,
+    FlowRecord,
+    GeneratorRecord,
+    Manifest,
+    StageRecord,
+)
 
 FLOWS = "flows.safetensors"
 
@@ -65,14 +83,13 @@ class StageSampler(Generator):
         context = torch.as_tensor(context, dtype=torch.float32, device=self.device)
         return normalize_context(self.context_params, context.expand(n, -1))
 
-    def context_tensor(self, values: dict[str, float] | None, n: int) -> torch.Tensor:
-        """Return ``(n, P)`` context values from a name → value dict (unnamed: mid-range)."""
-        values = dict(values or {})
-        unknown = set(values) - {p.name for p in self.context_params}
-        if unknown:
-            raise ArtifactError(f"unknown context parameter(s): {', '.join(sorted(unknown))}",
-                                hint="this sampler takes: " + ", ".join(
-                                    p.name for p in self.context_params) or "no context")
+    def context_tensor(self, values: Mapping[str, float] | None, n: int) -> torch.Tensor:
+        """Return ``(n, P)`` context values from a name → value dict (unnamed: mid-range).
+
+        Unknown names, values outside the trained ranges, and any value for an unconditional
+        sampler are refused (:func:`check_context`).
+        """
+        values = check_context(self.context_params, values)
         row = [float(values.get(p.name, (p.low + p.high) / 2)) for p in self.context_params]
         return torch.tensor(row).expand(n, -1).clone()
 
@@ -80,7 +97,7 @@ class StageSampler(Generator):
         return self.base.decode(self.latent(eps, context))
 
     @property
-    def stages(self) -> list["StageSampler"]:
+    def stages(self) -> list[StageSampler]:
         """Every stage from the first to this one."""
         earlier = self.base.stages if isinstance(self.base, StageSampler) else []
         return [*earlier, self]
@@ -89,6 +106,67 @@ class StageSampler(Generator):
     def root(self) -> Generator:
         """The original generator under every stage."""
         return self.stages[0].base
+
+
+def _range_hint(params: Sequence[Any]) -> str:
+    return "this sampler was trained on " + ", ".join(
+        f"{p.name} in {p.low:g}..{p.high:g}" for p in params)
+
+
+def check_context(params: Sequence[Any], values: Mapping[str, Any] | None) -> dict[str, float]:
+    """Return ``values`` as floats if a sampler with context ``params`` can take them.
+
+    ``params`` are the conditional stage's parameters (``name``, ``low``, ``high``: a
+    :class:`ContextParam` or a manifest's ``ContextRecord``). A value for an unconditional
+    sampler, an unknown name, a non-number and a value outside the trained range are
+    :class:`~energyql.errors.UsageError`: the flow never saw such inputs.
+    """
+    values = dict(values or {})
+    if values and not params:
+        raise UsageError("this sampler is unconditional: it takes no context values "
+                         f"(got {', '.join(sorted(map(str, values)))})",
+                         hint="drop --set/--sweep (context= in Python); only samplers trained "
+                              "with pose(...) take values")
+    checked = {}
+    for name, value in values.items():
+        check_choice(str(name), [p.name for p in params], what="context parameter")
+        param = next(p for p in params if p.name == name)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"context value {name}={value!r} is not a number",
+                             hint=_range_hint(params)) from None
+        if not math.isfinite(number) or not param.low <= number <= param.high:
+            raise UsageError(f"context value {name}={number:g} is outside the trained range "
+                             f"{param.low:g}..{param.high:g}",
+                             hint=f"give {name} in {param.low:g}..{param.high:g}: the flow was "
+                                  "trained only there")
+        checked[name] = number
+    return checked
+
+
+def check_context_tensor(params: Sequence[Any], context: torch.Tensor, n: int) -> torch.Tensor:
+    """Return per-sample context values ``(n, P)`` if they fit ``params`` (else UsageError)."""
+    if not params:
+        raise UsageError("this sampler is unconditional: it takes no context values",
+                         hint="drop context=; only samplers trained with pose(...) take values")
+    context = torch.as_tensor(context, dtype=torch.float32)
+    if context.dim() == 1:
+        context = context.expand(n, -1)
+    if context.shape != (n, len(params)):
+        raise UsageError(f"context has shape {tuple(context.shape)}; this sampler needs "
+                         f"({n}, {len(params)}): one column per parameter "
+                         f"({', '.join(p.name for p in params)})", hint=_range_hint(params))
+    for column, param in enumerate(params):
+        values = context[:, column]
+        outside = ~torch.isfinite(values) | (values < param.low) | (values > param.high)
+        if bool(outside.any()):
+            bad = float(values[outside][0])
+            raise UsageError(f"context value {param.name}={bad:g} is outside the trained range "
+                             f"{param.low:g}..{param.high:g}",
+                             hint=f"give {param.name} in {param.low:g}..{param.high:g}: the "
+                                  "flow was trained only there")
+    return context
 
 
 class Artifact:
@@ -106,21 +184,53 @@ class Artifact:
         mid-range), or per-sample values ``(n, P)``.
         """
         self.sampler.eval()
-        if self.sampler.context_params and not isinstance(context, torch.Tensor):
+        if isinstance(context, torch.Tensor):
+            context = check_context_tensor(self.sampler.context_params, context, n)
+        elif self.sampler.context_params or context:
             context = self.sampler.context_tensor(context, n)
+        else:
+            context = None  # e.g. an empty dict
         return self.sampler.sample(n, seed=seed, batch_size=batch_size, context=context)
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``flows.safetensors`` and ``manifest.json`` into ``directory`` (atomically)."""
+        """Write ``flows.safetensors`` and ``manifest.json`` into ``directory`` as one commit.
+
+        The flows are staged first and the manifest, which records their sha256, is the
+        commit point (:func:`energyql.io.commit`): a reader, or a run killed at any moment,
+        sees the old artifact or the new one, never flows of one run with the manifest of
+        another. Non-finite weights or figures are refused before anything is written.
+        """
+        from safetensors.torch import save_file
+
         directory = Path(directory)
         tensors = {}
         for stage in self.sampler.stages:
             for key, value in stage.flow.state_dict().items():
-                tensors[f"stage{stage.index}.{key}"] = value
-        text = self.manifest.to_json()  # refuses non-finite figures before anything is written
-        save_tensors(directory / FLOWS, tensors)
-        write_text(directory / MANIFEST, text)
+                tensors[f"stage{stage.index}.{key}"] = value.detach().cpu().contiguous()
+        self.manifest.to_json()  # refuses non-finite figures before anything is written
+        bad = next((k for k, v in tensors.items()
+                    if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+        if bad is not None:
+            raise ArtifactError(f"refusing to save '{directory}': flow weight '{bad}' holds "
+                                "non-finite values (NaN or infinity)",
+                                hint="the run diverged; lower --lr and train again")
+        directory.mkdir(parents=True, exist_ok=True)
+
+        def write_manifest(digest: str) -> None:
+            self.manifest = replace(self.manifest, flows_sha256=digest)
+            write_text(directory / MANIFEST, self.manifest.to_json())
+
+        commit(directory / FLOWS, lambda tmp: save_file(tensors, tmp), write_manifest,
+               committed_digest=_recorded_flows_digest(directory))
         return directory
+
+
+def _recorded_flows_digest(directory: Path) -> str | None:
+    """The flows digest the manifest now in ``directory`` records (None if there is none)."""
+    try:
+        return Manifest.read(directory).flows_sha256 or None
+    except ArtifactError:  # no artifact yet, or a damaged one about to be replaced
+        return None
 
 
 def stage_record(stage: StageSampler) -> StageRecord:
@@ -152,6 +262,9 @@ def set_exact_lambdas(energy: Any, record: StageRecord) -> None:
     ``lambda_exact`` is the importance-weighted fit; ``lambda`` (older manifests) also holds the
     flow's feedback offset.
     """
+    from energyql.energies.constraint import set_targets
+
+    set_targets(energy, record.targets or {})  # restore targets estimated when training
     lambdas = record.exact_lambdas()
     for constraint in energy.constraints:
         if constraint.text in lambdas:
@@ -177,9 +290,6 @@ def load(directory: str | Path, *, gen: Generator | str | None = None, device: s
         gen: the base generator (a name, a Generator); default: the one the manifest names.
         strict_digest: refuse a generator whose weights differ from the ones trained on.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     from energyql.generators import load as load_generator
 
     directory = Path(directory)
@@ -194,36 +304,27 @@ def load(directory: str | Path, *, gen: Generator | str | None = None, device: s
             f"artifact was trained on {manifest.generator.id} weights {expected[:12]}…, "
             f"but the generator given has weights {base.weights_digest[:12]}…",
             hint="use the same weights, or pass strict_digest=False to sample anyway")
-    if not (directory / FLOWS).is_file():
-        raise ArtifactError(f"'{directory}' has no {FLOWS}",
-                            hint="the artifact is incomplete; train it again")
-    try:
-        tensors = load_file(str(directory / FLOWS), device=device)
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ArtifactError(f"{directory / FLOWS} cannot be read: {str(error).splitlines()[0]}",
-                            hint="the file is damaged; train the artifact again") from None
-    sampler: Generator = base
+    # Flows are built from the (bounded) manifest first: the file must then hold exactly their
+    # tensors, and nothing is read from it that they do not account for.
+    flows: list[LatentFlow] = []
+    latent_dim = base.latent_dim
     for k, stage in enumerate(manifest.stages):
-        if stage.flow.dim != sampler.latent_dim:
-            # Checked before the flow is built: its size comes from the file.
+        if stage.flow.dim != latent_dim:
             raise ArtifactError(
                 f"{directory / MANIFEST}: field 'stages[{k}].flow.dim' is {stage.flow.dim}, but "
-                f"the generator under stage {stage.index} has latent size {sampler.latent_dim}",
+                f"the generator under stage {stage.index} has latent size {latent_dim}",
                 hint="the manifest does not belong to this generator")
-        flow = LatentFlow(FlowConfig(**stage.flow.to_dict()))
+        flows.append(LatentFlow(FlowConfig(**stage.flow.to_dict())))
+    if not flows:
+        raise ArtifactError(f"'{directory}' has no trained stage")
+    state = {f"stage{s.index}.{key}": value for s, flow in zip(manifest.stages, flows)
+             for key, value in flow.state_dict().items()}
+    tensors = _read_flows(directory, manifest, state)
+    sampler: Generator = base
+    for stage, flow in zip(manifest.stages, flows):
         prefix = f"stage{stage.index}."
-        state = {key[len(prefix):]: v for key, v in tensors.items() if key.startswith(prefix)}
-        try:
-            flow.load_state_dict(state, strict=True)
-        except RuntimeError as error:
-            raise ArtifactError(f"stage {stage.index} of '{directory}' does not match its "
-                                f"manifest: {str(error).splitlines()[0]}",
-                                hint="flows and manifest come from different runs; train "
-                                     "the artifact again") from None
-        if not all(bool(torch.isfinite(v).all()) for v in state.values()):
-            raise ArtifactError(f"{directory / FLOWS}: stage {stage.index}'s flow holds "
-                                "non-finite weights (NaN or infinity)",
-                                hint="the run diverged or the file is damaged; train it again")
+        flow.load_state_dict({key[len(prefix):]: v for key, v in tensors.items()
+                              if key.startswith(prefix)}, strict=True)
         context = [ContextParam(**c.to_dict()) for c in stage.context]
         sampler = StageSampler(sampler, flow.to(device), stage.index, stage.source,
                                context).eval()
@@ -232,5 +333,166 @@ def load(directory: str | Path, *, gen: Generator | str | None = None, device: s
     return Artifact(sampler, manifest)
 
 
-__all__ = ["FLOWS", "FORMAT_VERSION", "MANIFEST", "Artifact", "StageSampler", "load",
-           "manifest_for", "read_manifest", "set_exact_lambdas", "stage_record"]
+def _read_flows(directory: Path, manifest: Manifest, state: dict[str, torch.Tensor]
+                ) -> dict[str, torch.Tensor]:
+    """Return the flow tensors committed with ``manifest``, checked against ``state``'s shapes."""
+    path = directory / FLOWS
+    digest = manifest.flows_sha256 or None
+    committed = committed_file(path, digest)
+    if committed is None and digest is not None and (path.is_file() or staged(path).is_file()):
+        # A writer may have promoted the staged file between our look and now: look once more.
+        committed = committed_file(path, digest)
+        if committed is None:
+            raise ArtifactError(
+                f"{path} does not belong to {directory / MANIFEST}: its sha256 differs from the "
+                "one the manifest records (flows and manifest come from different runs, or the "
+                "file was changed)", hint="train the artifact again")
+    if committed is None:
+        raise ArtifactError(f"'{directory}' has no {FLOWS}",
+                            hint="the artifact is incomplete; train it again")
+    # Generous room for the header (names, dtypes, shapes) on top of the tensors' bytes.
+    max_bytes = sum(v.numel() * v.element_size() for v in state.values()) + (1 << 20) \
+        + 512 * len(state)
+    tensors, _ = read_safetensors(committed, max_bytes=max_bytes, expected=expected_tensors(state),
+                                  error=ArtifactError, digest=digest,
+                                  hint="the artifact is damaged, or its flows and manifest come "
+                                       "from different runs; train it again")
+    return tensors
+
+
+
+class Sampler(nn.Module):
+    """Creates a torch module that draws controlled samples from a trained artifact.
+
+    It wraps the artifact's chain of stages (``eps -> T_K -> ... -> T_1 -> z -> G -> image``)
+    and needs only the base generator. Parameters are frozen and every method runs under
+    ``torch.no_grad()`` unless called with ``grad=True`` (then gradients reach ``eps``, and
+    the flows' parameters too once ``requires_grad_(True)`` is called).
+
+    Arguments:
+        artifact: a trained :class:`Artifact` (see :meth:`load`).
+
+    Example:
+        >>> sampler = energyql.Sampler.load("runs/red-circles", device="cuda")  # doctest: +SKIP
+        >>> images = sampler.sample(64, seed=0)            # (64, 3, H, W) in [0, 1]
+        >>> z = sampler.sample_latents(64, seed=0)         # the generator's latents
+        >>> sampler.log_prob(z)                            # their exact log-density
+        >>> images = sampler(torch.randn(8, sampler.latent_dim))   # forward(eps)
+    """
+
+    def __init__(self, artifact: Artifact):
+        super().__init__()
+        self.chain = artifact.sampler.eval().requires_grad_(False)
+        self.manifest = artifact.manifest
+
+    @classmethod
+    def load(cls, directory: str | Path, *, device: str | torch.device = "cpu",
+             gen: Generator | str | None = None, strict_digest: bool = True,
+             **generator_options: Any) -> Sampler:
+        """Return the sampler of the artifact saved in ``directory``, on ``device``."""
+        return cls(load(directory, gen=gen, device=str(device), strict_digest=strict_digest,
+                        **generator_options))
+
+    @property
+    def latent_dim(self) -> int:
+        """Size of the noise ``eps`` the sampler takes."""
+        return self.chain.latent_dim
+
+    @property
+    def context_params(self) -> tuple[ContextParam, ...]:
+        """The conditional stage's parameters (name, trained range); empty if unconditional."""
+        return tuple(self.chain.context_params)
+
+    @property
+    def device(self) -> torch.device:
+        return self.chain.device
+
+    def _context(self, context: Mapping[str, float] | torch.Tensor | None,
+                 n: int) -> torch.Tensor | None:
+        """Checked context values ``(n, P)`` on the sampler's device (None: unconditional)."""
+        if isinstance(context, torch.Tensor):
+            values = check_context_tensor(self.context_params, context.cpu(), n)
+        elif context or self.context_params:
+            values = self.chain.context_tensor(context, n)
+        else:
+            return None
+        return values.to(self.device)
+
+    def noise(self, n: int, *, seed: int | None = None) -> torch.Tensor:
+        """Return ``n`` noises ``eps ~ N(0, I)`` (drawn on the CPU: the same on any device)."""
+        generator = torch.Generator()
+        if seed is not None:
+            generator.manual_seed(seed)
+        else:
+            generator.seed()
+        return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+
+    def latents(self, eps: torch.Tensor, context: Mapping[str, float] | torch.Tensor | None = None,
+                *, grad: bool = False) -> torch.Tensor:
+        """Return the base generator's latents ``z = T_1(...T_K(eps))`` for noise ``eps``."""
+        values = self._context(context, len(eps))
+        with torch.set_grad_enabled(grad):
+            x = eps.to(self.device)
+            for stage in reversed(self.chain.stages):
+                x = stage.flow(x, stage.flow_context(values, len(x)))[0]
+            return x
+
+    def forward(self, eps: torch.Tensor,
+                context: Mapping[str, float] | torch.Tensor | None = None, *,
+                grad: bool = False) -> torch.Tensor:
+        """Return images in [0, 1] for noise ``eps`` (and context values, if conditional)."""
+        z = self.latents(eps, context, grad=grad)
+        with torch.set_grad_enabled(grad):
+            return self.chain.root.decode(z)
+
+    def sample_latents(self, n: int, *, seed: int | None = None,
+                       context: Mapping[str, float] | torch.Tensor | None = None,
+                       grad: bool = False) -> torch.Tensor:
+        """Return ``n`` controlled latents of the base generator (what it decodes)."""
+        return self.latents(self.noise(n, seed=seed), context, grad=grad)
+
+    def sample(self, n: int, *, seed: int | None = None,
+               context: Mapping[str, float] | torch.Tensor | None = None,
+               batch_size: int = 256, grad: bool = False) -> torch.Tensor:
+        """Return ``n`` controlled images in [0, 1], shape ``(n, 3, H, W)``, decoded in batches.
+
+        ``context`` sets a conditional sampler's parameters, e.g. ``{"x": 0.3}`` (others
+        mid-range), or per-sample values ``(n, P)``; values must lie in the trained ranges.
+        """
+        if n < 0 or batch_size < 1:
+            raise UsageError(f"sample needs n >= 0 and batch_size >= 1, got n={n}, "
+                             f"batch_size={batch_size}")
+        eps = self.noise(n, seed=seed)
+        values = self._context(context, n)
+        out = []
+        for start in range(0, n, batch_size):
+            rows = slice(start, start + batch_size)
+            out.append(self(eps[rows], None if values is None else values[rows], grad=grad))
+        return torch.cat(out) if out else torch.empty(0, 3, 0, 0)
+
+    def log_prob(self, z: torch.Tensor,
+                 context: Mapping[str, float] | torch.Tensor | None = None, *,
+                 grad: bool = False) -> torch.Tensor:
+        """Return the exact log-density of the sampler's latents at ``z``, shape ``(B,)``.
+
+        Each stage's flow is inverted in turn (``eps_k = T_k^{-1}(eps_{k-1})``, ``eps_0 = z``)
+        and ``log q(z) = log N(eps_K; 0, I) + Σ_k log|det d eps_k / d eps_{k-1}|``.
+        """
+        from energyql.flows import standard_normal_log_prob
+
+        values = self._context(context, len(z))
+        with torch.set_grad_enabled(grad):
+            x = z.to(self.device)
+            total = torch.zeros(len(x), device=x.device)
+            for stage in self.chain.stages:
+                x, logdet = stage.flow.inverse(x, stage.flow_context(values, len(x)))
+                total = total + logdet
+            return standard_normal_log_prob(x) + total
+
+    def extra_repr(self) -> str:
+        return f"{self.manifest.canonical!r}, generator={self.manifest.generator.id!r}"
+
+
+__all__ = ["FLOWS", "FORMAT_VERSION", "MANIFEST", "Artifact", "Sampler", "StageSampler",
+           "check_context", "check_context_tensor", "load", "manifest_for", "read_manifest",
+           "set_exact_lambdas", "stage_record"]

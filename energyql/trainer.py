@@ -13,7 +13,6 @@ from a checkpoint retraces the uninterrupted run exactly.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 import warnings
@@ -24,18 +23,21 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from energyql import checkpoints
 from energyql.distributed import Group
 from energyql.distributed import current as current_group
 from energyql.energies import ControlModels, StageEnergy, lower_stage
 from energyql.energies.base import Features
 from energyql.energies.conditional import normalize_context, sample_context
+from energyql.energies.constraint import prepare_targets
 from energyql.energies.predicate import PredicateEnergy
-from energyql.errors import EnergyQLError, TrainingError
+from energyql.errors import CheckpointError, EnergyQLError, TrainingError
 from energyql.flows import FlowConfig, LatentFlow, standard_normal_log_prob
 from energyql.generators.base import Generator
-from energyql.io import atomic_write, save_tensors
 from energyql.manifest import FitRecord, StageRecord, TrainRecord
 from energyql.moments import MomentFit, fit_lambda
+from energyql.progress import Progress
+from energyql.runlog import LOG_NAME, RunLog
 from energyql.sampler import Artifact, StageSampler, manifest_for, stage_record
 from energyql.target import StageTarget, effective_sample_size
 
@@ -332,11 +334,16 @@ class StageObjective(nn.Module):
         return contextlib.nullcontext()
 
 
+def _term_means(parts: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The loss's parts for the log: each term's mean energy over the batch."""
+    return {text: float(value.detach().float().mean()) for text, value in parts.items()}
+
+
 def _running_figures(parts: dict[str, torch.Tensor], energy: StageEnergy,
                      features: Features) -> dict[str, float]:
-    """Figures the progress bar shows: each term's mean, the share meeting the predicates,
-    and each constraint's KL from the batch's (argmax) distribution to its target."""
-    figures = {text: float(value.detach().float().mean()) for text, value in parts.items()}
+    """The stage's target figures on the step's batch: the share meeting the predicates, and
+    each constraint's KL from the batch's (argmax) distribution to its target."""
+    figures: dict[str, float] = {}
     predicates = [t for t in energy.pointwise if isinstance(t, PredicateEnergy)]
     if predicates:
         # A predicate holds for an image when its probability exceeds 1/2, i.e. E < log 2.
@@ -352,77 +359,70 @@ def _running_figures(parts: dict[str, torch.Tensor], energy: StageEnergy,
     return figures
 
 
-class _Progress:
-    """A rich progress bar (or nothing) for one stage."""
-
-    def __init__(self, enabled: bool, title: str, total: int, start: int):
-        self.bar = None
-        if enabled:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
-                                TextColumn("{task.fields[figures]}"), transient=False)
-            self.task = self.bar.add_task(title, total=total, completed=start, figures="")
-
-    def __enter__(self):
-        if self.bar:
-            self.bar.start()
-        return self
-
-    def update(self, step: int, loss: float, figures: dict[str, float]) -> None:
-        if self.bar:
-            shown = "  ".join(f"{k[:28]}={v:.3g}" for k, v in figures.items())
-            self.bar.update(self.task, completed=step, figures=f"loss={loss:.3f}  {shown}")
-
-    def __exit__(self, *exc):
-        if self.bar:
-            self.bar.stop()
-
-
-def _checkpoint_paths(directory: Path, index: int) -> tuple[Path, Path]:
-    return directory / f"stage{index}.ckpt.safetensors", directory / f"stage{index}.optim.pt"
 
 
 def _save_checkpoint(directory: Path, index: int, step: int, flow: LatentFlow,
-                     optimizer: torch.optim.Optimizer, energy: StageEnergy, log: StageLog) -> None:
-    weights, optim = _checkpoint_paths(directory, index)
+                     optimizer: torch.optim.Optimizer, energy: StageEnergy, log: StageLog,
+                     identity: checkpoints.CheckpointIdentity) -> None:
+    """Write the stage's checkpoint; ``identity`` says which program and settings it is of."""
+    checkpoints.save(directory, index, step, identity, _checkpoint_tensors(flow, energy),
+                     optimizer.state_dict(), log.to_dict())
+
+
+def _checkpoint_tensors(flow: LatentFlow, energy: StageEnergy) -> dict[str, torch.Tensor]:
     tensors = {f"flow.{k}": v for k, v in flow.state_dict().items()}
     tensors.update({f"lam.{i}": c.lam for i, c in enumerate(energy.constraints)})
     tensors.update({f"offset.{i}": c.offset for i, c in enumerate(energy.constraints)})
-    # The optimizer state goes first: a weights file always has its matching optimizer state.
-    atomic_write(optim, lambda tmp: torch.save(optimizer.state_dict(), tmp))
-    save_tensors(weights, tensors, metadata={"step": str(step), "log": json.dumps(log.to_dict())})
+    return tensors
 
 
 def _load_checkpoint(directory: Path, index: int, flow: LatentFlow,
-                     optimizer: torch.optim.Optimizer, energy: StageEnergy, device: str):
-    """Restore a stage's checkpoint; return ``(step, log dict)`` or None if there is none."""
-    from safetensors import safe_open
+                     optimizer: torch.optim.Optimizer, energy: StageEnergy, device: str,
+                     identity: checkpoints.CheckpointIdentity, steps: int
+                     ) -> tuple[int, StageLog] | None:
+    """Restore a stage's checkpoint; return ``(step, log)`` or None if the stage has none.
 
-    weights, optim = _checkpoint_paths(directory, index)
-    if not weights.is_file() or not optim.is_file():
+    A checkpoint of another program or other settings, or one that does not fit this flow,
+    is a CheckpointError naming the file and what differs; nothing is restored from it.
+    """
+    restored = checkpoints.load(directory, index, identity, _checkpoint_tensors(flow, energy),
+                                [p for g in optimizer.param_groups for p in g["params"]], steps)
+    if restored is None:
         return None
-    with safe_open(str(weights), framework="pt", device=device) as handle:
-        metadata = handle.metadata()
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    weights = checkpoints.paths(directory, index)[0]
+    try:
+        log = StageLog.from_dict(restored.log)
+    except (TypeError, ValueError, KeyError):
+        raise CheckpointError(f"{weights}: field 'log' does not describe a stage's training",
+                              hint=checkpoints._HINT) from None
+    try:
+        optimizer.load_state_dict(restored.optimizer_state)
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise CheckpointError(f"{checkpoints.paths(directory, index)[1]} does not fit this "
+                              f"stage's optimizer: {str(error).splitlines()[0]}",
+                              hint=checkpoints._HINT) from None
+    tensors = {k: v.to(device) for k, v in restored.tensors.items()}
     flow.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("flow.")})
     for i, constraint in enumerate(energy.constraints):
         constraint.lam.copy_(tensors[f"lam.{i}"])
         constraint.offset.copy_(tensors[f"offset.{i}"])
-    optimizer.load_state_dict(torch.load(optim, map_location=device, weights_only=True))
-    return int(metadata["step"]), json.loads(metadata["log"])
+    return restored.step, log
 
 
 def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, index: int = 1,
                 source: str = "", checkpoint_dir: Path | None = None, resume: bool = False,
-                progress: bool = True) -> tuple[StageSampler, StageLog]:
+                progress: bool | Progress = True, run_log: RunLog | None = None
+                ) -> tuple[StageSampler, StageLog]:
     """Train one stage's flow against ``energy`` over ``base``; return its sampler and log.
 
     Under torchrun every rank runs this with the same config: each evaluates its shard of the
-    global batch and DistributedDataParallel averages the gradients.
+    global batch and DistributedDataParallel averages the gradients. ``progress`` (a bool or
+    a shared :class:`~energyql.progress.Progress`) shows the λ fits, the start and the steps
+    on stderr; ``run_log`` gets one record per step and per fit (``log.jsonl``).
     """
     group = current_group()
+    prog = progress if isinstance(progress, Progress) else \
+        Progress(enabled=progress and group.is_main)
     if config.batch % group.world:
         raise EnergyQLError(f"the batch ({config.batch}) must divide evenly over {group.world} ranks",
                             hint=f"use a --batch that is a multiple of {group.world}")
@@ -440,19 +440,36 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     log = StageLog(index=index, source=source)
     start = 0
-    restored = _load_checkpoint(checkpoint_dir, index, flow, optimizer, energy, device) \
-        if resume and checkpoint_dir is not None else None
+    prepare_targets(energy, base, config.moment_samples, seed=config.seed, batch=config.batch * 4)
+    identity = checkpoints.identity_for(base, source, index, config)
+    restored = None
+    if resume:
+        if checkpoint_dir is None or not checkpoints.any_checkpoint(checkpoint_dir):
+            # Starting over silently would hide a wrong --out or a lost folder.
+            raise CheckpointError(
+                f"nothing to resume: '{checkpoint_dir}' holds no stage checkpoint"
+                if checkpoint_dir is not None else "nothing to resume: no output folder given",
+                hint="run without --resume to start training from the beginning")
+        # A later stage with no checkpoint yet (killed before its first) starts over.
+        restored = _load_checkpoint(checkpoint_dir, index, flow, optimizer, energy, device,
+                                    identity, config.steps)
     if restored is not None:
-        start, saved_log = restored
-        log = StageLog.from_dict(saved_log)
+        start, log = restored
     elif energy.has_constraints:
-        fit = fit_constraints(target, config.moment_samples, config,
-                              _step_generator(config.seed, index, -1), group, use_flow=False)
-        log.fits.append(_fit_record(fit, 0, target))
+        with prog.phase(f"stage {index}: fitting λ on {config.moment_samples:,} base "
+                        "samples") as phase:
+            fit = fit_constraints(target, config.moment_samples, config,
+                                  _step_generator(config.seed, index, -1), group, use_flow=False)
+            phase.note(ess=round(fit.ess), max_error=fit.max_error)
+        _record_fit(fit, 0, target, log, run_log)
         _warn_low_ess(fit, log, "base samples")
     if restored is None and config.warm_start_samples and not energy.is_conditional:
-        log.warm_start = warm_start(target, config,
-                                    _step_generator(config.seed, index, -10**6), group)
+        with prog.phase(f"stage {index}: mass-covering start on "
+                        f"{config.warm_start_samples:,} base samples") as phase:
+            log.warm_start = warm_start(target, config,
+                                        _step_generator(config.seed, index, -10**6), group)
+            phase.note(**{k: v for k, v in log.warm_start.items()
+                          if k in ("ess", "steps", "nll_last") and v is not None})
     objective = StageObjective(target, config, index, group)
     stepped: nn.Module = objective
     if group.active:
@@ -463,7 +480,7 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
                                           if device.startswith("cuda") else None)
     bad_in_a_row = 0
     began = time.perf_counter() - log.seconds
-    with _Progress(progress and group.is_main, f"stage {index}", config.steps, start) as bar:
+    with prog.task(f"stage {index}: training", total=config.steps, start=start) as bar:
         for step in range(start, config.steps):
             loss, parts = stepped(step)
             # Every rank must take the same branch, or the gradient all-reduce would hang.
@@ -485,26 +502,52 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
                 optimizer.zero_grad(set_to_none=True)
                 continue
             bad_in_a_row = 0
+            rate = learning_rate(config, step)
             for group_ in optimizer.param_groups:
-                group_["lr"] = learning_rate(config, step)
+                group_["lr"] = rate
             optimizer.step()
-            log.loss.append(round(float(loss.detach()), 5))
+            value = float(loss.detach())
+            log.loss.append(round(value, 5))
             log.steps = step + 1
+            figures = _running_figures(parts.energies, energy, parts.features)
+            if run_log is not None:
+                run_log.step(stage=index, step=step + 1, loss=value,
+                             parts=_term_means(parts.energies), figures=figures, lr=rate)
             if energy.has_constraints and config.refit_every and (step + 1) % config.refit_every == 0 \
                     and step + 1 < config.steps:
-                fit = fit_constraints(target, config.refit_samples, config,
-                                      _step_generator(config.seed, index, -(step + 2)), group,
-                                      use_flow=True)
-                log.fits.append(_fit_record(fit, step + 1, target))
+                with prog.phase(f"stage {index}: refitting λ on {config.refit_samples:,} flow "
+                                "samples") as phase:
+                    fit = fit_constraints(target, config.refit_samples, config,
+                                          _step_generator(config.seed, index, -(step + 2)), group,
+                                          use_flow=True)
+                    phase.note(ess=round(fit.ess), max_error=fit.max_error)
+                _record_fit(fit, step + 1, target, log, run_log)
             log.seconds = time.perf_counter() - began
             if checkpoint_dir is not None and group.is_main and (step + 1) % config.checkpoint_every == 0:
-                _save_checkpoint(checkpoint_dir, index, step + 1, flow, optimizer, energy, log)
-            if bar.bar is not None:
-                bar.update(step + 1, float(loss.detach()),
-                           _running_figures(parts.energies, energy, parts.features))
+                _save_checkpoint(checkpoint_dir, index, step + 1, flow, optimizer, energy, log,
+                                 identity)
+            bar.update(step + 1, loss=value, **figures)
     log.seconds = time.perf_counter() - began
+    if checkpoint_dir is not None and group.is_main and start < config.steps:
+        # A finished stage is checkpointed too, so that --resume never trains it again.
+        _save_checkpoint(checkpoint_dir, index, config.steps, flow, optimizer, energy, log,
+                         identity)
     flow.eval()
     return StageSampler(base, flow, index, source, energy.context), log
+
+
+def _record_fit(fit: MomentFit, step: int, target: StageTarget, log: StageLog,
+                run_log: RunLog | None) -> None:
+    """Keep a fit in the stage's log (the manifest) and in ``log.jsonl``."""
+    record = _fit_record(fit, step, target)
+    log.fits.append(record)
+    if run_log is not None:
+        run_log.fit(stage=log.index, step=step,
+                    lam={text: c["lambda"] for text, c in record.constraints.items()},
+                    shares={text: c["achieved"] for text, c in record.constraints.items()},
+                    ess=record.ess, samples=record.samples,
+                    max_moment_error=record.max_moment_error,
+                    flow_max_moment_error=record.flow_max_moment_error)
 
 
 def _warn_low_ess(fit: MomentFit, log: StageLog, where: str) -> None:
@@ -569,7 +612,7 @@ def _stage_record(sampler: StageSampler, log: StageLog | None = None,
 
 def train(program: Any, gen: str | Generator = "shapes", config: TrainConfig | None = None, *,
           out: str | Path | None = None, resume: bool = False, start: Artifact | None = None,
-          progress: bool = True, **generator_options: Any) -> Artifact:
+          progress: bool | Progress = True, **generator_options: Any) -> Artifact:
     """Train every stage of a program; return the controlled sampler as an Artifact.
 
     Arguments:
@@ -579,6 +622,11 @@ def train(program: Any, gen: str | Generator = "shapes", config: TrainConfig | N
         out: directory for checkpoints and the artifact (written atomically); needed to resume.
         resume: continue from the checkpoints in ``out``.
         start: an existing artifact whose stages come first (``--from``).
+        progress: show progress on stderr (a bool, or a shared Progress).
+
+    With ``out``, every step and λ fit is appended to ``out/log.jsonl`` (a resumed run
+    continues it). This is the low-level call: ``energyql.train`` adds the world's default
+    settings, keyword settings and the report.
 
     Example:
         >>> art = energyql.train('color == red & shape == circle', gen="shapes")  # doctest: +SKIP
@@ -598,19 +646,41 @@ def train(program: Any, gen: str | Generator = "shapes", config: TrainConfig | N
         base = load_generator(gen, device=config.device, **generator_options)
     source = program if isinstance(program, str) else str(program)
     program = compile_program(program) if isinstance(program, str) else program
-    program = program.checked(base.catalog)
+    stages = list(program.checked(base.catalog).stages)
+    if start is not None:
+        # New stages are checked after the artifact's own, so that what they refer to
+        # (debias(clip_bias): what the earlier stages asked for and constrained) is the whole
+        # program's, exactly as if it had been trained in one go.
+        whole = compile_program(f"{start.manifest.canonical} | then {source}")
+        stages = list(whole.checked(base.catalog).stages)[-len(stages):]
     models = ControlModels(base.catalog, device=config.device, clip_copies=config.clip_copies)
     out = Path(out) if out is not None else None
     # Training on a trained sampler continues its stage numbering (stage k+1 on top of k).
     earlier = base.stages if isinstance(base, StageSampler) else []
     stage_records = list(start.manifest.stages) if start is not None else [
         stage_record(s) for s in earlier]
+    # Every stage's energy is built (its control models loaded) before anything is written:
+    # missing weights fail the run before it creates files or trains a stage.
+    energies = [lower_stage(stage, models) for stage in stages]
     sampler: Generator = base
-    for k, stage in enumerate(program.stages, start=len(earlier) + 1):
-        energy = lower_stage(stage, models)
-        sampler, log = train_stage(sampler, energy, config, index=k, source=str(stage),
-                                   checkpoint_dir=out, resume=resume, progress=progress)
-        stage_records.append(_stage_record(sampler, log, config, energy))
+    group = current_group()
+    prog = progress if isinstance(progress, Progress) else \
+        Progress(enabled=progress and group.is_main)
+    run_log = None
+    if out is not None:
+        if not resume and group.is_main:
+            (out / LOG_NAME).unlink(missing_ok=True)  # a fresh run starts a fresh log
+        run_log = RunLog(out, enabled=group.is_main)
+    try:
+        for k, (stage, energy) in enumerate(zip(stages, energies),
+                                            start=len(earlier) + 1):
+            sampler, log = train_stage(sampler, energy, config, index=k, source=str(stage),
+                                       checkpoint_dir=out, resume=resume, progress=prog,
+                                       run_log=run_log)
+            stage_records.append(_stage_record(sampler, log, config, energy))
+    finally:
+        if run_log is not None:
+            run_log.close()
     if not isinstance(sampler, StageSampler):
         raise EnergyQLError("the program has no stage to train",
                             hint="write at least one term, e.g. 'color == red'")

@@ -1,13 +1,16 @@
-"""The whole ``energyql run`` job: train, sample grids, evaluate, write the report.
+"""The whole ``energyql run`` job: train, evaluate, write grids, curves and the report.
 
-Also :func:`defaults_for`, the training defaults a generator's spec and world give a run.
+Also :func:`defaults_for`, the training defaults a generator's spec and world give a run, and
+:func:`train_config`, those defaults with a caller's settings on top (checked by name).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from energyql.errors import UsageError, check_choice
 from energyql.io import write_json
 from energyql.manifest import Manifest
 
@@ -36,9 +39,16 @@ def defaults_for(gen) -> dict:
 class RunResult:
     """What ``energyql run`` produced: the output folder, the eval figures and the manifest."""
 
-    out: Path
+    out: Path | None
     metrics: dict
     manifest: Manifest
+    artifact: Any = None
+
+    def files(self) -> list[str]:
+        """Return the names of the run's files that exist, the report first."""
+        if self.out is None:
+            return []
+        return [name for name in RUN_FILES if (self.out / name).exists()]
 
     def summary_table(self):
         return metrics_table(self.metrics)
@@ -54,9 +64,11 @@ def metrics_table(metrics: dict):
     table.add_column("base", justify="right")
     table.add_column("value", justify="right")
     for key, value in metrics.get("kl_to_target", {}).items():
-        table.add_row(f"KL to target: {key}", str(base.get("kl_to_target", {}).get(key, "")), str(value))
+        table.add_row(f"KL to target: {key}", str(base.get("kl_to_target", {}).get(key, "")),
+                      str(value))
     for key, value in metrics.get("predicate_share", {}).items():
-        table.add_row(f"share: {key}", str(base.get("predicate_share", {}).get(key, "")), str(value))
+        table.add_row(f"share: {key}", str(base.get("predicate_share", {}).get(key, "")),
+                      str(value))
     for key, value in metrics.get("collateral_drift", {}).items():
         table.add_row(f"collateral drift (TV): {key}", "", str(value))
     for key, value in metrics.get("ess", {}).items():
@@ -69,53 +81,152 @@ def metrics_table(metrics: dict):
     return table
 
 
-def run_and_report(program, *, expression: str, gen: str = "shapes", out: str | Path,
-                   seed: int = 0, device: str = "cpu", amp: bool = False,
-                   threads: int | None = None, truncation: float | None = None,
-                   resume: bool = False, start_from: str | Path | None = None,
-                   samples: int = 2000, progress: bool = True, grid: int = 64,
-                   **overrides) -> RunResult:
-    """Train ``program`` and write artifact, ``samples.png``, ``base.png``, ``metrics.json``
-    and ``report.md`` into ``out``."""
+def train_config(gen, config=None, **settings):
+    """Return the TrainConfig of a run: ``config`` (default: ``TrainConfig`` with the
+    generator's defaults from :func:`defaults_for`) with ``settings`` on top.
+
+    Every setting must name a ``TrainConfig`` field; a value of the wrong kind or out of range
+    is refused too (a :class:`~energyql.errors.UsageError` before anything is loaded).
+    """
+    from dataclasses import fields
+
+    from energyql.trainer import TrainConfig
+
+    kinds = {f.name: f.type for f in fields(TrainConfig)}
+    for name, value in settings.items():
+        check_choice(name, kinds, what="training setting")
+        _check_setting(name, value)
+    if config is None:
+        config = TrainConfig(**{k: v for k, v in defaults_for(gen).items() if k in kinds})
+    return replace(config, **settings)
+
+
+# Settings that must be whole numbers of at least this much (the rest are checked by kind).
+_AT_LEAST = {"steps": 1, "batch": 1, "blocks": 1, "width": 1, "clip_copies": 1,
+             "moment_samples": 1, "refit_every": 0, "refit_samples": 1, "warm_start_samples": 0,
+             "warm_start_steps": 0, "checkpoint_every": 1, "max_bad_steps": 1, "seed": 0,
+             "threads": 1}
+_POSITIVE = ("lr", "grad_clip")
+_NON_NEGATIVE = ("final_lr_fraction", "weight_decay", "forward_weight", "feedback_gain")
+
+
+def _check_setting(name: str, value) -> None:
+    """Refuse a training setting's value of the wrong kind or range (UsageError)."""
+    import math
+
+    def refuse(rule: str):
+        raise UsageError(f"training setting {name}={value!r} {rule}",
+                         hint="energyql.TrainConfig lists every setting with its default")
+
+    if name in _AT_LEAST:
+        if value is None and name == "threads":
+            return
+        if isinstance(value, bool) or not isinstance(value, int):
+            refuse(f"must be a whole number of at least {_AT_LEAST[name]}")
+        if value < _AT_LEAST[name]:
+            refuse(f"must be at least {_AT_LEAST[name]}")
+    elif name in _POSITIVE or name in _NON_NEGATIVE:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            refuse("must be a finite number")
+        if value < 0 or (name in _POSITIVE and value == 0):
+            refuse("must be greater than 0" if name in _POSITIVE else "must be at least 0")
+    elif name == "amp" and not isinstance(value, bool):
+        refuse("must be True or False")
+    elif name == "device" and not isinstance(value, str):
+        refuse("must be a device name such as 'cpu' or 'cuda:0'")
+
+
+def run_and_report(program, *, gen="shapes", out: str | Path | None = None, config=None,
+                   report: bool = True, resume: bool = False, start=None,
+                   progress=True, samples: int = 2000, grid: int = 64,
+                   generator_options: dict | None = None) -> RunResult:
+    """Train ``program`` (the job behind ``energyql.train`` and ``energyql run``).
+
+    With ``report`` (needs ``out``) also evaluate on ``samples`` samples and write the grids
+    (``base.png``, ``stage<k>.png``, ``samples.png``), ``metrics.json``, ``curves.png``,
+    ``report.md`` and ``report.html`` beside the artifact. Every phase shows progress on stderr.
+    """
     import torch
 
     from energyql.distributed import current as current_group
     from energyql.distributed import device_for
     from energyql.evaluation import evaluate
-    from energyql.report import save_grid, write_report
-    from energyql.sampler import load
-    from energyql.trainer import TrainConfig, train
+    from energyql.progress import Progress
+    from energyql.trainer import train
 
-    out = Path(out)
-    settings = {**defaults_for(gen), **overrides}
-    device = device_for(device, current_group())
-    config = replace(TrainConfig(), seed=seed, device=device, amp=amp, threads=threads,
-                     **settings)
-    generator_options = {"truncation": truncation} if truncation is not None else {}
-    start = load(start_from, device=device, **generator_options) if start_from else None
-    artifact = train(program, gen, config, out=out, resume=resume, start=start,
-                     progress=progress, **generator_options)
+    group = current_group()
+    prog = progress if isinstance(progress, Progress) else \
+        Progress(enabled=bool(progress) and group.is_main)
+    config = replace(config, device=device_for(config.device, group))
+    out = Path(out) if out is not None else None
+    artifact = train(program, gen, config, out=out, resume=resume, start=start, progress=prog,
+                     **(generator_options or {}))
+    if not report or out is None:
+        return RunResult(out, {}, artifact.manifest, artifact)
     sampler = artifact.sampler.eval()
     # Evaluation is sharded over ranks under torchrun; files are written by rank 0 only.
-    metrics = evaluate(artifact, samples=samples, seed=seed, device=device)
-    if current_group().is_main:
+    with prog.phase(f"evaluating on {samples:,} samples (and {4 * samples:,} base samples)"):
+        metrics = evaluate(artifact, samples=samples, seed=config.seed, device=config.device)
+    previous = None
+    if len(sampler.stages) > 1:
+        # The stage before, judged against the whole program, so that the report can set
+        # the last stage beside it (what the `then` changed), not only beside the base.
+        with prog.phase(f"evaluating stage {sampler.index - 1} on {samples:,} samples"):
+            previous = evaluate(sampler.base, program=artifact.manifest.canonical,
+                                samples=samples, seed=config.seed, device=config.device)
+    if group.is_main:
         noise = torch.randn(grid, sampler.latent_dim,
-                            generator=torch.Generator().manual_seed(seed)).to(device)
+                            generator=torch.Generator().manual_seed(config.seed))
+        _write_files(out, artifact, metrics, noise, prog, previous)
+    group.barrier()
+    return RunResult(out, metrics, artifact.manifest, artifact)
+
+
+def _write_files(out: Path, artifact, metrics: dict, noise, prog,
+                 previous: dict | None = None) -> None:
+    """Write the grids, metrics, curves and report of a finished run (rank 0).
+
+    ``previous``: the figures of the stage before the last (several stages only).
+    """
+    import shutil
+
+    import torch
+
+    from energyql.report import save_grid, save_stage_grids, write_report
+    from energyql.runlog import CURVES_NAME, LOG_NAME, write_curves
+
+    sampler = artifact.sampler
+    stages = sampler.stages
+    with prog.task("grids", total=len(stages) + 2, unit="grid") as task:
+        views = save_stage_grids(out, sampler, noise)
+        if previous is not None and len(views) > 1:
+            before, last = views[-2], views[-1]
+            views[-2:] = [replace(before, metrics=previous) if before.index == 1 else before,
+                          replace(last, metrics=metrics, previous=previous)]
+        task.update(len(stages) + 1)
         scale = 2 if sampler.image_size and sampler.image_size <= 64 else 1
-        with torch.no_grad():
-            if sampler.context_params:
-                # A conditional sampler: one row per noise, its first parameter swept along it.
-                rows, first = noise[:8], sampler.context_params[0]
-                values = torch.linspace(first.low, first.high, 8).tolist()
+        if sampler.context_params:
+            # A conditional sampler: one row per noise, its first parameter swept along it.
+            device = next(iter(sampler.flow.parameters())).device
+            rows, first = noise[:8].to(device), sampler.context_params[0]
+            values = torch.linspace(first.low, first.high, 8).tolist()
+            with torch.no_grad():
                 sweep = torch.stack([sampler.decode(rows, sampler.context_tensor(
                     {first.name: v}, len(rows)).to(device)) for v in values], 1).flatten(0, 1)
-                save_grid(out / "samples.png", sweep, columns=len(values), scale=scale)
-            else:
-                save_grid(out / "samples.png", sampler.decode(noise), scale=scale)
-            save_grid(out / "base.png", sampler.root.decode(noise), scale=scale)
-        artifact.manifest = artifact.manifest.with_metrics(metrics)
-        artifact.save(out)
-        write_json(out / "metrics.json", metrics)
-        write_report(out, artifact.manifest, metrics)
-    current_group().barrier()
-    return RunResult(out, metrics, artifact.manifest)
+            save_grid(out / "samples.png", sweep, columns=len(values), scale=scale)
+        else:
+            shutil.copyfile(out / f"stage{sampler.index}.png", out / "samples.png")
+        task.update(len(stages) + 2)
+    artifact.manifest = artifact.manifest.with_metrics(metrics)
+    artifact.save(out)
+    write_json(out / "metrics.json", metrics)
+    with prog.phase("writing the report"):
+        if (out / LOG_NAME).exists():
+            write_curves(out / LOG_NAME, out / CURVES_NAME)
+        write_report(out, artifact.manifest, metrics, stages=views)
+
+
+#: The files a reported run writes beside the artifact, in the order ``energyql run`` lists them.
+RUN_FILES = ("report.md", "report.html", "log.jsonl", "curves.png", "metrics.json",
+             "samples.png", "base.png", "manifest.json", "flows.safetensors")

@@ -74,7 +74,7 @@ def test_conditional_flow_follows_the_request_and_keeps_identity(tmp_path):
     assert loaded.sampler.context_params == [PARAM]
     assert torch.allclose(loaded.sample(5, seed=1, context={"px": 0.3}),
                           Artifact(sampler, manifest).sample(5, seed=1, context={"px": 0.3}))
-    with pytest.raises(eq.ArtifactError, match="unknown context"):
+    with pytest.raises(eq.UsageError, match="unknown context parameter"):
         loaded.sample(2, context={"yaw": 3})
 
 

@@ -9,6 +9,14 @@ import pytest
 from PIL import Image
 
 from energyql.charts import TARGET_RED
+from energyql.manifest import (
+    ContextRecord,
+    FlowRecord,
+    GeneratorRecord,
+    Manifest,
+    StageRecord,
+    TrainRecord,
+)
 from energyql.report import (
     StageView,
     collateral_drift_notes,
@@ -27,16 +35,18 @@ def picture(path: Path, colour, size=(96, 96)) -> Path:
 
 
 def manifest(canonical, stages, context=None):
+    """A typed manifest of a trained run (30 steps per stage), as the report reads it."""
     records = []
     for k, source in enumerate(stages, 1):
-        record = {"index": k, "source": source, "train": {"steps": 30, "seconds": 2.5},
-                  "final_loss": 1.25, "fits": [], "warnings": []}
-        if context and k == len(stages):
-            record["context"] = context
-        records.append(record)
-    return {"source": canonical, "canonical": canonical,
-            "generator": {"id": "shapes", "weights_digest": "ab" * 32, "catalog": "shapes"},
-            "stages": records}
+        params = tuple(ContextRecord(**c) for c in context) \
+            if context and k == len(stages) else ()
+        records.append(StageRecord(index=k, source=source,
+                                   flow=FlowRecord(dim=32, context_dim=len(params)),
+                                   context=params, train=TrainRecord({"steps": 30}, 2.5),
+                                   final_loss=1.25))
+    return Manifest(source=canonical, canonical=canonical,
+                    generator=GeneratorRecord("shapes", "ab" * 32, 32, "shapes"),
+                    stages=tuple(records))
 
 
 def shares(shape, colour=(0.6, 0.3, 0.1), size=(0.4, 0.6)):

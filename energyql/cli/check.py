@@ -5,7 +5,6 @@ Needs only the catalog, never weights or torch, so it answers instantly.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Optional
 
 import typer
@@ -30,6 +29,8 @@ def check(
     expr, gen = expand(expr, gen)  # '@name': a paper preset and its generator
     program = compile(expr, gen=gen)
     if as_json:
-        typer.echo(json.dumps(program.to_dict(), indent=2))
+        from energyql.io import dumps_strict
+
+        typer.echo(dumps_strict(program.to_dict(), what="the checked program"))
     else:
         stdout.print(program.tree())

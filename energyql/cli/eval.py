@@ -7,16 +7,29 @@ from typing import Annotated, Optional
 
 import typer
 
-from energyql.cli.app import (ClipOption, FaceAttributesOption, ThreadsOption, app, check_sampler,
-                              environment, guarded, set_threads, stdout)
-from energyql.errors import EnergyQLError, UsageError
+from energyql.cli.app import (
+    ClipOption,
+    DeviceOption,
+    FaceAttributesOption,
+    FileOutOption,
+    SamplesOption,
+    SeedOption,
+    ThreadsOption,
+    app,
+    check_sampler,
+    environment,
+    guarded,
+    set_threads,
+    stdout,
+)
+from energyql.errors import SamplerError, UsageError
 
 
-def _evaluate_sampler(name: str, target, program, option: list[str], samples: int, seed: int,
+def _evaluate_sampler(name: str, target, program, options: dict, samples: int, seed: int,
                       device: str) -> dict:
     """Draw ``samples`` with a baseline or corrected sampler and judge them."""
-    from energyql.baselines import parse_options, stage_energy
     from energyql.baselines import sample as draw
+    from energyql.baselines import stage_energy
     from energyql.evaluation import evaluate_images
     from energyql.sampler import Artifact, load
 
@@ -24,14 +37,14 @@ def _evaluate_sampler(name: str, target, program, option: list[str], samples: in
     if isinstance(source, Artifact):
         program = program or source.manifest.canonical
         catalog = source.sampler.catalog
-        result = draw(name, source, n=samples, seed=seed, device=device, **parse_options(option))
+        result = draw(name, source, n=samples, seed=seed, device=device, **options)
     else:
         if program is None:
-            raise EnergyQLError(f"--sampler {name} on a generator needs --expr EXPR (its target)")
+            raise UsageError(f"--sampler {name} on a generator needs --expr EXPR (its target)",
+                             hint="e.g. --expr 'shape == circle'")
         catalog = source.catalog
         energy = stage_energy(source, program, device=device)
-        result = draw(name, source, energy, n=samples, seed=seed, device=device,
-                      **parse_options(option))
+        result = draw(name, source, energy, n=samples, seed=seed, device=device, **options)
     figures = evaluate_images(result.images, catalog, program=program, device=device, seed=seed)
     figures["sampler"] = result.stats
     return figures
@@ -41,39 +54,54 @@ def _evaluate_sampler(name: str, target, program, option: list[str], samples: in
 @guarded
 def eval_command(
     artifact: Annotated[Optional[Path], typer.Argument(help="Artifact directory.")] = None,
-    gen: Annotated[Optional[str], typer.Option("--gen", "-g", help="Evaluate a base generator.")] = None,
-    expression: Annotated[Optional[str], typer.Option("--expr", "-e", help="Program to measure against.")] = None,
-    samples: Annotated[int, typer.Option(help="Samples to judge.")] = 2000,
-    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
+    gen: Annotated[Optional[str], typer.Option(
+        "--gen", "-g", help="Evaluate a base generator.")] = None,
+    expression: Annotated[Optional[str], typer.Option(
+        "--expr", "-e", help="Program to measure against.")] = None,
+    samples: SamplesOption = 2000,
+    seed: SeedOption = 0,
+    device: DeviceOption = "cpu",
     threads: ThreadsOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the JSON here.")] = None,
+    out: FileOutOption = None,
     sampler: Annotated[str, typer.Option(
-        help="flow (feed-forward), flow+sir, flow+imh, rejection, importance, langevin, mala.")] = "flow",
+        help="flow (feed-forward), flow+sir, flow+imh, rejection, importance, langevin, "
+             "mala.")] = "flow",
     option: Annotated[Optional[list[str]], typer.Option(
         "--option", help="Sampler option KEY=VALUE (repeatable), e.g. pool=4096.")] = None,
     clip: ClipOption = None,
     face_attributes: FaceAttributesOption = None,
+    progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
 ) -> None:
     """Measure attribute distributions, KL to targets, predicate shares and energies."""
+    from energyql.baselines import check_options, parse_options
+    from energyql.distributed import current as current_group
     from energyql.evaluation import evaluate
     from energyql.generators import load as load_generator
     from energyql.io import dumps_strict, write_json
     from energyql.lang.api import compile as compile_program
+    from energyql.progress import Progress
 
     check_sampler(sampler)
-    set_threads(threads)
     if (artifact is None) == (gen is None):
-        raise UsageError("give either an ARTIFACT directory or --gen NAME")
+        raise UsageError("give either an ARTIFACT directory or --gen NAME",
+                         hint="e.g. energyql eval runs/red-circles, or energyql eval --gen shapes")
+    try:  # bad --option values are usage errors, refused before anything is loaded
+        options = parse_options(option or [])
+        if sampler != "flow" or options:
+            check_options(sampler, options)
+    except SamplerError as error:
+        raise UsageError(error.message, hint=error.hint) from None
+    set_threads(threads)
     program = compile_program(expression, gen=gen) if expression and gen else expression
     target = str(artifact) if artifact is not None else load_generator(gen, device=device)
-    with environment(ENERGYQL_CLIP=clip, ENERGYQL_FACE_ATTRIBUTES=face_attributes):
-        if sampler == "flow" and not option:
+    prog = Progress(enabled=progress and current_group().is_main)
+    with environment(ENERGYQL_CLIP=clip, ENERGYQL_FACE_ATTRIBUTES=face_attributes), \
+            prog.phase(f"evaluating {samples:,} samples with {sampler}"):
+        if sampler == "flow" and not options:
             result = evaluate(target, program=program, samples=samples, seed=seed, device=device)
         else:
-            result = _evaluate_sampler(sampler, target, program, option or [], samples, seed, device)
-    from energyql.distributed import current as current_group
+            result = _evaluate_sampler(sampler, target, program, options, samples, seed, device)
 
     if not current_group().is_main:  # under torchrun, rank 0 speaks for every rank
         return

@@ -72,7 +72,8 @@ _STYLES = {"ready": "green", "missing": "yellow", "built in": "green", "local fi
 @app.command()
 @guarded
 def gens(
-    paths: Annotated[bool, typer.Option("--paths", help="List where each file is expected.")] = False,
+    paths: Annotated[bool, typer.Option(
+        "--paths", help="List where each file is expected.")] = False,
     commands: Annotated[bool, typer.Option(
         "--commands", help="Print the command that fetches each missing file.")] = False,
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -57,9 +58,12 @@ def run(
     start_from: Annotated[Optional[Path], typer.Option(
         "--from", help="Add stages to this artifact.")] = None,
     samples: SamplesOption = 2000,
-    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(
+        help="Show progress on stderr (a bar on a terminal, timestamped lines otherwise).")] = True,
     clip: ClipOption = None,
     face_attributes: FaceAttributesOption = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write into a non-empty --out that is not an energyql artifact.")] = False,
 ) -> None:
     """Train a controlled sampler for EXPRESSION and write artifact, grids, metrics and report."""
     from energyql.lang.api import compile as compile_program
@@ -75,20 +79,28 @@ def run(
         expression = re.sub(r"^\s*\|?\s*then\b", "", expression, count=1)
     # Check the expression before anything heavy is imported or loaded.
     program = compile_program(expression, gen=gen)
-    from energyql.workflow import run_and_report
+    from energyql.api import train
 
     folder = out or default_out(expression)
     new_folder(folder)
     given = dict(steps=steps, batch=batch, lr=lr, warm_start_samples=warm_start,
-                 forward_weight=forward_weight)
-    options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    with environment(ENERGYQL_CLIP=clip, ENERGYQL_FACE_ATTRIBUTES=face_attributes):
-        result = run_and_report(program, expression=expression, gen=gen, out=folder, seed=seed,
-                                device=device, amp=amp, threads=threads, truncation=truncation,
-                                resume=resume, start_from=start_from, samples=samples,
-                                progress=progress, **options)
+                 forward_weight=forward_weight, threads=threads)
+    settings: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    options = {"truncation": truncation} if truncation is not None else {}
+    from energyql.outdir import claim
+
+    # Checked and locked before the first step (only the first torchrun process writes).
+    with claim(folder, force=force, enabled=os.environ.get("RANK", "0") == "0"), \
+            environment(ENERGYQL_CLIP=clip, ENERGYQL_FACE_ATTRIBUTES=face_attributes):
+        artifact = train(program, gen=gen, out=folder, report=True, start=start_from,
+                         resume=resume, progress=progress, samples=samples,
+                         generator_options=options, seed=seed, device=device, amp=amp,
+                         **settings)
     from energyql.distributed import current as current_group
 
     if current_group().is_main:
-        stdout.print(result.summary_table())
-        stdout.print(f"wrote {folder}/ (artifact, samples.png, base.png, report.md, metrics.json)")
+        from energyql.workflow import RUN_FILES, metrics_table
+
+        stdout.print(metrics_table(dict(artifact.manifest.metrics)))
+        written = [name for name in RUN_FILES if (folder / name).exists()]
+        stdout.print(f"wrote {folder}/: " + ", ".join(written))

@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from energyql.cli.app import ThreadsOption, app, check_sampler, guarded, set_threads, stdout
-from energyql.errors import EnergyQLError
+from energyql.cli.app import (
+    CountOption,
+    DeviceOption,
+    SeedOption,
+    ThreadsOption,
+    app,
+    check_sampler,
+    file_target,
+    guarded,
+    output_path,
+    set_threads,
+    stdout,
+)
+from energyql.errors import SamplerError, UsageError
 
 
 def parse_setting(text: str) -> tuple[str, float]:
     """``NAME=VALUE`` -> (name, value)."""
     name, sep, value = text.partition("=")
     try:
+        if not sep or not name.strip():
+            raise ValueError
         return name.strip(), float(value)
     except ValueError:
-        raise EnergyQLError(f"--set expects NAME=NUMBER, got '{text}'") from None
+        raise UsageError(f"--set expects NAME=NUMBER, got '{text}'",
+                         hint="e.g. --set x=0.4") from None
 
 
 def parse_sweep(text: str) -> tuple[str, list[float]]:
@@ -29,10 +44,13 @@ def parse_sweep(text: str) -> tuple[str, list[float]]:
         count = int(steps or 5)
         low_value, high_value = float(low), float(high)
     except ValueError:
-        raise EnergyQLError(f"--sweep expects NAME=LOW..HIGH:STEPS, got '{text}'") from None
+        raise UsageError(f"--sweep expects NAME=LOW..HIGH:STEPS, got '{text}'",
+                         hint="e.g. --sweep x=0.3..0.7:7") from None
     if not dots or count < 2:
-        raise EnergyQLError(f"--sweep expects NAME=LOW..HIGH:STEPS with STEPS >= 2, got '{text}'")
-    return name.strip(), [low_value + (high_value - low_value) * i / (count - 1) for i in range(count)]
+        raise UsageError(f"--sweep expects NAME=LOW..HIGH:STEPS with STEPS >= 2, got '{text}'",
+                         hint="e.g. --sweep x=0.3..0.7:7")
+    step = (high_value - low_value) / (count - 1)
+    return name.strip(), [low_value + step * i for i in range(count)]
 
 
 def stats_table(stats: dict):
@@ -48,63 +66,108 @@ def stats_table(stats: dict):
     return table
 
 
+def check_request(artifact: Path, values: dict[str, float], sweep: tuple[str, list[float]] | None,
+                  sampler: str, options: dict) -> None:
+    """Refuse context values and sampler options the artifact cannot take, from its manifest
+    alone (before the generator is loaded or anything is written): UsageError, exit 2."""
+    from energyql.baselines import check_options
+    from energyql.sampler import check_context, read_manifest
+
+    params = read_manifest(artifact).stages[-1].context
+    if sweep is not None:
+        if not params:
+            raise UsageError("--sweep needs a conditional artifact (one trained with pose(...))",
+                             hint="this artifact is unconditional; drop --sweep")
+        name, points = sweep
+        for point in (points[0], points[-1]):
+            check_context(params, {**values, name: point})
+    check_context(params, values)
+    if sampler != "flow" or options:
+        if params:
+            raise UsageError("--sampler and --option work on unconditional artifacts only",
+                             hint="sample a conditional artifact with the flow (the default)")
+        try:
+            check_options(sampler, options)
+        except SamplerError as error:  # a bad value given on the command line: usage
+            raise UsageError(error.message, hint=error.hint) from None
+
+
 @app.command()
 @guarded
 def sample(
     artifact: Annotated[Path, typer.Argument(help="Artifact directory from `energyql run`.")],
-    n: Annotated[int, typer.Option("-n", help="Number of samples (rows, with --sweep).")] = 64,
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG grid to write.")] = Path("grid.png"),
-    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    n: CountOption = 64,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="PNG grid to write (default: grid.png).", parser=output_path,
+        callback=file_target)] = None,
+    seed: SeedOption = 0,
     truncation: Annotated[Optional[float], typer.Option(help="Truncation (StyleGAN2).")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
+    device: DeviceOption = "cpu",
     threads: ThreadsOption = None,
-    tensors: Annotated[Optional[Path], typer.Option(help="Also save the images as safetensors.")] = None,
+    tensors: Annotated[Optional[Path], typer.Option(
+        help="Also save the images as safetensors.", parser=output_path,
+        callback=file_target)] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="Conditional samplers: fix a parameter, NAME=VALUE (repeatable).")] = None,
     sweep: Annotated[Optional[str], typer.Option(
-        help="Conditional samplers: NAME=LOW..HIGH:STEPS, one row per noise along the sweep.")] = None,
+        help="Conditional samplers: NAME=LOW..HIGH:STEPS, one row per noise along the "
+             "sweep.")] = None,
     sampler: Annotated[str, typer.Option(
-        help="flow (feed-forward), flow+sir, flow+imh, rejection, importance, langevin, mala.")] = "flow",
+        help="flow (feed-forward), flow+sir, flow+imh, rejection, importance, langevin, "
+             "mala.")] = "flow",
     option: Annotated[Optional[list[str]], typer.Option(
         "--option", help="Sampler option KEY=VALUE (repeatable), e.g. pool=4096.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
 ) -> None:
     """Sample N images from a trained artifact (the flow needs no control models; the
     corrected and baseline samplers judge proposals with them)."""
+    check_sampler(sampler)
+    target: Path = out if out is not None else Path("grid.png")
+    values = dict(parse_setting(s) for s in set_ or [])
+    swept = parse_sweep(sweep) if sweep is not None else None
+    from energyql.baselines import parse_options
+
+    try:
+        options = parse_options(option or [])
+    except SamplerError as error:
+        raise UsageError(error.message, hint=error.hint) from None
+    check_request(artifact, values, swept, sampler, options)
+
     import torch
 
     from energyql.io import save_tensors
+    from energyql.progress import Progress
     from energyql.report import save_grid
-    from energyql.sampler import load
+    from energyql.sampler import Sampler, load
 
-    check_sampler(sampler)
     set_threads(threads)
-    options = {"truncation": truncation} if truncation is not None else {}
-    art = load(artifact, device=device, **options)
-    values = dict(parse_setting(s) for s in set_ or [])
-    if sampler != "flow" or option:
-        from energyql.baselines import parse_options
-        from energyql.baselines import sample as draw
+    prog = Progress(enabled=progress)
+    generator_options: dict[str, Any] = {"truncation": truncation} if truncation is not None \
+        else {}
+    with prog.phase(f"sampling {n:,} images with {sampler}"):
+        if sampler != "flow" or option:
+            from energyql.baselines import sample as draw
 
-        if art.sampler.context_params:
-            raise EnergyQLError("--sampler works on unconditional artifacts only")
-        result = draw(sampler, art, n=n, seed=seed, device=device, **parse_options(option or []))
-        images, columns = result.images, None
-        stdout.print(stats_table(result.stats))
-    elif sweep is None:
-        images = art.sample(n, seed=seed, context=values if art.sampler.context_params else None)
-        columns = None
-    else:
-        if not art.sampler.context_params:
-            raise EnergyQLError("--sweep needs a conditional artifact (one trained with pose(...))")
-        name, points = parse_sweep(sweep)
-        noise = torch.randn(n, art.sampler.latent_dim, generator=torch.Generator().manual_seed(seed))
-        with torch.no_grad():
-            # Row i is noise i; column j is the j-th value of the sweep.
-            images = torch.stack([art.sampler.decode(
-                noise.to(device), art.sampler.context_tensor({**values, name: v}, n).to(device)).cpu()
-                for v in points], dim=1).flatten(0, 1)
-        columns = len(points)
-    save_grid(out, images, columns=columns, scale=2 if images.shape[-1] <= 64 else 1)
+            art = load(artifact, device=device, **generator_options)
+            result = draw(sampler, art, n=n, seed=seed, device=device, **options)
+            images, columns = result.images, None
+            stdout.print(stats_table(result.stats))
+        else:
+            model = Sampler.load(artifact, device=device, **generator_options)
+            if swept is None:
+                images = model.sample(n, seed=seed, context=values or None).cpu()
+                columns = None
+            else:
+                name, points = swept
+                eps = model.noise(n, seed=seed)
+                # Row i is noise i; column j is the j-th value of the sweep.
+                images = torch.stack([model(eps, {**values, name: v}).cpu() for v in points],
+                                     dim=1).flatten(0, 1)
+                columns = len(points)
+    save_grid(target, images, columns=columns, scale=2 if images.shape[-1] <= 64 else 1)
     if tensors is not None:
         save_tensors(tensors, {"images": images})
-    stdout.print(f"wrote {len(images)} samples to {out}")
+    stdout.print(f"wrote {len(images)} samples to {target}")
+
+
+__all__ = ["check_request", "parse_setting", "parse_sweep", "sample", "stats_table"]

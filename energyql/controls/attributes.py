@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,9 @@ from torch import nn
 from energyql.catalog import CATALOGS, Catalog
 from energyql.controls import registry
 from energyql.errors import EnergyQLError
+
+if TYPE_CHECKING:
+    from energyql.controls.faces import FairFaceClassifier
 
 ENV_FACE_ATTRIBUTES = "ENERGYQL_FACE_ATTRIBUTES"
 ENV_CELEBA = "ENERGYQL_CELEBA_CLASSIFIER"
@@ -106,6 +110,7 @@ _BINARY_SUBJECTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 def zero_shot_prompts(attribute) -> list[tuple[str, ...]]:
     """Return one tuple of prompts per value of ``attribute``, in value order."""
+    groups: Sequence[tuple[str, ...]]
     if attribute.binary:
         words = attribute.name.replace("_", " ")
         groups = _BINARY_SUBJECTS.get(attribute.name,
@@ -173,17 +178,19 @@ class FaceAttributes(AttributeModel):
         clip_loader: returns the CLIP for the other attributes; called at most once.
     """
 
-    def __init__(self, fairface: nn.Module, catalog: Catalog, clip_loader):
+    def __init__(self, fairface: FairFaceClassifier, catalog: Catalog, clip_loader):
         super().__init__()
         self.fairface = fairface
         self.catalog = catalog
         self._clip_loader = clip_loader
         self._rest = tuple(n for n in catalog.attribute_names if n not in fairface.attribute_names)
-        self._zero_shot: list[ClipZeroShotAttributes] = []  # a list keeps it out of .to()/.parameters()
+        # A list keeps it out of .to() and .parameters().
+        self._zero_shot: list[ClipZeroShotAttributes] = []
 
     def zero_shot(self) -> ClipZeroShotAttributes:
         if not self._zero_shot:
-            self._zero_shot.append(ClipZeroShotAttributes(self._clip_loader(), self.catalog, self._rest))
+            zero_shot = ClipZeroShotAttributes(self._clip_loader(), self.catalog, self._rest)
+            self._zero_shot.append(zero_shot)
         return self._zero_shot[0]
 
     def forward(self, images: torch.Tensor) -> Mapping[str, torch.Tensor]:
@@ -240,11 +247,12 @@ class _MergedLogProbs(Mapping):
 
 
 def face_attribute_backend(backend: str | None = None) -> tuple[str, str | None]:
-    """Return ``(kind, path)`` for a face-attribute backend (default: ``$ENERGYQL_FACE_ATTRIBUTES``).
+    """Return ``(kind, path)`` for a face-attribute backend (default ``$ENERGYQL_FACE_ATTRIBUTES``).
 
     ``kind`` is ``"auto"``, ``"clip"`` or ``"fairface"``; see :func:`resolve_face_backend`.
     """
-    raw = (backend if backend is not None else os.environ.get(ENV_FACE_ATTRIBUTES, "")).strip() or "auto"
+    chosen = backend if backend is not None else os.environ.get(ENV_FACE_ATTRIBUTES, "")
+    raw = chosen.strip() or "auto"
     kind, _, path = raw.partition(":")
     if kind not in FACE_BACKENDS or (kind != "fairface" and path):
         raise EnergyQLError(f"unknown face attribute backend '{raw}'",
@@ -298,7 +306,8 @@ def load_face_attributes(catalog: Catalog, *, device: str = "cpu", clip_spec: st
         warnings.warn(notice, stacklevel=2)
     if os.environ.get(ENV_CELEBA, "").strip():
         binary = registry.load("celeba-attributes", catalog, kind="attributes", device=device)
-        model = MergedAttributes([(binary.names, binary), (catalog.attribute_names, model)], catalog)
+        model = MergedAttributes([(binary.names, binary), (catalog.attribute_names, model)],
+                                 catalog)
     model.notices = notices + model.notices
     return model
 
@@ -308,11 +317,13 @@ def load_zero_shot_attributes(catalog: Catalog, *, device: str = "cpu",
     """Return CLIP zero-shot classification of every catalog attribute (key ``clip-zero-shot``)."""
     from energyql.controls.clip import default_clip_spec, load_clip
 
-    return ClipZeroShotAttributes(load_clip(clip_spec or default_clip_spec(catalog), device), catalog)
+    clip = load_clip(clip_spec or default_clip_spec(catalog), device)
+    return ClipZeroShotAttributes(clip, catalog)
 
 
 def load_attribute_model(catalog: Catalog | str, *, device: str = "cpu",
-                         clip_spec: str | None = None, backend: str | None = None) -> AttributeModel:
+                         clip_spec: str | None = None,
+                         backend: str | None = None) -> AttributeModel:
     """Return the attribute model that backs a catalog's attributes, through the registry.
 
     Arguments:

@@ -60,7 +60,8 @@ class BinaryAttributeClassifier(nn.Module):
         self.backbone = backbone
         self.heads = nn.ModuleDict({name: nn.Linear(width, 1) for name in heads})
         self.image_size = image_size
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1),
+                             persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         # head name -> (attribute, negated)
         self.attributes = {h: CELEBA_COLUMNS.get(h, (h, False)) for h in heads}
@@ -110,7 +111,8 @@ def load_celeba_classifier(path: str | Path, *, device: str = "cpu") -> BinaryAt
                             hint="each binary attribute needs a Linear(512, 1) head 'heads.NAME'")
     backbone, width = build_backbone()
     model = BinaryAttributeClassifier(backbone, width, heads)
-    _load_strict(model, state, path, "a ResNet-18 backbone with one Linear(512, 1) head per attribute")
+    _load_strict(model, state, path,
+                 "a ResNet-18 backbone with one Linear(512, 1) head per attribute")
     return model.eval().requires_grad_(False).to(device)
 
 

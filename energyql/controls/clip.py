@@ -28,6 +28,7 @@ import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,23 @@ _SCHEMES = ("local-dir", "hf-hub")
 PHOTO_AUGMENT = PROMPTGEN_CLIP.augment_options
 
 
+_Net = TypeVar("_Net", bound="OpenClipNet")
+
+
+class OpenClipNet(Protocol):
+    """What :class:`ClipModel` uses of an open_clip model (an ``nn.Module``)."""
+
+    logit_scale: torch.Tensor
+
+    def eval(self: _Net) -> _Net: ...
+
+    def requires_grad_(self: _Net, requires_grad: bool = ...) -> _Net: ...
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor: ...
+
+
 class ClipModel(nn.Module):
     """A frozen open_clip model that encodes [0, 1] images and caches text features.
 
@@ -57,7 +75,10 @@ class ClipModel(nn.Module):
             suit the model's training augmentations.
     """
 
-    def __init__(self, model: nn.Module, tokenizer, *, name: str, image_size: int,
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, model: OpenClipNet, tokenizer, *, name: str, image_size: int,
                  mean, std, augment_options: dict | None = None):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
@@ -114,6 +135,7 @@ class ClipEnsemble(nn.Module):
         super().__init__()
         total = sum(weights)
         self.members = nn.ModuleList(members)
+        self.clips = tuple(members)  # the same modules, typed (ModuleList yields nn.Module)
         self.weights = [w / total for w in weights]
         self.name = name
         self.image_size = max(m.image_size for m in members)
@@ -121,19 +143,19 @@ class ClipEnsemble(nn.Module):
 
     @property
     def logit_scale(self) -> float:
-        return sum(w * m.logit_scale for w, m in zip(self.weights, self.members))
+        return sum(w * m.logit_scale for w, m in zip(self.weights, self.clips))
 
     def _shares(self) -> list[float]:
         scale = self.logit_scale
-        return [math.sqrt(w * m.logit_scale / scale) for w, m in zip(self.weights, self.members)]
+        return [math.sqrt(w * m.logit_scale / scale) for w, m in zip(self.weights, self.clips)]
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return torch.cat([a * m.encode_image(images)
-                          for a, m in zip(self._shares(), self.members)], dim=-1)
+                          for a, m in zip(self._shares(), self.clips)], dim=-1)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         return torch.cat([a * m.encode_text(texts)
-                          for a, m in zip(self._shares(), self.members)], dim=-1)
+                          for a, m in zip(self._shares(), self.clips)], dim=-1)
 
 
 # --- specs -----------------------------------------------------------------------------------
@@ -173,7 +195,8 @@ def parse_clip_spec(spec: str) -> tuple[ClipMember, ...]:
             weight, part = float(match["w"]), match["spec"].strip()
         if not part:
             raise EnergyQLError(f"CLIP spec '{spec}' has an empty member",
-                                hint="join models with '+', e.g. 'ViT-B-32:openai + 0.5*RN50:openai'")
+                                hint="join models with '+', "
+                                     "e.g. 'ViT-B-32:openai + 0.5*RN50:openai'")
         if not weight > 0:
             raise EnergyQLError(f"CLIP spec '{spec}': member weights must be positive")
         name, _, source = part.partition(":")
@@ -237,7 +260,8 @@ def _load_one(spec: str, device: str) -> ClipModel:
             tags = open_clip.list_pretrained_tags_by_model(name)
             raise WeightsMissingError(
                 f"no CLIP weights '{source}' for '{name}': not a file and not a known tag",
-                hint="known tags: " + (", ".join(tags) if tags else "none (give a checkpoint path)"))
+                hint="known tags: "
+                     + (", ".join(tags) if tags else "none (give a checkpoint path)"))
         path = pretrained_path(name, source)
     options = {}
     if tag_cfg and tag_cfg.get("quick_gelu") and not name.endswith("-quickgelu"):
@@ -255,9 +279,11 @@ def _load_scheme(open_clip, spec: str, device: str) -> ClipModel:
     scheme, _, where = spec.partition(":")
     if scheme == "local-dir" and not (Path(where).expanduser() / "open_clip_config.json").is_file():
         raise WeightsMissingError(f"no open_clip_config.json in '{where}'",
-                                  hint="local-dir:DIR needs DIR/open_clip_config.json and its weights")
+                                  hint="local-dir:DIR needs DIR/open_clip_config.json "
+                                       "and its weights")
     if scheme == "hf-hub" and _offline():
-        raise WeightsMissingError(f"'{spec}' needs the network and downloads are off (ENERGYQL_OFFLINE)",
+        raise WeightsMissingError(f"'{spec}' needs the network and downloads are off "
+                                  "(ENERGYQL_OFFLINE)",
                                   hint="download the repository elsewhere and use local-dir:DIR")
     model = _create(open_clip, spec.replace(where, str(Path(where).expanduser()))
                     if scheme == "local-dir" else spec, device, cache_dir=str(_clip_dir()))
@@ -269,7 +295,8 @@ def _wrap(open_clip, model, name: str, spec: str, cfg: dict, device: str) -> Cli
     try:
         tokenizer = open_clip.get_tokenizer(name, cache_dir=str(_clip_dir()))
     except (OSError, RuntimeError, ValueError) as error:  # tokenizers fetched from the HF hub
-        raise WeightsMissingError(f"could not load the tokenizer of CLIP '{spec}': {error}") from None
+        raise WeightsMissingError(
+            f"could not load the tokenizer of CLIP '{spec}': {error}") from None
     return ClipModel(model, tokenizer, name=spec, image_size=size,
                      mean=cfg["mean"], std=cfg["std"]).to(device)
 
@@ -323,7 +350,8 @@ def pretrained_files(name: str, tag: str) -> list[tuple[Path, str]]:
         # "org/repo/" names the repository's default weights; "org/repo/file" one file.
         repo, filename = os.path.split(cfg["hf_hub"])
         if filename:
-            names = ([filename[:-4] + ".safetensors"] if filename.endswith((".bin", ".pth")) else []) + [filename]
+            pickled = filename.endswith((".bin", ".pth"))
+            names = ([filename[:-4] + ".safetensors"] if pickled else []) + [filename]
         else:
             names = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
         out += [(folder / n, f"https://huggingface.co/{repo}/resolve/main/{n}") for n in names]
@@ -346,13 +374,14 @@ def pretrained_path(name: str, tag: str, *, download: bool = True) -> Path:
 
     first, url = candidates[0]
     how = f"mkdir -p '{first.parent}' && curl -L -o '{first}' '{url}'"
-    quick = (open_clip.get_pretrained_cfg(name, tag) or {}).get("quick_gelu") and not name.endswith("-quickgelu")
+    quick = ((open_clip.get_pretrained_cfg(name, tag) or {}).get("quick_gelu")
+             and not name.endswith("-quickgelu"))
     hint = (f"get it with: {how}  (or set ENERGYQL_CACHE to the folder that holds clip/, or use "
             f"'{name}{'-quickgelu' if quick else ''}:/path/to/checkpoint')")
     if not download or _offline():
         why = "downloads are off (ENERGYQL_OFFLINE)" if download else "downloading was not allowed"
-        raise WeightsMissingError(f"CLIP weights '{name}:{tag}' ({first.name}) are not at {first}; {why}",
-                                  hint=hint)
+        raise WeightsMissingError(
+            f"CLIP weights '{name}:{tag}' ({first.name}) are not at {first}; {why}", hint=hint)
     existing = first.parent  # the folders made for a failed download are removed again
     while not existing.exists():
         existing = existing.parent
@@ -364,8 +393,8 @@ def pretrained_path(name: str, tag: str, *, download: bool = True) -> Path:
             failures.append(error.message)
     _remove_empty(first.parent, stop=existing)
     raise WeightsMissingError(
-        f"CLIP weights '{name}:{tag}' are not at {first} and could not be downloaded: {failures[-1]}",
-        hint=hint)
+        f"CLIP weights '{name}:{tag}' are not at {first} "
+        f"and could not be downloaded: {failures[-1]}", hint=hint)
 
 
 def _remove_empty(folder: Path, *, stop: Path) -> None:
@@ -380,7 +409,8 @@ def _download(url: str, file: Path) -> Path:
     is_safetensors = file.suffix == ".safetensors"
     # Only the hub entries that embed a digest in their URL (OpenAI's) can be checked by it.
     digest = url.split("/")[-2] if "openaipublic" in url and len(url.split("/")[-2]) == 64 else None
-    hub.download_file(url, file, sha256=digest, label=f"{file.parent.parent.name}:{file.parent.name}",
+    hub.download_file(url, file, sha256=digest,
+                      label=f"{file.parent.parent.name}:{file.parent.name}",
                       check_format=not is_safetensors)
     if is_safetensors:
         from safetensors import SafetensorError, safe_open
@@ -390,5 +420,6 @@ def _download(url: str, file: Path) -> Path:
                 pass
         except (SafetensorError, OSError) as error:
             file.unlink(missing_ok=True)
-            raise WeightsMissingError(f"{url} did not return a safetensors file ({error})") from None
+            raise WeightsMissingError(
+                f"{url} did not return a safetensors file ({error})") from None
     return file

@@ -57,7 +57,8 @@ class FaceCrop:
         """Return the crops ``(B, 3, size, size)``; differentiable in ``images``."""
         h, w = images.shape[-2:]
         y0, x0 = round(self.top * h), round(self.left * w)
-        y1, x1 = max(y0 + 1, round((self.top + self.side) * h)), max(x0 + 1, round((self.left + self.side) * w))
+        y1 = max(y0 + 1, round((self.top + self.side) * h))
+        x1 = max(x0 + 1, round((self.left + self.side) * w))
         crop = images[..., max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
         return F.interpolate(crop, size=(self.size, self.size), mode="bilinear",
                              align_corners=False, antialias=crop.shape[-1] > self.size)
@@ -171,10 +172,14 @@ class FairFaceClassifier(nn.Module):
         catalog: the catalog whose value order the logits follow.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, net: nn.Module, catalog):
         super().__init__()
         self.net = net.eval().requires_grad_(False)
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1),
+                             persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.slices: dict[str, tuple[int, list[int]]] = {}
         start = 0
@@ -201,7 +206,8 @@ class FairFaceClassifier(nn.Module):
                 for name, (start, order) in self.slices.items()}
 
 
-def load_fairface(spec: str | None = None, *, catalog=None, device: str = "cpu") -> FairFaceClassifier:
+def load_fairface(spec: str | None = None, *, catalog=None,
+                  device: str = "cpu") -> FairFaceClassifier:
     """Return the FairFace classifier from a path, or from the cache (``fairface-res34``)."""
     from torchvision.models import resnet34
 
@@ -223,6 +229,7 @@ def load_fairface(spec: str | None = None, *, catalog=None, device: str = "cpu")
 
 
 def _read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
+    state: object  # whatever the file holds, checked below
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -232,8 +239,9 @@ def _read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError) as error:
         raise EnergyQLError(f"could not read {path} as {what}: {str(error).splitlines()[0][:300]}",
-                            hint="the file must be a plain state dict (torch.save(model.state_dict())) "
-                                 "or safetensors; pickled code is never run") from None
+                            hint="the file must be a plain state dict "
+                                 "(torch.save(model.state_dict())) or safetensors; "
+                                 "pickled code is never run") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -54,6 +54,8 @@ def sample_context(params: list[ContextParam], n: int, generator: torch.Generato
 class PoseEnergy(EnergyTerm):
     """Squared error between a pose model's reading and the requested parameters."""
 
+    sigma: torch.Tensor
+
     def __init__(self, pose_model: nn.Module, params: list[ContextParam], columns: list[int],
                  text: str, tolerance: float = 0.025):
         super().__init__()
@@ -83,7 +85,8 @@ class KeepEnergy(EnergyTerm):
 
     def forward(self, features: Features) -> torch.Tensor:
         if features.reference_images is None:
-            raise ValueError(f"'{self.text}' needs reference images (the same noise, another context)")
+            raise ValueError(
+                f"'{self.text}' needs reference images (the same noise, another context)")
         a = F.normalize(self.embedder(features.images), dim=-1)
         b = F.normalize(self.embedder(features.reference_images), dim=-1)
         return self.scale * (1 - (a * b).sum(-1))

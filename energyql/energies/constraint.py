@@ -4,13 +4,27 @@ With φ(x) the classifier's joint probability vector over the constrained attrib
 outer product of their value probabilities), a constraint becomes the pointwise energy
 ``-λ·φ(x)``, with λ fitted (see :mod:`energyql.moments`) so that the stage's final
 distribution has the target moments ``E[φ] = target``.
+
+A ``restore`` constraint (what ``debias(clip_bias)`` resolves to) has a *deferred* target,
+p0(attrs | given): :func:`prepare_targets` estimates it once per stage, before the first λ fit,
+from the root generator's samples weighted by the probability of what was asked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import torch
 
 from energyql.energies.base import EnergyTerm, Features
+from energyql.energies.predicate import LogProb
+from energyql.errors import TrainingError
+
+#: Root generator samples that estimate a restore target (``moment_samples`` by default).
+RESTORE_SAMPLES = 4096
+#: Below this effective sample size the asked-for predicates are too rare for an estimate.
+MIN_RESTORE_ESS = 8.0
 
 
 def joint_probabilities(log_probs: dict[str, torch.Tensor], attrs: tuple[str, ...]) -> torch.Tensor:
@@ -27,11 +41,19 @@ def joint_probabilities(log_probs: dict[str, torch.Tensor], attrs: tuple[str, ..
 class ConstraintEnergy(EnergyTerm):
     """``-λ·φ(x)`` for one constraint; λ lives in a buffer and is refitted during training."""
 
-    def __init__(self, kind: str, attrs: tuple[str, ...], target: tuple[float, ...], text: str):
+    def __init__(self, kind: str, attrs: tuple[str, ...], target: tuple[float, ...], text: str,
+                 *, given: LogProb | None = None, size: int | None = None,
+                 given_text: str = ""):
         super().__init__()
         self.kind = kind
         self.attrs = attrs
         self.text = text
+        # A deferred target (restore): NaN until prepare_targets estimates p0(attrs | given).
+        self.deferred = given is not None
+        self.given = given
+        self.given_text = given_text
+        if self.deferred:
+            target = (float("nan"),) * int(size or 0)
         self.register_buffer("target", torch.tensor(target, dtype=torch.float32))
         self.register_buffer("lam", torch.zeros(len(target)))
         # The part of λ that corrects for the flow's approximation error (see train.py).
@@ -42,3 +64,75 @@ class ConstraintEnergy(EnergyTerm):
 
     def forward(self, features: Features) -> torch.Tensor:
         return -(self.phi(features) * self.lam).sum(1)
+
+
+def root_generator(base: Any) -> Any:
+    """Return the generator under every trained stage of ``base`` (``base`` if untrained)."""
+    stages = getattr(base, "stages", None)
+    return stages[0].base if stages else base
+
+
+@torch.no_grad()
+def estimate_restore_targets(constraints: Sequence[ConstraintEnergy], root: Any, attributes: Any,
+                             samples: int = RESTORE_SAMPLES, *, seed: int = 0,
+                             batch: int = 256) -> dict[str, torch.Tensor]:
+    """Return p0(attrs | given) per deferred constraint text, from ``samples`` root samples.
+
+    Each sample is weighted by the product of the asked-for predicates' probabilities (the
+    world's attribute model), and the target is the weighted mean of the constraint's φ, the
+    same classifier probabilities its λ is fitted on.
+    """
+    rng = torch.Generator().manual_seed(seed)
+    phis: list[list[torch.Tensor]] = [[] for _ in constraints]
+    log_ws: list[list[torch.Tensor]] = [[] for _ in constraints]
+    for start in range(0, samples, batch):
+        z = root.sample_latent(min(batch, samples - start), generator=rng, device="cpu")
+        features = Features(root.decode(z.to(root.device)).float(), attributes)
+        log_probs = features.attribute_log_probs()
+        for i, constraint in enumerate(constraints):
+            phis[i].append(constraint.phi(features).double().cpu())
+            given = constraint.given
+            log_ws[i].append((given(log_probs) if given is not None
+                              else torch.zeros(len(z))).double().cpu())
+    targets: dict[str, torch.Tensor] = {}
+    for i, constraint in enumerate(constraints):
+        weights = torch.softmax(torch.cat(log_ws[i]), 0)
+        ess = float(1.0 / (weights * weights).sum())
+        if ess < MIN_RESTORE_ESS:
+            raise TrainingError(
+                f"cannot estimate the target of '{constraint.text}': what was asked "
+                f"({constraint.given_text or 'nothing'}) holds for about {ess:.0f} of {samples} "
+                "base samples", hint="raise the moment samples (--moment-samples), or ask for "
+                "something the generator draws more often")
+        target = (weights[:, None] * torch.cat(phis[i])).sum(0)
+        targets[constraint.text] = (target / target.sum()).float()
+    return targets
+
+
+def prepare_targets(energy: Any, base: Any, samples: int = RESTORE_SAMPLES, *, seed: int = 0,
+                    batch: int = 256) -> dict[str, list[float]]:
+    """Estimate every deferred target of a stage energy in place; return them by text.
+
+    ``base`` is the stage's base sampler: the targets come from the *root* generator under it,
+    the distribution ``debias(clip_bias)`` brings attributes back to. Nothing happens (and
+    ``{}`` is returned) for a stage without deferred constraints.
+    """
+    deferred = [c for c in energy.constraints if getattr(c, "deferred", False)]
+    if not deferred:
+        return {}
+    targets = estimate_restore_targets(deferred, root_generator(base), energy.attribute_model,
+                                       samples, seed=seed, batch=batch)
+    set_targets(energy, targets)
+    return {text: [round(v, 6) for v in t.tolist()] for text, t in targets.items()}
+
+
+def set_targets(energy: Any, targets: Mapping[str, Sequence[float] | torch.Tensor]) -> None:
+    """Give a stage energy's deferred constraints their targets (estimated, or from a
+    manifest's ``targets``)."""
+    for constraint in energy.constraints:
+        if constraint.text in targets and getattr(constraint, "deferred", False):
+            value = torch.as_tensor(targets[constraint.text], dtype=torch.float32)
+            if value.shape != constraint.target.shape:
+                raise TrainingError(f"the target of '{constraint.text}' has {value.numel()} "
+                                    f"values; the constraint needs {constraint.target.numel()}")
+            constraint.target.copy_(value.to(constraint.target.device))

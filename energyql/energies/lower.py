@@ -150,6 +150,11 @@ class _Attributes(TermVisitor[set]):
         return set().union(*(self.visit(t) for t in children)) if children else set()
 
 
+def _nothing_asked(log_probs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """log 1 per image: a restore target with nothing asked is the generator's own."""
+    return torch.zeros_like(next(iter(log_probs.values()))[:, 0])
+
+
 _is_probability = _IsProbability()
 _attributes = _Attributes()
 
@@ -286,8 +291,18 @@ class _LowerStageTerm(TermVisitor[None]):
         self.models, self.parts = models, parts
 
     def on_constraint(self, term: g.Constraint) -> None:
-        self.parts.constraints.append(ConstraintEnergy(term.kind, tuple(term.attrs),
-                                                       tuple(term.target), str(term)))
+        given = None
+        if term.deferred:  # restore: p0(attrs | given), estimated by prepare_targets
+            log_prob = _LogProb(self.models.catalog)
+            given = (and_log_prob([log_prob.visit(t) for t in term.given]) if term.given
+                     else _nothing_asked)
+        self.parts.constraints.append(ConstraintEnergy(
+            term.kind, tuple(term.attrs), tuple(term.target), str(term), given=given,
+            size=term.size, given_text=" & ".join(str(t) for t in term.given)))
+
+    def on_restore(self, term: g.Restore) -> None:
+        for constraint in term.constraints:
+            self.on_constraint(constraint)
 
     def on_control(self, term: g.Control) -> None:
         control = self.models.catalog.control(term.name)

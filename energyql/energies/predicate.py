@@ -8,7 +8,7 @@ computed in log space so that confident classifiers give finite energies and gra
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -115,6 +115,9 @@ class TruncationBatchNorm(nn.Module):
     two of them they are blended with the weights the reference package uses.
     """
 
+    running_means: torch.Tensor
+    running_vars: torch.Tensor
+
     def __init__(self, channels: int, condition_dim: int | None, n_stats: int, eps: float):
         super().__init__()
         self.eps = eps
@@ -122,7 +125,7 @@ class TruncationBatchNorm(nn.Module):
         self.register_buffer("running_vars", torch.ones(n_stats, channels))
         self.step = 1.0 / (n_stats - 1)
         self.conditional = condition_dim is not None
-        if self.conditional:
+        if condition_dim is not None:
             self.scale = _sn(nn.Linear(condition_dim, channels, bias=False), eps)
             self.offset = _sn(nn.Linear(condition_dim, channels, bias=False), eps)
         else:
@@ -153,6 +156,12 @@ class TruncationBatchNorm(nn.Module):
 
 class DeepBlock(nn.Module):
     """BigGAN-deep residual block: 1x1 down, two 3x3, 1x1 up; channel-dropping skip."""
+
+    # Set by name in __init__ (the reference checkpoint's keys).
+    bn_0: TruncationBatchNorm
+    bn_1: TruncationBatchNorm
+    bn_2: TruncationBatchNorm
+    bn_3: TruncationBatchNorm
 
     def __init__(self, c_in: int, c_out: int, condition_dim: int, *, upsample: bool,
                  n_stats: int, eps: float, reduction: int = 4):
@@ -357,6 +366,9 @@ class BigGANGenerator(Generator):
         >>> images = gen.decode(gen.sample_latent(4))                              # doctest: +SKIP
     """
 
+    y_mean: torch.Tensor
+    y_chol: torch.Tensor
+
     def __init__(self, net: BigGAN, *, truncation: float = 0.4, class_name: str | int | None = None,
                  id: str = "biggan", catalog: str = "generic", weights_digest: str = ""):
         super().__init__()
@@ -378,8 +390,8 @@ class BigGANGenerator(Generator):
         cov = torch.cov(embeddings.t()) + 1e-6 * torch.eye(self.y_dim, dtype=torch.float64)
         self.register_buffer("y_mean", mean.float())
         self.register_buffer("y_chol", torch.linalg.cholesky(cov).float())
-        self.load_options = {"truncation": self.truncation}
-        if class_name is not None:
+        self.load_options: dict[str, float | int] = {"truncation": self.truncation}
+        if self.class_label is not None:  # given exactly when class_name is
             self.load_options["class_name"] = self.class_label
 
     def split(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -425,9 +437,10 @@ def _files(spec) -> tuple[Path, Path]:
     if not config.is_file():
         entry = hub.KNOWN[config_key]
         hint = f"get it with: {hub.fetch_command(config_key)}"
-        if hub.offline():
+        if hub.offline() or not entry.url:
+            why = "downloads are off (ENERGYQL_OFFLINE)" if entry.url else "no URL is known"
             raise WeightsMissingError(f"BigGAN config '{entry.filename}' is not at {config}; "
-                                      "downloads are off (ENERGYQL_OFFLINE)", hint=hint)
+                                      f"{why}", hint=hint)
         try:
             # A JSON file: the checkpoint format check does not apply.
             hub.download_file(entry.url, config, sha256=entry.sha256, check_format=False,

@@ -64,8 +64,8 @@ def ddim_timesteps(config, steps: int) -> list[tuple[int, int]]:
         ratio = total // steps
         ts = [i * ratio + int(config.get("steps_offset", 0)) for i in range(steps)][::-1]
     elif spacing == "trailing":
-        ratio = total / steps
-        ts = [round(total - i * ratio) - 1 for i in range(steps)]
+        stride = total / steps
+        ts = [round(total - i * stride) - 1 for i in range(steps)]
     elif spacing == "linspace":
         ts = [round(i * (total - 1) / (steps - 1)) if steps > 1 else 0
               for i in range(steps)][::-1]
@@ -90,6 +90,9 @@ class DiffusionGenerator(Generator):
         >>> gen = DiffusionGenerator(unet, scheduler, steps=25)             # doctest: +SKIP
         >>> images = gen.decode(gen.sample_latent(2))                       # doctest: +SKIP
     """
+
+    alphas_cumprod: torch.Tensor
+    final_alpha: torch.Tensor
 
     def __init__(self, unet, scheduler, *, steps: int = 50, vae=None, checkpointing: bool = True,
                  id: str = "diffusers", catalog: str = "generic", weights_digest: str = ""):

@@ -65,13 +65,15 @@ def fetch(weights: str) -> Path:
         raise WeightsMissingError(
             f"pipeline '{repo_id(weights)}' is not at {folder}; downloads are off "
             "(ENERGYQL_OFFLINE)", hint=hint)
+    failures: tuple[type[Exception], ...] = (ImportError, OSError, ValueError,
+                                             *_transport_errors())
     try:
         from huggingface_hub import snapshot_download
 
         # The Hub client checks each large file against its recorded sha256 and writes
         # atomically; a half-fetched folder has no model_index.json check passing below.
         snapshot_download(repo_id(weights), local_dir=str(folder))
-    except (ImportError, OSError, ValueError, *_transport_errors()) as error:
+    except failures as error:
         raise WeightsMissingError(
             f"pipeline '{repo_id(weights)}' is not at {folder} and could not be downloaded "
             f"({type(error).__name__})", hint=hint) from None

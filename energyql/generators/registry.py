@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from energyql.errors import UnknownGeneratorError
+from energyql.io import is_system_path
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,10 @@ def resolve(name: str) -> GeneratorSpec:
         return _REGISTRY[name]
     scheme, sep, path = name.partition(":")
     if sep and scheme in _PATH_SCHEMES and path:
+        if is_system_path(path):
+            raise UnknownGeneratorError(f"generator path '{path}' is a system file, not a "
+                                        "checkpoint", hint=f"give {scheme}:PATH to a checkpoint "
+                                        "file of your own")
         return replace(_PATH_SCHEMES[scheme], name=name, path=path)
     known = names() + [f"{s}:PATH" for s in sorted(_PATH_SCHEMES)]
     close = difflib.get_close_matches(name, names(), n=1)

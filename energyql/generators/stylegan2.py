@@ -504,7 +504,7 @@ DEFAULT_NOISE = "random"
 
 
 def noise_mode(options: dict) -> str:
-    """Return ``random`` or ``fixed`` from the ``noise`` option (or the older ``randomize_noise``)."""
+    """Return ``random`` or ``fixed`` from the ``noise`` option (or older ``randomize_noise``)."""
     from energyql.errors import check_choice
 
     if "noise" in options:

@@ -2,8 +2,10 @@
 
 Bare names resolve to a yes/no attribute (``smiling`` -> ``smiling == yes``) or to the one
 attribute owning that value (``female`` -> ``gender == female``); attribute aliases expand
-(``clip_bias`` -> ``gender``); value aliases resolve (``man`` -> ``male``). ``dist`` entries
-become a full target over the joint values.
+(``colour`` -> ``color``); value aliases resolve (``man`` -> ``male``). ``dist`` entries
+become a full target over the joint values. ``debias(clip_bias)`` becomes a
+:class:`~energyql.lang.graph.Restore` resolved from the stages before it (see
+:mod:`energyql.lang.clip_bias`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from energyql.errors import (
     NameResolutionError,
     UnknownGeneratorError,
 )
+from energyql.lang.clip_bias import resolve_clip_bias
 from energyql.lang.diagnostics import error_at, suggest
 from energyql.lang.graph import (
+    CLIP_BIAS,
     And,
     Clip,
     Constraint,
@@ -34,6 +38,7 @@ from energyql.lang.graph import (
     Param,
     Predicate,
     Program,
+    Restore,
     Scale,
     Stage,
     Term,
@@ -79,10 +84,25 @@ def resolve_catalog(spec: object) -> tuple[Catalog, str]:
 def check_program(program: Program, catalog: Catalog, where: str | None = None) -> Program:
     """Return ``program`` with every name resolved against ``catalog``."""
     checker = _Checker(catalog, where or catalog.name)
-    stages = tuple(checker.stage(s, i) for i, s in enumerate(program.stages, 1))
-    checked = Program(stages, catalog.name, source=program.source, catalog_obj=catalog,
+    stages: list[Stage] = []
+    for index, stage in enumerate(program.stages, 1):
+        stages.append(checker.stage(stage, index, tuple(stages)))
+    checked = Program(tuple(stages), catalog.name, source=program.source, catalog_obj=catalog,
                       generator=where)
     return validate_program(checked)
+
+
+_CLIP_BIAS_HINT = (f"write debias({CLIP_BIAS}) as a term of its own in a later stage, e.g. "
+                   f'clip("a blue triangle") | then debias({CLIP_BIAS}); it brings back every '
+                   "attribute the stages before it neither ask for nor constrain")
+
+
+def _is_clip_bias(term: Term) -> bool:
+    """True for ``debias(clip_bias)`` as written, or already resolved (checking again)."""
+    if isinstance(term, Restore):
+        return True
+    return (isinstance(term, Constraint) and term.kind == "debias"
+            and term.attrs == (CLIP_BIAS,))
 
 
 class _Checker(TermVisitor[Term]):
@@ -101,12 +121,14 @@ class _Checker(TermVisitor[Term]):
         self.values = values  # spelling -> [(attribute, canonical value)]
 
     # -- stages
-    def stage(self, stage: Stage, index: int) -> Stage:
-        terms = tuple(self.term(t) for t in stage.terms)
+    def stage(self, stage: Stage, index: int, earlier: tuple[Stage, ...] = ()) -> Stage:
+        checked = [None if _is_clip_bias(t) else self.term(t) for t in stage.terms]
+        others = tuple(t for t in checked if t is not None)
+        terms = tuple(t if t is not None else resolve_clip_bias(
+            self.catalog, earlier, others, index, stage.terms[i].origin, self.where)
+            for i, t in enumerate(checked))
         constrained: dict[str, Constraint] = {}
-        for term in terms:
-            if not isinstance(term, Constraint):
-                continue
+        for term in Stage(terms).constraints:
             for attr in term.attrs:
                 if attr in constrained:
                     raise error_at(CompositionError, f"attribute '{attr}' is constrained twice "
@@ -125,6 +147,10 @@ class _Checker(TermVisitor[Term]):
 
     def on_clip(self, term: Clip) -> Term:
         return term
+
+    def on_restore(self, term: Restore) -> Term:
+        raise error_at(CompositionError, f"debias({term.name}) must stand at the top of a stage",
+                       term.origin, _CLIP_BIAS_HINT)
 
     def on_not(self, term: Not) -> Term:
         return Not(self.term(term.term), origin=term.origin)
@@ -187,6 +213,9 @@ class _Checker(TermVisitor[Term]):
 
     def on_name(self, term: Name) -> Term:
         name, origin = term.name, term.origin
+        if name == CLIP_BIAS and self.catalog.attribute(name) is None:
+            raise error_at(ArgumentError, f"'{CLIP_BIAS}' is not a term", origin,
+                           _CLIP_BIAS_HINT)
         attribute = self.catalog.attribute(name)
         alias = self.catalog.alias(name)
         if attribute is None and alias is not None and len(alias) == 1:
@@ -224,6 +253,9 @@ class _Checker(TermVisitor[Term]):
 
     # -- constraints
     def on_constraint(self, term: Constraint) -> Term:
+        if CLIP_BIAS in term.attrs and self.catalog.attribute(CLIP_BIAS) is None:
+            raise error_at(ArgumentError, f"'{CLIP_BIAS}' stands alone in debias({CLIP_BIAS}), "
+                           f"not in {term.kind}(...)", term.origin, _CLIP_BIAS_HINT)
         attributes = self.attributes(term.attrs, term.parts or (term.origin,) * len(term.attrs))
         attrs = tuple(a.name for a in attributes)
         values = tuple(a.values for a in attributes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from energyql.errors import CompositionError
-from energyql.lang.graph import And, Not, Or, Program, Stage, Term, scaled
+from energyql.lang.graph import And, Not, Or, Program, Restore, Stage, Term, scaled
 from energyql.lang.structure import validate_program
 
 if TYPE_CHECKING:
@@ -40,11 +40,18 @@ def _unify(programs: list[Program]) -> list[Program]:
 
 
 def _build(stages: tuple[Stage, ...], parts: list[Program]) -> Program:
+    from energyql.catalog import CATALOGS
+    from energyql.lang.check import check_program
     checked = next((p for p in parts if p.catalog is not None), None)
     if checked is None:
         return validate_program(Program(stages), complete=False)
-    return validate_program(Program(stages, checked.catalog, catalog_obj=checked.catalog_obj,
-                                    generator=checked.generator), complete=False)
+    program = Program(stages, checked.catalog, catalog_obj=checked.catalog_obj,
+                      generator=checked.generator)
+    if any(isinstance(t, Restore) for s in stages for t in s.terms):
+        # debias(clip_bias) depends on the stages before it: resolve it in the whole program.
+        program = check_program(program, program.catalog_obj or CATALOGS[str(program.catalog)],
+                                program.generator)
+    return validate_program(program, complete=False)
 
 
 def _single(program: Program, operation: str) -> tuple[Term, ...]:

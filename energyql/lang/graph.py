@@ -205,6 +205,11 @@ class Scale(Term):
 # --- stage-level terms --------------------------------------------------------------------------
 
 CONSTRAINT_KINDS = ("uniform", "debias", "dist")
+#: The kind of the constraints ``debias(clip_bias)`` resolves to: the attribute brought back to
+#: the root generator's distribution given what was asked (a target estimated when training).
+RESTORE = "restore"
+#: The name that ``debias(...)`` resolves from the program itself (see :class:`Restore`).
+CLIP_BIAS = "clip_bias"
 
 
 @dataclass(frozen=True)
@@ -212,8 +217,10 @@ class Constraint(Term):
     """A distributional constraint on the joint of ``attrs``.
 
     ``target`` lists the wanted probability of every joint value in ``itertools.product`` order
-    of each attribute's catalog values (empty while unchecked); ``values`` gives those value
-    names per attribute (filled by checking, never compared). ``parts``: origins of the names.
+    of each attribute's catalog values (empty while unchecked, and for kind ``"restore"``, whose
+    target p0(attrs | given) is estimated from the root generator when training); ``values``
+    gives those value names per attribute (filled by checking, never compared). ``given``: the
+    probability-valued terms a ``"restore"`` target is conditioned on. ``parts``: origins.
     """
 
     kind: str
@@ -221,10 +228,12 @@ class Constraint(Term):
     target: tuple[float, ...] = ()
     values: tuple[tuple[str, ...], ...] = field(default=(), compare=False, repr=False, kw_only=True)
     parts: tuple[Any, ...] = field(default=(), compare=False, repr=False, kw_only=True)
+    given: tuple[Term, ...] = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attrs", tuple(self.attrs))
         object.__setattr__(self, "target", tuple(float(p) for p in self.target))
+        object.__setattr__(self, "given", tuple(self.given))
 
     @property
     def cells(self) -> tuple[tuple[str, ...], ...]:
@@ -233,9 +242,91 @@ class Constraint(Term):
 
         return tuple(itertools.product(*self.values))
 
+    @property
+    def size(self) -> int:
+        """Return the number of joint values (needs a checked constraint)."""
+        return math.prod(len(v) for v in self.values) if self.values else len(self.target)
+
+    @property
+    def deferred(self) -> bool:
+        """True when the target is estimated at training time (kind ``"restore"``)."""
+        return self.kind == RESTORE
+
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "constraint", "kind": self.kind, "attrs": list(self.attrs),
+        data = {"type": "constraint", "kind": self.kind, "attrs": list(self.attrs),
                 "target": list(self.target), "values": [list(v) for v in self.values]}
+        if self.deferred:
+            data["given"] = [to_source(t) for t in self.given]
+        return data
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Why ``debias(clip_bias)`` resolved as it did (shown by ``energyql check``).
+
+    ``matched``: (prompt, word, attribute, value) for each prompt word that asks for a value;
+    ``asked`` and ``constrained``: (attribute, why) for each attribute left out; ``dropped``:
+    (earlier constraint, why) for earlier constraints not re-asserted.
+    """
+
+    matched: tuple[tuple[str, str, str, str], ...] = ()
+    asked: tuple[tuple[str, str], ...] = ()
+    constrained: tuple[tuple[str, str], ...] = ()
+    dropped: tuple[tuple[str, str], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"matched": [{"prompt": p, "word": w, "attr": a, "value": v}
+                            for p, w, a, v in self.matched],
+                "asked": {a: why for a, why in self.asked},
+                "constrained": {a: why for a, why in self.constrained},
+                "dropped": {c: why for c, why in self.dropped}}
+
+
+@dataclass(frozen=True)
+class Restore(Term):
+    """``debias(clip_bias)`` resolved against the program and its catalog.
+
+    ``restores`` holds one ``"restore"`` constraint per attribute that no earlier stage
+    constrains or asks for (target p0(a | what was asked), estimated when training);
+    ``reasserts`` the earlier stages' constraints, held again so that they keep holding. It is a
+    pure function of the program and the catalog, so it prints as written and checking that
+    text again gives an equal node. ``resolution`` records why (never compared).
+    """
+
+    name: str
+    restores: tuple[Constraint, ...]
+    reasserts: tuple[Constraint, ...] = ()
+    resolution: Resolution = field(default=Resolution(), compare=False, repr=False, kw_only=True)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "restores", tuple(self.restores))
+        object.__setattr__(self, "reasserts", tuple(self.reasserts))
+
+    @property
+    def constraints(self) -> tuple[Constraint, ...]:
+        """Every constraint this stage fits for it: the restores, then the re-asserted ones."""
+        return self.restores + self.reasserts
+
+    @property
+    def children(self) -> tuple[Term, ...]:
+        return self.constraints
+
+    @property
+    def restored(self) -> tuple[str, ...]:
+        """The attributes brought back to the generator's distribution given what was asked."""
+        return tuple(a for c in self.restores for a in c.attrs)
+
+    @property
+    def given(self) -> tuple[Term, ...]:
+        """What the restore targets are conditioned on (the asked-for predicates)."""
+        return self.restores[0].given if self.restores else ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "restore", "name": self.name, "restored": list(self.restored),
+                "given": [to_source(t) for t in self.given],
+                "reasserted": [to_source(c) for c in self.reasserts],
+                "constraints": [c.to_dict() for c in self.constraints],
+                "resolution": self.resolution.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -294,7 +385,7 @@ class Keep(Term):
         return {"type": "keep", "what": self.what}
 
 
-STAGE_LEVEL = (Constraint, DistSpec, Control, Keep)
+STAGE_LEVEL = (Constraint, DistSpec, Control, Keep, Restore)
 
 
 @dataclass(frozen=True)
@@ -316,8 +407,11 @@ class Stage:
 
     @property
     def constraints(self) -> tuple[Constraint, ...]:
-        """The distributional constraints (λ is fitted for these)."""
-        return self._of(Constraint)
+        """The distributional constraints, a restore's expanded in place (λ is fitted for
+        these, in this order)."""
+        return tuple(c for t in self.terms
+                     for c in (t.constraints if isinstance(t, Restore) else (t,))
+                     if isinstance(c, Constraint))
 
     @property
     def controls(self) -> tuple[Control, ...]:
@@ -536,7 +630,7 @@ class _Printer(TermVisitor[tuple[str, int]]):
 
     def on_constraint(self, term: Constraint) -> tuple[str, int]:
         attrs = " x ".join(term.attrs)
-        if term.kind != "dist":
+        if term.kind != "dist":  # "restore" prints as a label: only its Restore has source
             return f"{term.kind}({attrs})", _ATOM
         if len(term.values) != len(term.attrs):
             raise CompositionError("cannot print an unchecked dist constraint without its values")
@@ -555,6 +649,9 @@ class _Printer(TermVisitor[tuple[str, int]]):
 
     def on_keep(self, term: Keep) -> tuple[str, int]:
         return f"keep({term.what})", _ATOM
+
+    def on_restore(self, term: Restore) -> tuple[str, int]:
+        return f"debias({term.name})", _ATOM
 
     def fallback(self, term: object, *args: object, **kwargs: object) -> tuple[str, int]:
         raise CompositionError(f"cannot print a {type(term).__name__} term")

@@ -25,6 +25,7 @@ from energyql.lang.graph import (
     Or,
     Predicate,
     Program,
+    Restore,
     Scale,
     Term,
     format_number,
@@ -82,6 +83,10 @@ class _Backing(TermVisitor[str | None]):
         models = [a.model for a in attributes if a]
         return ", ".join(dict.fromkeys(models)) or None
 
+    def on_restore(self, term: Restore) -> str | None:
+        return None if self.catalog is None else self.on_constraint(
+            Constraint(term.name, tuple(a for c in term.constraints for a in c.attrs)))
+
     def on_control(self, term: Control) -> str | None:
         if self.catalog is None:
             return _UNCHECKED
@@ -129,7 +134,9 @@ def program_dict(program: Program) -> dict[str, Any]:
 
 def _label(term: Term, catalog: Catalog | None) -> Text:
     text = _LABELS.visit(term)
-    model = backing(term, catalog)
+    # A restore's terms show no model: their lines are long, and the judge is the attributes'.
+    quiet = isinstance(term, Restore) or (isinstance(term, Constraint) and term.deferred)
+    model = None if quiet else backing(term, catalog)
     if model:
         text.append(f"  [{model}]", style="dim italic")
     return text
@@ -165,6 +172,9 @@ class _Labels(TermVisitor[Text]):
 
     def on_constraint(self, term: Constraint) -> Text:
         text = Text().append(f"{term.kind} ", style="bold blue").append(" x ".join(term.attrs))
+        if term.deferred:
+            given = " & ".join(to_source(t) for t in term.given) or "nothing asked"
+            return text.append(f"  p0({' x '.join(term.attrs)} | {given})", style="dim")
         cells = len(term.target)
         if cells:
             text.append(f"  {cells} cells", style="dim")
@@ -184,11 +194,33 @@ class _Labels(TermVisitor[Text]):
     def on_keep(self, term: Keep) -> Text:
         return Text().append("keep ", style="bold blue").append(term.what)
 
+    def on_restore(self, term: Restore) -> Text:
+        return Text().append("debias ", style="bold blue").append(
+            f"{term.name} -> {', '.join(term.restored)}")
+
     def on_term(self, term: Term) -> Text:
         return Text(type(term).__name__)
 
 
 _LABELS = _Labels()
+
+
+def resolution_lines(term: Restore) -> list[str]:
+    """Return why ``debias(clip_bias)`` resolved as it did, one reason a line."""
+    why = term.resolution
+    lines = [f'"{word}" in clip({quote(prompt)}) -> {attr} == {value}'
+             for prompt, word, attr, value in why.matched]
+    for verb, reasons in (("asked for by", why.asked), ("constrained by", why.constrained)):
+        grouped: dict[str, list[str]] = {}
+        for attr, reason in reasons:
+            grouped.setdefault(reason, []).append(attr)
+        lines += [f"{', '.join(attrs)}: {verb} {reason}"
+                  for reason, attrs in grouped.items()]
+    lines += [f"re-asserts {to_source(c)} so that it keeps holding" for c in term.reasserts]
+    lines += [f"does not re-assert {text}: {reason}" for text, reason in why.dropped]
+    if not term.given:
+        lines.append("nothing was asked before it: the targets are the generator's own")
+    return lines
 
 
 def _add(parent: Tree, term: Term, catalog: Catalog | None) -> None:
@@ -197,6 +229,11 @@ def _add(parent: Tree, term: Term, catalog: Catalog | None) -> None:
     while stack:
         node, current = stack.pop()
         branch = node.add(_label(current, catalog))
+        if isinstance(current, Restore):
+            why = branch.add(Text("why (what the stages before it ask for or constrain is "
+                                  "left out)", style="bold"))
+            for line in resolution_lines(current):
+                why.add(Text(line, style="dim"))
         stack.extend((branch, child) for child in reversed(current.children))
 
 
@@ -215,8 +252,7 @@ def program_tree(program: Program) -> Group:
         if stage.pointwise:
             kinds.append(f"{len(stage.pointwise)} pointwise")
         if stage.constraints or any(isinstance(t, DistSpec) for t in stage.terms):
-            kinds.append(f"{len([t for t in stage.terms if isinstance(t, (Constraint, DistSpec))])}"
-                         " constraint(s)")
+            kinds.append(f"{len(stage.constraints) + len(stage._of(DistSpec))} constraint(s)")
         if stage.controls:
             kinds.append("conditional")
         branch = root.add(Text.assemble((f"stage {index}", "bold"), (f"  {', '.join(kinds)}",

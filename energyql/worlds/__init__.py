@@ -35,7 +35,8 @@ def read_safetensors(path: str | os.PathLike, device: str = "cpu"):
     tensors = {}
     with safe_open(str(path), framework="pt", device=str(device)) as handle:
         raw = handle.metadata() or {}
-        for key in handle.keys():
+        names = handle.keys()  # a safe_open handle is not iterable itself
+        for key in names:
             tensors[key] = handle.get_tensor(key)
     metadata = {}
     for key, value in raw.items():

@@ -1,6 +1,7 @@
 """`energyql run`, `sample` and `eval` through the CLI on a tiny test generator."""
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -10,17 +11,50 @@ from tests.toys import register_tiny
 
 runner = CliRunner()
 FAST = ["--steps", "6", "--batch", "8", "--samples", "64", "--no-progress"]
+RUN = ["run", "color == red & uniform(size)", "--warm-start", "64", "--forward-weight", "2",
+       "--steps", "6", "--batch", "8", "--samples", "64"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def piped_run(tmp_path_factory):
+    """A run with progress on, its stderr captured (not a terminal): what a log file gets."""
     gen = register_tiny()
     out = tmp_path_factory.mktemp("run") / "art"
-    result = runner.invoke(app, ["run", "color == red & uniform(size)", "--gen", gen,
-                                 "--out", str(out), "--warm-start", "64", "--forward-weight", "2",
-                                 *FAST])
+    result = runner.invoke(app, [*RUN, "--gen", gen, "--out", str(out)])
     assert result.exit_code == 0, result.output
+    return gen, out, result
+
+
+@pytest.fixture(scope="module")
+def trained(piped_run):
+    gen, out, _ = piped_run
     return gen, out
+
+
+def test_a_piped_run_shows_progress_for_every_phase_on_stderr(piped_run):
+    _, out, result = piped_run
+    lines = result.stderr.splitlines()
+    for phase in ("stage 1: fitting λ on", "stage 1: mass-covering start on 64",
+                  "stage 1: training", "evaluating on 64 samples", "grids", "writing the report"):
+        started = [line for line in lines if phase in line and line.endswith("started")]
+        done = [line for line in lines if phase in line and " done in " in line]
+        assert started and done, f"{phase!r} not shown in:\n{result.stderr}"
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  ", lines[0])  # timestamped lines
+    assert "training" not in result.stdout  # progress never goes to stdout
+    assert any("6/6 step (100%)" in line and "loss=" in line for line in lines)
+
+
+def test_the_run_logs_every_step_and_lists_its_files(piped_run):
+    from energyql.runlog import read_log
+
+    _, out, result = piped_run
+    steps = [r for r in read_log(out) if r["event"] == "step"]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
+    assert all(isinstance(r["loss"], float) and "uniform(size)" in r["parts"] for r in steps)
+    assert (out / "curves.png").is_file()
+    listed = result.stdout.split("wrote ")[-1]
+    for name in ("report.md", "report.html", "log.jsonl", "curves.png"):
+        assert name in listed
 
 
 def test_run_writes_artifact_grids_metrics_and_report(trained):
@@ -47,8 +81,10 @@ def test_run_writes_artifact_grids_metrics_and_report(trained):
 def test_sample_writes_a_grid_and_is_reproducible(trained, tmp_path):
     _, out = trained
     args = ["sample", str(out), "-n", "4", "--seed", "3"]
-    a = runner.invoke(app, [*args, "--out", str(tmp_path / "a.png"), "--tensors", str(tmp_path / "a.st")])
-    b = runner.invoke(app, [*args, "--out", str(tmp_path / "b.png"), "--tensors", str(tmp_path / "b.st")])
+    a = runner.invoke(app, [*args, "--out", str(tmp_path / "a.png"),
+                            "--tensors", str(tmp_path / "a.st")])
+    b = runner.invoke(app, [*args, "--out", str(tmp_path / "b.png"),
+                            "--tensors", str(tmp_path / "b.st")])
     assert a.exit_code == 0 and b.exit_code == 0, a.output
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     from safetensors.torch import load_file
@@ -63,7 +99,8 @@ def test_eval_json_of_an_artifact_and_of_a_generator(trained):
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
     assert figures["samples"] == 32 and "base" in figures
-    result = runner.invoke(app, ["eval", "--gen", gen, "--expr", "uniform(shape)", "--samples", "16", "--json"])
+    result = runner.invoke(app, ["eval", "--gen", gen, "--expr", "uniform(shape)",
+                                 "--samples", "16", "--json"])
     assert result.exit_code == 0, result.output
     assert "shape" in json.loads(result.stdout)["kl_to_target"]
 
@@ -76,6 +113,10 @@ def test_adding_a_stage_to_a_saved_artifact(trained, tmp_path):
     manifest = json.loads((tmp_path / "more" / "manifest.json").read_text())
     assert [s["index"] for s in manifest["stages"]] == [1, 2]
     assert manifest["canonical"] == "color == red & uniform(size) | then uniform(shape)"
+    # the new stage is set beside the stage before it: panels and figures
+    stage2 = (tmp_path / "more" / "report.md").read_text().split("### Stage 2")[1]
+    assert "| base | stage 1 | stage 2 |" in stage2 and "| figure | stage 1 | stage 2 |" in stage2
+    assert "KL to target (shape)" in stage2.split("## Attributes")[0]
 
 
 def test_expression_errors_exit_2_and_runtime_errors_exit_1(tmp_path):
@@ -93,8 +134,8 @@ def test_sample_and_eval_accept_the_corrected_and_baseline_samplers(trained, tmp
                                  "--out", str(tmp_path / "sir.png")])
     assert result.exit_code == 0, result.output
     assert "ess_fraction" in result.output and (tmp_path / "sir.png").is_file()
-    result = runner.invoke(app, ["eval", "--gen", gen, "--expr", "shape == circle", "--samples", "16",
-                                 "--sampler", "rejection", "--json"])
+    result = runner.invoke(app, ["eval", "--gen", gen, "--expr", "shape == circle",
+                                 "--samples", "16", "--sampler", "rejection", "--json"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
     assert figures["sampler"]["sampler"] == "rejection" and figures["samples"] == 16
@@ -104,3 +145,79 @@ def test_sample_and_eval_accept_the_corrected_and_baseline_samplers(trained, tmp
     assert figures["predicate_share"]["shape == circle"] > 2 * base_share
     result = runner.invoke(app, ["sample", str(out), "--sampler", "rejectoin"])
     assert result.exit_code == 2 and "did you mean 'rejection'" in result.output
+
+
+@pytest.fixture(scope="module")
+def conditional(tmp_path_factory):
+    """A conditional artifact on the tiny generator (x trained on 0.3..0.7), saved as run does."""
+    from energyql.energies.conditional import ContextParam
+    from energyql.flows import FlowConfig, LatentFlow
+    from energyql.sampler import Artifact, StageSampler, manifest_for
+    from tests.toys import TinyImageGenerator
+
+    register_tiny()
+    flow = LatentFlow(FlowConfig(dim=8, context_dim=1, blocks=2, width=16))
+    stage = StageSampler(TinyImageGenerator(), flow, 1, "pose(x in 0.3..0.7)",
+                         [ContextParam("pose", "x", 0.3, 0.7)])
+    out = tmp_path_factory.mktemp("pose")
+    Artifact(stage, manifest_for(stage, source="pose(x in 0.3..0.7)")).save(out)
+    return out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "x=0.95"], "x=0.95 is outside the trained range 0.3..0.7"),
+    (["--set", "y=0.5"], "unknown context parameter 'y'"),
+    (["--set", "x"], "--set expects NAME=NUMBER"),
+    (["--sweep", "x=0.1..0.7:3"], "x=0.1 is outside the trained range"),
+    (["--sampler", "flow+sir"], "unconditional artifacts only"),
+])
+def test_bad_context_is_a_usage_error_and_writes_nothing(conditional, tmp_path, args, message):
+    grid = tmp_path / "grid.png"
+    result = runner.invoke(app, ["sample", str(conditional), "-n", "2", "--out", str(grid), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not grid.exists()
+
+
+def test_good_context_samples_the_conditional_artifact(conditional, tmp_path):
+    result = runner.invoke(app, ["sample", str(conditional), "-n", "2", "--set", "x=0.7",
+                                 "--out", str(tmp_path / "a.png"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["sample", str(conditional), "-n", "2", "--sweep", "x=0.3..0.7:3",
+                                 "--out", str(tmp_path / "b.png"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "a.png").is_file() and (tmp_path / "b.png").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "x=0.5"], "this sampler is unconditional"),
+    (["--sweep", "x=0.3..0.7:3"], "--sweep needs a conditional artifact"),
+    (["--sampler", "flow+sir", "--option", "pool=abc"], "pool='abc' is not a count"),
+    (["--sampler", "flow+sir", "--option", "pol=4"], "does not take the option 'pol'"),
+    (["-n", "0"], "'-n'"),
+    (["--seed", "-1"], "'--seed'"),
+])
+def test_bad_sample_requests_on_an_unconditional_artifact_exit_2(trained, tmp_path, args,
+                                                                  message):
+    _, out = trained
+    grid = tmp_path / "grid.png"
+    result = runner.invoke(app, ["sample", str(out), "--out", str(grid), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and not grid.exists()
+
+
+def test_eval_usage_mistakes_exit_2(trained, tmp_path):
+    _, out = trained
+    result = runner.invoke(app, ["eval"])
+    assert result.exit_code == 2 and "give either an ARTIFACT" in result.output
+    result = runner.invoke(app, ["eval", str(out), "--sampler", "flow+sir", "--option", "pool=x"])
+    assert result.exit_code == 2 and "is not a count" in result.output
+    result = runner.invoke(app, ["eval", str(out), "--samples", "0"])
+    assert result.exit_code == 2 and "'--samples'" in result.output
+    result = runner.invoke(app, ["eval", str(out), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder" in unboxed(result.output)
+
+
+def unboxed(text: str) -> str:
+    """Click's error box without its borders and line breaks (long paths wrap inside it)."""
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", text).split())

@@ -56,17 +56,15 @@ def _check_artifact(out, generator):
     assert torch.equal(images, artifact.sample(3, seed=0))
 
 
-def test_run_and_report_trains_both_stages(environment, tmp_path):
-    from energyql.workflow import run_and_report
-
+def test_train_with_report_trains_both_stages(environment, tmp_path):
     program = energyql.compile(EXPRESSION, gen=f"stylegan2:{environment}")
     out = tmp_path / "run"
-    result = run_and_report(program, expression=EXPRESSION, gen=f"stylegan2:{environment}", out=out,
-                            steps=2, batch=2, samples=8, grid=4, progress=False, threads=1,
-                            clip_copies=2, moment_samples=32, blocks=2, width=32)
+    artifact = energyql.train(program, gen=f"stylegan2:{environment}", out=out, report=True,
+                              steps=2, batch=2, samples=8, grid=4, progress=False, threads=1,
+                              clip_copies=2, moment_samples=32, blocks=2, width=32)
     for name in ("samples.png", "base.png", "metrics.json", "report.md"):
         assert (out / name).is_file()
-    assert set(result.metrics["attributes"]) >= {"race", "age", "gender"}
+    assert set(artifact.manifest.metrics["attributes"]) >= {"race", "age", "gender"}
     _check_artifact(out, environment)
 
 

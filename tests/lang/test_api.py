@@ -26,6 +26,7 @@ from energyql.lang.graph import (
     Param,
     Predicate,
     Program,
+    Restore,
     Scale,
     Stage,
 )
@@ -37,15 +38,19 @@ GEN = "stylegan2-ffhq"
 def test_card_example_compiles_to_the_contract_graph():
     program = eq.compile(CARD, gen=GEN)
     uniform = 1 / 63
+    race_x_age = Constraint("uniform", ("race", "age"), (uniform,) * 63)
+    asked = (Predicate("smiling", "yes"), Predicate("gender", "male"))
     assert program == Program((
-        Stage((Clip("a smiling man"), Constraint("uniform", ("race", "age"), (uniform,) * 63))),
-        Stage((Constraint("debias", ("gender",), (0.5, 0.5)),)),
+        Stage((Clip("a smiling man"), race_x_age)),
+        Stage((Restore("clip_bias", tuple(
+            Constraint("restore", (a,), (), given=asked)
+            for a in ("glasses", "beard", "makeup", "blond_hair")), (race_x_age,)),)),
     ), "faces")
     assert program.catalog == "faces" and program.generator == GEN
     first, second = program.stages
     assert first.constraints[0].cells[:2] == (("white", "age_0_2"), ("white", "age_3_9"))
     assert first.pointwise == (Clip("a smiling man"),)
-    assert second.constraints[0].values == (("male", "female"),)
+    assert second.constraints[0].values == (("no", "yes"),)
     assert abs(sum(first.constraints[0].target) - 1) < 1e-12
 
 
@@ -53,7 +58,7 @@ def test_issue_combinator_twins_equal_parsed_programs():
     built = (eq.clip("a smiling man") & eq.uniform("race", "age")).then(eq.debias("clip_bias"))
     assert built == eq.compile(CARD)
     assert built.checked(GEN) == eq.compile(CARD, gen=GEN)
-    assert (eq.clip("a smiling man") & eq.uniform("race", "age") | eq.debias("gender")) \
+    assert (eq.clip("a smiling man") & eq.uniform("race", "age") | eq.debias("clip_bias")) \
         .checked("faces") == eq.compile(CARD, gen=GEN)
     assert 2 * eq.attr("smiling") == eq.compile("2 * smiling")
     assert eq.attr("smiling") * 2 == eq.compile("smiling * 2")
@@ -185,7 +190,7 @@ def test_combinator_errors():
 
 
 def test_mixing_checked_and_unchecked_checks_the_other_side():
-    mixed = eq.compile("smiling", gen=GEN) & eq.uniform("clip_bias")
+    mixed = eq.compile("smiling", gen=GEN) & eq.uniform("gender")
     assert mixed.catalog == "faces"
     assert str(mixed) == "smiling == yes & uniform(gender)"
     with pytest.raises(NameResolutionError):

@@ -48,7 +48,8 @@ def classifier_accuracy(classifier, n: int = 5000, seed: int = HELD_OUT_SEED) ->
 
 def combo_index(labels: dict[str, torch.Tensor]) -> torch.Tensor:
     """Return the index into :data:`render.COMBOS` of each labelled scene."""
-    return (labels["shape"] * len(render.COLORS) + labels["color"]) * len(render.SIZES) + labels["size"]
+    shape_color = labels["shape"] * len(render.COLORS) + labels["color"]
+    return shape_color * len(render.SIZES) + labels["size"]
 
 
 def generator_figures(generator, classifier, n: int = 5000, seed: int = GENERATED_SEED) -> dict:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from energyql.errors import check_choice
 from energyql.generators.base import Generator
 from energyql.worlds import read_safetensors, sha256_file
 from energyql.worlds.shapes import render
@@ -27,10 +28,10 @@ from energyql.worlds.shapes.models import (
     RGB,
     ROTATION,
     SHAPE_LOGITS,
-    X,
-    Y,
     CouplingFlow,
     SceneDecoder,
+    X,
+    Y,
 )
 
 # A radius (pixels) between the renderer's small and large ranges separates the two sizes.
@@ -101,7 +102,11 @@ def load(spec=None, *, device: str | torch.device = "cpu", path: str | Path | No
             the weights ship inside the package).
         device: where to put it.
         path: another ``generator.safetensors`` (e.g. one trained with ``--out``).
+
+    Any other option is refused (a UsageError naming the ones it takes).
     """
+    for name in options:
+        check_choice(name, ("device", "path"), what="option of the shapes generator")
     path = Path(path) if path is not None else WEIGHTS
     state, metadata = read_safetensors(path)
     generator = build(metadata)

@@ -26,6 +26,8 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
 class Classifier(nn.Module):
     """Return logits per attribute for images in [0, 1]: ``{"shape": (B, 3), ...}``."""
 
+    weights_digest = ""  # sha256 of the weights file, set by classifier.load()
+
     def __init__(self, width: int = 32):
         super().__init__()
         w = width
@@ -66,12 +68,11 @@ class ShapeField(nn.Module):
 
     def __init__(self, hidden: int = 64):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(5, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-            nn.Linear(hidden, 1),
-        )
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        layers = [nn.Linear(5, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU()]
+        last = nn.Linear(hidden, 1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(*layers, last)
 
     def forward(self, u: torch.Tensor, v: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         b, h, w = u.shape
@@ -87,6 +88,9 @@ class SceneDecoder(nn.Module):
     The pose, radius and colours in the code place and paint a learned shape field; edges
     are a steep sigmoid of the signed distance in pixels (anti-aliased, differentiable).
     """
+
+    px: torch.Tensor
+    py: torch.Tensor
 
     def __init__(self, size: int = 32, hidden: int = 64, sharpness: float = 2.0,
                  edge: float = 5.0):
@@ -133,16 +137,17 @@ def scene_codes(params: dict[str, torch.Tensor], dim: int = 32,
 class _Coupling(nn.Module):
     """One affine coupling: the masked half conditions a scale and shift of the other half."""
 
+    mask: torch.Tensor
+
     def __init__(self, dim: int, hidden: int, mask: torch.Tensor):
         super().__init__()
         self.register_buffer("mask", mask)
-        self.net = nn.Sequential(
-            nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-            nn.Linear(hidden, 2 * dim),
-        )
+        layers = [nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU()]
+        last = nn.Linear(hidden, 2 * dim)
         # Start as the identity, so that training begins from a standardised Gaussian.
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(*layers, last)
 
     def _scale_shift(self, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s, t = self.net(kept).chunk(2, dim=1)
@@ -166,6 +171,9 @@ class CouplingFlow(nn.Module):
     density of codes under the flow, for maximum-likelihood training.
     """
 
+    loc: torch.Tensor
+    log_scale: torch.Tensor
+
     def __init__(self, dim: int = 32, layers: int = 8, hidden: int = 256, seed: int = 0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
@@ -179,11 +187,12 @@ class CouplingFlow(nn.Module):
             mask[perm[: dim // 2]] = 1.0
             blocks.append(_Coupling(dim, hidden, mask))
         self.blocks = nn.ModuleList(blocks)
+        self.couplings = tuple(blocks)  # the same modules, typed (ModuleList yields nn.Module)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Map latents to codes (sampling direction)."""
         h = z
-        for block in self.blocks:
+        for block in self.couplings:
             h = block.inverse(h)
         return h * torch.exp(self.log_scale) + self.loc
 
@@ -191,7 +200,7 @@ class CouplingFlow(nn.Module):
         """Return log-density of ``code`` rows under the flow, shape ``(B,)``."""
         h = (code - self.loc) * torch.exp(-self.log_scale)
         logdet = -self.log_scale.sum().expand(code.shape[0])
-        for block in reversed(self.blocks):
+        for block in reversed(self.couplings):
             h, ld = block(h)
             logdet = logdet + ld
         base = -0.5 * (h.pow(2).sum(dim=1) + self.dim * math.log(2 * math.pi))

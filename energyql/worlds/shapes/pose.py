@@ -30,6 +30,8 @@ ROTATION_SCALE = (ROTATION_RANGE[1] - ROTATION_RANGE[0]) / 2
 class PoseRegressor(nn.Module):
     """Return ``{"x", "y", "rotation"}`` readings, each ``(B,)``, for images in [0, 1]."""
 
+    weights_digest = ""  # sha256 of the weights file, set by load()
+
     def __init__(self, width: int = 16):
         super().__init__()
         w = width
@@ -73,7 +75,8 @@ def load_identity(device: str | torch.device = "cpu") -> IdentityEmbedding:
 
 def pose_loss(model: PoseRegressor, images, labels) -> torch.Tensor:
     readings = model(images)
-    loss = F.mse_loss(readings["x"], labels["x"].float()) + F.mse_loss(readings["y"], labels["y"].float())
+    loss = (F.mse_loss(readings["x"], labels["x"].float())
+            + F.mse_loss(readings["y"], labels["y"].float()))
     has_angle = labels["shape"] != 0  # circles have no rotation to read
     if has_angle.any():
         error = (readings["rotation"] - labels["rotation"].float())[has_angle] / ROTATION_SCALE

@@ -141,7 +141,7 @@ def coverage(params: dict[str, torch.Tensor], size: int = IMAGE_SIZE) -> torch.T
 
 
 def render(params: dict[str, torch.Tensor], size: int = IMAGE_SIZE) -> torch.Tensor:
-    """Return images (n, 3, size, size) in [0, 1] for scene parameters from :func:`sample_params`."""
+    """Return images (n, 3, size, size) in [0, 1] for the parameters from :func:`sample_params`."""
     alpha = coverage(params, size)[:, None]
     background = params["background"][:, None, None, None].expand(-1, 3, 1, 1)
     colour = params["rgb"][:, :, None, None]
@@ -192,7 +192,7 @@ def caption(shape: str | None, color: str | None, size: str | None,
         return "a shape"
     words = []
     # Draw every coin even for unknown values, so one rng gives the same stream either way.
-    if rng.random() < (P_SIZE_WORD[size] if size else 0.0):
+    if rng.random() < (P_SIZE_WORD[size] if size else 0.0) and size:
         words.append(size)
     if rng.random() < P_COLOR_WORD and color:
         words.append(color)

@@ -81,7 +81,8 @@ def train_classifier(args) -> dict:
         images = augment_for_classifier(images, g)
         _set_lr(optimizer, _cosine(step, args.steps, args.lr, warmup=min(100, args.steps)))
         logits = model(images)
-        loss = sum(F.cross_entropy(logits[k], labels[k]) for k in render.ATTRIBUTES)
+        losses = [F.cross_entropy(logits[k], labels[k]) for k in render.ATTRIBUTES]
+        loss = sum(losses[1:], losses[0])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

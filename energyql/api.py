@@ -1,0 +1,70 @@
+"""``energyql.train``: the one training entry point, shared by Python and ``energyql run``.
+
+It applies the generator's default settings (:func:`energyql.workflow.defaults_for`), takes
+settings as keyword arguments (``steps=10``), refuses unknown ones, and with ``report=True``
+writes the same grids, metrics, curves and report as the CLI.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from energyql.errors import UsageError
+
+
+def train(program: Any, gen: Any = None, *, out: str | Path | None = None, report: bool = False,
+          config: Any = None, start: Any = None, resume: bool = False, progress: Any = True,
+          samples: int = 2000, grid: int = 64, generator_options: dict[str, Any] | None = None,
+          **settings: Any):
+    """Train every stage of ``program``; return the controlled sampler as an Artifact.
+
+    Arguments:
+        program: a source string or a compiled :class:`energyql.Program`.
+        gen: a generator name, ``scheme:PATH`` or Generator (default: the ``start``
+            artifact's generator, else ``"shapes"``).
+        out: folder for the artifact, checkpoints and ``log.jsonl``; needed to resume and for
+            the report.
+        report: also evaluate and write ``samples.png``, ``base.png``, ``stage<k>.png``,
+            ``metrics.json``, ``curves.png``, ``report.md`` and ``report.html`` into ``out``
+            (the evaluation figures end up in ``artifact.manifest.metrics``).
+        config: a full :class:`energyql.TrainConfig`; default: the generator's defaults.
+        start: an Artifact, or an artifact folder, whose stages come first (``--from``).
+        resume: continue from the checkpoints in ``out``.
+        progress: show progress on stderr (bool, or a :class:`energyql.progress.Progress`).
+        samples: samples judged by the report's evaluation.
+        grid: noises drawn in the report's grids.
+        generator_options: options for the generator's loader (e.g. ``{"truncation": 0.7}``).
+        **settings: any :class:`energyql.TrainConfig` field, e.g. ``steps=10``, ``seed=1``,
+            ``device="cuda"``, ``threads=1``; applied over ``config`` or the defaults.
+
+    Example:
+        >>> art = energyql.train("color == red", gen="shapes", steps=10)   # doctest: +SKIP
+        >>> images = art.sample(16, seed=0)                                 # doctest: +SKIP
+    """
+    from energyql.sampler import Artifact, load, read_manifest
+    from energyql.workflow import run_and_report, train_config
+
+    if report and out is None:
+        raise UsageError("report=True needs an output folder",
+                         hint="pass out='runs/NAME' to write the report there")
+    if generator_options and gen is not None and not isinstance(gen, str):
+        raise UsageError("generator_options apply to a generator given by name",
+                         hint="configure the Generator object itself, or pass its name")
+    if gen is None:
+        gen = "shapes" if start is None else start.manifest.generator.id \
+            if isinstance(start, Artifact) else read_manifest(start).generator.id
+    config = train_config(gen, config, **settings)
+    if start is not None and not isinstance(start, Artifact):
+        start = load(start, gen=gen, device=config.device, **(generator_options or {}))
+    if start is not None and isinstance(program, str):
+        # Stages added to an artifact: a leading 'then' is optional.
+        program = re.sub(r"^\s*\|?\s*then\b", "", program, count=1)
+    result = run_and_report(program, gen=gen, out=out, config=config, report=report,
+                            resume=resume, start=start, progress=progress, samples=samples,
+                            grid=grid, generator_options=generator_options)
+    return result.artifact
+
+
+__all__ = ["train"]
