@@ -38,6 +38,14 @@ def _with_extra(spec) -> str:
     return spec.description + (f" [yellow]{escape(f'(pip install {extra!r})')}[/]" if extra else "")
 
 
+# The files each embedded world needs before it can train (generator and control models).
+WORLD_WEIGHTS = {
+    "shapes": ("generator.safetensors", "classifier.safetensors", "clip.safetensors",
+               "pose.safetensors"),
+    "portraits": ("judge.safetensors", "clip.safetensors"),
+}
+
+
 def weights_status(spec) -> tuple[str, str]:
     """Return ``(status, where)`` for a spec: status is 'ready', 'missing' or 'local file'."""
     from energyql import hub
@@ -61,8 +69,11 @@ def weights_status(spec) -> tuple[str, str]:
         import energyql
 
         folder = Path(energyql.__file__).parent / "worlds" / module[2] / "weights"
-        shipped = [p for p in folder.glob("*.safetensors")] if folder.is_dir() else []
-        return ("ready" if shipped else "missing"), str(folder)
+        needed = WORLD_WEIGHTS.get(module[2], ())
+        missing = [name for name in needed if not (folder / name).is_file()]
+        if not needed:  # a world that does not say: any weights file at all
+            missing = [] if folder.is_dir() and any(folder.glob("*.safetensors")) else ["weights"]
+        return ("ready" if not missing else "missing"), str(folder)
     return "built in", ""
 
 
