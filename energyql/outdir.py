@@ -147,6 +147,7 @@ def claim(folder: str | os.PathLike, *, force: bool = False, enabled: bool = Tru
     if not enabled:
         yield folder
         return
+    created = not folder.exists()
     check_folder(folder, force=force)
     lock = _take_lock(folder)
     try:
@@ -156,6 +157,10 @@ def claim(folder: str | os.PathLike, *, force: bool = False, enabled: bool = Tru
         if _owner(lock) == (os.getpid(), socket.gethostname()):
             with contextlib.suppress(OSError):
                 lock.unlink()
+            if created:
+                # A run that failed before writing anything leaves no folder behind.
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 __all__ = ["LOCK", "check_folder", "claim", "foreign_entries"]

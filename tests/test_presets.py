@@ -31,8 +31,7 @@ def test_iterative_preset_has_two_stages_and_debiases_clips_bias():
                                gen="stylegan2-ffhq")
     stages = program.to_dict()["stages"]
     assert len(stages) == 2
-    assert "debias(gender)" in str(program)
-    assert CATALOGS["faces"].alias("clip_bias") == ("gender",)
+    assert "debias(gender)" in str(program)  # PromptGen's second stage names gender itself
 
 
 def test_expand_replaces_a_reference_and_keeps_other_expressions():

@@ -17,7 +17,7 @@ TINY = TrainConfig(steps=3, batch=2, blocks=2, width=8, clip_copies=1, warm_star
 def _train_and_reload(gen: str, out, monkeypatch, **options):
     monkeypatch.setenv("ENERGYQL_CLIP", "shapes-clip")  # a small CLIP that ships with energyql
     artifact = energyql.train('clip("a red circle")', gen=gen, config=TINY, out=out,
-                              progress=False, **options)
+                              progress=False, generator_options=options)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["generator"]["id"] == gen
     assert len(manifest["stages"]) == 1 and len(artifact.sampler.stages) == 1
