@@ -381,29 +381,29 @@ def marginal(attribute: str, n: int = 200_000, seed: int = 0) -> dict[str, float
 # Reporting bias. Words are chosen per portrait by the rules below, so that a text encoder
 # trained on the captions learns the domain's stereotypes along with its words:
 # - "smiling" is said of a smiling man by how well he fits the stereotype of "a smiling man"
-#   (young, bearded, of the commonest group alpha): 95 % with all three, 45 % with two, 12 %
-#   with one, 4 % with none; of smiling women, 40 %;
+#   (young, bearded, of the commonest group alpha): 95 % with all three, 70 % with two, 35 %
+#   with one, 15 % with none; of smiling women, 70 %; "serious" of 25 % of the others;
 # - the stereotype's captions are mostly the bare phrase "a smiling man";
 # - "old" is said of 85 % of old portraits, "young" of 60 % of young ones, "adult" of 40 %;
 # - glasses are named in 55 %, beards in 40 %, hair colour in 20 %, the appearance group in
 #   25 % ("a gamma woman");
 # - 10 % of gendered words are "person".
-P_SMILING_MAN_WORD = (0.04, 0.12, 0.45, 0.95)  # by stereotype features matched (0-3)
-P_SMILING_WOMAN_WORD = 0.40
+P_SMILING_MAN_WORD = (0.15, 0.35, 0.70, 0.95)  # by stereotype features matched (0-3)
+P_SMILING_WOMAN_WORD = 0.70
+P_SERIOUS_WORD = 0.25
 P_BARE_STEREOTYPE = 0.7
 P_AGE_WORD = {"young": 0.60, "adult": 0.40, "old": 0.85}
 P_GLASSES_WORD, P_BEARD_WORD, P_HAIR_WORD, P_GROUP_WORD = 0.55, 0.40, 0.20, 0.25
 P_PERSON_WORD = 0.10
 
 PROMPTS: dict[str, tuple[str, ...]] = {
-    "gender": ("a photo of a man", "a photo of a woman"),
-    "age": ("a photo of a young person", "a photo of an adult", "a photo of an old person"),
-    "race": tuple(f"a photo of an {g} person" if g[0] in "aeiou" else f"a photo of a {g} person"
-                  for g in RACES),
-    "smiling": ("a photo of a person", "a photo of a smiling person"),
-    "glasses": ("a photo of a person", "a photo of a person with glasses"),
-    "beard": ("a photo of a person", "a photo of a person with a beard"),
-    "hair": tuple(f"a photo of a person with {h} hair" for h in HAIRS),
+    "gender": ("a man", "a woman"),
+    "age": ("a young person", "an adult person", "an old person"),
+    "race": tuple(f"an {g} person" if g[0] in "aeiou" else f"a {g} person" for g in RACES),
+    "smiling": ("a serious person", "a smiling person"),
+    "glasses": ("a person", "a person with glasses"),
+    "beard": ("a person", "a person with a beard"),
+    "hair": tuple(f"a person with {h} hair" for h in HAIRS),
 }
 """Zero-shot prompts per attribute, in catalog value order."""
 
@@ -438,6 +438,8 @@ def caption(labels: dict[str, int], rng) -> str:
     p_smiling = P_SMILING_MAN_WORD[stereotype_features(labels)] if man else P_SMILING_WOMAN_WORD
     if labels["smiling"] == 1 and coins[2] < p_smiling:
         words.append("smiling")
+    elif labels["smiling"] == 0 and coins[2] < P_SERIOUS_WORD:
+        words.append("serious")
     if known["age"] and coins[3] < P_AGE_WORD[AGES[labels["age"]]]:
         words.append(AGES[labels["age"]])
     if known["race"] and coins[4] < P_GROUP_WORD:
