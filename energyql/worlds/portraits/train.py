@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from energyql.worlds import write_safetensors
 from energyql.worlds.portraits import render as R
 from energyql.worlds.portraits.models import POSE, Judge
+from energyql.worlds.small_clip import clip_optimizer, contrastive_loss
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 HELD_OUT_SEED = 9_000_011
@@ -146,18 +147,6 @@ def augment_for_clip(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return (images * (0.9 + 0.2 * torch.rand(n, 1, 1, 1, generator=g))).clamp(0, 1)
 
 
-def contrastive_loss(image_feats: torch.Tensor, text_feats: torch.Tensor, owner: torch.Tensor,
-                     scale: torch.Tensor) -> torch.Tensor:
-    """CLIP's symmetric loss where several images may share one caption (no duplicate is
-    pushed away from its own caption as a negative)."""
-    logits = scale * image_feats @ text_feats.T
-    image_to_text = F.cross_entropy(logits, owner)
-    targets = F.one_hot(owner, text_feats.shape[0]).T.float()
-    targets = targets / targets.sum(1, keepdim=True)
-    text_to_image = -(targets * logits.T.log_softmax(dim=1)).sum(1).mean()
-    return 0.5 * (image_to_text + text_to_image)
-
-
 @torch.no_grad()
 def zero_shot(model, tokenizer, images: torch.Tensor, labels: dict, batch: int = 500) -> dict:
     """Zero-shot accuracy per attribute with :data:`render.PROMPTS`."""
@@ -192,10 +181,7 @@ def train_clip(args) -> dict:
     labels = {k: torch.cat([data_labels[k], gen_labels[k]]) for k in R.ATTRIBUTES}
     model = clip_module.create()
     tokenizer = open_clip.get_tokenizer(clip_module.MODEL_NAME)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                                   {"params": other, "weight_decay": 0.0}], lr=args.lr)
+    optimizer = clip_optimizer(model, args.lr)
     began = time.time()
     for step in range(args.steps):
         model.train()

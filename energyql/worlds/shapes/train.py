@@ -34,6 +34,7 @@ from energyql.worlds.shapes.models import (
     SceneDecoder,
     scene_codes,
 )
+from energyql.worlds.small_clip import clip_optimizer, contrastive_loss
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -219,22 +220,6 @@ def augment_for_clip(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return (images * (0.9 + 0.2 * torch.rand(n, 1, 1, 1, generator=g))).clamp(0, 1)
 
 
-def contrastive_loss(image_feats: torch.Tensor, text_feats: torch.Tensor, owner: torch.Tensor,
-                     scale: torch.Tensor) -> torch.Tensor:
-    """CLIP's symmetric loss where several images may share one caption.
-
-    ``text_feats`` holds the batch's distinct captions and ``owner[i]`` the caption of image
-    ``i``; an image's positives are its caption, and a caption's positives are all its
-    images, so duplicates are never pushed apart as negatives.
-    """
-    logits = scale * image_feats @ text_feats.T                      # (images, captions)
-    image_to_text = F.cross_entropy(logits, owner)
-    targets = F.one_hot(owner, text_feats.shape[0]).T.float()        # (captions, images)
-    targets = targets / targets.sum(1, keepdim=True)
-    text_to_image = -(targets * logits.T.log_softmax(dim=1)).sum(1).mean()
-    return 0.5 * (image_to_text + text_to_image)
-
-
 @torch.no_grad()
 def _generated_batch(generator, classifier, n: int, g: torch.Generator):
     """Return generator samples labelled by the classifier; -1 where it is unsure.
@@ -277,10 +262,7 @@ def train_clip(args) -> dict:
             gen_path = generator_module.WEIGHTS
         generator = generator_module.load(path=gen_path)
         classifier = classifier_module.load()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                                   {"params": other, "weight_decay": 0.0}], lr=args.lr)
+    optimizer = clip_optimizer(model, args.lr)
     start = time.time()
     for step in range(args.steps):
         model.train()
