@@ -544,25 +544,10 @@ def parse_options(pairs: list[str] | tuple[str, ...]) -> dict:
         >>> parse_options(["pool=4096", "e_min=pilot", "metropolis=true"])
         {'pool': 4096, 'e_min': 'pilot', 'metropolis': True}
     """
-    options = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip():
-            raise SamplerError(f"sampler option '{pair}' is not KEY=VALUE",
-                               hint="e.g. --option pool=4096 --option step_size=0.01")
-        value: object = text.strip()
-        lowered = text.strip().lower()
-        if lowered in ("true", "false"):
-            value = lowered == "true"
-        else:
-            for convert in (int, float):
-                try:
-                    value = convert(text)
-                    break
-                except ValueError:
-                    pass
-        options[key.strip().replace("-", "_")] = value
-    return options
+    from energyql.options import parse_key_values
+
+    return parse_key_values(pairs, what="sampler option", error=SamplerError,
+                            example="--option pool=4096 --option step_size=0.01")
 
 
 __all__ = ["OPTIONS", "SAMPLERS", "SampleResult", "SamplerError", "check_options",

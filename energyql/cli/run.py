@@ -29,6 +29,22 @@ from energyql.cli.app import (
     new_folder,
     stdout,
 )
+from energyql.errors import check_choice
+
+
+def gen_options(pairs: list[str], truncation: float | None) -> dict[str, Any]:
+    """The generator's load options from ``--gen-option`` pairs and ``--truncation``: only
+    those a manifest may record (a path never travels this way)."""
+    from energyql.manifest import GENERATOR_OPTIONS
+    from energyql.options import parse_key_values
+
+    options = parse_key_values(pairs, what="generator option",
+                               example="--gen-option steps=25")
+    for key in options:
+        check_choice(key, GENERATOR_OPTIONS, what="generator option")
+    if truncation is not None:
+        options["truncation"] = truncation
+    return options
 
 
 def default_out(expression: str) -> Path:
@@ -54,6 +70,9 @@ def run(
         help="bf16 mixed precision for the control models (GPU only).")] = False,
     threads: ThreadsOption = None,
     truncation: Annotated[Optional[float], typer.Option(help="Truncation (StyleGAN2).")] = None,
+    gen_option: Annotated[Optional[list[str]], typer.Option(
+        "--gen-option", help="Generator option KEY=VALUE (repeatable): steps=K (diffusion), "
+                             "class_name=NAME (BigGAN), noise=fixed|random (StyleGAN2).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
     start_from: Annotated[Optional[Path], typer.Option(
         "--from", help="Add stages to this artifact.")] = None,
@@ -86,7 +105,7 @@ def run(
     given = dict(steps=steps, batch=batch, lr=lr, warm_start_samples=warm_start,
                  forward_weight=forward_weight, threads=threads)
     settings: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    options = {"truncation": truncation} if truncation is not None else {}
+    options = gen_options(gen_option or [], truncation)
     from energyql.outdir import claim
 
     # Checked and locked before the first step (only the first torchrun process writes).

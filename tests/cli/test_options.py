@@ -176,3 +176,24 @@ def test_version_prints_the_package_version():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == f"energyql {energyql.__version__}"
+
+
+@pytest.mark.parametrize("pair, message", [
+    ("steps", "is not KEY=VALUE"),
+    ("path=/etc/passwd", "unknown generator option 'path'"),
+    ("bogus=1", "unknown generator option 'bogus'"),
+])
+def test_gen_options_are_checked_before_training(no_training, tmp_path, pair, message):
+    result = runner.invoke(app, ["run", "color == red", "--gen", "shapes", "--gen-option", pair,
+                                 "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_gen_options_reach_the_generator_loader(tmp_path):
+    # shapes takes no options: the loader itself says so, as a usage error
+    result = runner.invoke(app, ["run", "color == red", "--gen", "shapes", "--gen-option",
+                                 "noise=fixed", "--steps", "1", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert "noise" in result.output and "Traceback" not in result.output
