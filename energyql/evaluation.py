@@ -449,5 +449,14 @@ def conditional_figures(sampler: StageSampler, models: ControlModels, *, rows: i
             between = (drawn - drawn.roll(1, dims=0)).norm(dim=2).mean()
             truth["identity_within"] = round(float(within), 4)
             truth["identity_between"] = round(float(between), 4)
+        kept = [a.name for a in catalog.attributes if a.name in truths[params[0].name][0]]
+        if kept:
+            # The share of noises whose drawn attributes stay the same across the whole sweep
+            # (an expression may change with pose; the person should not).
+            labels = torch.stack([torch.stack([t[a] for a in kept], 1)
+                                  for t in truths[params[0].name]], 1)  # rows, steps, attrs
+            same = (labels == labels[:, :1]).all(dim=1)                  # rows, attrs
+            truth["attributes_kept"] = {a: round(float(same[:, i].float().mean()), 4)
+                                        for i, a in enumerate(kept)}
         result["truth"] = truth
     return result

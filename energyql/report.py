@@ -347,6 +347,10 @@ def truth_blocks(metrics: dict, gap: float = TRUTH_GAP) -> list:
         if key in truth:
             rows.append([f"{key.replace('_', ' ')} (judge's embedding · drawn identity factors)",
                          _fmt(metrics.get(key)), _fmt(truth[key])])
+    kept = truth.get("attributes_kept", {})
+    if kept:
+        rows.append(["share of noises whose drawn attributes stay the same across the sweep", "",
+                     " ".join(f"{a}={v:.2f}" for a, v in kept.items())])
     agreement = truth.get("judge_agreement", {})
     if agreement:
         rows.append(["judge agreement with the truth", "",

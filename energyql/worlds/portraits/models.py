@@ -87,12 +87,20 @@ class PoseReader(nn.Module):
         return {name: pose[:, i] for i, name in enumerate(POSE)}
 
 
+# What a person keeps when they turn their head: everything but the expression.
+KEPT_ATTRIBUTES = tuple(name for name in ATTRIBUTES if name != "smiling")
+
+
 class IdentityEmbedder(nn.Module):
-    """The judge's identity factors, ``(B, 10)``: close for one face at any pose."""
+    """A face's identity as the judge reads it, ``(B, 10 + ΣK)``: the ten identity factors
+    and the probabilities of every attribute but the expression (gender, age, group,
+    glasses, beard, hair), so that keeping it keeps the person, not only the face's shape."""
 
     def __init__(self, judge: Judge):
         super().__init__()
         self.judge = judge
 
     def forward(self, images01: torch.Tensor) -> torch.Tensor:
-        return self.judge(images01)["identity"]
+        out = self.judge(images01)
+        probabilities = [out[name].softmax(dim=1) for name in KEPT_ATTRIBUTES]
+        return torch.cat([out["identity"], *probabilities], dim=1)
