@@ -1,6 +1,7 @@
 """``energyql gens``: the generator table and the weights status."""
 
 import subprocess
+from pathlib import Path
 import sys
 
 from typer.testing import CliRunner
@@ -81,3 +82,21 @@ def test_a_missing_extra_is_named(monkeypatch):
                         lambda name, *a: None if name == "diffusers" else real(name, *a))
     result = runner.invoke(app, ["gens"], env={"COLUMNS": "400"})
     assert "pip install 'energyql[diffusion]'" in _rows(result.output)["ddpm-church-256"]
+
+
+def test_embedded_worlds_are_ready_only_with_every_weights_file(tmp_path, monkeypatch):
+    import shutil
+
+    import energyql
+    from energyql.cli import gens as gens_module
+    from energyql.generators.registry import resolve
+
+    assert gens_module.weights_status(resolve("portraits"))[0] == "ready"
+    assert gens_module.weights_status(resolve("shapes"))[0] == "ready"
+    # a package copy that lacks the portraits CLIP is not ready
+    fake = tmp_path / "energyql"
+    shutil.copytree(Path(energyql.__file__).parent / "worlds" / "portraits" / "weights",
+                    fake / "worlds" / "portraits" / "weights")
+    (fake / "worlds" / "portraits" / "weights" / "clip.safetensors").unlink()
+    monkeypatch.setattr(energyql, "__file__", str(fake / "__init__.py"))
+    assert gens_module.weights_status(resolve("portraits"))[0] == "missing"
