@@ -17,7 +17,7 @@ from energyql.errors import UsageError
 def train(program: Any, gen: Any = None, *, out: str | Path | None = None, report: bool = False,
           config: Any = None, start: Any = None, resume: bool = False, progress: Any = True,
           samples: int = 2000, grid: int = 64, generator_options: dict[str, Any] | None = None,
-          **settings: Any):
+          keep_checkpoints: bool = False, **settings: Any):
     """Train every stage of ``program``; return the controlled sampler as an Artifact.
 
     Arguments:
@@ -32,6 +32,8 @@ def train(program: Any, gen: Any = None, *, out: str | Path | None = None, repor
         config: a full :class:`energyql.TrainConfig`; default: the generator's defaults.
         start: an Artifact, or an artifact folder, whose stages come first (``--from``).
         resume: continue from the checkpoints in ``out``.
+        keep_checkpoints: keep the stage checkpoints (with their optimizer state) in ``out``
+            after a successful run; by default they are deleted, the artifact is whole.
         progress: show progress on stderr (bool, or a :class:`energyql.progress.Progress`).
         samples: samples judged by the report's evaluation.
         grid: noises drawn in the report's grids.
@@ -64,6 +66,12 @@ def train(program: Any, gen: Any = None, *, out: str | Path | None = None, repor
     result = run_and_report(program, gen=gen, out=out, config=config, report=report,
                             resume=resume, start=start, progress=progress, samples=samples,
                             grid=grid, generator_options=generator_options)
+    if out is not None and not keep_checkpoints:
+        from energyql import checkpoints
+        from energyql.distributed import current as current_group
+
+        if current_group().is_main:  # the artifact is whole: its optimizer state is not needed
+            checkpoints.remove_all(Path(out))
     return result.artifact
 
 

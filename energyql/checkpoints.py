@@ -85,6 +85,16 @@ def identity_for(base: Any, source: str, index: int, config: Any) -> CheckpointI
                               latent_dim=int(base.latent_dim), settings=settings)
 
 
+def remove_all(directory: Path) -> list[Path]:
+    """Delete every stage checkpoint in ``directory`` (a finished run's); return what went."""
+    gone = []
+    for pattern in ("stage*.ckpt.safetensors", "stage*.optim.pt"):
+        for path in sorted(Path(directory).glob(pattern)):
+            path.unlink(missing_ok=True)
+            gone.append(path)
+    return gone
+
+
 def paths(directory: Path, index: int) -> tuple[Path, Path]:
     """Return the weights and optimizer files of stage ``index``."""
     return (Path(directory) / WEIGHTS.format(index=index),

@@ -242,3 +242,16 @@ def test_a_resumed_run_continues_its_log_and_a_fresh_run_starts_a_new_one(tmp_pa
     assert [r["step"] for r in records if r["event"] == "fit"] == [0]
     eq.train(program, gen="toy-shapes", out=tmp_path, progress=False, **{**settings, "steps": 2})
     assert [r["step"] for r in read_log(tmp_path) if r["event"] == "step"] == [1, 2]
+
+
+def test_a_finished_run_drops_its_checkpoints_unless_asked_to_keep_them(tmp_path):
+    register_tiny()
+    settings = dict(TINY, steps=2, checkpoint_every=1, moment_samples=32)
+    eq.train("color == red", gen="toy-shapes", out=tmp_path / "a", progress=False, **settings)
+    assert not list((tmp_path / "a").glob("stage*.ckpt.safetensors"))
+    assert not list((tmp_path / "a").glob("stage*.optim.pt"))
+    assert eq.load(tmp_path / "a").sample(2, seed=0).shape[0] == 2  # the artifact is whole
+    eq.train("color == red", gen="toy-shapes", out=tmp_path / "b", progress=False,
+             keep_checkpoints=True, **settings)
+    assert list((tmp_path / "b").glob("stage1.ckpt.safetensors"))
+    assert list((tmp_path / "b").glob("stage1.optim.pt"))

@@ -45,7 +45,8 @@ def _clean_failure(result, code: int, *names: str) -> str:
 def trained(tmp_path_factory):
     gen = register_tiny()
     out = tmp_path_factory.mktemp("run") / "art"
-    result = runner.invoke(app, ["run", EXPRESSION, "--gen", gen, "--out", str(out), *FAST])
+    result = runner.invoke(app, ["run", EXPRESSION, "--gen", gen, "--out", str(out), *FAST,
+                                 "--keep-checkpoints"])
     assert result.exit_code == 0, result.output
     return gen, out
 

@@ -81,6 +81,9 @@ def run(
         help="Show progress on stderr (a bar on a terminal, timestamped lines otherwise).")] = True,
     clip: ClipOption = None,
     face_attributes: FaceAttributesOption = None,
+    keep_checkpoints: Annotated[bool, typer.Option(
+        "--keep-checkpoints", help="Keep the stage checkpoints (and optimizer state) in --out "
+                                   "after a successful run.")] = False,
     force: Annotated[bool, typer.Option(
         "--force", help="Write into a non-empty --out that is not an energyql artifact.")] = False,
 ) -> None:
@@ -114,7 +117,7 @@ def run(
         artifact = train(program, gen=gen, out=folder, report=True, start=start_from,
                          resume=resume, progress=progress, samples=samples,
                          generator_options=options, seed=seed, device=device, amp=amp,
-                         **settings)
+                         keep_checkpoints=keep_checkpoints, **settings)
     from energyql.distributed import current as current_group
 
     if current_group().is_main:
