@@ -16,7 +16,7 @@ EXAMPLES = ROOT / "examples"
 # ~20 s on one thread are marked slow (they still run in CI).
 CASES = [
     pytest.param("card_expression.py", ["report.md", "report.html", "curves.png"],
-                 "canonical: clip(\"a blue shape\") & uniform(shape) | then debias(size)",
+                 "smiling men (drawn): base",
                  marks=pytest.mark.slow),
     ("compose_in_python.py", ["report.md", "stage2.png"], "stages: 2"),
     ("iterative_control.py", ["red/report.md", "red-shapes/report.md", "red-shapes/stage2.png"],
