@@ -168,12 +168,17 @@ def _one_hot_log_probs(truth: dict[str, torch.Tensor], catalog: Catalog) -> dict
     return out
 
 
-def _root_latent(base: Generator, u: torch.Tensor) -> tuple[Generator, torch.Tensor]:
-    """The original generator under a chain of stages, and its latent for ``u``."""
+def _root(base: Generator) -> Generator:
+    """The original generator under a chain of stages."""
+    return base.root if isinstance(base, StageSampler) else base
+
+
+def _root_latent(base: Generator, u: torch.Tensor) -> torch.Tensor:
+    """The original generator's latent for ``u``, a latent of ``base``."""
     while isinstance(base, StageSampler):
         u = base.latent(u)
         base = base.base
-    return base, u
+    return u
 
 
 def _sampled_batches(generator: Generator, n: int, seed: int, batch: int, device: str,
@@ -186,6 +191,8 @@ def _sampled_batches(generator: Generator, n: int, seed: int, batch: int, device
         weighting = generator.index - 1
     else:
         target, weighting = StageTarget(generator, device=device), 0
+    root = _root(target.base)
+    knows_truth = getattr(root, "knows_truth", False)
     for start in range(0, n, batch):
         m = min(batch, n - start)
         eps = target.noise(m, noise, group.shard(m))
@@ -195,8 +202,9 @@ def _sampled_batches(generator: Generator, n: int, seed: int, batch: int, device
             requested = sample_context(generator.context_params, len(eps), contexts).to(device)
             flow_context = generator.flow_context(requested, len(eps))
         u, log_ratio = target.push(eps, flow_context)
-        root, z = _root_latent(target.base, u)
-        truth = root.truth(z) if getattr(root, "knows_truth", False) else None
+        truth = None
+        if knows_truth:  # map to the root's latent only where the root can say what it drew
+            truth = root.truth(_root_latent(target.base, u))
         yield target.base.decode(u), log_ratio, weighting, truth
 
 
@@ -422,7 +430,8 @@ def conditional_figures(sampler: StageSampler, models: ControlModels, *, rows: i
             [(r - v).abs().mean() for r, v in zip(readings, values)]).mean()), 4)
         sweeps[param.name] = images
         if knows:  # what was drawn at each requested value
-            truths[param.name] = [root.truth(sampler.latent(noise, c)) for c in contexts]
+            truths[param.name] = [root.truth(_root_latent(sampler.base, sampler.latent(noise, c)))
+                                  for c in contexts]
             if param.name in truths[param.name][0]:
                 true_error[param.name] = round(float(torch.stack(
                     [(t[param.name] - v).abs().mean()
