@@ -224,7 +224,6 @@ def load_clip(spec: str, device: str = "cpu"):
     return _load_cached(spec.strip(), str(device))
 
 
-@functools.lru_cache(maxsize=8)
 def _load_cached(spec: str, device: str):
     members = parse_clip_spec(spec)
     if len(members) == 1 and members[0].weight == 1.0:
@@ -233,10 +232,20 @@ def _load_cached(spec: str, device: str):
                         [m.weight for m in members], name=spec)
 
 
-@functools.lru_cache(maxsize=8)
 def _load_one(spec: str, device: str) -> ClipModel:
     if registry.is_registered(spec, kind="clip"):
-        return registry.load(spec, kind="clip", device=device)
+        # Cached by the loader too: a key registered again loads its new model, not the old.
+        return _load_registered(spec, registry.resolve(spec, kind="clip").loader, device)
+    return _load_open_clip(spec, device)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_registered(key: str, loader: str, device: str) -> ClipModel:
+    return registry.load(key, kind="clip", device=device)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_open_clip(spec: str, device: str) -> ClipModel:
     import open_clip
 
     name, _, source = spec.partition(":")

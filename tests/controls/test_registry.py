@@ -164,3 +164,14 @@ def test_the_registry_and_the_catalog_import_no_torch():
     code = ("import sys, energyql.controls.registry, energyql.catalog, energyql.workflow; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_clip_key_registered_again_loads_its_new_model(monkeypatch):
+    from energyql.controls.clip import load_clip
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register("swap-clip", f"{__name__}:load_clip", kind="clip")
+    first = load_clip("swap-clip")
+    assert isinstance(first, FakeClip) and load_clip("swap-clip") is first  # cached
+    registry.register("swap-clip", "energyql.worlds.shapes.clip:load_control", kind="clip")
+    assert not isinstance(load_clip("swap-clip"), FakeClip)
