@@ -8,6 +8,7 @@ instance's methods (``register``, ``normalize``, ``create``, ``load``, ``load_co
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,26 @@ def contrastive_loss(image_feats: torch.Tensor, text_feats: torch.Tensor, owner:
     targets = targets / targets.sum(1, keepdim=True)
     text_to_image = -(targets * logits.T.log_softmax(dim=1)).sum(1).mean()
     return 0.5 * (image_to_text + text_to_image)
+
+
+def contrastive_step(model: Any, optimizer: torch.optim.Optimizer, tokenizer: Any,
+                     pixels: torch.Tensor, texts: list[str]) -> torch.Tensor:
+    """One training step on normalised images and their captions; return the loss.
+
+    Duplicate captions share one text embedding (see :func:`contrastive_loss`); the logit
+    scale is kept in [1, 100], as CLIP does.
+    """
+    distinct = sorted(set(texts))
+    owner = torch.tensor([distinct.index(t) for t in texts])
+    image_feats = model.encode_image(pixels, normalize=True)
+    text_feats = model.encode_text(tokenizer(distinct), normalize=True)
+    loss = contrastive_loss(image_feats, text_feats, owner, model.logit_scale.exp())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+    return loss.detach()
 
 
 def clip_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.AdamW:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from energyql.worlds import write_safetensors
 from energyql.worlds.portraits import render as R
 from energyql.worlds.portraits.models import POSE, Judge
-from energyql.worlds.small_clip import clip_optimizer, contrastive_loss
+from energyql.worlds.small_clip import clip_optimizer, contrastive_step
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 HELD_OUT_SEED = 9_000_011
@@ -188,21 +188,12 @@ def train_clip(args) -> dict:
         rows = torch.randint(len(images), (args.batch,), generator=g)
         batch_labels = {k: v[rows] for k, v in labels.items()}
         texts = R.captions(batch_labels, rng=rng)
-        distinct = sorted(set(texts))
-        owner = torch.tensor([distinct.index(t) for t in texts])
         warm = min(1.0, (step + 1) / 200)
         lr = args.lr * warm * 0.5 * (1 + math.cos(math.pi * step / args.steps))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        pixels = augment_for_clip(images[rows].float() / 255, g)
-        image_feats = model.encode_image(clip_module.normalize(pixels), normalize=True)
-        text_feats = model.encode_text(tokenizer(distinct), normalize=True)
-        loss = contrastive_loss(image_feats, text_feats, owner, model.logit_scale.exp())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
+        pixels = clip_module.normalize(augment_for_clip(images[rows].float() / 255, g))
+        loss = contrastive_step(model, optimizer, tokenizer, pixels, texts)
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             _log(f"clip step {step + 1}/{args.steps} loss {float(loss.detach()):.4f} "
                  f"scale {float(model.logit_scale.exp()):.1f}")

@@ -34,7 +34,7 @@ from energyql.worlds.shapes.models import (
     SceneDecoder,
     scene_codes,
 )
-from energyql.worlds.small_clip import clip_optimizer, contrastive_loss
+from energyql.worlds.small_clip import clip_optimizer, contrastive_step
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -273,18 +273,9 @@ def train_clip(args) -> dict:
             images = torch.cat([images, gen_images])
             labels = {k: torch.cat([labels[k], gen_labels[k]]) for k in render.ATTRIBUTES}
         texts = render.captions(labels, rng=rng)
-        distinct = sorted(set(texts))
-        owner = torch.tensor([distinct.index(t) for t in texts])
         _set_lr(optimizer, _cosine(step, args.steps, args.lr, warmup=min(200, args.steps)))
-        image_feats = model.encode_image(clip_module.normalize(augment_for_clip(images, g)),
-                                         normalize=True)
-        text_feats = model.encode_text(tokenizer(distinct), normalize=True)
-        loss = contrastive_loss(image_feats, text_feats, owner, model.logit_scale.exp())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
+        pixels = clip_module.normalize(augment_for_clip(images, g))
+        loss = contrastive_step(model, optimizer, tokenizer, pixels, texts)
         if step % 100 == 0 or step == args.steps - 1:
             _log(f"clip step {step}/{args.steps} loss {loss.item():.4f} "
                  f"scale {model.logit_scale.exp().item():.1f} ({time.time() - start:.0f}s)")
