@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -30,7 +31,7 @@ from energyql.errors import DigestMismatchError, WeightsMissingError, did_you_me
 
 __all__ = [
     "Weights", "KNOWN", "DigestMismatchError", "cache_dir", "location", "is_present", "path",
-    "register", "download_file", "file_digest", "fetch_command",
+    "register", "download_file", "file_digest", "fetch_command", "transport_errors",
 ]
 
 _CHUNK = 1 << 20
@@ -149,6 +150,19 @@ def fetch_command(key: str) -> str:
 
 def offline() -> bool:
     return os.environ.get("ENERGYQL_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def transport_errors() -> tuple[type[Exception], ...]:
+    """Return the network errors of huggingface_hub's HTTP client that are not OSErrors.
+
+    huggingface_hub 0.x talks through requests, whose errors are OSErrors; 1.x through httpx
+    and 2.x through httpx2, whose errors are not, and a few of them escape its downloads (a
+    proxy error, a connection that keeps dropping mid-file). Only clients already imported (by
+    huggingface_hub) are looked at, so this imports nothing.
+    """
+    clients = (sys.modules.get(name) for name in ("httpx", "httpx2"))
+    return tuple(client.HTTPError for client in clients
+                 if client is not None and isinstance(getattr(client, "HTTPError", None), type))
 
 
 def path(key: str, *, download: bool = True, progress: bool = True) -> Path:

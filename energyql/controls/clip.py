@@ -1,12 +1,13 @@
-"""CLIP through open_clip: specs, weights in the energyql cache, ensembles, cached text features.
+"""CLIP through open_clip: specs, weights from the Hugging Face cache, ensembles, text features.
 
 A CLIP spec names one model or a weighted ensemble of models:
 
 - a key of :mod:`energyql.controls.registry` of kind ``clip``, e.g. ``"shapes-clip"``: the
   embedded shapes world's small CLIP (ships inside the package).
 - ``"NAME:TAG"``: an open_clip architecture with a pretrained tag, e.g. ``"ViT-B-32:openai"``.
-  The weights live in ``<cache>/clip/NAME/TAG/`` (see :func:`energyql.hub.cache_dir`) and are
-  downloaded there, atomically, when missing and allowed.
+  The weights come through ``huggingface_hub`` and live in its cache (``HF_HUB_CACHE``,
+  ``HF_HOME``); files that earlier releases put in ``<cache>/clip/NAME/TAG/`` (see
+  :func:`energyql.hub.cache_dir`) are used first. See :func:`pretrained_path`.
 - ``"NAME:PATH"``: an open_clip architecture with a local checkpoint (``.safetensors``,
   ``.bin``/``.pt`` state dict). OpenAI weights need the ``-quickgelu`` variant of the name.
 - ``"local-dir:DIR"``: a folder with ``open_clip_config.json`` and its weights (any
@@ -26,6 +27,7 @@ import math
 import os
 import pickle
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -334,7 +336,7 @@ def _create(open_clip, name: str, device: str, **options):
         ) from None
 
 
-# --- pretrained weights in the energyql cache --------------------------------------------------
+# --- pretrained weights: the Hugging Face cache, energyql's cache for URL-only tags ----------
 
 
 def _clip_dir() -> Path:
@@ -345,65 +347,182 @@ def _offline() -> bool:
     return hub.offline()
 
 
-def pretrained_files(name: str, tag: str) -> list[tuple[Path, str]]:
-    """Return ``(local file, URL)`` candidates for open_clip's ``name:tag``, preferred first.
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """Where the weights of open_clip's ``name:tag`` come from.
 
-    Files live in ``<cache>/clip/NAME/TAG/``; safetensors come before pickled checkpoints.
+    Arguments:
+        name, tag: the open_clip architecture and its pretrained tag.
+        folder: energyql's own folder for them, ``<cache>/clip/NAME/TAG``. Earlier releases
+            downloaded every tag there, and tags without a hub repository still go there.
+        repo: the Hugging Face repository holding them, or None for a tag with only a URL.
+        filenames: the candidate files in ``repo``, preferred first (safetensors first).
+        url: the direct download of a tag without a repository, else None.
+    """
+
+    name: str
+    tag: str
+    folder: Path
+    repo: str | None
+    filenames: tuple[str, ...]
+    url: str | None
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}:{self.tag}"
+
+    def folder_files(self) -> list[Path]:
+        """Return the files looked for in ``folder``, preferred first."""
+        names = [*self.filenames, *([os.path.basename(self.url)] if self.url else [])]
+        return [self.folder / n for n in names]
+
+
+def pretrained_weights(name: str, tag: str) -> PretrainedWeights:
+    """Return where the weights of open_clip's ``name:tag`` come from (see PretrainedWeights).
+
+    A tag with a Hugging Face repository is fetched from it, even when open_clip also knows a
+    URL (as open_clip does); the URL is used only by tags that have nothing else.
     """
     import open_clip
 
     cfg = open_clip.get_pretrained_cfg(name, tag) or {}
-    folder = _clip_dir() / name / tag
-    out: list[tuple[Path, str]] = []
+    repo: str | None = None
+    filenames: tuple[str, ...] = ()
     if cfg.get("hf_hub"):
         # "org/repo/" names the repository's default weights; "org/repo/file" one file.
         repo, filename = os.path.split(cfg["hf_hub"])
         if filename:
             pickled = filename.endswith((".bin", ".pth"))
-            names = ([filename[:-4] + ".safetensors"] if pickled else []) + [filename]
+            filenames = (*([filename[:-4] + ".safetensors"] if pickled else []), filename)
         else:
-            names = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        out += [(folder / n, f"https://huggingface.co/{repo}/resolve/main/{n}") for n in names]
-    if cfg.get("url"):
-        out.append((folder / os.path.basename(cfg["url"]), cfg["url"]))
-    return out
+            filenames = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    return PretrainedWeights(name, tag, _clip_dir() / name / tag, repo, filenames,
+                             cfg.get("url") or None)
 
 
 def pretrained_path(name: str, tag: str, *, download: bool = True) -> Path:
-    """Return the local file of open_clip's ``name:tag``, downloading it into the cache if allowed.
+    """Return the local file of open_clip's ``name:tag``, fetching it if allowed.
 
-    Raises :class:`WeightsMissingError` naming the file, its folder and the command that puts it
-    there when it is missing and cannot be downloaded. A failed download leaves no file behind.
+    Looked for first in energyql's own folder (``<cache>/clip/NAME/TAG``, where earlier
+    releases put them); then a tag with a Hugging Face repository comes through
+    ``huggingface_hub`` and its cache (``HF_HUB_CACHE``, ``HF_HOME``, ``HF_HUB_OFFLINE`` and
+    ``HF_ENDPOINT`` apply), a tag with only a URL through a checked download into that folder.
+
+    Raises :class:`WeightsMissingError` naming where the file is expected and the command that
+    puts it there when it is missing and cannot be fetched.
     """
-    candidates = pretrained_files(name, tag)
-    for file, _ in candidates:
+    weights = pretrained_weights(name, tag)
+    for file in weights.folder_files():
         if file.is_file():
             return file
+    if weights.repo:
+        return _from_hub(weights, weights.repo, download=download)
+    if weights.url:
+        return _from_url(weights, weights.url, download=download)
+    raise WeightsMissingError(f"open_clip names no weights for '{weights.spec}'",
+                              hint="use NAME:PATH to a local checkpoint, or local-dir:DIR")
+
+
+def _checkpoint_hint(weights: PretrainedWeights) -> str:
     import open_clip
 
-    first, url = candidates[0]
-    how = f"mkdir -p '{first.parent}' && curl -L -o '{first}' '{url}'"
-    quick = ((open_clip.get_pretrained_cfg(name, tag) or {}).get("quick_gelu")
-             and not name.endswith("-quickgelu"))
-    hint = (f"get it with: {how}  (or set ENERGYQL_CACHE to the folder that holds clip/, or use "
-            f"'{name}{'-quickgelu' if quick else ''}:/path/to/checkpoint')")
-    if not download or _offline():
-        why = "downloads are off (ENERGYQL_OFFLINE)" if download else "downloading was not allowed"
+    quick = ((open_clip.get_pretrained_cfg(weights.name, weights.tag) or {}).get("quick_gelu")
+             and not weights.name.endswith("-quickgelu"))
+    return f"use '{weights.name}{'-quickgelu' if quick else ''}:/path/to/checkpoint'"
+
+
+def _why_not_download(download: bool, hub_offline: bool = False) -> str | None:
+    """Return why nothing may be downloaded ("downloads are off (...)"), or None if it may."""
+    if not download:
+        return "downloading was not allowed"
+    if _offline():
+        return "downloads are off (ENERGYQL_OFFLINE)"
+    if hub_offline:
+        return "downloads are off (HF_HUB_OFFLINE)"
+    return None
+
+
+def _from_hub(weights: PretrainedWeights, repo: str, *, download: bool) -> Path:
+    """Return the weights' file from the cache of ``repo``, downloading it there if allowed."""
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    first, *others = weights.filenames
+    cache = Path(constants.HF_HUB_CACHE)  # what hf_hub_download uses: HF_HUB_CACHE, HF_HOME...
+    what = f"CLIP weights '{weights.spec}' ({first} of {repo})"
+    where = f"the Hugging Face cache {cache}"
+    hint = (f"get it with: hf download {shlex.quote(repo)} {shlex.quote(first)} --cache-dir "
+            f"{shlex.quote(str(cache))}  ("
+            + (f"where the repository has no {first}, name {' or '.join(others)}; " if others
+               else "")
+            + f"or set HF_HUB_CACHE or HF_HOME to a cache that holds it, or "
+              f"{_checkpoint_hint(weights)})")
+    # Whatever the cache already holds, any candidate, before any network call. Not through
+    # hf_hub_download(local_files_only=True): huggingface_hub 2.x still fetches a list of AI
+    # agents from the Hub there, once per process, for its User-Agent header.
+    for filename in weights.filenames:
+        try:
+            found = try_to_load_from_cache(repo, filename)
+        except (OSError, ValueError):  # an unreadable cache folder counts as an empty one
+            continue
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found)
+    why = _why_not_download(download, hub_offline=bool(constants.HF_HUB_OFFLINE))
+    if why:
+        raise WeightsMissingError(f"{what} are not in {where}; {why}", hint=hint)
+    failures: tuple[type[BaseException], ...] = (OSError, ValueError, *hub.transport_errors())
+    missing = []
+    for filename in weights.filenames:
+        try:
+            return Path(hf_hub_download(repo, filename))
+        except LocalEntryNotFoundError as error:  # raised online when the hub cannot be reached
+            cause = error.__cause__
+            reason = "the hub could not be reached" + (f" ({_first_line(cause)})" if cause else "")
+        except EntryNotFoundError:  # the repository has no such file: try the next one
+            missing.append(filename)
+            continue
+        except RepositoryNotFoundError:
+            reason = f"no repository '{repo}' (or it is private or gated: 'hf auth login')"
+        except HfHubHTTPError as error:
+            reason = _first_line(error)
+        except failures as error:
+            reason = f"{type(error).__name__}: {_first_line(error)}"
+        break
+    else:
+        reason = f"the repository has none of {', '.join(missing)}"
+    raise WeightsMissingError(f"{what} are not in {where} and could not be downloaded: {reason}",
+                              hint=hint)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def _from_url(weights: PretrainedWeights, url: str, *, download: bool) -> Path:
+    """Return the weights' file in energyql's folder, downloading it there (checked) if allowed."""
+    file = weights.folder / os.path.basename(url)
+    hint = (f"get it with: mkdir -p '{file.parent}' && curl -L -o '{file}' '{url}'  "
+            f"(or set ENERGYQL_CACHE to the folder that holds clip/, or "
+            f"{_checkpoint_hint(weights)})")
+    why = _why_not_download(download)
+    if why:
         raise WeightsMissingError(
-            f"CLIP weights '{name}:{tag}' ({first.name}) are not at {first}; {why}", hint=hint)
-    existing = first.parent  # the folders made for a failed download are removed again
+            f"CLIP weights '{weights.spec}' ({file.name}) are not at {file}; {why}", hint=hint)
+    existing = file.parent  # the folders made for a failed download are removed again
     while not existing.exists():
         existing = existing.parent
-    failures = []
-    for file, link in candidates:
-        try:
-            return _download(link, file)
-        except WeightsMissingError as error:
-            failures.append(error.message)
-    _remove_empty(first.parent, stop=existing)
-    raise WeightsMissingError(
-        f"CLIP weights '{name}:{tag}' are not at {first} "
-        f"and could not be downloaded: {failures[-1]}", hint=hint)
+    try:
+        return _download(url, file)
+    except WeightsMissingError as error:
+        _remove_empty(file.parent, stop=existing)
+        raise WeightsMissingError(
+            f"CLIP weights '{weights.spec}' are not at {file} and could not be downloaded: "
+            f"{error.message}", hint=hint) from None
 
 
 def _remove_empty(folder: Path, *, stop: Path) -> None:

@@ -14,8 +14,27 @@ def tiny_clip(tmp_path_factory):
 
 
 @pytest.fixture
-def offline_cache(tmp_path, monkeypatch):
-    """An empty energyql cache with downloads off and no CLIP override."""
+def hf_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache in ``tmp_path/hf/hub``, with the hub's offline mode off.
+
+    ``HF_HOME`` and ``HF_HUB_CACHE`` point there. huggingface_hub reads them once, when it is
+    imported, into ``huggingface_hub.constants``, which is what ``hf_hub_download`` uses; those
+    are set as well, as an import in a fresh process would set them.
+    """
+    from huggingface_hub import constants
+
+    home = tmp_path / "hf"
+    for name, value in (("HF_HOME", home), ("HF_HUB_CACHE", home / "hub")):
+        monkeypatch.setenv(name, str(value))
+        monkeypatch.setattr(constants, name, str(value))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return home / "hub"
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch, hf_cache):
+    """An empty energyql cache (and Hugging Face cache) with downloads off and no CLIP override."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("ENERGYQL_CACHE", str(cache))
     monkeypatch.setenv("ENERGYQL_OFFLINE", "1")

@@ -56,6 +56,27 @@ def save_tiny_clip_dir(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def put_in_hf_cache(cache: Path, repo: str, filename: str, data: bytes,
+                    commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
+    """Place a file in a Hugging Face cache as huggingface_hub lays it out; return its path.
+
+    ``models--ORG--REPO/blobs/<digest>`` holds the bytes, ``snapshots/<commit>/FILE`` links to
+    it, and ``refs/main`` names the commit (what a lookup of the ``main`` revision reads).
+    """
+    import hashlib
+
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    file = folder / "snapshots" / commit / filename
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.symlink_to(Path("../..") / "blobs" / blob.name)
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(commit)
+    return file
+
+
 def save_random_facenet(path: Path, *, seed: int = 0, with_logits: bool = True) -> Path:
     """Write a random InceptionResnetV1 state dict laid out like facenet-pytorch's releases."""
     from facenet_pytorch import InceptionResnetV1

@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from energyql.catalog import FACES, SHAPES
-from energyql.controls import clip as clip_module
 from energyql.controls.clip import (ClipEnsemble, ClipModel, default_clip_spec, load_clip,
-                                    parse_clip_spec, pretrained_files, pretrained_path)
+                                    parse_clip_spec, pretrained_path, pretrained_weights)
 from energyql.energies.base import Features
 from energyql.energies.clip import ClipEnergy
 from energyql.errors import EnergyQLError, WeightsMissingError
@@ -95,13 +94,16 @@ def test_world_default_can_be_replaced(tiny_clip, monkeypatch):
     assert default_clip_spec(FACES) == "ViT-B-32:openai" and default_clip_spec(SHAPES) == "shapes-clip"
 
 
-def test_missing_pretrained_weights_offline_name_file_place_and_command(offline_cache):
+def test_missing_pretrained_weights_offline_name_file_place_and_command(offline_cache, hf_cache):
     with pytest.raises(WeightsMissingError) as caught:
         load_clip("ViT-B-32:openai")
-    text = str(caught.value)
-    assert "open_clip_model.safetensors" in text and str(offline_cache / "clip" / "ViT-B-32" / "openai") in text
-    assert "curl -L -o" in text and "huggingface.co/timm/vit_base_patch32_clip_224.openai" in text
-    assert not offline_cache.exists()  # nothing written
+    error = caught.value
+    assert "open_clip_model.safetensors of timm/vit_base_patch32_clip_224.openai" in error.message
+    assert f"Hugging Face cache {hf_cache}; downloads are off (ENERGYQL_OFFLINE)" in error.message
+    assert (f"hf download timm/vit_base_patch32_clip_224.openai open_clip_model.safetensors "
+            f"--cache-dir {hf_cache}") in error.hint
+    assert "ViT-B-32-quickgelu:/path/to/checkpoint" in error.hint
+    assert not offline_cache.exists() and not hf_cache.exists()  # nothing written
 
 
 def test_unknown_tag_architecture_and_path(offline_cache):
@@ -126,9 +128,11 @@ def test_checkpoint_that_does_not_fit_fails_clearly(tiny_clip, tmp_path):
 
 def test_cached_tag_file_is_found_and_tags_follow_quick_gelu(offline_cache, tiny_clip, monkeypatch):
     name, checkpoint, _ = tiny_clip
-    files = pretrained_files("ViT-B-32", "openai")
-    assert [f.name for f, _ in files] == ["open_clip_model.safetensors", "open_clip_pytorch_model.bin",
-                                          "ViT-B-32.pt"]
+    weights = pretrained_weights("ViT-B-32", "openai")
+    assert weights.repo == "timm/vit_base_patch32_clip_224.openai"
+    assert weights.filenames == ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    assert [f.name for f in weights.folder_files()] == [*weights.filenames, "ViT-B-32.pt"]
+    assert weights.folder == offline_cache / "clip" / "ViT-B-32" / "openai"
     # A tag of the tiny architecture, trained with QuickGELU, whose file is already cached.
     cfg = {"hf_hub": "someone/tiny-clip/", "quick_gelu": True, "mean": (0.5, 0.5, 0.5),
            "std": (0.5, 0.5, 0.5)}
@@ -142,23 +146,25 @@ def test_cached_tag_file_is_found_and_tags_follow_quick_gelu(offline_cache, tiny
     assert model.mean.flatten().tolist() == [0.5, 0.5, 0.5]
 
 
-def test_download_is_atomic_and_checked(tmp_path, monkeypatch, tiny_clip):
+@pytest.mark.parametrize("served", ["page.html", "absent.bin"])
+def test_a_url_only_tag_is_downloaded_atomically_and_checked(tmp_path, monkeypatch, tiny_clip,
+                                                            hf_cache, served):
     name, checkpoint, _ = tiny_clip
     monkeypatch.setenv("ENERGYQL_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("ENERGYQL_OFFLINE", raising=False)
-    folder = tmp_path / "cache" / "clip" / name / "tag"
-    html = tmp_path / "page.html"
-    html.write_bytes(b"<html>moved</html>")
-    missing = (tmp_path / "absent.bin").as_uri()
-    monkeypatch.setattr(clip_module, "pretrained_files", lambda n, t: [
-        (folder / "open_clip_model.safetensors", html.as_uri()),
-        (folder / "open_clip_pytorch_model.bin", missing)])
-    with pytest.raises(WeightsMissingError, match="could not be downloaded"):
+    (tmp_path / "page.html").write_bytes(b"<html>moved</html>")
+    cfg = {"url": (tmp_path / served).as_uri()}  # a tag with no hub repository
+    monkeypatch.setattr("open_clip.get_pretrained_cfg", lambda n, t: cfg)
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", None)  # never asked
+    assert pretrained_weights(name, "tag").repo is None
+    with pytest.raises(WeightsMissingError, match="could not be downloaded") as caught:
         pretrained_path(name, "tag")
+    assert "curl -L -o" in caught.value.hint and cfg["url"] in caught.value.hint
     assert not (tmp_path / "cache").exists()  # no partial files, not even empty folders
-    monkeypatch.setattr(clip_module, "pretrained_files", lambda n, t: [
-        (folder / "open_clip_model.safetensors", checkpoint.as_uri())])
-    assert pretrained_path(name, "tag").read_bytes() == checkpoint.read_bytes()
+    cfg["url"] = checkpoint.as_uri()
+    file = pretrained_path(name, "tag")
+    assert file == tmp_path / "cache" / "clip" / name / "tag" / checkpoint.name
+    assert file.read_bytes() == checkpoint.read_bytes() and not hf_cache.exists()
 
 
 def test_logit_scale_and_augment_options(tiny_clip):
