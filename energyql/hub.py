@@ -18,9 +18,9 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import shlex
-import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -157,12 +157,17 @@ def transport_errors() -> tuple[type[Exception], ...]:
 
     huggingface_hub 0.x talks through requests, whose errors are OSErrors; 1.x through httpx
     and 2.x through httpx2, whose errors are not, and a few of them escape its downloads (a
-    proxy error, a connection that keeps dropping mid-file). Only clients already imported (by
-    huggingface_hub) are looked at, so this imports nothing.
+    proxy error, a connection that keeps dropping mid-file).
     """
-    clients = (sys.modules.get(name) for name in ("httpx", "httpx2"))
-    return tuple(client.HTTPError for client in clients
-                 if client is not None and isinstance(getattr(client, "HTTPError", None), type))
+    errors = []
+    for name in ("httpx", "httpx2"):
+        try:
+            client = importlib.import_module(name)
+        except ImportError:
+            continue
+        if isinstance(getattr(client, "HTTPError", None), type):
+            errors.append(client.HTTPError)
+    return tuple(errors)
 
 
 def path(key: str, *, download: bool = True, progress: bool = True) -> Path:

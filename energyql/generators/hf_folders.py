@@ -39,15 +39,6 @@ def fetch_command(weights: str) -> str:
             f"--local-dir {shlex.quote(str(location(weights)))}")
 
 
-def _transport_errors() -> tuple[type[Exception], ...]:
-    """Return the HTTP client's network errors that are not OSErrors (the Hub's own are)."""
-    try:
-        import httpx
-    except ImportError:
-        return ()
-    return (httpx.HTTPError,)
-
-
 def fetch(weights: str) -> Path:
     """Return the pipeline folder of ``hf:OWNER/REPO``, downloading it when allowed.
 
@@ -66,7 +57,7 @@ def fetch(weights: str) -> Path:
             f"pipeline '{repo_id(weights)}' is not at {folder}; downloads are off "
             "(ENERGYQL_OFFLINE)", hint=hint)
     failures: tuple[type[Exception], ...] = (ImportError, OSError, ValueError,
-                                             *_transport_errors())
+                                             *hub.transport_errors())
     try:
         from huggingface_hub import snapshot_download
 

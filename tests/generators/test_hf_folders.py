@@ -21,16 +21,24 @@ def test_location_presence_and_command(tmp_path, monkeypatch):
     assert hf_folders.fetch_command("hf:a/b") == f"hf download a/b --local-dir {tmp_path}/hf/a--b"
 
 
-def test_a_failed_download_names_folder_and_command(tmp_path, monkeypatch):
+def _proxy_error():
+    import httpx2  # huggingface_hub 2.x's HTTP client: its errors are not OSErrors
+
+    return httpx2.ProxyError("proxy refused")
+
+
+@pytest.mark.parametrize("error, name", [(lambda: OSError("network is unreachable"), "OSError"),
+                                         (_proxy_error, "ProxyError")])
+def test_a_failed_download_names_folder_and_command(tmp_path, monkeypatch, error, name):
     monkeypatch.setenv("ENERGYQL_CACHE", str(tmp_path))
     monkeypatch.delenv("ENERGYQL_OFFLINE", raising=False)
 
     def unreachable(repo_id, local_dir):
-        raise OSError("network is unreachable")
+        raise error()
 
     monkeypatch.setitem(sys.modules, "huggingface_hub",
                         types.SimpleNamespace(snapshot_download=unreachable))
     with pytest.raises(WeightsMissingError) as info:
         hf_folders.fetch("hf:google/ddpm-cifar10-32")
-    assert "could not be downloaded (OSError)" in info.value.message
+    assert f"could not be downloaded ({name})" in info.value.message
     assert "hf download google/ddpm-cifar10-32" in info.value.hint
