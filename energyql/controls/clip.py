@@ -297,24 +297,40 @@ def _load_scheme(open_clip, spec: str, device: str) -> ClipModel:
                                   "(ENERGYQL_OFFLINE)",
                                   hint="download the repository elsewhere and use local-dir:DIR")
     model = _create(open_clip, spec.replace(where, str(Path(where).expanduser()))
-                    if scheme == "local-dir" else spec, device, cache_dir=str(_clip_dir()))
+                    if scheme == "local-dir" else spec, device,
+                    cache_dir=_hub_cache_dir(where if scheme == "hf-hub" else None))
     return _wrap(open_clip, model, spec, spec, dict(model.visual.preprocess_cfg), device)
 
 
 def _wrap(open_clip, model, name: str, spec: str, cfg: dict, device: str) -> ClipModel:
     size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
+    # Tokenizers of hf-hub models and of HF-tokenizer architectures are fetched from the hub.
+    failures: tuple[type[BaseException], ...] = (OSError, RuntimeError, ValueError,
+                                                 *hub.transport_errors())
     try:
-        tokenizer = open_clip.get_tokenizer(name, cache_dir=str(_clip_dir()))
-    except (OSError, RuntimeError, ValueError) as error:  # tokenizers fetched from the HF hub
+        tokenizer = open_clip.get_tokenizer(
+            name, cache_dir=_hub_cache_dir(_tokenizer_repo(open_clip, name)))
+    except failures as error:
         raise WeightsMissingError(
             f"could not load the tokenizer of CLIP '{spec}': {error}") from None
     return ClipModel(model, tokenizer, name=spec, image_size=size,
                      mean=cfg["mean"], std=cfg["std"]).to(device)
 
 
+def _tokenizer_repo(open_clip, name: str) -> str | None:
+    """Return the hub repository a CLIP's tokenizer is fetched from, if any."""
+    scheme, _, where = name.partition(":")
+    if scheme == "hf-hub":
+        return where
+    if scheme == "local-dir":
+        return None
+    return ((open_clip.get_model_config(name) or {}).get("text_cfg") or {}).get(
+        "hf_tokenizer_name") or None
+
+
 def _load_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [RuntimeError, OSError, ValueError, KeyError,
-                                         pickle.UnpicklingError]
+                                         pickle.UnpicklingError, *hub.transport_errors()]
     try:
         from safetensors import SafetensorError
         errors.append(SafetensorError)
@@ -345,6 +361,18 @@ def _clip_dir() -> Path:
 
 def _offline() -> bool:
     return hub.offline()
+
+
+def _hub_cache_dir(repo: str | None) -> str | None:
+    """Return the Hugging Face cache open_clip is to fetch ``repo`` into.
+
+    None, huggingface_hub's own cache (``HF_HUB_CACHE``, ``HF_HOME``), unless an earlier release
+    fetched ``repo`` into energyql's ``<cache>/clip`` (it gave open_clip that folder for
+    ``hf-hub:`` models and tokenizers): then that folder, so nothing is fetched again.
+    """
+    if repo and (_clip_dir() / f"models--{repo.replace('/', '--')}").is_dir():
+        return str(_clip_dir())
+    return None
 
 
 @dataclass(frozen=True)

@@ -204,3 +204,30 @@ def test_hugging_face_variables_are_honoured_in_a_fresh_process(tmp_path):
     assert found == str(cached)
     assert f"Hugging Face cache {home / 'hub'}" in missing and missing.endswith("(HF_HUB_OFFLINE)")
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+def test_hf_hub_models_and_tokenizers_go_to_the_hugging_face_cache(online, tiny_clip, monkeypatch,
+                                                                   earlier):
+    import open_clip
+
+    _, _, folder = tiny_clip
+    repo = f"someone/tiny-clip-{earlier}"  # one spec per case: loaded models are cached by spec
+    if earlier:  # an earlier release fetched it into energyql's CLIP folder: it stays there
+        (online / "clip" / f"models--{repo.replace('/', '--')}").mkdir(parents=True)
+    caches = {}
+    create_model, get_tokenizer = open_clip.create_model, open_clip.get_tokenizer
+
+    def create(spec, *, device, cache_dir, **options):
+        caches["model"] = cache_dir
+        return create_model(f"local-dir:{folder}", device=device, **options)
+
+    def tokenizer(spec, *, cache_dir):
+        caches["tokenizer"] = cache_dir
+        return get_tokenizer(f"local-dir:{folder}")
+
+    monkeypatch.setattr(open_clip, "create_model", create)
+    monkeypatch.setattr(open_clip, "get_tokenizer", tokenizer)
+    assert load_clip(f"hf-hub:{repo}").image_size == 32
+    expected = str(online / "clip") if earlier else None  # None: huggingface_hub's own cache
+    assert caches == {"model": expected, "tokenizer": expected}
