@@ -3,56 +3,69 @@
     python benchmarks/run.py --quick [--json PATH] [--threads 1] [--plot PATH]
     python benchmarks/run.py          [--json PATH]          # the full run (longer)
 
-1. overhead       images/s of the generator alone vs flow -> generator, batch 64 (shapes, and a
-                  random-weight StyleGAN2 at 256 px)
-2. speed          cost per on-target sample for a rare target (a blue triangle) of every
-                  sampler in energyql.baselines, and the break-even sample count when the
-                  flow's training time is counted
-3. time_to_target training steps and seconds until each acceptance run of the core issue meets
-                  its target, and the de-biasing KL against steps (a plot)
-4. exactness      KL / TV of attribute distributions to the exact target (a long SIR reference)
-                  of flow, flow+sir and flow+imh
+1. images_to_target  the four goals of docs/training.md trained with the trainer's defaults
+                     (``energyql.train``, the code path of ``energyql run``): images decoded by
+                     the generator until each goal holds, judged by the generator's own truth
+2. overhead          images/s of the generator alone vs flow -> generator at the sampler's
+                     batch (256) and at 64 (shapes; and a random-weight StyleGAN2 at 256 px)
+3. speed             distinct on-target samples per second for the rare target (a blue
+                     triangle) of every sampler in energyql.baselines, and the break-even
+                     count once the flow's training is counted (seconds and images)
+4. exactness         KL / TV of attribute distributions to the exact target (a long SIR
+                     reference) of flow, flow+sir and flow+imh
 
-JSON keys (stable): ``settings``, ``flow_overhead`` (shapes: flow+generator time over generator
-time), ``flow_overhead_stylegan2_256``, ``overhead`` (details), ``speedup_vs_rejection``,
-``speedup_vs_importance``, ``speedup_vs_langevin`` (each ``{"ratio", "on_target_share"}``, the
-ratio of on-target samples per second, flow over the other, and every sampler's on-target
-share), ``samplers`` (per sampler: ``seconds``, ``samples``, ``samples_per_s``,
-``on_target_share``, ``on_target_per_s``, ``unique``, ``stats``), ``train_seconds``,
+JSON keys (stable): ``settings``, ``images_to_target`` (per goal: ``images_to_target`` —
+images decoded during training until the goal first held, or null —, ``holds_at_end``,
+``met``, ``final``, ``curve``, ``train_seconds``, ``images``, ``images_backward``),
+``time_to_target`` (per program: the same curve by step and seconds), ``flow_overhead``
+(shapes, batch 256: flow+generator time over generator time), ``flow_overhead_batch64``,
+``flow_overhead_stylegan2_256``, ``overhead`` (details), ``speedup_vs_rejection``,
+``speedup_vs_importance``, ``speedup_vs_langevin`` (each ``{"ratio", "on_target_share"}``: the
+ratio of distinct on-target samples per second, flow over the other, and every sampler's
+on-target share), ``samplers``, ``base_on_target_share``, ``train_seconds``, ``train_images``,
 ``break_even`` (on-target samples after which training plus flow sampling is cheaper),
-``time_to_target``, ``exactness``, ``missing`` (what could not be measured, and why).
+``exactness``, ``missing`` (what could not be measured, and why).
 
-The GPU benchmark of the issue (StyleGAN2-1024 + CLIP ViT-B-32) is not part of this script.
+The GPU benchmark (StyleGAN2-1024 + CLIP ViT-B-32) is benchmarks/gpu.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
-import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
-RARE = "shape == triangle & color == blue"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from to_target import ALL_GOALS, GOALS, images_to_target  # noqa: E402  (benchmarks/to_target.py)
+
+RARE = GOALS["blue_triangle"].program
 RARE_VALUES = {"shape": "triangle", "color": "blue"}
-DEBIAS = "uniform(shape x color)"
-RED_CIRCLES = "color == red & shape == circle"
-CLIP_THEN_DEBIAS = 'clip("a blue triangle") | then debias(size)'
-# Checkpoints at which training is evaluated. Each is a multiple of the checkpoint period
-# (CHECKPOINT_EVERY, so that the next chunk resumes from it) and none but the last a multiple of
-# the trainer's refit period (50: a chunk that ended on one would skip that refit), so training
-# in these chunks retraces an uninterrupted run exactly; the learning-rate schedule is held to
-# the whole run's length (see train_in_chunks).
-EVAL_AT = (40, 140, 240, 340, 400)
-CHECKPOINT_EVERY = 20
+DEBIAS = GOALS["uniform"].program
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+_PROGRESS = None
+
+
+def _progress():
+    """The run's progress (stderr): a bar on a terminal, timestamped lines otherwise."""
+    global _PROGRESS
+    if _PROGRESS is None:
+        from energyql.progress import Progress
+
+        _PROGRESS = Progress(enabled=True)
+    return _PROGRESS
+
+
+def _item(description: str):
+    """A benchmark item's progress phase: start, a line every few seconds, end and duration."""
+    return _progress().phase(description)
 
 
 class World:
@@ -135,46 +148,6 @@ def stylegan2_overhead(batch: int, repeats: int) -> dict:
     return overhead(generator, flow, batch, repeats)
 
 
-def train_in_chunks(world: World, program: str, steps: tuple[int, ...], measure, *,
-                    base_config, workdir: Path) -> tuple[list, list[dict], float]:
-    """Train every stage of ``program`` in chunks; measure after each. Return the samplers,
-    the trajectory (``stage``, ``step``, ``seconds``, figures) and the training seconds."""
-    from energyql.energies import lower_stage
-    from energyql.lang.api import compile as compile_program
-    from energyql.trainer import train_stage
-
-    import energyql.trainer as trainer
-
-    compiled = compile_program(program, gen="shapes")
-    sampler, trajectory, total = world.generator, [], 0.0
-    samplers = []
-    # The cosine learning rate is a function of (step, config.steps): a chunk that stops at
-    # `end` must still follow the schedule of the whole run of steps[-1] steps.
-    schedule = trainer.learning_rate
-    whole_run = lambda config, step: schedule(replace(config, steps=steps[-1]), step)  # noqa: E731
-    for index, stage in enumerate(compiled.stages, start=1):
-        energy = lower_stage(stage, world.models)
-        seconds = 0.0
-        for end in steps:
-            config = replace(base_config, steps=end)
-            began = time.perf_counter()
-            trainer.learning_rate = whole_run
-            try:
-                stage_sampler, _ = train_stage(sampler, energy, config, index=index,
-                                               source=str(stage), checkpoint_dir=workdir,
-                                               resume=True, progress=False)
-            finally:
-                trainer.learning_rate = schedule
-            seconds += time.perf_counter() - began
-            figures = measure(stage_sampler, index)
-            trajectory.append({"stage": index, "step": end, "seconds": round(seconds, 2), **figures})
-            _log(f"  {program!r} stage {index} step {end}: {figures} ({seconds:.0f} s)")
-        total += seconds
-        sampler = stage_sampler
-        samplers.append((stage_sampler, energy))
-    return samplers, trajectory, total
-
-
 def _flow_labels(world: World, sampler, n: int, seed: int):
     import torch
 
@@ -237,13 +210,16 @@ def run_samplers(world: World, artifact, energy, counts: dict, seed: int, option
         result = sample(name, source, energy, n=n, seed=seed, **extra)
         seconds = time.perf_counter() - began
         labels = world.labels(result.images)
-        share = float(world.on_target(labels).float().mean()) if len(result.images) else 0.0
+        hits = world.on_target(labels)
+        share = float(hits.float().mean()) if len(result.images) else 0.0
         unique = int(result.latents.unique(dim=0).shape[0]) if len(result.latents) else 0
+        # Repeats (SIR resampling, a rejected Metropolis move) are one sample, counted once.
+        distinct_hits = int(result.latents[hits].unique(dim=0).shape[0]) if hits.any() else 0
         results[name] = {
             "seconds": round(seconds, 3), "samples": len(result.images),
             "samples_per_s": round(len(result.images) / seconds, 2),
-            "on_target_share": round(share, 4),
-            "on_target_per_s": round(share * len(result.images) / seconds, 3),
+            "on_target_share": round(share, 4), "on_target_distinct": distinct_hits,
+            "on_target_per_s": round(distinct_hits / seconds, 3),
             "unique": unique, "options": extra,
             "stats": {k: v for k, v in result.stats.items() if k not in ("sampler",)},
             "joint": world.joint(labels),
@@ -254,7 +230,7 @@ def run_samplers(world: World, artifact, energy, counts: dict, seed: int, option
 
 
 def plot_curves(path: Path, title: str, curves: dict[str, list[tuple[float, float]]],
-                ylabel: str) -> None:
+                ylabel: str, xlabel: str = "training step") -> None:
     """Write a small line plot (PIL; no plotting library is a dependency)."""
     from PIL import Image, ImageDraw
 
@@ -270,7 +246,7 @@ def plot_curves(path: Path, title: str, curves: dict[str, list[tuple[float, floa
     for frac in (0, 0.5, 1):
         draw.text((4, top + h - frac * h - 6), f"{frac * y_max:.3g}", fill="black")
         draw.text((left + frac * w - 10, top + h + 6), f"{frac * x_max:.0f}", fill="black")
-    draw.text((left + w // 2 - 20, height - 16), "training step", fill="black")
+    draw.text((left + w // 2 - 40, height - 16), xlabel, fill="black")
     draw.text((left + 4, top + 2), ylabel, fill="black")
     colours = ["#1f5fbf", "#bf5f1f", "#2f9f4f", "#8f2fbf"]
     for (label, curve), colour in zip(curves.items(), colours):
@@ -285,20 +261,19 @@ def plot_curves(path: Path, title: str, curves: dict[str, list[tuple[float, floa
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the < 10 minute run")
+    parser.add_argument("--quick", action="store_true", help="the shorter run (~15 minutes)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--plot", type=Path, default=None, help="write the KL-vs-steps plot here")
+    parser.add_argument("--plot", type=Path, default=None, help="write the KL-vs-images plot here")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--generator-weights", type=Path, default=None,
-                        help="another shapes generator.safetensors (default: the shipped one)")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=("overhead", "stylegan2", "speed", "time_to_target", "exactness"))
+                        choices=("overhead", "stylegan2", "speed", "exactness", "clip",
+                                 "portraits"))
     args = parser.parse_args(argv)
 
     import torch
 
-    from energyql.trainer import TrainConfig
+    from energyql.baselines import stage_energy
 
     torch.set_num_threads(args.threads)
     quick = args.quick
@@ -308,12 +283,10 @@ def main(argv: list[str] | None = None) -> dict:
                               "torch": torch.__version__, "samples_per_sampler": n,
                               "rare_target": RARE},
                  "missing": {}}
-    world = World(args.generator_weights)
-    base_config = TrainConfig(steps=EVAL_AT[-1], batch=64, lr=1e-3, seed=args.seed, clip_copies=8,
-                              checkpoint_every=CHECKPOINT_EVERY)
-    out["settings"]["train"] = {k: v for k, v in base_config.to_dict().items()
-                                 if k in ("steps", "batch", "lr", "blocks", "width", "refit_every")}
-    out["settings"]["eval_at"] = list(EVAL_AT)
+    world = World()
+    from energyql.workflow import defaults_for
+
+    out["settings"]["train"] = defaults_for("shapes")  # what energyql.train used, no overrides
 
     # Base share of the rare target (the rejection sampler's acceptance depends on it).
     base_labels = _flow_labels(world, world.generator, 4096 if quick else 16384, args.seed + 11)
@@ -321,36 +294,56 @@ def main(argv: list[str] | None = None) -> dict:
     out["base_on_target_share"] = round(base_share, 4)
     _log(f"base share of '{RARE}': {base_share:.4f}")
 
-    workdir = Path(tempfile.mkdtemp(prefix="energyql-bench-"))
-    trajectories: dict = {}
-
-    def share_of(sampler, _index):
-        labels = _flow_labels(world, sampler, 256 if quick else 2048, args.seed + 21)
-        return {"on_target_share": round(float(world.on_target(labels).float().mean()), 4)}
-
-    _log(f"training '{RARE}' ({EVAL_AT[-1]} steps, evaluated at {EVAL_AT})")
-    [(rare_sampler, rare_energy)], trajectories[RARE], rare_seconds = train_in_chunks(
-        world, RARE, EVAL_AT, share_of, base_config=base_config, workdir=workdir / "rare")
-    out["train_seconds"] = round(rare_seconds, 2)
-    from energyql.sampler import Artifact
-
-    rare_artifact = Artifact(rare_sampler.eval(), {})
+    # 1. Images to target: each goal trained once with the defaults, judged as it trains.
+    every, judged = (25, 1000) if quick else (10, 4000)
+    out["images_to_target"], out["time_to_target"], artifacts = {}, {}, {}
+    goals = [name for name, goal in ALL_GOALS.items()
+             if not ("clip" in args.skip and "clip(" in goal.program)
+             and not ("portraits" in args.skip and goal.gen == "portraits")]
+    for name in goals:
+        goal = ALL_GOALS[name]
+        with _item(f"images to target: '{goal.program}' (defaults, judged every {every} steps "
+                   f"on {judged:,} samples)"):
+            record, artifacts[name] = images_to_target(goal, every=every, samples=judged,
+                                                       progress=_progress(), seed=args.seed,
+                                                       threads=args.threads)
+        out["images_to_target"][name] = record
+        first = next((c for c in record["curve"] if goal.met_by(c)), None)
+        out["time_to_target"][goal.program] = {
+            "goal": {goal.figure: goal.threshold}, "trajectory": record["curve"],
+            "reached_at_step": first["step"] if first else None,
+            "reached_after_seconds": first["seconds"] if first else None}
+    for name in ALL_GOALS:
+        if name not in goals:
+            out["missing"][f"images_to_target {name}"] = "skipped (--skip)"
+    rare = out["images_to_target"]["blue_triangle"]
+    out["train_seconds"], out["train_images"] = rare["train_seconds"], rare["images"]
+    rare_artifact = artifacts["blue_triangle"]
+    rare_sampler = rare_artifact.sampler.eval()
+    rare_energy = stage_energy(rare_artifact, models=world.models)
+    if args.plot:
+        curve = out["images_to_target"]["uniform"]["curve"]
+        plot_curves(args.plot, f"de-biasing '{DEBIAS}': KL of shape x color to uniform",
+                    {"defaults": [(c["images"] / 1000, c["kl"]) for c in curve]}, "KL",
+                    xlabel="thousand images decoded")
 
     if "overhead" not in args.skip:
-        _log("overhead: shapes, batch 64")
-        out["overhead"] = {"shapes": overhead(world.generator, rare_sampler.flow, 64,
-                                              15 if quick else 50)}
+        with _item("overhead: shapes, batch 256 (the sampler's) and 64"):
+            out["overhead"] = {"shapes": overhead(world.generator, rare_sampler.flow, 256,
+                                                  9 if quick else 30),
+                               "shapes_batch64": overhead(world.generator, rare_sampler.flow,
+                                                          64, 15 if quick else 50)}
         out["flow_overhead"] = out["overhead"]["shapes"]["ratio"]
+        out["flow_overhead_batch64"] = out["overhead"]["shapes_batch64"]["ratio"]
         if "stylegan2" not in args.skip:
             # ~1.5 s per 256 px image on one contested core: the quick run uses a small batch
             # (the flow's share of the time only shrinks as the batch grows).
             batch, repeats = (4, 3) if quick else (64, 2)
-            _log(f"overhead: StyleGAN2 256 px random weights, batch {batch}")
-            out["overhead"]["stylegan2_256"] = stylegan2_overhead(batch, repeats)
+            with _item(f"overhead: StyleGAN2 256 px random weights, batch {batch}"):
+                out["overhead"]["stylegan2_256"] = stylegan2_overhead(batch, repeats)
             out["flow_overhead_stylegan2_256"] = out["overhead"]["stylegan2_256"]["ratio"]
 
     if "speed" not in args.skip:
-        _log(f"speed: {n} samples per sampler, target '{RARE}'")
         # SIR with a pool of n / base share has ESS ~ n (as diverse as the others); capped,
         # like rejection's proposals, so that a generator without the target still finishes.
         pool = min(int(math.ceil((n // 4 if quick else n) / max(base_share, 1e-6))), 64 * n)
@@ -361,8 +354,9 @@ def main(argv: list[str] | None = None) -> dict:
         }
         slow = n // 4 if quick else n
         counts = {k: (n if k.startswith("flow") else slow) for k in options}
-        out["samplers"] = run_samplers(world, rare_artifact, rare_energy, counts, args.seed + 31,
-                                       options)
+        with _item(f"speed: {n} samples per flow sampler, {slow} per other, target '{RARE}'"):
+            out["samplers"] = run_samplers(world, rare_artifact, rare_energy, counts,
+                                           args.seed + 31, options)
         s = out["samplers"]
         shares = {k: v["on_target_share"] for k, v in s.items()}
         r_flow = s["flow"]["on_target_per_s"]
@@ -376,106 +370,46 @@ def main(argv: list[str] | None = None) -> dict:
         for other in ("rejection", "importance", "langevin", "flow+sir", "flow+imh"):
             r = s[other]["on_target_per_s"]
             gap = (1 / r if r > 0 else math.inf) - (1 / r_flow if r_flow > 0 else math.inf)
-            out["break_even"][other] = round(rare_seconds / gap) if 0 < gap < math.inf else None
-
-    if "time_to_target" not in args.skip:
-        def kl_shape_color(sampler, _index):
-            labels = _flow_labels(world, sampler, 512 if quick else 2048, args.seed + 41)
-            joint = world.joint(labels, ("shape", "color"))
-            return {"kl_to_uniform": round(_kl(joint, [1 / 9] * 9), 4)}
-
-        _log(f"time to target: '{DEBIAS}'")
-        debias_runs, trajectories[DEBIAS], debias_seconds = train_in_chunks(
-            world, DEBIAS, EVAL_AT, kl_shape_color, base_config=base_config,
-            workdir=workdir / "debias")
-        if not quick:
-            def red_circles(sampler, _index):
-                labels = _flow_labels(world, sampler, 2048, args.seed + 51)
-                hits = world.on_target(labels, {"color": "red", "shape": "circle"})
-                return {"on_target_share": round(float(hits.float().mean()), 4)}
-
-            _log(f"time to target: '{RED_CIRCLES}'")
-            _, trajectories[RED_CIRCLES], _ = train_in_chunks(
-                world, RED_CIRCLES, EVAL_AT, red_circles, base_config=base_config,
-                workdir=workdir / "red")
-            try:
-                def clip_debias(sampler, index):
-                    labels = _flow_labels(world, sampler, 2048, args.seed + 61)
-                    figures = {"blue_triangle_share": round(float(world.on_target(labels).float().mean()), 4)}
-                    if index == 2:
-                        size = world.joint(labels, ("size",))
-                        figures["size_kl_to_uniform"] = round(_kl(size, [0.5, 0.5]), 4)
-                    return figures
-
-                _log(f"time to target: '{CLIP_THEN_DEBIAS}'")
-                _, trajectories[CLIP_THEN_DEBIAS], _ = train_in_chunks(
-                    world, CLIP_THEN_DEBIAS, EVAL_AT, clip_debias, base_config=base_config,
-                    workdir=workdir / "clip")
-            except Exception as error:  # noqa: BLE001 - the CLIP weights may not exist yet
-                out["missing"]["time_to_target " + CLIP_THEN_DEBIAS] = f"{type(error).__name__}: {error}"
-        else:
-            out["missing"]["time_to_target " + RED_CIRCLES] = "full run only"
-            out["missing"]["time_to_target " + CLIP_THEN_DEBIAS] = "full run only"
-        targets = {RARE: ("on_target_share", 0.9, max), DEBIAS: ("kl_to_uniform", 0.05, min),
-                   RED_CIRCLES: ("on_target_share", 0.9, max)}
-        out["time_to_target"] = {}
-        for program, trajectory in trajectories.items():
-            record = {"trajectory": trajectory}
-            if program in targets:
-                key, goal, _ = targets[program]
-                met = [t for t in trajectory if (t[key] >= goal if key == "on_target_share" else t[key] <= goal)]
-                record.update(goal={key: goal}, reached_at_step=met[0]["step"] if met else None,
-                              reached_after_seconds=met[0]["seconds"] if met else None)
-            out["time_to_target"][program] = record
-        if args.plot:
-            curves = {DEBIAS: [(t["step"], t["kl_to_uniform"]) for t in trajectories[DEBIAS]]}
-            clip_runs = trajectories.get(CLIP_THEN_DEBIAS, [])
-            if any(t["stage"] == 2 for t in clip_runs):
-                curves["debias(size), stage 2"] = [(t["step"], t["size_kl_to_uniform"])
-                                                   for t in clip_runs if t["stage"] == 2]
-            plot_curves(args.plot, "de-biasing: KL of the attribute distribution to uniform",
-                        curves, "KL")
+            out["break_even"][other] = (round(out["train_seconds"] / gap)
+                                        if 0 < gap < math.inf else None)
 
     if "exactness" not in args.skip:
-        _log("exactness: flow / flow+sir / flow+imh against a long SIR reference")
-        out["exactness"] = {}
-        ref = reference(world, rare_energy, 16384 if quick else 262144, args.seed + 71)
-        cases = [(RARE, rare_artifact, rare_energy, ("shape", "color", "size"), ref)]
-        if "time_to_target" not in args.skip:
-            (debias_sampler, debias_energy), = debias_runs
-            ref_debias = reference(world, debias_energy, 16384 if quick else 131072,
-                                   args.seed + 72, attrs=("shape", "color"))
-            cases.append((DEBIAS, Artifact(debias_sampler.eval(), {}), debias_energy,
-                          ("shape", "color"), ref_debias))
-        else:
-            out["missing"]["exactness " + DEBIAS] = "needs the time_to_target training"
-        for program, artifact, energy, attrs, ref in cases:
-            runs = {"flow": {}, "flow+sir": {"pool": 4 * n}, "flow+imh": {"chains": 8, "burn_in": 16}}
-            if program == RARE and not quick:
-                runs["rejection"] = {"max_proposals": 64 * n}
-            record = {"reference_pool": ref["pool"], "reference_ess": ref["ess"], "samplers": {}}
-            from energyql.baselines import sample
+        from energyql.baselines import sample
 
-            for name, extra in runs.items():
-                source = artifact if name.startswith("flow") else world.generator
-                result = sample(name, source, energy, n=2 * n, seed=args.seed + 81, **extra)
-                joint = world.joint(world.labels(result.images), attrs)
-                record["samplers"][name] = {"kl": round(_kl(joint, ref["joint"]), 4),
-                                            "tv": round(_tv(joint, ref["joint"]), 4),
-                                            "samples": len(result.images)}
-                _log(f"  {program!r} {name:10s} {record['samplers'][name]}")
+        out["exactness"] = {}
+        cases = [(RARE, rare_artifact, rare_energy, ("shape", "color", "size"))]
+        debias_artifact = artifacts["uniform"]
+        cases.append((DEBIAS, debias_artifact, stage_energy(debias_artifact, models=world.models),
+                      ("shape", "color")))
+        for program, artifact, energy, attrs in cases:
+            with _item(f"exactness: '{program}', flow / flow+sir / flow+imh against a long SIR "
+                       "reference"):
+                ref = reference(world, energy, 16384 if quick else 262144, args.seed + 71,
+                                attrs=attrs)
+                runs = {"flow": {}, "flow+sir": {"pool": 4 * n},
+                        "flow+imh": {"chains": 8, "burn_in": 16}}
+                if program == RARE and not quick:
+                    runs["rejection"] = {"max_proposals": 64 * n}
+                record = {"reference_pool": ref["pool"], "reference_ess": ref["ess"],
+                          "samplers": {}}
+                for name, extra in runs.items():
+                    source = artifact if name.startswith("flow") else world.generator
+                    result = sample(name, source, energy, n=2 * n, seed=args.seed + 81, **extra)
+                    joint = world.joint(world.labels(result.images), attrs)
+                    record["samplers"][name] = {"kl": round(_kl(joint, ref["joint"]), 4),
+                                                "tv": round(_tv(joint, ref["joint"]), 4),
+                                                "samples": len(result.images)}
+                    _log(f"  {program!r} {name:10s} {record['samplers'][name]}")
             out["exactness"][program] = record
 
-    out["missing"]["gpu"] = ("item 5 (StyleGAN2-1024 + CLIP ViT-B-32 on a GPU) is not run by "
-                             "this CPU script")
-    import shutil
-
-    shutil.rmtree(workdir, ignore_errors=True)
+    out["missing"]["gpu"] = ("the GPU figures (StyleGAN2-1024 + CLIP ViT-B-32) come from "
+                             "benchmarks/gpu.py on a lent GPU machine")
     out["settings"]["wall_seconds"] = round(time.perf_counter() - began_all, 1)
     print_table(out)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2))
+        from energyql.io import write_json
+
+        write_json(args.json, out)
     return out
 
 
@@ -483,9 +417,25 @@ def print_table(out: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=120)
+    console = Console(width=120, stderr=True)
+    if "images_to_target" in out:
+        table = Table(title="1. images decoded until the goal holds (defaults, truth-judged)")
+        for column in ("program", "goal", "images to target", "budget", "final", "at end",
+                       "met", "train s"):
+            table.add_column(column, justify="right")
+        for record in out["images_to_target"].values():
+            figure = record["figure"]
+            goal = f"{figure} {'>=' if figure == 'share' else '<='} {record['threshold']}"
+            if record.get("kl_threshold") is not None:
+                goal += f", kl <= {record['kl_threshold']}"
+            reached = record["images_to_target"]
+            table.add_row(record["program"], goal, f"{reached:,}" if reached else "never",
+                          f"{record['budget']:,}", f"{record['final'][figure]:.4f} at "
+                          f"{record['final']['images']:,}", str(record["holds_at_end"]),
+                          str(record["met"]), str(record["train_seconds"]))
+        console.print(table)
     if "overhead" in out:
-        table = Table(title="1. sampling overhead of the flow")
+        table = Table(title="2. sampling overhead of the flow")
         for column in ("generator", "batch", "generator img/s", "flow+generator img/s", "ratio"):
             table.add_column(column, justify="right")
         for name, o in out["overhead"].items():
@@ -493,7 +443,7 @@ def print_table(out: dict) -> None:
                           f"{o['flow_generator_images_per_s']:.0f}", f"{o['ratio']:.3f}")
         console.print(table)
     if "samplers" in out:
-        table = Table(title=f"2. cost per on-target sample: '{RARE}' "
+        table = Table(title=f"3. cost per distinct on-target sample: '{RARE}' "
                             f"(base share {out['base_on_target_share']:.3f})")
         for column in ("sampler", "samples/s", "on-target share", "on-target/s", "unique",
                        "flow speedup", "break-even"):
@@ -505,9 +455,6 @@ def print_table(out: dict) -> None:
                           f"{s['on_target_per_s']:.2f}", str(s["unique"]), speedup,
                           str(out["break_even"].get(name, "")))
         console.print(table)
-    for program, record in out.get("time_to_target", {}).items():
-        console.print(f"3. '{program}': goal {record.get('goal')}, reached at step "
-                      f"{record.get('reached_at_step')} after {record.get('reached_after_seconds')} s")
     for program, record in out.get("exactness", {}).items():
         table = Table(title=f"4. exactness: '{program}' vs SIR reference "
                             f"(pool {record['reference_pool']}, ESS {record['reference_ess']})")

@@ -17,7 +17,7 @@ from energyql.errors import UsageError
 def train(program: Any, gen: Any = None, *, out: str | Path | None = None, report: bool = False,
           config: Any = None, start: Any = None, resume: bool = False, progress: Any = True,
           samples: int = 2000, grid: int = 64, generator_options: dict[str, Any] | None = None,
-          keep_checkpoints: bool = False, **settings: Any):
+          keep_checkpoints: bool = False, on_step: Any = None, **settings: Any):
     """Train every stage of ``program``; return the controlled sampler as an Artifact.
 
     Arguments:
@@ -38,6 +38,8 @@ def train(program: Any, gen: Any = None, *, out: str | Path | None = None, repor
         samples: samples judged by the report's evaluation.
         grid: noises drawn in the report's grids.
         generator_options: options for the generator's loader (e.g. ``{"truncation": 0.7}``).
+        on_step: called after every training step with a :class:`energyql.trainer.StepInfo`
+            (step, images decoded so far, the stage's sampler as trained so far).
         **settings: any :class:`energyql.TrainConfig` field, e.g. ``steps=10``, ``seed=1``,
             ``device="cuda"``, ``threads=1``; applied over ``config`` or the defaults.
 
@@ -65,7 +67,7 @@ def train(program: Any, gen: Any = None, *, out: str | Path | None = None, repor
         program = re.sub(r"^\s*\|?\s*then\b", "", program, count=1)
     result = run_and_report(program, gen=gen, out=out, config=config, report=report,
                             resume=resume, start=start, progress=progress, samples=samples,
-                            grid=grid, generator_options=generator_options)
+                            grid=grid, generator_options=generator_options, on_step=on_step)
     if out is not None and not keep_checkpoints:
         from energyql import checkpoints
         from energyql.distributed import current as current_group

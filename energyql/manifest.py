@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 from energyql.errors import ArtifactError
 from energyql.io import climbs_out, dumps_strict, is_system_path
@@ -312,6 +312,10 @@ class TrainRecord:
     settings: Mapping[str, Scalar]
     seconds: float = 0.0
     skipped_steps: int = 0
+    # Images the generator decoded for the stage (λ fits, the start, steps), and how many of
+    # them were back-propagated through; None in artifacts written before they were counted.
+    images: int | None = None
+    images_backward: int | None = None
 
     @property
     def steps(self) -> int:
@@ -326,18 +330,25 @@ class TrainRecord:
         return bool(self.settings.get("amp"))
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.settings, "seconds": self.seconds, "skipped_steps": self.skipped_steps}
+        counts = {k: v for k, v in (("images", self.images),
+                                    ("images_backward", self.images_backward)) if v is not None}
+        return {**self.settings, "seconds": self.seconds, "skipped_steps": self.skipped_steps,
+                **counts}
+
+    _OWN: ClassVar[tuple[str, ...]] = ("seconds", "skipped_steps", "images", "images_backward")
 
     @classmethod
     def from_reader(cls, r: _Reader) -> TrainRecord:
-        settings = {k: v for k, v in r.data.items() if k not in ("seconds", "skipped_steps")}
+        settings = {k: v for k, v in r.data.items() if k not in cls._OWN}
         for key, value in settings.items():
             if not isinstance(value, (bool, int, float, str, type(None))):
                 r.fail(f"must be a plain value, not {_kind(value)}", key)
             if isinstance(value, float) and not math.isfinite(value):
                 r.fail(f"is {value}, not a finite number", key)
+        counts = {k: r.integer(k, 0, 2**62, 0) if k in r.data else None
+                  for k in ("images", "images_backward")}
         return cls(settings, r.real("seconds", 0.0, low=0.0),
-                   r.integer("skipped_steps", 0, 2**62, 0))
+                   r.integer("skipped_steps", 0, 2**62, 0), **counts)
 
 
 @dataclass(frozen=True)

@@ -147,21 +147,27 @@ class StageTarget:
         return self._packed("lam")
 
     def offset(self) -> torch.Tensor:
-        """Return every constraint's feedback offset, concatenated (CPU)."""
+        """Return every constraint's offset (λ minus its exact fit), concatenated (CPU)."""
         return self._packed("offset")
+
+    def shift(self) -> torch.Tensor:
+        """Return the part of every offset that tempering adds, concatenated (CPU)."""
+        return self._packed("shift")
 
     def moments_target(self) -> torch.Tensor:
         """Return every constraint's target moments, concatenated (CPU)."""
         return self._packed("target")
 
-    def set_lambda(self, lam: torch.Tensor, offset: torch.Tensor | None = None) -> None:
-        """Give each constraint its part of a packed λ (and of a packed offset)."""
+    def set_lambda(self, lam: torch.Tensor, offset: torch.Tensor | None = None,
+                   shift: torch.Tensor | None = None) -> None:
+        """Give each constraint its part of a packed λ (and of a packed offset and shift)."""
         constraints = self.constraints()
-        for constraint, part in zip(constraints, self.split(lam)):
-            constraint.lam.copy_(part.to(constraint.lam.device))
-        if offset is not None:
-            for constraint, part in zip(constraints, self.split(offset)):
-                constraint.offset.copy_(part.to(constraint.offset.device))
+        for name, packed in (("lam", lam), ("offset", offset), ("shift", shift)):
+            if packed is None:
+                continue
+            for constraint, part in zip(constraints, self.split(packed)):
+                buffer = getattr(constraint, name)
+                buffer.copy_(part.to(buffer.device))
 
 
 __all__ = ["StageTarget", "effective_sample_size"]

@@ -16,6 +16,7 @@ import contextlib
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -43,6 +44,13 @@ from energyql.target import StageTarget, effective_sample_size
 
 # Below this share of effective samples a moment estimate is not trusted.
 LOW_ESS_FRACTION = 0.05
+# The mass-covering start: from this effective pool size on, it is fitted until a held-out
+# part stops improving (checked every START_CHECK_EVERY steps, START_PATIENCE times in a
+# row, at most START_MAX_STEPS); below it, warm_start_steps fixed steps.
+VALIDATED_START_ESS = 500
+START_CHECK_EVERY = 25
+START_PATIENCE = 3
+START_MAX_STEPS = 1000
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,9 @@ class TrainConfig:
     warm_start_samples: int = 0
     warm_start_steps: int = 20
     forward_weight: float = 0.0   # initial weight of the forward-KL term (decays to 0)
+    # Weight s of the value term (see _value_term): the flow trains towards
+    # p0·exp(-(1 + s)·E), learning from energy values as well as from their gradients.
+    value_weight: float = 0.0
     feedback_gain: float = 1.0  # how much of log(target / flow moments) each refit adds to λ
     checkpoint_every: int = 50
     max_bad_steps: int = 10
@@ -91,6 +102,8 @@ class StageLog:
     fits: list[FitRecord] = field(default_factory=list)
     warm_start: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    images: int = 0            # images the generator decoded for this stage
+    images_backward: int = 0   # of those, the ones back-propagated through
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,6 +162,11 @@ def fit_constraints(target: StageTarget, n: int, config: TrainConfig,
     With ``use_flow=False`` the samples come from the base generator and the importance
     weights are ``exp(-E_pointwise)``; with the flow they come from the flow and the weights
     also carry ``p0/q``, which is exact because the flow's density is known.
+
+    With the value term (weight s) the flow trains towards pointwise energies tempered by
+    ``1 + s`` (see :func:`_value_term`), so the λ it trains with is fitted for that target;
+    the exact fit (untempered: what evaluation and corrected samplers aim at) stays
+    recoverable as ``λ - offset``, the difference kept in the constraints' ``shift``.
     """
     phi, pointwise, log_ratio, _ = _features_in_batches(
         target, n, config.batch * 4, generator, group or Group(), use_flow=use_flow)
@@ -156,18 +174,21 @@ def fit_constraints(target: StageTarget, n: int, config: TrainConfig,
     # (e.g. debias(a) & uniform(a x b)).
     moments = target.moments_target()
     fit = fit_lambda(phi, moments, -pointwise + log_ratio)
-    offset = target.offset()
+    trained = fit if not config.value_weight else \
+        fit_lambda(phi, moments, -(1 + config.value_weight) * pointwise + log_ratio)
+    feedback = target.offset() - target.shift()
     if use_flow:
         # The importance-weighted fit is exact for the target, but the flow only approximates
         # the target (reverse KL is mode-seeking). Feed back what the flow's own samples show,
         # as an offset that tilts the flow further until its samples meet the target.
         flow_moments = phi.mean(0).clamp(min=1e-4)
-        offset = offset + config.feedback_gain * (moments.clamp(min=1e-4).log()
-                                                  - flow_moments.log())
-        offset = offset - offset.mean()
+        feedback = feedback + config.feedback_gain * (moments.clamp(min=1e-4).log()
+                                                      - flow_moments.log())
+        feedback = feedback - feedback.mean()
         fit = replace(fit, flow_moments=flow_moments)
-    fit = replace(fit, lam=fit.lam + offset)
-    target.set_lambda(fit.lam, offset)
+    shift = trained.lam - fit.lam
+    fit = replace(fit, lam=trained.lam + feedback)
+    target.set_lambda(fit.lam, feedback + shift, shift)
     return fit
 
 
@@ -191,7 +212,7 @@ def warm_start(target: StageTarget, config: TrainConfig, generator: torch.Genera
     phi, pointwise, _, z = _features_in_batches(
         target, config.warm_start_samples, config.batch * 4, generator, group or Group(),
         use_flow=False)
-    log_w = -pointwise
+    log_w = -(1 + config.value_weight) * pointwise  # the target training aims at
     if phi.shape[1]:
         log_w = log_w + phi @ target.lam()
     weights = torch.softmax(log_w.double(), 0).float()
@@ -200,9 +221,31 @@ def warm_start(target: StageTarget, config: TrainConfig, generator: torch.Genera
     if ess < 2:
         return record  # one point says nothing about the target's spread
     optimizer = torch.optim.Adam([p for p in flow.parameters() if p.requires_grad], lr=config.lr)
+    # A pool with many effective samples is fitted until a held-out fifth of it stops
+    # improving; a small one (a rare target) gets the fixed, short fit, because its held-out
+    # part is too small to tell a better fit from noise.
+    held_out = None
+    fit_rows = torch.arange(len(z))
+    if ess >= VALIDATED_START_ESS:
+        order = torch.randperm(len(z), generator=draws)
+        held_out, fit_rows = order[: len(z) // 5], order[len(z) // 5:]
+        held_weights = weights[held_out] / weights[held_out].sum()
+    fit_weights = weights[fit_rows] / weights[fit_rows].sum()
+
+    def held_out_nll() -> float:
+        with torch.no_grad():
+            rows = cast(torch.Tensor, held_out)
+            return float(-(held_weights.to(config.device)
+                           * flow.log_prob(z[rows].to(config.device))).sum())
+
+    best = held_out_nll() if held_out is not None else math.inf
+    best_state = {k: v.clone() for k, v in flow.state_dict().items()}
+    worse = 0
     nll = []
-    for _ in range(config.warm_start_steps):
-        rows = torch.multinomial(weights, config.batch, replacement=True, generator=draws)
+    for step in range(1, (START_MAX_STEPS if held_out is not None
+                          else config.warm_start_steps) + 1):
+        rows = fit_rows[torch.multinomial(fit_weights, config.batch, replacement=True,
+                                          generator=draws)]
         loss = -flow.log_prob(z[rows].to(config.device)).mean()
         if not torch.isfinite(loss):
             break
@@ -211,6 +254,18 @@ def warm_start(target: StageTarget, config: TrainConfig, generator: torch.Genera
         torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
         optimizer.step()
         nll.append(round(float(loss.detach()), 3))
+        if held_out is not None and step % START_CHECK_EVERY == 0:
+            value = held_out_nll()
+            if value < best - 1e-3:
+                best, worse = value, 0
+                best_state = {k: v.clone() for k, v in flow.state_dict().items()}
+            else:
+                worse += 1
+                if worse >= START_PATIENCE:
+                    break
+    if held_out is not None:
+        flow.load_state_dict(best_state)  # the fit that did best on the held-out part
+        record["held_out_nll"] = round(best, 3)
     record.update(steps=len(nll), nll_first=nll[0] if nll else None,
                   nll_last=nll[-1] if nll else None)
     return record
@@ -235,6 +290,38 @@ def _forward_kl(flow: LatentFlow, eps: torch.Tensor, z: torch.Tensor, per_sample
     return -group.world * (weights * flow.log_prob(z.detach())).sum()
 
 
+def _value_term(flow: LatentFlow, z: torch.Tensor, energy: torch.Tensor,
+                group: Group) -> torch.Tensor:
+    """Score-function estimate of the gradient of E_q[E]: ``mean((E - Ē) · log q(z))``.
+
+    Its gradient ``E_q[(E - Ē) ∇ log q]`` (``z`` held fixed, ``Ē`` the global batch mean as
+    a baseline) is the energy's gradient estimated from energy *values*: it lowers the flow's
+    density where the energy is high even where ``∇E`` is zero. Inside a wrong mode of a
+    generator with sharp mode boundaries (the shapes generator's soft shape blend saturates
+    there) the pathwise gradient is nearly zero and that mass never moves; this term moves
+    it. Added with weight s to the pathwise loss, the flow trains towards
+    ``p0·exp(-(1 + s)·E)``. DDP averages the ranks' gradients of these local means.
+    """
+    with torch.no_grad():
+        values = energy.detach().float()
+        advantage = values - group.gather(values).mean()
+    return (advantage * flow.log_prob(z.detach())).mean()
+
+
+def _constraints_scaled(total: torch.Tensor, parts: dict[str, torch.Tensor],
+                        energy: StageEnergy, factor: float) -> torch.Tensor:
+    """``total`` with the constraint terms' part multiplied by ``factor``.
+
+    With the value term (weight s) a term's effective weight is ``1 + s``. Constraint terms
+    enter at ``1 / (1 + s)`` so that theirs stays 1: λ is fitted for weight 1, and its
+    feedback loop (a log-ratio added each refit) would overshoot at ``1 + s`` times the gain.
+    They still get the value term's share of the gradient, which moves mass between modes.
+    """
+    # parts() lists the pointwise terms first, then the constraints (texts may repeat).
+    constraint_part = torch.stack(list(parts.values())[-len(energy.constraints):]).sum(0)
+    return total + (factor - 1) * constraint_part
+
+
 def _fit_record(fit: MomentFit, step: int, target: StageTarget) -> FitRecord:
     constraints = target.constraints() if target.energy is not None else []
     return FitRecord(
@@ -251,6 +338,25 @@ def _fit_record(fit: MomentFit, step: int, target: StageTarget) -> FitRecord:
             for c, lam, ach in zip(constraints, target.split(fit.lam), target.split(fit.achieved))
         },
     )
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Where training stands after a step (what ``on_step`` callbacks receive).
+
+    ``images`` counts every image the generator decoded for the stage so far (the λ fits,
+    the start's pool, the steps; each image once), ``images_backward`` those of them that
+    were back-propagated through (the steps' images). ``sampler`` samples the flow as it is.
+    """
+
+    stage: int
+    step: int
+    steps: int
+    images: int
+    images_backward: int
+    seconds: float
+    loss: float
+    sampler: StageSampler
 
 
 @dataclass
@@ -321,6 +427,9 @@ class StageObjective(nn.Module):
             features = energy.features(images, generator, context=context,
                                        reference_images=reference)
             total, parts = energy.total_and_parts(features)
+        valued = bool(config.value_weight) and not energy.is_conditional
+        if valued and energy.constraints:
+            total = _constraints_scaled(total, parts, energy, 1 / (1 + config.value_weight))
         per_sample = -base.log_prior(z) + total - logdet
         loss = per_sample.mean()
         if config.forward_weight and not energy.is_conditional:
@@ -328,6 +437,8 @@ class StageObjective(nn.Module):
             # and the last steps are reverse KL alone, which sharpens what was found.
             weight = config.forward_weight * (1 - step / config.steps)
             loss = loss + weight * _forward_kl(self.flow, eps, z, per_sample, group)
+        if valued:
+            loss = loss + config.value_weight * _value_term(self.flow, z, total, group)
         return loss, StepParts(parts, features, z, logdet)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -375,6 +486,7 @@ def _checkpoint_tensors(flow: LatentFlow, energy: StageEnergy) -> dict[str, torc
     tensors = {f"flow.{k}": v for k, v in flow.state_dict().items()}
     tensors.update({f"lam.{i}": c.lam for i, c in enumerate(energy.constraints)})
     tensors.update({f"offset.{i}": c.offset for i, c in enumerate(energy.constraints)})
+    tensors.update({f"shift.{i}": c.shift for i, c in enumerate(energy.constraints)})
     return tensors
 
 
@@ -408,12 +520,14 @@ def _load_checkpoint(directory: Path, index: int, flow: LatentFlow,
     for i, constraint in enumerate(energy.constraints):
         constraint.lam.copy_(tensors[f"lam.{i}"])
         constraint.offset.copy_(tensors[f"offset.{i}"])
+        constraint.shift.copy_(tensors[f"shift.{i}"])
     return restored.step, log
 
 
 def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, index: int = 1,
                 source: str = "", checkpoint_dir: Path | None = None, resume: bool = False,
-                progress: bool | Progress = True, run_log: RunLog | None = None
+                progress: bool | Progress = True, run_log: RunLog | None = None,
+                on_step: Callable[[StepInfo], None] | None = None
                 ) -> tuple[StageSampler, StageLog]:
     """Train one stage's flow against ``energy`` over ``base``; return its sampler and log.
 
@@ -421,6 +535,8 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
     global batch and DistributedDataParallel averages the gradients. ``progress`` (a bool or
     a shared :class:`~energyql.progress.Progress`) shows the λ fits, the start and the steps
     on stderr; ``run_log`` gets one record per step and per fit (``log.jsonl``).
+    ``on_step`` is called after every step with a :class:`StepInfo` (it must not change the
+    flow; sampling from ``info.sampler`` under ``torch.no_grad()`` is what it is for).
     """
     group = current_group()
     prog = progress if isinstance(progress, Progress) else \
@@ -443,7 +559,8 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     log = StageLog(index=index, source=source)
     start = 0
-    prepare_targets(energy, base, config.moment_samples, seed=config.seed, batch=config.batch * 4)
+    restore_images = config.moment_samples if prepare_targets(
+        energy, base, config.moment_samples, seed=config.seed, batch=config.batch * 4) else 0
     identity = checkpoints.identity_for(base, source, index, config)
     restored = None
     if resume:
@@ -458,12 +575,15 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
                                     identity, config.steps)
     if restored is not None:
         start, log = restored
-    elif energy.has_constraints:
+    else:
+        log.images += restore_images
+    if restored is None and energy.has_constraints:
         with prog.phase(f"stage {index}: fitting λ on {config.moment_samples:,} base "
                         "samples") as phase:
             fit = fit_constraints(target, config.moment_samples, config,
                                   _step_generator(config.seed, index, -1), group, use_flow=False)
             phase.note(ess=round(fit.ess), max_error=fit.max_error)
+        log.images += config.moment_samples
         _record_fit(fit, 0, target, log, run_log)
         _warn_low_ess(fit, log, "base samples")
     if restored is None and config.warm_start_samples and not energy.is_conditional:
@@ -471,6 +591,7 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
                         f"{config.warm_start_samples:,} base samples") as phase:
             log.warm_start = warm_start(target, config,
                                         _step_generator(config.seed, index, -10**6), group)
+            log.images += config.warm_start_samples
             phase.note(**{k: v for k, v in log.warm_start.items()
                           if k in ("ess", "steps", "nll_last") and v is not None})
     objective = StageObjective(target, config, index, group)
@@ -482,10 +603,14 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
         stepped = DistributedDataParallel(objective, device_ids=[torch.device(device).index]
                                           if device.startswith("cuda") else None)
     bad_in_a_row = 0
+    # Images one step decodes (both contexts of a paired energy), all back-propagated.
+    step_images = config.batch * (2 if energy.paired else 1)
     began = time.perf_counter() - log.seconds
     with prog.task(f"stage {index}: training", total=config.steps, start=start) as bar:
         for step in range(start, config.steps):
             loss, parts = stepped(step)
+            log.images += step_images
+            log.images_backward += step_images
             # Every rank must take the same branch, or the gradient all-reduce would hang.
             finite = group.all_true(bool(torch.isfinite(loss)), device)
             if finite:
@@ -515,7 +640,8 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
             figures = _running_figures(parts.energies, energy, parts.features)
             if run_log is not None:
                 run_log.step(stage=index, step=step + 1, loss=value,
-                             parts=_term_means(parts.energies), figures=figures, lr=rate)
+                             parts=_term_means(parts.energies), figures=figures, lr=rate,
+                             images=log.images)
             refit_due = bool(config.refit_every) and (step + 1) % config.refit_every == 0
             if energy.has_constraints and refit_due and step + 1 < config.steps:
                 with prog.phase(f"stage {index}: refitting λ on {config.refit_samples:,} flow "
@@ -524,6 +650,7 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
                                           _step_generator(config.seed, index, -(step + 2)), group,
                                           use_flow=True)
                     phase.note(ess=round(fit.ess), max_error=fit.max_error)
+                log.images += config.refit_samples
                 _record_fit(fit, step + 1, target, log, run_log)
             log.seconds = time.perf_counter() - began
             checkpoint_due = (step + 1) % config.checkpoint_every == 0
@@ -531,6 +658,10 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
                 _save_checkpoint(checkpoint_dir, index, step + 1, flow, optimizer, energy, log,
                                  identity)
             bar.update(step + 1, loss=value, **figures)
+            if on_step is not None:
+                on_step(StepInfo(index, step + 1, config.steps, log.images, log.images_backward,
+                                 log.seconds, value,
+                                 StageSampler(base, flow, index, source, energy.context)))
     log.seconds = time.perf_counter() - began
     if checkpoint_dir is not None and group.is_main and start < config.steps:
         # A finished stage is checkpointed too, so that --resume never trains it again.
@@ -609,14 +740,16 @@ def _stage_record(sampler: StageSampler, log: StageLog | None = None,
         lam={c.text: tuple(round(v, 6) for v in c.lam.tolist()) for c in constraints},
         lam_exact={c.text: tuple(round(v, 6) for v in (c.lam - c.offset).tolist())
                    for c in constraints},
-        train=TrainRecord(config.to_dict(), round(log.seconds, 2), log.skipped_steps),
+        train=TrainRecord(config.to_dict(), round(log.seconds, 2), log.skipped_steps,
+                          log.images, log.images_backward),
         fits=tuple(log.fits), warm_start=log.warm_start, warnings=tuple(log.warnings),
         final_loss=log.loss[-1] if log.loss else None)
 
 
 def train(program: Any, gen: str | Generator = "shapes", config: TrainConfig | None = None, *,
           out: str | Path | None = None, resume: bool = False, start: Artifact | None = None,
-          progress: bool | Progress = True, **generator_options: Any) -> Artifact:
+          progress: bool | Progress = True, on_step: Callable[[StepInfo], None] | None = None,
+          **generator_options: Any) -> Artifact:
     """Train every stage of a program; return the controlled sampler as an Artifact.
 
     Arguments:
@@ -627,6 +760,7 @@ def train(program: Any, gen: str | Generator = "shapes", config: TrainConfig | N
         resume: continue from the checkpoints in ``out``.
         start: an existing artifact whose stages come first (``--from``).
         progress: show progress on stderr (a bool, or a shared Progress).
+        on_step: called after every training step with a :class:`StepInfo`.
 
     With ``out``, every step and λ fit is appended to ``out/log.jsonl`` (a resumed run
     continues it). This is the low-level call: ``energyql.train`` adds the world's default
@@ -680,7 +814,7 @@ def train(program: Any, gen: str | Generator = "shapes", config: TrainConfig | N
                                             start=len(earlier) + 1):
             sampler, log = train_stage(sampler, energy, config, index=k, source=str(stage),
                                        checkpoint_dir=out, resume=resume, progress=prog,
-                                       run_log=run_log)
+                                       run_log=run_log, on_step=on_step)
             stage_records.append(_stage_record(sampler, log, config, energy))
     finally:
         if run_log is not None:
@@ -702,5 +836,5 @@ def train(program: Any, gen: str | Generator = "shapes", config: TrainConfig | N
     return artifact
 
 
-__all__ = ["StageLog", "StageObjective", "StepParts", "TrainConfig", "fit_constraints", "train",
-           "train_stage", "warm_start"]
+__all__ = ["StageLog", "StageObjective", "StepInfo", "StepParts", "TrainConfig",
+           "fit_constraints", "train", "train_stage", "warm_start"]

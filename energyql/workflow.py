@@ -110,7 +110,8 @@ _AT_LEAST = {"steps": 1, "batch": 1, "blocks": 1, "width": 1, "clip_copies": 1,
              "warm_start_steps": 0, "checkpoint_every": 1, "max_bad_steps": 1, "seed": 0,
              "threads": 1}
 _POSITIVE = ("lr", "grad_clip")
-_NON_NEGATIVE = ("final_lr_fraction", "weight_decay", "forward_weight", "feedback_gain")
+_NON_NEGATIVE = ("final_lr_fraction", "weight_decay", "forward_weight", "value_weight",
+                 "feedback_gain")
 
 
 def _check_setting(name: str, value) -> None:
@@ -143,7 +144,7 @@ def _check_setting(name: str, value) -> None:
 def run_and_report(program, *, gen="shapes", out: str | Path | None = None, config=None,
                    report: bool = True, resume: bool = False, start=None,
                    progress=True, samples: int = 2000, grid: int = 64,
-                   generator_options: dict | None = None) -> RunResult:
+                   generator_options: dict | None = None, on_step=None) -> RunResult:
     """Train ``program`` (the job behind ``energyql.train`` and ``energyql run``).
 
     With ``report`` (needs ``out``) also evaluate on ``samples`` samples and write the grids
@@ -164,6 +165,7 @@ def run_and_report(program, *, gen="shapes", out: str | Path | None = None, conf
     config = replace(config, device=device_for(config.device, group))
     out = Path(out) if out is not None else None
     artifact = train(program, gen, config, out=out, resume=resume, start=start, progress=prog,
+                     on_step=on_step,
                      **(generator_options or {}))
     if not report or out is None:
         return RunResult(out, {}, artifact.manifest, artifact)

@@ -73,8 +73,9 @@ def test_train_on_shapes_trains_the_steps_asked_with_the_worlds_defaults(tmp_pat
     art = eq.train("color == red", gen="shapes", out=tmp_path, steps=10, progress=False, **TINY)
     settings = art.manifest.stages[0].train.settings
     assert settings["steps"] == 10 and art.manifest.stages[0].train.steps == 10
-    # not given, so the shapes world's own: the forward-KL term, 800-step worlds' lr
-    assert settings["forward_weight"] == defaults_for("shapes")["forward_weight"] == 10.0
+    # not given, so the shapes world's own: the value term and the start's pool
+    assert settings["value_weight"] == defaults_for("shapes")["value_weight"] == 3.0
+    assert art.manifest.stages[0].train.images == 10 * 8  # no λ to fit, the start is off
     steps = [r for r in read_log(tmp_path) if r["event"] == "step"]
     assert [r["step"] for r in steps] == list(range(1, 11))
     assert all("color == red" in r["parts"] and "on-target share" in r["figures"]

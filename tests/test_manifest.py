@@ -121,6 +121,10 @@ BAD = [
     ("NaN final loss", lambda d: d["stages"][0].update(final_loss=math.nan),
      "stages[0].final_loss"),
     ("metrics a list", lambda d: d.update(metrics=[1]), "metrics"),
+    ("negative image count", lambda d: d["stages"][0]["train"].update(images=-1),
+     "stages[0].train.images"),
+    ("image count a string", lambda d: d["stages"][0]["train"].update(images_backward="9"),
+     "stages[0].train.images_backward"),
     ("fits a dict", lambda d: d["stages"][0].update(fits={}), "stages[0].fits"),
 ]
 
@@ -188,3 +192,14 @@ def test_non_finite_flow_weights_are_refused_on_load(tmp_path):
     (tmp_path / "manifest.json").write_text((FORMAT1 / "manifest.json").read_text())
     with pytest.raises(ArtifactError, match="non-finite weights"):
         eq.load(tmp_path)
+
+
+def test_image_counts_round_trip_and_old_manifests_have_none():
+    data = _format1()
+    assert Manifest.from_dict(data).stages[0].train.images is None  # written before counting
+    data["stages"][0]["train"].update(images=4096 + 3 * 8, images_backward=24)
+    manifest = Manifest.from_dict(data)
+    train = manifest.stages[0].train
+    assert (train.images, train.images_backward) == (4120, 24)
+    assert "images" not in train.settings  # a count, not a training setting
+    assert manifest.to_dict() == data

@@ -141,6 +141,9 @@ WarmStartOption = Annotated[Optional[int], typer.Option(
 ForwardWeightOption = Annotated[Optional[float], typer.Option(
     help="Weight of the self-normalised forward-KL term (0: reverse KL only).",
     callback=in_range(0))]
+ValueWeightOption = Annotated[Optional[float], typer.Option(
+    help="Weight s of the value term (learns from energy values; the flow trains towards "
+         "p0·exp(-(1+s)·E); 0: off).", callback=in_range(0))]
 DeviceOption = Annotated[str, typer.Option(
     help="cpu, cuda, cuda:N or mps (present on this machine).", callback=check_device)]
 ArtifactOutOption = Annotated[Optional[Path], typer.Option(

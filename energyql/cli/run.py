@@ -22,6 +22,7 @@ from energyql.cli.app import (
     SeedOption,
     StepsOption,
     ThreadsOption,
+    ValueWeightOption,
     WarmStartOption,
     app,
     environment,
@@ -64,6 +65,7 @@ def run(
     lr: LearningRateOption = None,
     warm_start: WarmStartOption = None,
     forward_weight: ForwardWeightOption = None,
+    value_weight: ValueWeightOption = None,
     seed: SeedOption = 0,
     device: DeviceOption = "cpu",
     amp: Annotated[bool, typer.Option(
@@ -106,7 +108,7 @@ def run(
     folder = out or default_out(expression)
     new_folder(folder)
     given = dict(steps=steps, batch=batch, lr=lr, warm_start_samples=warm_start,
-                 forward_weight=forward_weight, threads=threads)
+                 forward_weight=forward_weight, value_weight=value_weight, threads=threads)
     settings: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     options = gen_options(gen_option or [], truncation)
     from energyql.outdir import claim

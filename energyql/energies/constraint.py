@@ -45,6 +45,7 @@ class ConstraintEnergy(EnergyTerm):
     target: torch.Tensor
     lam: torch.Tensor
     offset: torch.Tensor
+    shift: torch.Tensor
 
     def __init__(self, kind: str, attrs: tuple[str, ...], target: tuple[float, ...], text: str,
                  *, given: LogProb | None = None, size: int | None = None,
@@ -61,8 +62,11 @@ class ConstraintEnergy(EnergyTerm):
             target = (float("nan"),) * int(size or 0)
         self.register_buffer("target", torch.tensor(target, dtype=torch.float32))
         self.register_buffer("lam", torch.zeros(len(target)))
-        # The part of λ that corrects for the flow's approximation error (see train.py).
+        # λ minus the exact fit: the flow's feedback correction plus ``shift`` (trainer.py).
         self.register_buffer("offset", torch.zeros(len(target)))
+        # The part of the offset that the value term's tempering adds: λ fitted for the
+        # tempered target minus the exact fit (0 without the value term).
+        self.register_buffer("shift", torch.zeros(len(target)))
 
     def phi(self, features: Features) -> torch.Tensor:
         return joint_probabilities(features.attribute_log_probs(), self.attrs)

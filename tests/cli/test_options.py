@@ -54,7 +54,8 @@ RUN_BAD = [
     ("--samples", "0"), ("--samples", str(MAX_SAMPLES + 1)), ("--seed", "-1"),
     ("--seed", "9" * 70), ("--seed", str(MAX_SEED + 1)), ("--lr", "nan"), ("--lr", "-1"),
     ("--lr", "0"), ("--lr", "inf"), ("--warm-start", "-5"), ("--forward-weight", "-0.5"),
-    ("--forward-weight", "nan"), ("--threads", "0"), ("--threads", "-1"),
+    ("--forward-weight", "nan"), ("--value-weight", "-1"), ("--value-weight", "inf"),
+    ("--threads", "0"), ("--threads", "-1"),
     ("--device", "gpu"), ("--device", "cpu:1"), ("--device", "cuda:x"), ("--device", ""),
     ("--out", ""), ("--out", "  "),
 ]

@@ -1,6 +1,7 @@
 """End-to-end training on the embedded shapes world: each control kind moves the distribution
-the way its expression says. Budgets are CI-sized (fewer steps than the shapes defaults), so the
-thresholds sit below the acceptance figures in docs/training.md, far above the base."""
+the way its expression says, judged by the classifier and by what the generator drew (its
+truth). The runs use the shapes defaults (300 steps), so the thresholds are the goals of
+docs/training.md, with a margin for the smaller evaluation (600 samples)."""
 
 import json
 import os
@@ -27,24 +28,27 @@ def _run(tmp_path, expression, *extra):
 
 
 def test_predicates_select_red_circles_and_keep_size_as_in_the_base(tmp_path):
-    metrics, _ = _run(tmp_path, "color == red & shape == circle", "--steps", "500",
-                      "--samples", "600")
+    metrics, out = _run(tmp_path, "color == red & shape == circle", "--samples", "600")
     assert metrics["base"]["predicate_share"]["all"] < 0.5
-    assert metrics["predicate_share"]["all"] >= 0.85
+    assert metrics["predicate_share"]["all"] >= 0.9
+    assert metrics["truth"]["predicate_share"]["all"] >= 0.9
     assert metrics["collateral_drift"]["size"] <= 0.1
+    train = json.loads((out / "manifest.json").read_text())["stages"][0]["train"]
+    assert train["value_weight"] == 3.0 and train["images"] <= 40_000  # the defaults' budget
 
 
 def test_uniform_over_a_joint_flattens_it(tmp_path):
-    metrics, _ = _run(tmp_path, "uniform(shape x color)", "--steps", "500", "--samples", "600")
+    metrics, _ = _run(tmp_path, "uniform(shape x color)", "--samples", "600")
     assert metrics["base"]["kl_to_target"]["shape x color"] > 0.3
-    assert metrics["kl_to_target"]["shape x color"] <= 0.1
+    assert metrics["kl_to_target"]["shape x color"] <= 0.05
+    assert metrics["truth"]["kl_to_target"]["shape x color"] <= 0.05
 
 
 def test_then_debias_fixes_the_size_balance_the_first_stage_left(tmp_path):
     # Red circles are mostly large in the base; the second stage evens out size while the
-    # first stage's selection stays (CI-sized budget: 300 steps per stage).
+    # first stage's selection stays.
     metrics, out = _run(tmp_path, "color == red & shape == circle | then debias(size)",
-                        "--steps", "300", "--samples", "600")
+                        "--samples", "600")
     assert metrics["kl_to_target"]["size"] <= 0.03
     assert metrics["base"]["kl_to_uniform"]["size"] > 0.02
     assert metrics["joint"]["shape x color"]["circle,red"] >= 0.6  # far above the base share
@@ -56,12 +60,12 @@ def test_a_clip_prompt_finds_a_rare_combination_and_debias_evens_its_size(tmp_pa
     # Blue triangles are ~1 % of the base; the text prompt alone (the small CLIP, no
     # classifier) must find them, and the second stage must even out their sizes.
     metrics, out = _run(tmp_path, 'clip("a blue triangle") | then debias(size)',
-                        "--steps", "300", "--lr", "0.003", "--samples", "600")
+                        "--samples", "600")
     assert metrics["base"]["joint"]["shape x color"]["triangle,blue"] < 0.03
-    assert metrics["joint"]["shape x color"]["triangle,blue"] >= 0.5  # measured 0.72
-    assert metrics["kl_to_target"]["size"] <= 0.02  # measured 0.00005
+    assert metrics["joint"]["shape x color"]["triangle,blue"] >= 0.85
+    assert metrics["kl_to_target"]["size"] <= 0.02
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["stages"][0]["warm_start"]["steps"] > 0  # the shapes default
+    assert manifest["stages"][0]["train"]["value_weight"] == 3.0  # the shapes default
 
 
 def test_kill_9_then_resume_finishes_like_an_uninterrupted_run(tmp_path):
