@@ -27,6 +27,7 @@ from energyql.cli.app import (
     app,
     environment,
     guarded,
+    idle_threads,
     new_folder,
     stdout,
 )
@@ -108,7 +109,8 @@ def run(
     folder = out or default_out(expression)
     new_folder(folder)
     given = dict(steps=steps, batch=batch, lr=lr, warm_start_samples=warm_start,
-                 forward_weight=forward_weight, value_weight=value_weight, threads=threads)
+                 forward_weight=forward_weight, value_weight=value_weight,
+                 threads=threads or idle_threads())
     settings: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     options = gen_options(gen_option or [], truncation)
     from energyql.outdir import claim

@@ -198,3 +198,41 @@ def test_gen_options_reach_the_generator_loader(tmp_path):
                                  "noise=fixed", "--steps", "1", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2, result.output
     assert "noise" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("cores, load, local, expected", [
+    (2, 0.1, "1", 2),    # an idle machine: every core
+    (2, 1.2, "1", 1),    # another process holds a core: one thread, not a 10-40x slowdown
+    (2, 5.0, "1", 1),    # overloaded: still at least one
+    (16, 3.6, "1", 12),
+    (16, 0.0, "4", 4),   # torchrun's local processes share the idle cores
+    (16, 0.0, "x", 16),  # a bad LOCAL_WORLD_SIZE counts as one process
+])
+def test_default_threads_are_the_cores_other_processes_leave_idle(cores, load, local,
+                                                                   expected, monkeypatch):
+    import os
+
+    from energyql.cli.app import idle_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(cores)), raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+    assert idle_threads() == expected
+
+
+def test_run_without_threads_trains_on_the_idle_cores(monkeypatch, tmp_path):
+    import energyql.api
+    import energyql.cli.run as run_module
+
+    seen = {}
+
+    def fake_train(program, **kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(energyql.api, "train", fake_train)
+    monkeypatch.setattr(run_module, "idle_threads", lambda: 7)
+    runner.invoke(app, ["run", "color == red", "--out", str(tmp_path / "r")])
+    assert seen.get("threads") == 7
+    runner.invoke(app, ["run", "color == red", "--out", str(tmp_path / "s"), "--threads", "1"])
+    assert seen["threads"] == 1

@@ -24,12 +24,12 @@ def _run(tmp_path, expression, *extra):
 
 def test_the_card_expression_selects_smiling_men_evens_race_x_age_and_restores_the_rest(
         tmp_path):
-    metrics, out = _run(tmp_path, CARD, "--steps", "150", "--samples", "400")
+    metrics, out = _run(tmp_path, CARD, "--steps", "300", "--samples", "400")
     truth, base = metrics["truth"], metrics["base"]["truth"]
     drawn = truth["joint"]["gender x smiling"]["male,yes"]
     assert base["joint"]["gender x smiling"]["male,yes"] < 0.3
-    assert drawn >= 0.65  # measured 0.815 (0.905 at the defaults)
-    assert truth["kl_to_target"]["race x age"] <= 0.08  # measured 0.025
+    assert drawn >= 0.85  # the value term's tempered CLIP target: 0.97-0.99 from step 75 on
+    assert truth["kl_to_target"]["race x age"] <= 0.08
     # what clip_bias resolved to, brought back to p0(. | smiling, male); measured TV 0.010,
     # 0.031 and 0.081 (hair has four values and 400 samples)
     for attribute, bound in (("glasses", 0.06), ("beard", 0.08), ("hair", 0.13)):
