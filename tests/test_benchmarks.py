@@ -1,0 +1,76 @@
+"""The benchmark scripts' own pieces: progress per item, goals, truth figures (the scripts
+themselves train for minutes and are run by hand; docs/benchmarks.md has their figures)."""
+
+import importlib.util
+import io
+import sys
+from pathlib import Path
+
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    sys.path.insert(0, str(BENCHMARKS))  # run.py imports to_target.py as the script would
+    try:
+        spec = importlib.util.spec_from_file_location(f"benchmark_{name}",
+                                                      BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_each_benchmark_item_reports_progress_when_piped():
+    from energyql.progress import Progress
+
+    run = _load("run")
+    stream = io.StringIO()
+    run._PROGRESS = Progress(enabled=True, stream=stream)
+    with run._item("speed: 512 samples per flow sampler"):
+        pass
+    lines = stream.getvalue().splitlines()
+    assert "speed: 512 samples per flow sampler  started" in lines[0]
+    assert "done in" in lines[-1]
+
+
+def test_a_goal_holds_only_when_every_figure_meets_it():
+    goals = _load("to_target")
+    card = goals.ALL_GOALS["portraits_card_stage1"]
+    assert card.met_by({"share": 0.9, "kl": 0.01})
+    assert not card.met_by({"share": 0.9, "kl": 0.03})
+    assert not card.met_by({"share": 0.8, "kl": 0.0})
+    uniform = goals.GOALS["uniform"]
+    assert uniform.met_by({"kl": 0.019}) and not uniform.met_by({"kl": 0.021})
+    assert goals.GOALS["blue_triangle"].budget == 60_000  # the issue's floors
+    assert goals.GOALS["red_circle"].budget == 40_000
+
+
+def test_truth_figures_count_what_the_generator_drew():
+    from energyql.catalog import CATALOGS
+    from energyql.generators import load
+
+    goals = _load("to_target")
+    shapes = load("shapes")
+
+    class Base:  # a sampler that is the generator itself: latent = noise
+        root, latent_dim = shapes, shapes.latent_dim
+
+        @staticmethod
+        def latent(eps):
+            return eps
+
+    figures = goals.truth_figures(goals.GOALS["blue_triangle"], Base, n=3000, seed=5)
+    with torch.no_grad():
+        drawn = shapes.truth(torch.randn(3000, shapes.latent_dim,
+                                         generator=torch.Generator().manual_seed(5)))
+    values = {a.name: list(a.values) for a in CATALOGS["shapes"].attributes}
+    hits = (drawn["shape"] == values["shape"].index("triangle")) \
+        & (drawn["color"] == values["color"].index("blue"))
+    assert figures == {"share": float(hits.float().mean())}
+    assert 0.0 < figures["share"] < 0.03  # blue triangles are ~1 % of the base
+    kl = goals.truth_figures(goals.GOALS["uniform"], Base, n=3000, seed=5)["kl"]
+    assert 0.2 < kl < 0.5  # the base's shape x color is far from uniform (0.33)
