@@ -251,6 +251,24 @@ def _train_step_timing(ctx, generator, energy, *, batch: int, amp: bool, warmup:
     return result
 
 
+def _components_alone(ctx, generator, energy, *, batch: int, amp: bool, warmup: int,
+                      repeat: int) -> dict:
+    """Generator forward+backward and CLIP energy forward+backward, timed alone (no flow, no
+    optimiser, no loss bookkeeping): the floor a training step cannot go under."""
+    g = torch.Generator().manual_seed(7)
+
+    def once():
+        z = torch.randn(batch, generator.latent_dim, generator=g).to(ctx.device)
+        z.requires_grad_(True)
+        images = generator.decode(z).float()
+        with ctx.autocast(amp):
+            total = torch.stack(list(energy.parts(energy.features(images, g)).values())).sum(0)
+        total.sum().backward()
+
+    times = timed(once, ctx, warmup, repeat)
+    return {"batch": batch, "amp_bf16": amp, "ms_median": ms(statistics.median(times))}
+
+
 def _energy_split(ctx, clip, *, batch: int, copies: int, size: int, amp: bool, warmup: int,
                   repeat: int) -> dict:
     """Where the CLIP energy's time goes: augmenting at the generator's size, then CLIP (which
@@ -391,6 +409,24 @@ def section_stylegan2(ctx: Context) -> dict:
             log(f"  {result[key]['ms_per_step_median']} ms/step, "
                 f"peak {result[key]['max_memory_gib']} GiB")
         except Exception as error:  # noqa: BLE001 (keep the other measurements)
+            result[key] = {"error": _short(error)}
+            log(f"  FAILED: {_short(error)}")
+    for amp in (False, True):
+        # The trainer's own overhead per step (issue 13): the step over what its generator and
+        # CLIP forward+backward cost alone; the goal is 1.2 at most.
+        key = "trainer_overhead_bf16" if amp else "trainer_overhead_fp32"
+        step = result.get("train_step_bf16" if amp else "train_step_fp32", {})
+        if "ms_per_step_median" not in step:
+            continue
+        log(f"{key}: generator + CLIP energy forward+backward alone, batch {batch}")
+        try:
+            alone = _components_alone(ctx, generator, energy, batch=batch, amp=amp,
+                                      warmup=warmup, repeat=repeat)
+            result[key] = {**alone, "step_ms_median": step["ms_per_step_median"],
+                           "ratio": round(step["ms_per_step_median"] / alone["ms_median"], 3)}
+            log(f"  step {step['ms_per_step_median']} ms over {alone['ms_median']} ms alone: "
+                f"x{result[key]['ratio']}")
+        except Exception as error:  # noqa: BLE001
             result[key] = {"error": _short(error)}
             log(f"  FAILED: {_short(error)}")
     for amp in (False, True):
