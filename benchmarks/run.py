@@ -254,7 +254,9 @@ def plot_curves(path: Path, title: str, curves: dict[str, list[tuple[float, floa
         draw.line(points, fill=colour, width=2)
         for px, py in points:
             draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
-        draw.text(points[-1], f" {label}", fill=colour)
+        # The legend sits in the top right corner: a label at the curve's end fell off it.
+        legend_y = top + 2 + 12 * list(curves).index(label)
+        draw.text((left + w - 7 * len(label), legend_y), label, fill=colour)
     path.parent.mkdir(parents=True, exist_ok=True)
     picture.save(path)
 
