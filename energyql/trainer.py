@@ -772,6 +772,7 @@ def train(program: Any, gen: str | Generator = "shapes", config: TrainConfig | N
     """
     from energyql.generators import load as load_generator
     from energyql.lang.api import compile as compile_program
+    from energyql.lang.compose import extend, joined_source
 
     config = config or TrainConfig()
     _set_threads(config.threads)
@@ -789,7 +790,7 @@ def train(program: Any, gen: str | Generator = "shapes", config: TrainConfig | N
         # New stages are checked after the artifact's own, so that what they refer to
         # (debias(clip_bias): what the earlier stages asked for and constrained) is the whole
         # program's, exactly as if it had been trained in one go.
-        whole = compile_program(f"{start.manifest.canonical} | then {source}")
+        whole = extend(start.manifest.canonical, program)  # graphs, not text
         stages = list(whole.checked(base.catalog).stages)[-len(stages):]
     models = ControlModels(base.catalog, device=config.device, clip_copies=config.clip_copies)
     out = Path(out) if out is not None else None
@@ -824,7 +825,7 @@ def train(program: Any, gen: str | Generator = "shapes", config: TrainConfig | N
                             hint="write at least one term, e.g. 'color == red'")
     canonical = " | then ".join(s.source for s in sampler.stages)
     if start is not None:
-        source = f"{start.manifest.source} | then {source}"
+        source = joined_source(start.manifest.source, source, canonical, base.catalog)
     elif earlier:
         source = canonical
     manifest = manifest_for(sampler, source=source, canonical=canonical,

@@ -79,6 +79,40 @@ def then(first: Program | Term, *others: Program | Term) -> Program:
     return _build(tuple(s for p in parts for s in p.stages), parts)
 
 
+def extend(earlier: str | Program, later: str | Program | Term) -> Program:
+    """Return the stages of ``earlier`` followed by those of ``later``, composed as graphs.
+
+    Each text is parsed on its own (an artifact's canonical text and the stages added to it
+    with ``--from``), so nothing in one can reach into the other: a trailing comment cannot
+    swallow the stages after it. The result is unchecked; check it against the generator's
+    catalog, which resolves ``debias(clip_bias)`` in a later stage from the earlier ones.
+    """
+    from energyql.lang.api import compile as compile_program
+
+    first = compile_program(earlier) if isinstance(earlier, str) else as_program(earlier)
+    second = compile_program(later) if isinstance(later, str) else as_program(later)
+    return validate_program(Program(first.stages + second.stages), complete=False)
+
+
+def joined_source(earlier: str, later: str, canonical: str, catalog: object) -> str:
+    """Return the source text of ``earlier`` followed by ``later`` as stages.
+
+    The two texts joined by a line break and ``| then`` (a line break ends a comment), when
+    that text compiles against ``catalog`` to ``canonical``, the program actually trained;
+    otherwise (``let`` bindings in ``later``, say) ``canonical`` itself.
+    """
+    from energyql.errors import EnergyQLError
+    from energyql.lang.api import compile as compile_program
+
+    text = f"{earlier}\n| then {later}"
+    try:
+        if str(compile_program(text, gen=catalog)) == canonical:
+            return text
+    except EnergyQLError:
+        pass
+    return canonical
+
+
 def either(left: Program | Term, right: Program | Term) -> Program:
     """Return ``left or right`` (a soft OR)."""
     parts = _unify([as_program(left), as_program(right)])
