@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from energyql.errors import UsageError
+from energyql.generators.registry import DEFAULT_GENERATOR
 
 
 def train(program: Any, gen: Any = None, *, out: str | Path | None = None, report: bool = False,
@@ -23,7 +24,7 @@ def train(program: Any, gen: Any = None, *, out: str | Path | None = None, repor
     Arguments:
         program: a source string or a compiled :class:`energyql.Program`.
         gen: a generator name, ``scheme:PATH`` or Generator (default: the ``start``
-            artifact's generator, else ``"shapes"``).
+            artifact's generator, else :data:`~energyql.generators.registry.DEFAULT_GENERATOR`).
         out: folder for the artifact, checkpoints and ``log.jsonl``; needed to resume and for
             the report.
         report: also evaluate and write ``samples.png``, ``base.png``, ``stage<k>.png``,
@@ -57,7 +58,7 @@ def train(program: Any, gen: Any = None, *, out: str | Path | None = None, repor
         raise UsageError("generator_options apply to a generator given by name",
                          hint="configure the Generator object itself, or pass its name")
     if gen is None:
-        gen = "shapes" if start is None else start.manifest.generator.id \
+        gen = DEFAULT_GENERATOR if start is None else start.manifest.generator.id \
             if isinstance(start, Artifact) else read_manifest(start).generator.id
     config = train_config(gen, config, **settings)
     if start is not None and not isinstance(start, Artifact):

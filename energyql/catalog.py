@@ -3,11 +3,18 @@
 A catalog is plain data (no torch): attributes with their values, aliases for attributes and
 values, conditional controls with their parameters and ranges, and what can be kept fixed
 across a conditional sweep. Checking an expression needs only its catalog, never weights.
+
+The catalogs of real-photograph generators (faces, generic, ImageNet) are defined here; each
+embedded world's lives in its :class:`~energyql.worlds.World` record. :data:`CATALOGS` reads
+both: every catalog by name.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from energyql.errors import check_choice
 
@@ -109,13 +116,6 @@ PROMPTGEN_CLIP = ClipSettings(
     augment=(("translate", 0.125), ("scale", (1.0, 1.0)), ("rotate_degrees", 0.0),
              ("cutout", 0.5), ("brightness", 0.5), ("contrast", 0.5), ("saturation", 1.0)))
 
-# The shapes world's small CLIP: its logit scale as the weight, 4 gentle copies without colour
-# jitter or cutout (colour and shape are what it must judge); measured best on shapes.
-SHAPES_CLIP = ClipSettings(
-    weight=None, copies=4, augment_at="clip",
-    augment=(("translate", 0.08), ("scale", (0.9, 1.1)), ("rotate_degrees", 10.0),
-             ("cutout", 0.0)))
-
 
 @dataclass(frozen=True)
 class Catalog:
@@ -162,36 +162,10 @@ class Catalog:
         return tuple(dict.fromkeys(a.model for a in self.attributes))
 
 
-def _binary(name: str, model: str, description: str) -> Attribute:
+def binary(name: str, model: str, description: str) -> Attribute:
+    """Return a yes/no attribute that may stand bare as a predicate (``smiling``)."""
     return Attribute(name, BINARY_VALUES, model, binary=True, description=description)
 
-
-SHAPES = Catalog(
-    name="shapes",
-    description="The embedded 32x32 world of one coloured shape on a dark background.",
-    attributes=(
-        Attribute("shape", ("circle", "square", "triangle"), "shapes-classifier"),
-        Attribute("color", ("red", "green", "blue"), "shapes-classifier"),
-        Attribute("size", ("small", "large"), "shapes-classifier",
-                  value_aliases=(("big", "large"), ("little", "small"))),
-    ),
-    aliases=(("colour", ("color",)),),
-    controls=(
-        Control(
-            "pose",
-            (
-                Parameter("x", 0.2, 0.8, "image widths"),
-                Parameter("y", 0.2, 0.8, "image heights"),
-                Parameter("rotation", -45.0, 45.0, "degrees"),
-            ),
-            model="shapes-pose",
-            description="position and rotation of the shape, read by the shapes pose regressor",
-        ),
-    ),
-    keepables=(("identity", "shapes-identity"),),
-    clip_model="shapes-clip",
-    clip=SHAPES_CLIP,
-)
 
 _FAIRFACE_RACES = (
     "white", "black", "latino_hispanic", "east_asian", "southeast_asian", "indian",
@@ -217,11 +191,11 @@ FACES = Catalog(
                                  ("teen", "age_10_19"), ("senior", "age_70_plus"))),
         Attribute("gender", ("male", "female"), "face-attributes",
                   value_aliases=(("man", "male"), ("woman", "female"))),
-        _binary("smiling", "face-attributes", "the person smiles"),
-        _binary("glasses", "face-attributes", "wears eyeglasses or sunglasses"),
-        _binary("beard", "face-attributes", "has a beard"),
-        _binary("makeup", "face-attributes", "wears visible makeup"),
-        _binary("blond_hair", "face-attributes", "has blond hair"),
+        binary("smiling", "face-attributes", "the person smiles"),
+        binary("glasses", "face-attributes", "wears eyeglasses or sunglasses"),
+        binary("beard", "face-attributes", "has a beard"),
+        binary("makeup", "face-attributes", "wears visible makeup"),
+        binary("blond_hair", "face-attributes", "has blond hair"),
     ),
     controls=(
         Control(
@@ -244,55 +218,75 @@ GENERIC = Catalog(
     clip=PROMPTGEN_CLIP,
 )
 
-# The portraits world's small CLIP: its logit scale as the weight, 4 gentle geometric copies
-# and no colour jitter (skin and hair colours are what several attributes are about).
-PORTRAITS_CLIP = ClipSettings(
-    weight=None, copies=4, augment_at="clip",
-    augment=(("translate", 0.06), ("scale", (0.95, 1.05)), ("rotate_degrees", 5.0),
-             ("cutout", 0.0)))
-
-_PORTRAITS_JUDGE = "portraits-classifier"
-
-PORTRAITS = Catalog(
-    name="portraits",
-    description="The embedded 64x64 world of drawn head-and-shoulders portraits.",
-    attributes=(
-        Attribute("gender", ("male", "female"), _PORTRAITS_JUDGE,
-                  value_aliases=(("man", "male"), ("woman", "female"))),
-        Attribute("age", ("young", "adult", "old"), _PORTRAITS_JUDGE,
-                  value_aliases=(("elderly", "old"), ("senior", "old"))),
-        Attribute("race", ("alpha", "beta", "gamma", "delta"), _PORTRAITS_JUDGE,
-                  description="four synthetic appearance groups (skin tone, hair colour and "
-                              "texture)"),
-        _binary("smiling", _PORTRAITS_JUDGE, "the person smiles"),
-        _binary("glasses", _PORTRAITS_JUDGE, "wears glasses"),
-        _binary("beard", _PORTRAITS_JUDGE, "has a beard"),
-        Attribute("hair", ("black", "brown", "blond", "grey"), _PORTRAITS_JUDGE,
-                  value_aliases=(("gray", "grey"), ("blonde", "blond"))),
-    ),
-    controls=(
-        Control(
-            "pose",
-            (Parameter("yaw", -30.0, 30.0, "degrees"), Parameter("pitch", -20.0, 20.0, "degrees")),
-            model="portraits-pose",
-            description="head yaw and pitch, read by the portraits judge",
-        ),
-    ),
-    keepables=(("identity", "portraits-identity"),),
-    clip_model="portraits-clip",
-    clip=PORTRAITS_CLIP,
-)
+# --- the ImageNet world's ``class`` attribute (BigGAN's labels) -----------------------------------
 
 
-def _imagenet() -> Catalog:
-    from energyql.generators.imagenet import class_attribute
+def identifier(name: str) -> str:
+    """Return the expression spelling of an ImageNet class name: lower snake case."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
-    return Catalog(name="imagenet", attributes=(class_attribute(),),
+
+@lru_cache(maxsize=1)
+def class_values() -> tuple[str, ...]:
+    """Return the 1000 ImageNet value names in label order, unique.
+
+    Values are the class names in snake case (``golden_retriever``); the few names ImageNet
+    uses twice (``crane`` the bird and the machine, ``maillot``) get their label index appended
+    to the second (``crane_517``).
+    """
+    from energyql.imagenet_classes import NAMES
+
+    seen: set[str] = set()
+    values = []
+    for index, name in enumerate(NAMES):
+        value = identifier(name)
+        if value in seen:
+            value = f"{value}_{index}"
+        seen.add(value)
+        values.append(value)
+    return tuple(values)
+
+
+def class_attribute(model: str = "clip-zero-shot") -> Attribute:
+    """Return the attribute ``class`` over the 1000 ImageNet classes (also ``imagenet_<i>``)."""
+    from energyql.imagenet_classes import NAMES
+
+    values = class_values()
+    return Attribute(
+        "class", values, model, labels=NAMES,
+        value_aliases=tuple((f"imagenet_{i}", v) for i, v in enumerate(values)),
+        description="the ImageNet-1k class of the image (BigGAN's label)")
+
+
+IMAGENET = Catalog(name="imagenet", attributes=(class_attribute(),),
                    aliases=(("label", ("class",)), ("category", ("class",))),
                    clip_model="ViT-B-32:openai", clip=PROMPTGEN_CLIP,
                    description="ImageNet-1k (BigGAN): the class of the image, judged by CLIP.")
 
+#: The catalogs defined here, for generators that are not embedded worlds.
+BUILTIN_CATALOGS: dict[str, Catalog] = {c.name: c for c in (FACES, GENERIC, IMAGENET)}
 
-IMAGENET = _imagenet()
 
-CATALOGS: dict[str, Catalog] = {c.name: c for c in (SHAPES, PORTRAITS, FACES, GENERIC, IMAGENET)}
+class _Catalogs(Mapping[str, Catalog]):
+    """Every catalog by name: each registered world's (read live), then the built-in ones."""
+
+    def _all(self) -> dict[str, Catalog]:
+        from energyql.worlds import registered
+
+        return {**{name: world.catalog for name, world in registered().items()},
+                **BUILTIN_CATALOGS}
+
+    def __getitem__(self, name: str) -> Catalog:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __repr__(self) -> str:
+        return f"CATALOGS({', '.join(self)})"
+
+
+CATALOGS: Mapping[str, Catalog] = _Catalogs()

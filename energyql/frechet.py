@@ -41,9 +41,6 @@ hub.register(hub.Weights(
     "InceptionV3 with the TensorFlow FID weights, in PyTorch layout",
     "torch-fidelity release v0.2.0"))
 
-# World name (catalog) -> "module:function" returning features of images in [0, 1].
-WORLD_FEATURES = {"shapes": "energyql.worlds.shapes.classifier:features",
-                  "portraits": "energyql.worlds.portraits.judge:features"}
 REFERENCE_SAMPLERS = ("importance", "flow+sir")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -206,17 +203,23 @@ def inception_fid(images, reference, *, weights: str | Path | None = None, devic
 # --------------------------------------------------------------------------- embedded worlds
 
 
-def world_feature_function(world: str) -> Callable:
-    """Return the function computing classifier features for an embedded world's images."""
-    import importlib
+def world_feature_worlds() -> list[str]:
+    """Return the registered worlds whose record names a feature model, by name."""
+    from energyql.worlds import registered
 
-    loader = WORLD_FEATURES.get(world)
-    if loader is None:
+    return [name for name, world in registered().items() if world.features is not None]
+
+
+def world_feature_function(world: str) -> Callable:
+    """Return the function computing judge features for an embedded world's images."""
+    from energyql.worlds import registered
+
+    record = registered().get(world)
+    if record is None or record.features is None:
         raise UsageError(f"world '{world}' has no feature model for a Fréchet distance",
-                         hint="embedded worlds with one: " + ", ".join(WORLD_FEATURES)
+                         hint="embedded worlds with one: " + ", ".join(world_feature_worlds())
                          + "; for other generators use the Inception FID (--fid REF)")
-    module, _, function = loader.partition(":")
-    return getattr(importlib.import_module(module), function)
+    return record.feature_function()
 
 
 def world_frechet(artifact, samples: int = 1000, seed: int = 0, device: str = "cpu", *,

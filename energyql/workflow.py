@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from energyql.errors import UsageError, check_choice
+from energyql.generators.registry import DEFAULT_GENERATOR
 from energyql.io import write_json
 from energyql.manifest import Manifest
 
@@ -141,7 +142,7 @@ def _check_setting(name: str, value) -> None:
         refuse("must be a device name such as 'cpu' or 'cuda:0'")
 
 
-def run_and_report(program, *, gen="shapes", out: str | Path | None = None, config=None,
+def run_and_report(program, *, gen=DEFAULT_GENERATOR, out: str | Path | None = None, config=None,
                    report: bool = True, resume: bool = False, start=None,
                    progress=True, samples: int = 2000, grid: int = 64,
                    generator_options: dict | None = None, on_step=None) -> RunResult:
@@ -202,10 +203,10 @@ FRECHET_SAMPLES = 1000
 
 def _has_world_features(artifact: Any) -> bool:
     """True for unconditional artifacts of a world whose judge gives features."""
-    from energyql.frechet import WORLD_FEATURES
+    from energyql.frechet import world_feature_worlds
 
     sampler = artifact.sampler
-    return str(sampler.root.catalog) in WORLD_FEATURES and not sampler.context_params
+    return str(sampler.root.catalog) in world_feature_worlds() and not sampler.context_params
 
 
 def _write_files(out: Path, artifact, metrics: dict, noise, prog,

@@ -5,8 +5,15 @@ import math
 import torch
 
 import energyql as eq
-from energyql.catalog import SHAPES
-from energyql.evaluation import Judged, collateral_drift, figures, joint_index, kl_divergence, total_variation
+from energyql.evaluation import (
+    Judged,
+    collateral_drift,
+    figures,
+    joint_index,
+    kl_divergence,
+    total_variation,
+)
+from energyql.worlds.shapes import CATALOG as SHAPES
 
 
 def _labels(shape, color, size):
@@ -53,9 +60,9 @@ def test_collateral_drift_compares_with_the_reweighted_base():
 
 
 def test_restore_targets_come_from_the_manifest_and_are_measured_by_tv_and_kl():
-    from energyql.catalog import SHAPES
     from energyql.evaluation import Judged, figures
     from energyql.lang.api import compile as compile_program
+    from energyql.worlds.shapes import CATALOG as SHAPES
 
     program = compile_program("color == blue & shape == triangle | then debias(clip_bias)")
     program = program.checked(SHAPES)

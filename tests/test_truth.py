@@ -38,7 +38,7 @@ def test_the_judge_mostly_agrees_with_the_truth_on_shapes(shapes_metrics):
 
 
 def test_truth_figures_count_what_was_drawn():
-    from energyql.catalog import SHAPES
+    from energyql.worlds.shapes import CATALOG as SHAPES
 
     labels = {"shape": torch.tensor([0, 0, 1, 2]), "color": torch.tensor([0, 1, 0, 0]),
               "size": torch.tensor([1, 1, 0, 0])}

@@ -100,7 +100,7 @@ def eval_command(
     progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
     frechet: Annotated[bool, typer.Option(
         "--frechet", help="Add the Fréchet distance to exact-target samples in the embedded "
-                          "world judge's feature space (artifacts of shapes and portraits).")
+                          "world judge's feature space (worlds whose record names one).")
     ] = False,
     fid: Annotated[Optional[Path], typer.Option(
         "--fid", help="Add the Inception FID against REF: a folder of images or an .npz with "

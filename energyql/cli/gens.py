@@ -38,14 +38,6 @@ def _with_extra(spec) -> str:
     return spec.description + (f" [yellow]{escape(f'(pip install {extra!r})')}[/]" if extra else "")
 
 
-# The files each embedded world needs before it can train (generator and control models).
-WORLD_WEIGHTS = {
-    "shapes": ("generator.safetensors", "classifier.safetensors", "clip.safetensors",
-               "pose.safetensors"),
-    "portraits": ("judge.safetensors", "clip.safetensors"),
-}
-
-
 def weights_status(spec) -> tuple[str, str]:
     """Return ``(status, where)`` for a spec: status is 'ready', 'missing' or 'local file'."""
     from energyql import hub
@@ -63,17 +55,12 @@ def weights_status(spec) -> tuple[str, str]:
         return ("ready" if hub.is_present(spec.weights) else "missing"), where
     if spec.path is not None:
         return ("ready" if Path(spec.path).expanduser().is_file() else "missing"), spec.path
-    # Weights shipped inside the package live in energyql/worlds/<world>/weights/.
-    module = spec.loader.partition(":")[0].split(".")
-    if module[:2] == ["energyql", "worlds"] and len(module) > 2:
-        import energyql
+    # An embedded world's weights ship in its package's weights/ folder (its World record).
+    from energyql.worlds import world_of_generator
 
-        folder = Path(energyql.__file__).parent / "worlds" / module[2] / "weights"
-        needed = WORLD_WEIGHTS.get(module[2], ())
-        missing = [name for name in needed if not (folder / name).is_file()]
-        if not needed:  # a world that does not say: any weights file at all
-            missing = [] if folder.is_dir() and any(folder.glob("*.safetensors")) else ["weights"]
-        return ("ready" if not missing else "missing"), str(folder)
+    world = world_of_generator(spec.name)
+    if world is not None:
+        return ("ready" if not world.missing_weights() else "missing"), str(world.weights_folder)
     return "built in", ""
 
 
@@ -108,7 +95,7 @@ def gens(
         table.add_row(*row)
         if where:
             expected.append((spec.name, where))
-    for scheme, spec in sorted(registry._PATH_SCHEMES.items()):
+    for scheme, spec in registry.path_schemes().items():
         row = [f"{scheme}:PATH", spec.catalog, "from file", "[cyan]local file[/]",
                _with_extra(spec)]
         table.add_row(*row)

@@ -32,6 +32,7 @@ from energyql.cli.app import (
     stdout,
 )
 from energyql.errors import check_choice
+from energyql.generators.registry import DEFAULT_GENERATOR
 
 
 def gen_options(pairs: list[str], truncation: float | None) -> dict[str, Any]:
@@ -58,8 +59,9 @@ def default_out(expression: str) -> Path:
 @guarded
 def run(
     expression: Annotated[str, typer.Argument(help="The energyql expression to train.")],
-    gen: Annotated[Optional[str], typer.Option("--gen", "-g", help="Generator name or scheme:PATH "
-                                               "(default: shapes, or the @preset's).")] = None,
+    gen: Annotated[Optional[str], typer.Option(
+        "--gen", "-g", help=f"Generator name or scheme:PATH (default: {DEFAULT_GENERATOR}, or "
+                            "the @preset's).")] = None,
     out: ArtifactOutOption = None,
     steps: StepsOption = None,
     batch: BatchOption = None,
@@ -95,7 +97,7 @@ def run(
     from energyql.presets import expand
 
     expression, gen = expand(expression, gen)  # '@name': a paper preset and its generator
-    gen = gen or "shapes"
+    gen = gen or DEFAULT_GENERATOR
     if start_from is not None:
         from energyql.sampler import read_manifest
 

@@ -1,9 +1,11 @@
 """The control-model registry: the keys a catalog names map to ``"module:function"`` loaders.
 
 A catalog names each control model by a key (an attribute's ``model``, a control's ``model``,
-a keepable's model, its ``clip_model``); this registry says how to load it, so that a new world
-plugs in with catalog data and :func:`register` calls, and no code branches on world names.
-It is plain data and imports no torch until a loader runs.
+a keepable's model, its ``clip_model``); this registry says how to load it. It holds the models
+registered here with :func:`register` and reads those of every registered world (the
+``controls`` of its :class:`~energyql.worlds.World` record), so no code here names a world; an
+entry registered here wins over a world's of the same key. It is plain data and imports no
+torch until a loader runs.
 
 Each kind of model has one calling convention:
 
@@ -14,7 +16,7 @@ Each kind of model has one calling convention:
 - ``clip``: ``load(device=...)`` returns a :class:`~energyql.controls.clip.ClipModel`.
 
 Example:
-    >>> register("portraits-pose", "mypackage.pose:load", kind="pose")   # doctest: +SKIP
+    >>> register("my-pose", "mypackage.pose:load", kind="pose")   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -53,25 +55,39 @@ class ControlModelSpec:
 _REGISTRY: dict[str, ControlModelSpec] = {}
 
 
-def register(key: str, loader: str, *, kind: str, description: str = "") -> ControlModelSpec:
-    """Add (or replace) the loader of a control model; return its spec."""
+def model(key: str, loader: str, *, kind: str, description: str = "") -> ControlModelSpec:
+    """Return the checked spec of a control model (a world's ``controls`` lists these)."""
     check_choice(kind, KINDS, what="control model kind", error=EnergyQLError)
     module_name, sep, function = loader.partition(":")
     if not (module_name and sep and function):
         raise EnergyQLError(f"control model loader '{loader}' is not 'module:function'",
-                            hint="e.g. 'energyql.worlds.shapes.pose:load'")
-    spec = ControlModelSpec(key, kind, loader, description)
+                            hint="e.g. 'mypackage.pose:load'")
+    return ControlModelSpec(key, kind, loader, description)
+
+
+def register(key: str, loader: str, *, kind: str, description: str = "") -> ControlModelSpec:
+    """Add (or replace) the loader of a control model; return its spec."""
+    spec = model(key, loader, kind=kind, description=description)
     _REGISTRY[key] = spec
     return spec
 
 
+def _table() -> dict[str, ControlModelSpec]:
+    """Every known spec: the registered worlds' models, then (winning) those registered here."""
+    from energyql.worlds import registered
+
+    table = {spec.key: spec for world in registered().values() for spec in world.controls}
+    table.update(_REGISTRY)
+    return table
+
+
 def names(kind: str | None = None) -> list[str]:
     """Return the registered keys (of one kind, if given)."""
-    return sorted(k for k, s in _REGISTRY.items() if kind is None or s.kind == kind)
+    return sorted(k for k, s in _table().items() if kind is None or s.kind == kind)
 
 
 def is_registered(key: str, *, kind: str | None = None) -> bool:
-    spec = _REGISTRY.get(key)
+    spec = _table().get(key)
     return spec is not None and (kind is None or spec.kind == kind)
 
 
@@ -79,7 +95,7 @@ def resolve(key: str, *, kind: str) -> ControlModelSpec:
     """Return the spec of a key of the given kind; unknown keys fail with a did-you-mean."""
     check_choice(key, names(kind), what=f"{kind} model" if kind != "clip" else "CLIP model",
                  error=EnergyQLError)
-    return _REGISTRY[key]
+    return _table()[key]
 
 
 def load(key: str, *args: Any, kind: str, **options: Any) -> Any:
@@ -87,16 +103,8 @@ def load(key: str, *args: Any, kind: str, **options: Any) -> Any:
     return resolve(key, kind=kind).load(*args, **options)
 
 
-# --- the built-in worlds' models ----------------------------------------------------------------
+# --- the models of real-photograph catalogs (each world's own are in its World record) --------
 
-register("shapes-classifier", "energyql.worlds.shapes.classifier:load_attributes",
-         kind="attributes", description="the shapes world's shape/color/size classifier")
-register("shapes-pose", "energyql.worlds.shapes.pose:load", kind="pose",
-         description="the shapes world's position and rotation regressor")
-register("shapes-identity", "energyql.worlds.shapes.pose:load_identity", kind="identity",
-         description="the shapes world's identity embedding (classifier probabilities)")
-register("shapes-clip", "energyql.worlds.shapes.clip:load_control", kind="clip",
-         description="the shapes world's small CLIP, shipped in the package")
 register("face-attributes", "energyql.controls.attributes:load_face_attributes",
          kind="attributes",
          description="FairFace race/age/gender where its weights are present, else CLIP zero-shot")
@@ -108,11 +116,3 @@ register("face-pose", "energyql.controls.face_pose:load_face_pose", kind="pose",
          description="head yaw and pitch from MTCNN landmarks")
 register("facenet", "energyql.controls.faces:load_facenet", kind="identity",
          description="FaceNet (InceptionResnetV1) face embeddings")
-register("portraits-classifier", "energyql.worlds.portraits.judge:load_attributes",
-         kind="attributes", description="the portraits world's attribute heads")
-register("portraits-pose", "energyql.worlds.portraits.judge:load_pose", kind="pose",
-         description="the portraits world's yaw and pitch reading")
-register("portraits-identity", "energyql.worlds.portraits.judge:load_identity", kind="identity",
-         description="the portraits world's identity factors (the same at every pose)")
-register("portraits-clip", "energyql.worlds.portraits.clip:load_control", kind="clip",
-         description="the portraits world's small CLIP, shipped in the package")

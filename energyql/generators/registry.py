@@ -2,7 +2,9 @@
 
 A spec says which catalog a generator's world uses and where its loader lives, so that
 ``energyql check --gen NAME`` resolves names without importing torch or touching weights.
-Users can add their own entries with :func:`register`.
+Users can add their own entries with :func:`register`; the embedded worlds' generators come
+from their :class:`~energyql.worlds.World` records (an entry registered here wins over a
+world's of the same name).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from typing import Any, ClassVar
 
 from energyql.errors import UnknownGeneratorError, did_you_mean
 from energyql.io import is_system_path
+
+#: The generator ``energyql run`` and :func:`energyql.train` use when none is named.
+DEFAULT_GENERATOR = "shapes"
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,8 @@ class GeneratorSpec:
         path: a local checkpoint for path-based entries (``stylegan2:PATH``).
         training: training settings for this generator over its family's
             (:attr:`FAMILY_TRAINING`), as ``(name, value)`` pairs of ``TrainConfig`` fields.
+        inherit_training: False when ``training`` alone holds its defaults (a world's own
+            generator, measured on its own, inherits no family's).
     """
 
     name: str
@@ -38,17 +45,11 @@ class GeneratorSpec:
     resolution: int = 0
     path: str | None = None
     training: tuple[tuple[str, Any], ...] = ()
+    inherit_training: bool = True
 
     # Training defaults per generator family (keyed by loader), so that `energyql run` needs no
     # tuning flags. The world's CLIP settings (copies, weight, augmentation) are in its catalog.
     FAMILY_TRAINING: ClassVar[dict[str, dict[str, Any]]] = {
-        # Rare targets on shapes need the value term; with it 300 steps meet every goal of
-        # docs/training.md's table, and the mass-covering start and the forward-KL term cost
-        # more images than they saved; refits on 2,048 samples steady the λ feedback
-        # (uniform(shape x color): KL 0.013 at the end, 0.021 with 1,024). grad_clip stays 10.
-        "energyql.worlds.shapes.generator:load": {
-            "steps": 300, "batch": 128, "lr": 1e-3, "warm_start_samples": 0,
-            "forward_weight": 0.0, "value_weight": 3.0, "refit_samples": 2048},
         # PromptGen's StyleGAN2 runs (CLIP, classifier, de-biasing): lr 1e-3, gradient
         # clipping 1.0; neither the warm start nor the forward-KL term has been measured here.
         "energyql.generators.stylegan2:load_spec": {"steps": 2000, "batch": 8, "lr": 1e-3,
@@ -58,8 +59,10 @@ class GeneratorSpec:
     FALLBACK_LOADER: ClassVar[str] = "energyql.generators.stylegan2:load_spec"
 
     def training_defaults(self) -> dict[str, Any]:
-        """Return this generator's training defaults: its family's, then its own ``training``."""
-        family = self.FAMILY_TRAINING.get(self.loader, self.FAMILY_TRAINING[self.FALLBACK_LOADER])
+        """Return this generator's training defaults: its family's (unless it inherits none),
+        then its own ``training``."""
+        family = (self.FAMILY_TRAINING.get(self.loader, self.FAMILY_TRAINING[self.FALLBACK_LOADER])
+                  if self.inherit_training else {})
         return {**family, **dict(self.training)}
 
     def load(self, **options):
@@ -77,19 +80,35 @@ def register(spec: GeneratorSpec, *, scheme: bool = False) -> None:
     (_PATH_SCHEMES if scheme else _REGISTRY)[spec.name] = spec
 
 
+def _table() -> dict[str, GeneratorSpec]:
+    """Every named spec: the registered worlds' generators, then (winning) those registered here."""
+    from energyql.worlds import registered
+
+    table = {spec.name: spec for world in registered().values() for spec in world.generators}
+    table.update(_REGISTRY)
+    return table
+
+
 def names() -> list[str]:
     """Return every registered generator name."""
-    return sorted(_REGISTRY)
+    return sorted(_table())
 
 
 def specs() -> list[GeneratorSpec]:
-    return [_REGISTRY[n] for n in names()]
+    table = _table()
+    return [table[n] for n in sorted(table)]
+
+
+def path_schemes() -> dict[str, GeneratorSpec]:
+    """Return the ``NAME:PATH`` schemes by name (their specs have no path yet)."""
+    return dict(sorted(_PATH_SCHEMES.items()))
 
 
 def resolve(name: str) -> GeneratorSpec:
     """Return the spec for a registered name or a ``scheme:PATH`` string."""
-    if name in _REGISTRY:
-        return _REGISTRY[name]
+    table = _table()
+    if name in table:
+        return table[name]
     scheme, sep, path = name.partition(":")
     if sep and scheme in _PATH_SCHEMES and path:
         if is_system_path(path):
@@ -101,20 +120,6 @@ def resolve(name: str) -> GeneratorSpec:
     hint = did_you_mean(name, names()) + " known generators: " + ", ".join(known)
     raise UnknownGeneratorError(f"unknown generator '{name}'", hint=hint.strip())
 
-
-register(GeneratorSpec(
-    "shapes", "shapes", "energyql.worlds.shapes.generator:load",
-    "the embedded 32x32 shapes world (weights ship inside the package)", resolution=32,
-))
-
-register(GeneratorSpec(
-    "portraits", "portraits", "energyql.worlds.portraits.generator:load",
-    "the embedded 64x64 portraits world (its models ship inside the package)", resolution=64,
-    # The value term as on shapes (docs/training.md: the rare race x age cell and the card's
-    # first stage meet their goals); the start and the forward-KL term are off.
-    training=(("steps", 600), ("batch", 64), ("lr", 1e-3), ("grad_clip", 10.0),
-              ("warm_start_samples", 0), ("forward_weight", 0.0), ("value_weight", 3.0)),
-))
 
 _STYLEGAN2 = "energyql.generators.stylegan2:load_spec"
 for _name, _catalog, _res, _what in (

@@ -1,8 +1,8 @@
 """``energyql gens``: the generator table and the weights status."""
 
 import subprocess
-from pathlib import Path
 import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -93,10 +93,11 @@ def test_embedded_worlds_are_ready_only_with_every_weights_file(tmp_path, monkey
 
     assert gens_module.weights_status(resolve("portraits"))[0] == "ready"
     assert gens_module.weights_status(resolve("shapes"))[0] == "ready"
-    # a package copy that lacks the portraits CLIP is not ready
-    fake = tmp_path / "energyql"
-    shutil.copytree(Path(energyql.__file__).parent / "worlds" / "portraits" / "weights",
-                    fake / "worlds" / "portraits" / "weights")
-    (fake / "worlds" / "portraits" / "weights" / "clip.safetensors").unlink()
-    monkeypatch.setattr(energyql, "__file__", str(fake / "__init__.py"))
-    assert gens_module.weights_status(resolve("portraits"))[0] == "missing"
+    # a weights folder that lacks the portraits CLIP is not ready
+    from energyql.worlds import World
+
+    fake = tmp_path / "weights"
+    shutil.copytree(Path(energyql.__file__).parent / "worlds" / "portraits" / "weights", fake)
+    (fake / "clip.safetensors").unlink()
+    monkeypatch.setattr(World, "weights_folder", property(lambda world: fake))
+    assert gens_module.weights_status(resolve("portraits")) == ("missing", str(fake))

@@ -3,12 +3,20 @@
 import pytest
 import torch
 
-from energyql.catalog import FACES, SHAPES
-from energyql.controls.clip import (ClipEnsemble, ClipModel, default_clip_spec, load_clip,
-                                    parse_clip_spec, pretrained_path, pretrained_weights)
+from energyql.catalog import FACES
+from energyql.controls.clip import (
+    ClipEnsemble,
+    ClipModel,
+    default_clip_spec,
+    load_clip,
+    parse_clip_spec,
+    pretrained_path,
+    pretrained_weights,
+)
 from energyql.energies.base import Features
 from energyql.energies.clip import ClipEnergy
 from energyql.errors import EnergyQLError, WeightsMissingError
+from energyql.worlds.shapes import CATALOG as SHAPES
 
 
 @pytest.mark.parametrize("spec, members", [

@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from energyql.catalog import FACES, GENERIC, SHAPES, ClipSettings
+from energyql.catalog import FACES, GENERIC, ClipSettings
 from energyql.controls.augment import augment
 from energyql.energies.base import Features
 from energyql.energies.clip import ClipEnergy
 from energyql.errors import EnergyQLError
 from energyql.workflow import defaults_for
+from energyql.worlds.shapes import CATALOG as SHAPES
 from tests.controls.test_registry import FakeClip
 
 PROMPTGEN_AUGMENT = {"translate": 0.125, "scale": (1.0, 1.0), "rotate_degrees": 0.0,

@@ -172,9 +172,9 @@ def test_manifest_records_targets_and_old_manifests_still_load():
 @pytest.mark.slow
 def test_shapes_run_restores_size_to_the_base_given_a_blue_triangle():
     """Stage 2 of the shapes run aims size at p0(size | blue, triangle), measured on truth()."""
-    from energyql.catalog import SHAPES as catalog
     from energyql.generators import load
     from energyql.trainer import train
+    from energyql.worlds.shapes import CATALOG as catalog
 
     torch.set_num_threads(1)
     # ~0.9 % of shapes samples are blue triangles: 16,384 samples give an ESS of about 140.

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 import energyql as eq
-from energyql.catalog import SHAPES
 from energyql.energies import ControlModels, lower_stage
 from energyql.energies.constraint import joint_probabilities
 from energyql.energies.predicate import log1mexp
+from energyql.worlds.shapes import CATALOG as SHAPES
 
 
 class FixedAttributes(torch.nn.Module):
@@ -163,7 +163,7 @@ def test_constraint_and_control_in_one_stage_are_refused():
 
 
 def test_pose_model_is_loaded_once_per_control_models():
-    from energyql.catalog import SHAPES as shapes
+    from energyql.worlds.shapes import CATALOG as shapes
 
     models = ControlModels(shapes)
     control = shapes.control("pose")

@@ -6,10 +6,9 @@ import sys
 import pytest
 
 import energyql
-from energyql.catalog import CATALOGS
+from energyql.catalog import CATALOGS, class_values, identifier
 from energyql.errors import NameResolutionError
 from energyql.generators import resolve
-from energyql.generators.imagenet import class_values, identifier
 
 
 def test_class_values_are_unique_identifiers_in_label_order():

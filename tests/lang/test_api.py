@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 import energyql as eq
-from energyql.catalog import FACES, SHAPES
+from energyql.catalog import FACES
 from energyql.errors import (
     ArgumentError,
     CompositionError,
@@ -30,6 +30,7 @@ from energyql.lang.graph import (
     Scale,
     Stage,
 )
+from energyql.worlds.shapes import CATALOG as SHAPES
 
 CARD = 'clip("a smiling man") & uniform(race x age) | then debias(clip_bias)'
 GEN = "stylegan2-ffhq"

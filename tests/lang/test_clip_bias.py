@@ -8,11 +8,12 @@ import pytest
 from typer.testing import CliRunner
 
 import energyql as eq
-from energyql.catalog import FACES, SHAPES
+from energyql.catalog import FACES
 from energyql.cli import app
 from energyql.errors import ArgumentError, CompositionError
 from energyql.lang.clip_bias import prompt_matches
 from energyql.lang.graph import Restore
+from energyql.worlds.shapes import CATALOG as SHAPES
 
 CARD = 'clip("a smiling man") & uniform(race x age) | then debias(clip_bias)'
 

@@ -6,13 +6,12 @@ import pytest
 import torch
 
 import energyql.generators
-from energyql.catalog import SHAPES as CATALOG
 from energyql.generators.base import Generator
 from energyql.worlds import read_safetensors, sha256_file, write_safetensors
+from energyql.worlds.shapes import CATALOG, render
 from energyql.worlds.shapes import classifier as classifier_module
 from energyql.worlds.shapes import clip as clip_module
 from energyql.worlds.shapes import generator as generator_module
-from energyql.worlds.shapes import render
 
 
 @pytest.fixture(scope="module")

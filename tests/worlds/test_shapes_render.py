@@ -8,8 +8,7 @@ import random
 import pytest
 import torch
 
-from energyql.catalog import SHAPES as CATALOG
-from energyql.worlds.shapes import render
+from energyql.worlds.shapes import CATALOG, render
 
 
 def test_scenes_are_deterministic_and_in_range():

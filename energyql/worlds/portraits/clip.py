@@ -28,9 +28,9 @@ register, create, load = CLIP.register, CLIP.create, CLIP.load
 
 def load_control(device: str | torch.device = "cpu") -> Any:
     """Return the small CLIP as a control model (registry key ``portraits-clip``)."""
-    from energyql.catalog import PORTRAITS
+    from energyql.worlds.portraits import CATALOG
 
-    return CLIP.load_control(PORTRAITS.clip.augment_options, device)
+    return CLIP.load_control(CATALOG.clip.augment_options, device)
 
 
 __all__ = ["CLIP", "CONFIG", "IMAGE_SIZE", "MEAN", "MODEL_NAME", "STD", "WEIGHTS", "create",

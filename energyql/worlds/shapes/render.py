@@ -22,7 +22,7 @@ import torch
 
 IMAGE_SIZE = 32
 
-# Value order matches energyql.catalog.SHAPES (and the classifier's outputs).
+# Value order matches the world's catalog (and the classifier's outputs).
 SHAPES = ("circle", "square", "triangle")
 COLORS = ("red", "green", "blue")
 SIZES = ("small", "large")
