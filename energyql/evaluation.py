@@ -27,7 +27,6 @@ from energyql.energies.conditional import identity_distance, sample_context
 from energyql.energies.predicate import PredicateEnergy
 from energyql.generators.base import Generator
 from energyql.lang import graph as g
-from energyql.lang.visit import TermVisitor
 from energyql.manifest import Manifest
 from energyql.sampler import Artifact, StageSampler, set_exact_lambdas
 from energyql.target import StageTarget, effective_sample_size
@@ -240,7 +239,7 @@ def figures(judged: Judged, program, catalog: Catalog,
         if not target or not all(a in judged.labels for a in c.attrs):
             continue
         dist = _histogram(joint_index(judged.labels, tuple(c.attrs), catalog), len(target))
-        key = " x ".join(c.attrs) if c.kind not in ("dist", g.RESTORE) else str(c)
+        key = c.metric_key
         result["kl_to_target"][key] = round(kl_divergence(dist, target), 5)
         result["tv_to_target"][key] = round(total_variation(dist, target), 5)
     if judged.predicate_probs:
@@ -275,30 +274,8 @@ def _round(values: list[float]) -> list[float]:
     return [round(v, 4) for v in values]
 
 
-class _Mentioned(TermVisitor[set[str]]):
-    """The attributes a term mentions (in predicates and constraints)."""
-
-    def on_predicate(self, term: g.Predicate) -> set[str]:
-        return {term.attr}
-
-    def on_constraint(self, term: g.Constraint) -> set[str]:
-        return set(term.attrs)
-
-    def on_not(self, term: g.Not) -> set[str]:
-        return self.visit(term.term)
-
-    def on_scale(self, term: g.Scale) -> set[str]:
-        return self.visit(term.term)
-
-    def on_flat(self, term: Any) -> set[str]:
-        return set().union(*(self.visit(t) for t in term.terms))
-
-    def fallback(self, term: Any) -> set[str]:
-        return set()
-
-
 def _mentioned_attributes(program: g.Program) -> set[str]:
-    return set().union(*(_Mentioned().visit(t) for s in program.stages for t in s.terms))
+    return set(program.attributes)
 
 
 def collateral_drift(sampled: Judged, base: Judged, program, catalog: Catalog) -> dict[str, float]:

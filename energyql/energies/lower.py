@@ -28,6 +28,7 @@ from energyql.energies.predicate import (
 )
 from energyql.errors import EnergyQLError, check_choice
 from energyql.lang import graph as g
+from energyql.lang.graph import is_probability
 from energyql.lang.visit import TermVisitor
 
 
@@ -101,22 +102,6 @@ class ControlModels:
         return load_clip(spec or default_clip_spec(self.catalog), self.device)
 
 
-class _IsProbability(TermVisitor[bool]):
-    """Whether a term denotes a probability: predicates and their not/and/or."""
-
-    def on_predicate(self, term: g.Predicate) -> bool:
-        return True
-
-    def on_not(self, term: g.Not) -> bool:
-        return True
-
-    def on_flat(self, term: g.And | g.Or) -> bool:
-        return all(self.visit(t) for t in term.terms)
-
-    def fallback(self, term: Any) -> bool:
-        return False
-
-
 class _LogProb(TermVisitor[LogProb]):
     """The log-probability function of a probability-valued term."""
 
@@ -138,30 +123,9 @@ class _LogProb(TermVisitor[LogProb]):
         return or_log_prob([self.visit(t) for t in term.terms])
 
 
-class _Attributes(TermVisitor[set]):
-    """The attribute names a term's predicates mention."""
-
-    def on_predicate(self, term: g.Predicate) -> set:
-        return {term.attr}
-
-    def fallback(self, term: Any) -> set:
-        children = tuple(getattr(term, "terms", ()) or ()) + (
-            (term.term,) if isinstance(getattr(term, "term", None), g.Term) else ())
-        return set().union(*(self.visit(t) for t in children)) if children else set()
-
-
 def _nothing_asked(log_probs: dict[str, torch.Tensor]) -> torch.Tensor:
     """log 1 per image: a restore target with nothing asked is the generator's own."""
     return torch.zeros_like(next(iter(log_probs.values()))[:, 0])
-
-
-_is_probability = _IsProbability()
-_attributes = _Attributes()
-
-
-def is_probability(node: g.Term) -> bool:
-    """Whether a node denotes a probability (predicates and their not/and/or)."""
-    return _is_probability.visit(node)
 
 
 class _LowerTerm(TermVisitor[EnergyTerm]):
@@ -177,7 +141,7 @@ class _LowerTerm(TermVisitor[EnergyTerm]):
 
     def on_probability(self, term: g.Term) -> EnergyTerm:
         energy: EnergyTerm = PredicateEnergy(_LogProb(self.models.catalog).visit(term), str(term))
-        weight = self.models.predicate_weight(_attributes.visit(term))
+        weight = self.models.predicate_weight(set(g.attributes_of(term)))
         return energy if weight == 1.0 else ScaledEnergy(weight, energy, str(term))
 
     def on_clip(self, term: g.Clip) -> EnergyTerm:
@@ -330,7 +294,7 @@ def lower_stage(stage: g.Stage, models: ControlModels) -> StageEnergy:
         raise EnergyQLError(
             f"'{stage}' mixes distributional constraints with a conditional control",
             hint="put the constraint in its own stage before the conditional one")
-    needs_attributes = parts.constraints or any(_attributes.visit(t) for t in stage.terms)
+    needs_attributes = parts.constraints or any(g.attributes_of(t) for t in stage.terms)
     return StageEnergy(parts.pointwise, parts.constraints,
                        models.attributes if needs_attributes else None, parts.context,
                        paired=parts.paired)

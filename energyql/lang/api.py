@@ -22,6 +22,8 @@ from energyql.errors import ArgumentError, ParseError, Span
 from energyql.lang.bind import KEYWORDS, bind, env_bindings
 from energyql.lang.check import check_program, resolve_catalog
 from energyql.lang.graph import (
+    DEBIAS,
+    UNIFORM,
     Clip,
     Constraint,
     Control,
@@ -143,12 +145,12 @@ def attr(name: str, value: str | None = None) -> Program:
 
 def uniform(*attrs: str) -> Program:
     """Create ``uniform(a x b)``: the joint of the attributes made uniform."""
-    return _one(Constraint("uniform", _names(attrs, "uniform")))
+    return _one(Constraint(UNIFORM.name, _names(attrs, UNIFORM.name)))
 
 
 def debias(*attrs: str) -> Program:
     """Create ``debias(a x b)``: uniform over the joint, relative to this stage's distribution."""
-    return _one(Constraint("debias", _names(attrs, "debias")))
+    return _one(Constraint(DEBIAS.name, _names(attrs, DEBIAS.name)))
 
 
 def dist(attrs: str | Sequence[str],

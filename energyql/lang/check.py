@@ -25,6 +25,9 @@ from energyql.lang.clip_bias import resolve_clip_bias
 from energyql.lang.diagnostics import error_at, suggest
 from energyql.lang.graph import (
     CLIP_BIAS,
+    DEBIAS,
+    DIST,
+    GIVEN_TARGET,
     And,
     Clip,
     Constraint,
@@ -101,7 +104,7 @@ def _is_clip_bias(term: Term) -> bool:
     """True for ``debias(clip_bias)`` as written, or already resolved (checking again)."""
     if isinstance(term, Restore):
         return True
-    return (isinstance(term, Constraint) and term.kind == "debias"
+    return (isinstance(term, Constraint) and term.kind == DEBIAS.name
             and term.attrs == (CLIP_BIAS,))
 
 
@@ -260,7 +263,7 @@ class _Checker(TermVisitor[Term]):
         attrs = tuple(a.name for a in attributes)
         values = tuple(a.values for a in attributes)
         size = math.prod(len(v) for v in values)
-        if term.kind == "dist":
+        if term.rule.target == GIVEN_TARGET:
             target = term.target
             if len(target) != size or abs(sum(target) - 1) > SUM_TOLERANCE \
                     or any(not 0 <= p <= 1 for p in target):
@@ -309,7 +312,7 @@ class _Checker(TermVisitor[Term]):
         if missing and 1 - total > _NEGLIGIBLE:
             share = float(f"{(1 - total) / missing:.12g}")
         target = tuple(given.get(cell, share) for cell in cells)
-        return Constraint("dist", attrs, target, origin=term.origin, values=values,
+        return Constraint(DIST.name, attrs, target, origin=term.origin, values=values,
                           parts=attr_parts)
 
     # -- conditional control

@@ -61,7 +61,7 @@ class Term:
     @property
     def is_probability(self) -> bool:
         """True for terms that denote a probability (predicates and their not/and/or)."""
-        return False
+        return is_probability(self)
 
     @property
     def predicates(self) -> tuple[Predicate, ...]:
@@ -97,10 +97,6 @@ class Predicate(Term):
     value: str
     parts: tuple[Any, ...] = field(default=(), compare=False, repr=False, kw_only=True)
 
-    @property
-    def is_probability(self) -> bool:
-        return True
-
     def to_dict(self) -> dict[str, Any]:
         return {"type": "predicate", "attr": self.attr, "value": self.value}
 
@@ -110,10 +106,6 @@ class Name(Term):
     """A bare name not yet resolved against a catalog (unchecked programs only)."""
 
     name: str
-
-    @property
-    def is_probability(self) -> bool:
-        return True
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "name", "name": self.name}
@@ -128,10 +120,6 @@ class Not(Term):
     @property
     def children(self) -> tuple[Term, ...]:
         return (self.term,)
-
-    @property
-    def is_probability(self) -> bool:
-        return self.term.is_probability
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "not", "term": self.term.to_dict()}
@@ -157,10 +145,6 @@ class _Flat(Term):
     @property
     def children(self) -> tuple[Term, ...]:
         return self.terms
-
-    @property
-    def is_probability(self) -> bool:
-        return all(t.is_probability for t in self.terms)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, "terms": [t.to_dict() for t in self.terms]}
@@ -204,10 +188,47 @@ class Scale(Term):
 
 # --- stage-level terms --------------------------------------------------------------------------
 
-CONSTRAINT_KINDS = ("uniform", "debias", "dist")
-#: The kind of the constraints ``debias(clip_bias)`` resolves to: the attribute brought back to
-#: the root generator's distribution given what was asked (a target estimated when training).
-RESTORE = "restore"
+# Where a constraint's target comes from (ConstraintKind.target).
+UNIFORM_TARGET = "uniform"  # equal over the cells of its joint
+GIVEN_TARGET = "given"  # written in the expression
+DEFERRED_TARGET = "deferred"  # estimated from the root generator when training
+
+
+@dataclass(frozen=True)
+class ConstraintKind:
+    """One kind of distributional constraint: where its target comes from and how it is shown.
+
+    Arguments:
+        name: its name in programs, manifests and canonical text (``"uniform"``).
+        target: :data:`UNIFORM_TARGET`, :data:`GIVEN_TARGET` (its text lists the target) or
+            :data:`DEFERRED_TARGET` (estimated when training; it prints as a label only).
+        label: what its target is, in words (``energyql check --json``: ``target_is``).
+        keyed_by_text: its figures (``kl_to_target``, ``tv_to_target``) are keyed by its text,
+            not by its attributes (two of them may constrain the same attributes).
+    """
+
+    name: str
+    target: str
+    label: str
+    keyed_by_text: bool = False
+
+    def metric_key(self, constraint: Constraint) -> str:
+        """Return the key of a constraint's figures in metrics."""
+        return str(constraint) if self.keyed_by_text else " x ".join(constraint.attrs)
+
+
+UNIFORM = ConstraintKind("uniform", UNIFORM_TARGET, "uniform over its cells")
+DEBIAS = ConstraintKind("debias", UNIFORM_TARGET, "uniform over its cells (de-biased)")
+DIST = ConstraintKind("dist", GIVEN_TARGET, "the distribution written", keyed_by_text=True)
+#: ``debias(clip_bias)`` resolves to these: the attribute brought back to the root generator's
+#: distribution given what was asked (a target estimated when training).
+RESTORE_KIND = ConstraintKind("restore", DEFERRED_TARGET, "p0(· | what was asked)",
+                              keyed_by_text=True)
+#: Every constraint kind by name: the one table the checker, printer, lowering and metrics read.
+KINDS: dict[str, ConstraintKind] = {k.name: k for k in (UNIFORM, DEBIAS, DIST, RESTORE_KIND)}
+#: The kinds an expression may write (``restore`` comes only from ``debias(clip_bias)``).
+CONSTRAINT_KINDS = tuple(name for name, k in KINDS.items() if k.target != DEFERRED_TARGET)
+RESTORE = RESTORE_KIND.name
 #: The name that ``debias(...)`` resolves from the program itself (see :class:`Restore`).
 CLIP_BIAS = "clip_bias"
 
@@ -231,9 +252,22 @@ class Constraint(Term):
     given: tuple[Term, ...] = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise CompositionError(f"unknown constraint kind '{self.kind}'",
+                                   hint="constraint kinds: " + ", ".join(KINDS))
         object.__setattr__(self, "attrs", tuple(self.attrs))
         object.__setattr__(self, "target", tuple(float(p) for p in self.target))
         object.__setattr__(self, "given", tuple(self.given))
+
+    @property
+    def rule(self) -> ConstraintKind:
+        """Its kind's entry of :data:`KINDS` (target rule, label, metric key)."""
+        return KINDS[self.kind]
+
+    @property
+    def metric_key(self) -> str:
+        """The key of its figures in metrics (``"race x age"``, or its text)."""
+        return self.rule.metric_key(self)
 
     @property
     def cells(self) -> tuple[tuple[str, ...], ...]:
@@ -250,7 +284,7 @@ class Constraint(Term):
     @property
     def deferred(self) -> bool:
         """True when the target is estimated at training time (kind ``"restore"``)."""
-        return self.kind == RESTORE
+        return self.rule.target == DEFERRED_TARGET
 
     def to_dict(self) -> dict[str, Any]:
         data = {"type": "constraint", "kind": self.kind, "attrs": list(self.attrs),
@@ -483,10 +517,8 @@ class Program:
     @property
     def attributes(self) -> tuple[str, ...]:
         """Every attribute the program names (predicates and constraints), first use first."""
-        named = _AttributesNamed()
-        seen = (attr for stage in self.stages for term in stage.terms for node in term.walk()
-                for attr in named.visit(node))
-        return tuple(dict.fromkeys(seen))
+        return tuple(dict.fromkeys(attr for stage in self.stages for term in stage.terms
+                                   for attr in attributes_of(term)))
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able description (canonical text, catalog, stages, backing models)."""
@@ -554,6 +586,9 @@ class Program:
         return negate(self)
 
 
+# --- questions about a term (the one pass of each) ------------------------------------------
+
+
 class _AttributesNamed(TermVisitor[tuple[str, ...]]):
     """The attributes one node names itself (not those of its children)."""
 
@@ -568,6 +603,44 @@ class _AttributesNamed(TermVisitor[tuple[str, ...]]):
 
     def on_term(self, term: Term) -> tuple[str, ...]:
         return ()
+
+
+_ATTRIBUTES_NAMED = _AttributesNamed()
+
+
+def attributes_of(term: Term) -> tuple[str, ...]:
+    """Return the attributes a term mentions anywhere below it (predicates, constraints, a
+    restore's constraints), first use first."""
+    return tuple(dict.fromkeys(attr for node in term.walk()
+                               for attr in _ATTRIBUTES_NAMED.visit(node)))
+
+
+class _IsProbability(TermVisitor[bool]):
+    """Whether a term denotes a probability: a predicate (or an unchecked bare name), and
+    ``not``/``and``/``or`` of probabilities only (``not clip(...)`` is none)."""
+
+    def on_predicate(self, term: Predicate) -> bool:
+        return True
+
+    def on_name(self, term: Name) -> bool:
+        return True
+
+    def on_not(self, term: Not) -> bool:
+        return self.visit(term.term)
+
+    def on_flat(self, term: _Flat) -> bool:
+        return all(self.visit(t) for t in term.terms)
+
+    def on_term(self, term: Term) -> bool:
+        return False
+
+
+_IS_PROBABILITY = _IsProbability()
+
+
+def is_probability(term: Term) -> bool:
+    """Return whether a term denotes a probability (predicates and their not/and/or)."""
+    return _IS_PROBABILITY.visit(term)
 
 
 # --- canonical text -----------------------------------------------------------------------------
@@ -630,7 +703,7 @@ class _Printer(TermVisitor[tuple[str, int]]):
 
     def on_constraint(self, term: Constraint) -> tuple[str, int]:
         attrs = " x ".join(term.attrs)
-        if term.kind != "dist":  # "restore" prints as a label: only its Restore has source
+        if term.rule.target != GIVEN_TARGET:  # a deferred one prints as a label only
             return f"{term.kind}({attrs})", _ATOM
         if len(term.values) != len(term.attrs):
             raise CompositionError("cannot print an unchecked dist constraint without its values")

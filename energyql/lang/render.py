@@ -14,6 +14,7 @@ from rich.tree import Tree
 
 from energyql.catalog import CATALOGS
 from energyql.lang.graph import (
+    GIVEN_TARGET,
     And,
     Clip,
     Constraint,
@@ -76,16 +77,19 @@ class _Backing(TermVisitor[str | None]):
     def on_dist_spec(self, term: DistSpec) -> str | None:
         return _UNCHECKED if self.catalog is None else None
 
-    def on_constraint(self, term: Constraint) -> str | None:
+    def _judging(self, attrs: tuple[str, ...]) -> str | None:
         if self.catalog is None:
             return _UNCHECKED
-        attributes = (self.catalog.attribute(a) for a in term.attrs)
+        attributes = (self.catalog.attribute(a) for a in attrs)
         models = [a.model for a in attributes if a]
         return ", ".join(dict.fromkeys(models)) or None
 
+    def on_constraint(self, term: Constraint) -> str | None:
+        return self._judging(term.attrs)
+
     def on_restore(self, term: Restore) -> str | None:
-        return None if self.catalog is None else self.on_constraint(
-            Constraint(term.name, tuple(a for c in term.constraints for a in c.attrs)))
+        return None if self.catalog is None else \
+            self._judging(tuple(a for c in term.constraints for a in c.attrs))
 
     def on_control(self, term: Control) -> str | None:
         if self.catalog is None:
@@ -113,6 +117,8 @@ def _term_dict(term: Term, catalog: Catalog | None) -> dict[str, Any]:
     model = backing(term, catalog)
     if model is not None:
         data["backed_by"] = model
+    if isinstance(term, Constraint):
+        data["target_is"] = term.rule.label  # what its target is, from the kinds table
     data["canonical"] = to_source(term)
     return data
 
@@ -178,7 +184,7 @@ class _Labels(TermVisitor[Text]):
         cells = len(term.target)
         if cells:
             text.append(f"  {cells} cells", style="dim")
-        if term.kind == "dist" and term.values:
+        if term.rule.target == GIVEN_TARGET and term.values:
             shown = ", ".join(f"{' x '.join(c)}={p:.3g}" for c, p in zip(term.cells, term.target)
                               if p > 0)
             text.append(f"  {shown}" if len(shown) < 120 else f"  {shown[:117]}...", style="dim")
