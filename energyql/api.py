@@ -48,9 +48,12 @@ def train(program: Any, gen: Any = None, *, out: str | Path | None = None, repor
         >>> art = energyql.train("color == red", gen="shapes", steps=10)   # doctest: +SKIP
         >>> images = art.sample(16, seed=0)                                 # doctest: +SKIP
     """
+    from energyql.options import MAX_SAMPLES, MIN_REPORT_SAMPLES
     from energyql.sampler import Artifact, load, read_manifest
     from energyql.workflow import run_and_report, train_config
 
+    _check_count("samples", samples, MIN_REPORT_SAMPLES, MAX_SAMPLES)
+    _check_count("grid", grid, 1, 1024)
     if report and out is None:
         raise UsageError("report=True needs an output folder",
                          hint="pass out='runs/NAME' to write the report there")
@@ -60,6 +63,13 @@ def train(program: Any, gen: Any = None, *, out: str | Path | None = None, repor
     if gen is None:
         gen = DEFAULT_GENERATOR if start is None else start.manifest.generator.id \
             if isinstance(start, Artifact) else read_manifest(start).generator.id
+    if start is not None and isinstance(gen, str):
+        trained_on = start.manifest.generator.id if isinstance(start, Artifact) \
+            else read_manifest(start).generator.id
+        if gen != trained_on:
+            raise UsageError(f"start= was trained on '{trained_on}', not '{gen}'",
+                             hint="leave gen= out: stages added to an artifact run on its "
+                                  "generator")
     config = train_config(gen, config, **settings)
     if start is not None and not isinstance(start, Artifact):
         start = load(start, gen=gen, device=config.device, **(generator_options or {}))
@@ -76,6 +86,13 @@ def train(program: Any, gen: Any = None, *, out: str | Path | None = None, repor
         if current_group().is_main:  # the artifact is whole: its optimizer state is not needed
             checkpoints.remove_all(Path(out))
     return result.artifact
+
+
+def _check_count(name: str, value: Any, low: int, high: int) -> None:
+    """Refuse a count outside ``low..high`` before anything trains (UsageError)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UsageError(f"{name}={value!r} must be a whole number from {low} to {high:,}",
+                         hint=f"e.g. {name}={max(low, min(high, 64))}")
 
 
 __all__ = ["train"]

@@ -124,12 +124,20 @@ class TrainingError(EnergyQLError):
     """Training cannot go on (e.g. the loss keeps being non-finite)."""
 
 
+class EvaluationError(EnergyQLError):
+    """A run trained and saved its artifact, but measuring it failed."""
+
+
 class ArtifactError(EnergyQLError):
     """A saved artifact is missing, incomplete or does not match its generator."""
 
 
 class SamplerError(EnergyQLError):
     """A sampler cannot run with the arguments given."""
+
+
+class OutputError(EnergyQLError):
+    """A file cannot be written where it was asked for (a read-only folder, a device node)."""
 
 
 class CheckpointError(EnergyQLError):

@@ -28,7 +28,7 @@ from energyql.energies.predicate import PredicateEnergy
 from energyql.generators.base import Generator
 from energyql.lang import graph as g
 from energyql.manifest import Manifest
-from energyql.sampler import Artifact, StageSampler, set_exact_lambdas
+from energyql.sampler import Artifact, StageSampler, context_grid, set_exact_lambdas
 from energyql.target import StageTarget, effective_sample_size
 
 
@@ -399,7 +399,7 @@ def conditional_figures(sampler: StageSampler, models: ControlModels, *, rows: i
     knows = getattr(root, "knows_truth", False)
     pose_error, true_error, sweeps, truths = {}, {}, {}, {}
     for param in params:
-        values = torch.linspace(param.low, param.high, steps).tolist()
+        values = context_grid(param.low, param.high, steps)  # float32 would leave the range
         contexts = [sampler.context_tensor({param.name: v}, rows).to(device) for v in values]
         images = [sampler.decode(noise, c) for c in contexts]
         readings = [pose_model(x)[param.name] for x in images]

@@ -122,6 +122,38 @@ def cache_dir() -> Path:
     return root / "energyql"
 
 
+def cache_problem(folder: Path | None = None) -> str | None:
+    """Return why ``folder`` (default: the cache directory) cannot hold weights, or None.
+
+    It, or a folder above it, may be a file; or it may exist but not be readable and
+    searchable. A folder that does not exist yet is fine (downloads create it).
+    """
+    folder = cache_dir() if folder is None else folder
+    for candidate in (folder, *folder.parents):
+        try:
+            exists = candidate.exists()
+        except OSError as error:  # a folder above it cannot be searched
+            return f"'{candidate}' cannot be read ({error.strerror or error})"
+        if not exists:
+            continue
+        if not candidate.is_dir():
+            return f"'{candidate}' is a file, not a folder"
+        if candidate == folder and not os.access(candidate, os.R_OK | os.X_OK):
+            return f"'{candidate}' cannot be read (permission denied)"
+        return None
+    return None
+
+
+def check_cache(folder: Path | None = None) -> None:
+    """Raise WeightsMissingError when the cache directory cannot hold weights."""
+    problem = cache_problem(folder)
+    if problem is not None:
+        raise WeightsMissingError(
+            f"the weights cache cannot be used: {problem}",
+            hint="point ENERGYQL_CACHE at a folder you can read and write (it is created if "
+                 "missing), or unset it to use ~/.cache/energyql")
+
+
 def _entry(key: str) -> Weights:
     if key not in KNOWN:
         raise WeightsMissingError(f"unknown weights '{key}'", hint=did_you_mean(
@@ -178,6 +210,7 @@ def path(key: str, *, download: bool = True, progress: bool = True) -> Path:
     ``ENERGYQL_OFFLINE=1``, no URL known, or the network is unreachable.
     """
     entry, target = _entry(key), location(key)
+    check_cache(target.parent)
     if target.is_file():
         return target
     how = fetch_command(key)
@@ -225,9 +258,16 @@ def download_file(url: str, target: str | Path, *, sha256: str | None = None, pr
     :class:`DigestMismatchError`.
     """
     target = Path(target).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                    suffix=".partial")
+    check_cache(target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                        suffix=".partial")
+    except OSError as error:
+        raise WeightsMissingError(
+            f"cannot write into the weights folder '{target.parent}': "
+            f"{error.strerror or error}",
+            hint="point ENERGYQL_CACHE at a folder you can write to") from None
     tmp = Path(tmp_name)
     done = False
     try:

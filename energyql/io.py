@@ -13,13 +13,14 @@ import hashlib
 import json
 import math
 import os
+import stat
 import struct
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
-from energyql.errors import CheckpointError, EnergyQLError, UnsafePickleError
+from energyql.errors import CheckpointError, EnergyQLError, OutputError, UnsafePickleError
 
 #: Suffix of a payload staged by :func:`commit` before the file pointing at it is committed.
 STAGED = ".next"
@@ -35,23 +36,72 @@ _DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 
                 "F64": 8}
 
 
+def check_output_file(path: str | os.PathLike) -> None:
+    """Refuse to write over ``path`` when it exists and is not a regular file.
+
+    Replacing a device node, a FIFO or a socket with a regular file (what an atomic rename
+    does) would silently break whatever uses it (a ``/dev/null`` copy, a named pipe); a folder
+    cannot be replaced at all. Raises :class:`~energyql.errors.OutputError`.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        blocker = _existing_file(Path(path).parent)
+        why = f"'{blocker}' is a file, not a folder" if blocker else error.strerror or error
+        raise OutputError(f"cannot write '{path}': {why}",
+                          hint="choose a file you can write to") from None
+    if stat.S_ISDIR(mode):
+        raise OutputError(f"cannot write '{path}': it is a folder",
+                          hint=f"give a file name, e.g. {Path(path) / 'out'}")
+    if not stat.S_ISREG(mode):
+        raise OutputError(f"refusing to replace '{path}': it is not a regular file (a device, "
+                          "FIFO or socket)", hint="give the path of a regular file to write")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then move the temporary file over ``path`` in one step."""
+    """Call ``write(tmp_path)`` then move the temporary file over ``path`` in one step.
+
+    An existing ``path`` that is not a regular file is refused, and a folder that cannot be
+    created or written to is an :class:`~energyql.errors.OutputError` naming ``path`` (never a
+    bare ``OSError``).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    check_output_file(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        folder = path.parent
+        why = (f"'{_existing_file(folder)}' is a file, not a folder"
+               if _existing_file(folder) else error.strerror or str(error))
+        raise OutputError(f"cannot write '{path}': {why}",
+                          hint="choose a folder you can write to") from None
     os.close(fd)
     try:
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; ours are ordinary outputs
+        check_output_file(path)  # it may have appeared while the file was written
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError):
+            raise OutputError(f"cannot write '{path}': {error.strerror or error}",
+                              hint="check the free space and permissions there") from None
         raise
     return path
+
+
+def _existing_file(folder: Path) -> Path | None:
+    """Return the first ancestor of ``folder`` (itself included) that exists as a non-folder."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return None if candidate.is_dir() else candidate
+    return None
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
-from energyql.errors import ArtifactError
+from energyql.errors import ArtifactError, UsageError
+from energyql.generators.options import RECORDED, check_options
 from energyql.io import climbs_out, dumps_strict, is_system_path
 from energyql.lang.graph import RESTORE
 
@@ -171,7 +172,9 @@ def _lambdas(reader: _Reader, key: str) -> dict[str, tuple[float, ...]] | None:
     return out
 
 
-GENERATOR_OPTIONS = ("steps", "truncation", "class_name", "noise")
+# The options a manifest records: those that shape the generator, declared with their kinds
+# and ranges in energyql.generators.options (the one table every loader checks with).
+GENERATOR_OPTIONS = RECORDED
 
 
 def check_generator_id(value: str, fail: Callable[[str], NoReturn]) -> str:
@@ -220,6 +223,10 @@ class GeneratorRecord:
             if not isinstance(value, (str, int, float)) or (isinstance(value, str)
                                                              and len(value) > 200):
                 r.fail(f"'{key}' must be a number or a short string", "options")
+            try:
+                check_options(None, {key: value})
+            except UsageError as error:
+                r.fail(f"'{key}': {error.message}", "options")
         return cls(ident, digest, r.integer("latent_dim", 0, MAX_DIM, 0), r.text("catalog", ""),
                    dict(options))
 
@@ -501,6 +508,8 @@ class Manifest:
                "metrics", "controls", "flows_sha256")
         stages = tuple(StageRecord.from_reader(_Reader(s, f"stages[{i}]", origin))
                        for i, s in enumerate(r.items("stages", MAX_STAGES)))
+        if not stages:
+            r.fail("holds no stage; an artifact has at least one trained stage", "stages")
         if [s.index for s in stages] != list(range(1, len(stages) + 1)):
             r.fail("must number the stages 1, 2, ... in order", "stages")
         if sum(s.flow.floats() for s in stages) > MAX_FLOW_FLOATS:
@@ -512,6 +521,7 @@ class Manifest:
                        controls=r.plain("controls"),
                        energyql_version=r.text("energyql_version", ""),
                        flows_sha256=_digest(r, "flows_sha256"))
+        _check_program_text(manifest, r)
         _check_lambda_sizes(manifest, r)
         return manifest
 
@@ -541,6 +551,35 @@ class Manifest:
             raise ArtifactError(f"{path} is not valid JSON: {first}",
                                 hint="the file is damaged; train the artifact again") from None
         return cls.from_dict(data, str(path))
+
+
+def _check_program_text(manifest: Manifest, r: _Reader) -> None:
+    """Refuse a manifest whose texts disagree about the program it holds.
+
+    The canonical text must be canonical (it prints back as itself: no comment, no alias),
+    the stages' texts must join to it, and the source must compile to it. Stages added with
+    ``--from`` build on the canonical text, so one that hides a comment or a second stage
+    would make them train another program than the one recorded. A world this installation
+    does not know is left unchecked (its names cannot be resolved).
+    """
+    from energyql.catalog import CATALOGS
+    from energyql.errors import EnergyQLError
+    from energyql.lang.api import compile as compile_program
+
+    if manifest.generator.catalog not in CATALOGS:
+        return
+    joined = " | then ".join(s.source for s in manifest.stages)
+    if joined != manifest.canonical:
+        r.fail("does not match the stages' own texts joined by ' | then '", "canonical")
+    for key, text in (("canonical", manifest.canonical), ("source", manifest.source)):
+        try:
+            program = compile_program(text, gen=manifest.generator.catalog)
+        except EnergyQLError as error:
+            r.fail(f"is not a valid program of the {manifest.generator.catalog} world: "
+                   f"{error.message}", key)
+        if str(program) != manifest.canonical:
+            r.fail("does not compile to the canonical program recorded beside it"
+                   if key == "source" else "is not in canonical form", key)
 
 
 def _check_lambda_sizes(manifest: Manifest, r: _Reader) -> None:

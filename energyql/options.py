@@ -6,6 +6,21 @@ from collections.abc import Sequence
 
 from energyql.errors import EnergyQLError, UsageError
 
+# Bounds on every size a user can ask for, shared by the command line (a usage error, exit 2,
+# before any work) and the Python API (energyql.train): a typo such as --batch 1000000000
+# would otherwise allocate 128 GB, or train for ever, before anything fails.
+
+#: Largest sample count a command accepts (-n, --samples): bounds the memory a typo can ask for.
+MAX_SAMPLES = 1_000_000
+#: Largest training batch (images decoded and back-propagated together).
+MAX_BATCH = 1 << 16
+#: Most training steps per stage.
+MAX_STEPS = 10_000_000
+#: Most CPU threads a run may ask torch for.
+MAX_THREADS = 1024
+#: Fewest samples an evaluation report can judge (covariances and shares need two).
+MIN_REPORT_SAMPLES = 2
+
 
 def parse_key_values(pairs: Sequence[str], *, what: str, example: str,
                      error: type[EnergyQLError] = UsageError) -> dict[str, object]:
@@ -35,5 +50,9 @@ def parse_key_values(pairs: Sequence[str], *, what: str, example: str,
                     break
                 except ValueError:
                     pass
-        options[key.strip().replace("-", "_")] = value
+        name = key.strip().replace("-", "_")
+        if name in options:
+            raise error(f"{what} '{name}' is given twice", hint=f"give each {what} once, e.g. "
+                                                                f"{example}")
+        options[name] = value
     return options

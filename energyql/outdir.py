@@ -2,14 +2,16 @@
 
 :func:`claim` checks everything that would otherwise fail only after training (the folder can
 be created and written to, has room, is not another run's or a folder of unrelated files),
-takes a lock file so that a second run on the same folder fails fast, and removes the
-temporary files a killed run left behind. A lock whose process is gone is taken over.
+takes a lock (an ``flock`` on a lock file) so that a second run on the same folder fails fast,
+and removes the temporary files a killed run left behind. A lock file whose process is gone
+is taken over, by exactly one run when several try at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import shutil
@@ -86,16 +88,6 @@ def _check_writable(folder: Path, need: int = MIN_FREE_BYTES) -> None:
                     f"{need >> 20} MiB", "free some space, or choose another --out")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def _owner(lock: Path) -> tuple[int, str] | None:
     """Return (pid, host) recorded in a lock file, or None when it is unreadable."""
     try:
@@ -105,32 +97,59 @@ def _owner(lock: Path) -> tuple[int, str] | None:
         return None
 
 
-def _take_lock(folder: Path) -> Path:
+def _in_use(folder: Path, lock: Path, owner: tuple[int, str] | None) -> ArtifactError:
+    if owner is None:
+        who = "another process"
+    else:
+        where = "" if owner[1] == socket.gethostname() else f" on {owner[1]}"
+        who = f"process {owner[0]}{where}"
+    return _fail(f"'{folder}' is in use by another energyql run ({who})",
+                 f"wait for it to finish or choose another --out; if that run is gone, "
+                 f"delete {lock}")
+
+
+def _take_lock(folder: Path) -> tuple[Path, int]:
+    """Lock ``folder`` for this process; return the lock file and its open descriptor.
+
+    The lock is an exclusive ``flock`` on ``.energyql.lock``, held while the descriptor is
+    open: the kernel drops it when the process ends, however it ends, so a killed run leaves
+    no lock behind, and of several runs taking over a stale lock file at the same moment
+    exactly one gets it (the kernel decides; there is no read-then-replace window, which the
+    earlier pid-file scheme had). The file also records "pid host" for messages, and a lock
+    file naming another host is respected (a network file system may not share locks).
+    """
     lock = folder / LOCK
     record = f"{os.getpid()} {socket.gethostname()}\n".encode()
-    for _ in range(3):
+    for _ in range(8):
         try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            owner = _owner(lock)
-            if owner is not None and (owner[1] != socket.gethostname() or _alive(owner[0])):
-                where = "" if owner[1] == socket.gethostname() else f" on {owner[1]}"
-                raise _fail(f"'{folder}' is in use by another energyql run (process "
-                            f"{owner[0]}{where})",
-                            f"wait for it to finish or choose another --out; if that run is "
-                            f"gone, delete {lock}") from None
-            # Stale (its process is dead) or half-written: move it aside, then try again.
-            # The rename is atomic, so of two runs taking over only one moves this file.
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(lock, lock.with_name(f"{LOCK}.stale-{os.getpid()}"))
-                os.unlink(lock.with_name(f"{LOCK}.stale-{os.getpid()}"))
-            continue
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
             raise _fail(f"cannot write into '{folder}': {error.strerror or error}",
                         "choose a folder you can write to") from None
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(record)
-        return lock
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            os.close(fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise _in_use(folder, lock, _owner(lock)) from None
+            raise _fail(f"cannot lock '{lock}': {error.strerror or error}",
+                        "choose a folder on a file system that supports locks") from None
+        try:
+            # The holder before us may have removed the file after we opened it: then our
+            # lock is on a file no one else will open. Only the file at the path counts.
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            continue
+        owner = _owner(lock)
+        if owner is not None and owner[1] != socket.gethostname():
+            os.close(fd)
+            raise _in_use(folder, lock, owner)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record, 0)
+        return lock, fd
     raise _fail(f"cannot take the lock of '{folder}'", f"delete {lock} if no run uses the folder")
 
 
@@ -149,18 +168,20 @@ def claim(folder: str | os.PathLike, *, force: bool = False, enabled: bool = Tru
         return
     created = not folder.exists()
     check_folder(folder, force=force)
-    lock = _take_lock(folder)
+    lock, fd = _take_lock(folder)
     try:
         remove_stale_temps(folder)
         yield folder
     finally:
-        if _owner(lock) == (os.getpid(), socket.gethostname()):
+        # Removed while still locked, then released: a run waiting on the old file sees
+        # that it is gone and locks the new one (see _take_lock).
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        os.close(fd)
+        if created:
+            # A run that failed before writing anything leaves no folder behind.
             with contextlib.suppress(OSError):
-                lock.unlink()
-            if created:
-                # A run that failed before writing anything leaves no folder behind.
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+                folder.rmdir()
 
 
 __all__ = ["LOCK", "check_folder", "claim", "foreign_entries"]

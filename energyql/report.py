@@ -217,7 +217,58 @@ class Heading:
 
 @dataclass
 class Text:
-    text: str  # `code` spans allowed
+    text: str  # code spans made by code(); everything else is shown as plain text
+
+
+# Code spans are marked with two private-use characters rather than backticks, so that text
+# from a user (a prompt holding a backtick, "<svg onload=...>", "[x](javascript:...)") can
+# neither close a span nor become live Markdown or HTML: each renderer escapes the plain text
+# and fences the code its own way.
+_OPEN, _CLOSE = "\ue000", "\ue001"
+_SPAN = re.compile(f"{_OPEN}([^{_OPEN}{_CLOSE}]*){_CLOSE}")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>&|#!~])")
+
+
+def code(text: str) -> str:
+    """Return ``text`` marked as a code span for the report's blocks (shown verbatim)."""
+    clean = str(text).replace(_OPEN, "").replace(_CLOSE, "")
+    return f"{_OPEN}{clean}{_CLOSE}"
+
+
+def _parts(text: str) -> list[tuple[bool, str]]:
+    """Split block text into (is_code, text) parts, newlines flattened to spaces."""
+    flat = re.sub(r"[\r\n]+", " ", text)
+    out, at = [], 0
+    for match in _SPAN.finditer(flat):
+        out.append((False, flat[at:match.start()]))
+        out.append((True, match.group(1)))
+        at = match.end()
+    out.append((False, flat[at:]))
+    return [(is_code, part.replace(_OPEN, "").replace(_CLOSE, "")) for is_code, part in out
+            if part or is_code]
+
+
+def _md_code(text: str) -> str:
+    """A Markdown code span holding ``text`` verbatim: its fence is longer than any run of
+    backticks inside, and padded so that a leading or trailing backtick stays inside."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith(("`", " ")) or text.endswith(("`", " ")) else ""
+    return f"{fence}{pad}{text}{pad}{fence}" if text else "` `"
+
+
+def _md_path(path: str) -> str:
+    """A relative file name as a Markdown link destination (angle-bracketed when unusual)."""
+    text = str(path)
+    if re.fullmatch(r"[A-Za-z0-9_./-]+", text):
+        return text
+    return "<" + re.sub(r"([<>\\])", r"\\\1", re.sub(r"[\r\n]", " ", text)) + ">"
+
+
+def _md_inline(text: str) -> str:
+    """Block text as Markdown: code spans fenced, plain text with Markdown and HTML escaped."""
+    return "".join(_md_code(part) if is_code else _MD_SPECIAL.sub(r"\\\1", part)
+                   for is_code, part in _parts(text))
 
 
 @dataclass
@@ -375,7 +426,7 @@ def histogram_png(title: str, values: Sequence[str], groups: Mapping[str, Sequen
 
 def _stage_blocks(view: StageView, metrics: dict, asked: Asked,
                   threshold: float) -> list:
-    blocks: list = [Heading(3, f"Stage {view.index}: `{view.source}`")]
+    blocks: list = [Heading(3, f"Stage {view.index}: {code(view.source)}")]
     if view.panels:
         blocks.append(Figures([(label, str(path)) for label, path in view.panels],
                               view.caption or "Same noise in every panel."))
@@ -410,10 +461,10 @@ def report_blocks(directory: Path, manifest: Manifest, metrics: dict, *,
     generator = manifest.generator
     blocks: list = [
         Heading(1, "energyql run report"),
-        Text(f"Expression: `{manifest.source or manifest.canonical}`"),
-        Text(f"Canonical: `{manifest.canonical}`"),
-        Text(f"Generator: `{generator.id or '?'}` (weights "
-             f"`{generator.weights_digest[:12]}`) · samples judged: "
+        Text(f"Expression: {code(manifest.source or manifest.canonical)}"),
+        Text(f"Canonical: {code(manifest.canonical)}"),
+        Text(f"Generator: {code(generator.id or '?')} (weights "
+             f"{code(generator.weights_digest[:12])}) · samples judged: "
              f"{metrics.get('samples', '—')} controlled, {base.get('samples', '—')} base"),
     ]
     links = [(label, name) for label, name in (("training log (one JSON object per step)",
@@ -423,6 +474,9 @@ def report_blocks(directory: Path, manifest: Manifest, metrics: dict, *,
     if links:
         blocks.append(Links(links))
 
+    if metrics.get("evaluation_error"):
+        blocks.append(Warning(f"evaluation failed: {metrics['evaluation_error']}; the figures "
+                              "below are what was measured before it"))
     blocks.append(Heading(2, "Headline figures"))
     blocks.append(Table(headline_rows(metrics)))
     stage_records = manifest.stages
@@ -446,7 +500,7 @@ def report_blocks(directory: Path, manifest: Manifest, metrics: dict, *,
     for stage in stage_records:
         fit = stage.fits[-1] if stage.fits else None
         train = stage.train
-        rows.append([str(stage.index), f"`{stage.source}`",
+        rows.append([str(stage.index), code(stage.source),
                      _fmt(train.steps if train else None), _fmt(train.seconds if train else None),
                      _fmt(stage.final_loss),
                      f"{fit.max_moment_error}, {fit.ess:.0f}/{fit.samples}" if fit else "—"])
@@ -482,10 +536,16 @@ def report_blocks(directory: Path, manifest: Manifest, metrics: dict, *,
 # ---------------------------------------------------------------------------------------------
 # renderers
 
+def _md_cell(cell: str) -> str:
+    """A table cell as Markdown: as :func:`_md_inline`, with '|' escaped inside code too."""
+    return "".join(_md_code(part).replace("|", "\\|") if is_code
+                   else _MD_SPECIAL.sub(r"\\\1", part) for is_code, part in _parts(cell))
+
+
 def _md_table(rows: list[list[str]]) -> str:
     header, *body = rows
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in body]
+    lines = ["| " + " | ".join(_md_cell(c) for c in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md_cell(cell) for cell in r) + " |" for r in body]
     return "\n".join(lines)
 
 
@@ -494,22 +554,26 @@ def render_markdown(blocks: list) -> str:
     out = []
     for block in blocks:
         if isinstance(block, Heading):
-            out.append("#" * block.level + " " + block.text)
+            out.append("#" * block.level + " " + _md_inline(block.text))
         elif isinstance(block, Text):
-            out.append(block.text)
+            out.append(_md_inline(block.text))
         elif isinstance(block, Table):
             out.append(_md_table(block.rows))
         elif isinstance(block, Figures):
             if len(block.items) > 1:  # side by side: a one-row table with the labels on top
-                text = _md_table([[caption for caption, _ in block.items],
-                                  [f"![{caption}]({path})" for caption, path in block.items]])
+                images = [f"![{_md_inline(caption)}]({_md_path(path)})".replace("|", "\\|")
+                          for caption, path in block.items]
+                text = "\n".join([_md_table([[caption for caption, _ in block.items]]),
+                                  "| " + " | ".join(images) + " |"])
             else:
-                text = " ".join(f"![{caption}]({path})" for caption, path in block.items)
-            out.append(text + (f"\n\n*{block.caption}*" if block.caption else ""))
+                text = " ".join(f"![{_md_inline(caption)}]({_md_path(path)})"
+                                for caption, path in block.items)
+            out.append(text + (f"\n\n*{_md_inline(block.caption)}*" if block.caption else ""))
         elif isinstance(block, Warning):
-            out.append(f"> **warning:** {block.text}")
+            out.append(f"> **warning:** {_md_inline(block.text)}")
         elif isinstance(block, Links):
-            out.append("Files: " + " · ".join(f"[{label}]({name})" for label, name in block.items))
+            out.append("Files: " + " · ".join(f"[{_md_inline(label)}]({_md_path(name)})"
+                                              for label, name in block.items))
     return "\n\n".join(out) + "\n"
 
 
@@ -533,8 +597,9 @@ figure img { image-rendering: pixelated; max-width: 100%; border: 1px solid #e3e
 
 
 def _inline(text: str) -> str:
-    escaped = html.escape(text, quote=False)
-    return re.sub(r"`([^`]*)`", r"<code>\1</code>", escaped)
+    """Block text as HTML: everything escaped, code spans in <code>."""
+    return "".join(f"<code>{html.escape(part)}</code>" if is_code else html.escape(part)
+                   for is_code, part in _parts(text))
 
 
 def _data_uri(path: Path) -> str | None:

@@ -113,6 +113,22 @@ def _range_hint(params: Sequence[Any]) -> str:
         f"{p.name} in {p.low:g}..{p.high:g}" for p in params)
 
 
+def context_grid(low: float, high: float, steps: int) -> list[float]:
+    """Return ``steps`` evenly spaced values from ``low`` to ``high``, both ends exact.
+
+    Built in Python floats (the precision of a context range, as :func:`check_context` reads
+    it) and clamped to the range: a grid built in float32 rounds a bound such as 0.8 up to
+    0.800000012, outside the range it was meant to cover.
+    """
+    if steps < 1:
+        raise UsageError(f"a grid needs at least one value, got {steps}")
+    if steps == 1:
+        return [(low + high) / 2]
+    values = [low + (high - low) * i / (steps - 1) for i in range(steps)]
+    values[0], values[-1] = low, high
+    return [min(max(v, low), high) for v in values]
+
+
 def check_context(params: Sequence[Any], values: Mapping[str, Any] | None) -> dict[str, float]:
     """Return ``values`` as floats if a sampler with context ``params`` can take them.
 
@@ -494,5 +510,5 @@ class Sampler(nn.Module):
 
 
 __all__ = ["FLOWS", "FORMAT_VERSION", "MANIFEST", "Artifact", "Sampler", "StageSampler",
-           "check_context", "check_context_tensor", "load", "manifest_for", "read_manifest",
-           "set_exact_lambdas", "stage_record"]
+           "check_context", "check_context_tensor", "context_grid", "load", "manifest_for",
+           "read_manifest", "set_exact_lambdas", "stage_record"]

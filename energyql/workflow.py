@@ -10,10 +10,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from energyql.errors import UsageError, check_choice
+from energyql.errors import EnergyQLError, EvaluationError, UsageError, check_choice
 from energyql.generators.registry import DEFAULT_GENERATOR
 from energyql.io import write_json
 from energyql.manifest import Manifest
+from energyql.options import MAX_BATCH, MAX_SAMPLES, MAX_STEPS, MAX_THREADS
 
 
 def defaults_for(gen) -> dict:
@@ -110,6 +111,11 @@ _AT_LEAST = {"steps": 1, "batch": 1, "blocks": 1, "width": 1, "clip_copies": 1,
              "moment_samples": 1, "refit_every": 0, "refit_samples": 1, "warm_start_samples": 0,
              "warm_start_steps": 0, "checkpoint_every": 1, "max_bad_steps": 1, "seed": 0,
              "threads": 1}
+# ... and at most this much: bounds on what a typo can ask to allocate or to run.
+_AT_MOST = {"steps": MAX_STEPS, "batch": MAX_BATCH, "moment_samples": MAX_SAMPLES,
+            "refit_samples": MAX_SAMPLES, "warm_start_samples": MAX_SAMPLES,
+            "warm_start_steps": MAX_STEPS, "clip_copies": 1024, "threads": MAX_THREADS,
+            "seed": 2**63 - 1}
 _POSITIVE = ("lr", "grad_clip")
 _NON_NEGATIVE = ("final_lr_fraction", "weight_decay", "forward_weight", "value_weight",
                  "feedback_gain")
@@ -130,6 +136,8 @@ def _check_setting(name: str, value) -> None:
             refuse(f"must be a whole number of at least {_AT_LEAST[name]}")
         if value < _AT_LEAST[name]:
             refuse(f"must be at least {_AT_LEAST[name]}")
+        if name in _AT_MOST and value > _AT_MOST[name]:
+            refuse(f"must be at most {_AT_MOST[name]:,}")
     elif name in _POSITIVE or name in _NON_NEGATIVE:
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
                 or not math.isfinite(value):
@@ -171,30 +179,44 @@ def run_and_report(program, *, gen=DEFAULT_GENERATOR, out: str | Path | None = N
     if not report or out is None:
         return RunResult(out, {}, artifact.manifest, artifact)
     sampler = artifact.sampler.eval()
-    # Evaluation is sharded over ranks under torchrun; files are written by rank 0 only.
-    with prog.phase(f"evaluating on {samples:,} samples (and {4 * samples:,} base samples)"):
-        metrics = evaluate(artifact, samples=samples, seed=config.seed, device=config.device)
-    if group.is_main and _has_world_features(artifact):
-        # Sample quality and mode collapse, not only shares: the distance to exact-target
-        # samples in the world judge's feature space (embedded worlds only).
-        from energyql.frechet import world_frechet
-
-        count = min(samples, FRECHET_SAMPLES)
-        with prog.phase(f"Fréchet distance to the exact target on {count:,} samples"):
-            metrics["frechet"] = world_frechet(artifact, samples=count, seed=config.seed,
-                                               device=config.device, reference="flow+sir")
+    # The artifact is saved: from here on a failure must not lose the training. What was
+    # measured before it is still written (grids, metrics, report), then the error is raised.
+    metrics: dict = {}
     previous = None
-    if len(sampler.stages) > 1:
-        # The stage before, judged against the whole program, so that the report can set
-        # the last stage beside it (what the `then` changed), not only beside the base.
-        with prog.phase(f"evaluating stage {sampler.index - 1} on {samples:,} samples"):
-            previous = evaluate(sampler.base, program=artifact.manifest.canonical,
-                                samples=samples, seed=config.seed, device=config.device)
+    failure: EnergyQLError | None = None
+    try:
+        # Evaluation is sharded over ranks under torchrun; files are written by rank 0 only.
+        with prog.phase(f"evaluating on {samples:,} samples (and {4 * samples:,} base samples)"):
+            metrics = evaluate(artifact, samples=samples, seed=config.seed, device=config.device)
+        if group.is_main and _has_world_features(artifact):
+            # Sample quality and mode collapse, not only shares: the distance to exact-target
+            # samples in the world judge's feature space (embedded worlds only).
+            from energyql.frechet import world_frechet
+
+            count = min(samples, FRECHET_SAMPLES)
+            with prog.phase(f"Fréchet distance to the exact target on {count:,} samples"):
+                metrics["frechet"] = world_frechet(artifact, samples=count, seed=config.seed,
+                                                   device=config.device, reference="flow+sir")
+        if len(sampler.stages) > 1:
+            # The stage before, judged against the whole program, so that the report can set
+            # the last stage beside it (what the `then` changed), not only beside the base.
+            with prog.phase(f"evaluating stage {sampler.index - 1} on {samples:,} samples"):
+                previous = evaluate(sampler.base, program=artifact.manifest.canonical,
+                                    samples=samples, seed=config.seed, device=config.device)
+    except EnergyQLError as error:
+        failure = error
+        metrics["evaluation_error"] = error.message
     if group.is_main:
         noise = torch.randn(grid, sampler.latent_dim,
                             generator=torch.Generator().manual_seed(config.seed))
         _write_files(out, artifact, metrics, noise, prog, previous)
     group.barrier()
+    if failure is not None:
+        raise EvaluationError(
+            f"training finished and the artifact is saved in '{out}', but its evaluation "
+            f"failed: {failure.message}",
+            hint=f"measure it again with: energyql eval {out}"
+                 + (f" ({failure.hint})" if failure.hint else "")) from None
     return RunResult(out, metrics, artifact.manifest, artifact)
 
 
@@ -221,6 +243,7 @@ def _write_files(out: Path, artifact, metrics: dict, noise, prog,
 
     from energyql.report import save_grid, save_stage_grids, write_report
     from energyql.runlog import CURVES_NAME, LOG_NAME, write_curves
+    from energyql.sampler import context_grid
 
     sampler = artifact.sampler
     stages = sampler.stages
@@ -236,7 +259,7 @@ def _write_files(out: Path, artifact, metrics: dict, noise, prog,
             # A conditional sampler: one row per noise, its first parameter swept along it.
             device = next(iter(sampler.flow.parameters())).device
             rows, first = noise[:8].to(device), sampler.context_params[0]
-            values = torch.linspace(first.low, first.high, 8).tolist()
+            values = context_grid(first.low, first.high, 8)
             with torch.no_grad():
                 sweep = torch.stack([sampler.decode(rows, sampler.context_tensor(
                     {first.name: v}, len(rows)).to(device)) for v in values], 1).flatten(0, 1)

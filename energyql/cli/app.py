@@ -26,6 +26,13 @@ from energyql.errors import (
     UsageError,
     check_choice,
 )
+from energyql.options import (  # bounds shared with energyql.train
+    MAX_BATCH,
+    MAX_SAMPLES,
+    MAX_STEPS,
+    MAX_THREADS,
+    MIN_REPORT_SAMPLES,
+)
 
 app = typer.Typer(
     name="energyql",
@@ -41,11 +48,14 @@ stdout = Console(highlight=False, soft_wrap=True)
 
 Number = TypeVar("Number", int, float)
 
-#: Largest sample count a command accepts (-n): bounds the memory a typo can ask for.
-MAX_SAMPLES = 1_000_000
 #: Seeds are 64-bit (torch.Generator.manual_seed takes at most 2**64 - 1; numpy 2**32 - 1 is
 #: derived from them), so anything above 2**63 - 1 is refused instead of wrapping around.
 MAX_SEED = 2**63 - 1
+
+
+def _number(value: float) -> str:
+    """A bound as people write it: 1,000,000 rather than 1e+06."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
 
 
 def in_range(low: float | None = None, high: float | None = None, *,
@@ -55,7 +65,7 @@ def in_range(low: float | None = None, high: float | None = None, *,
     ``low_open`` excludes ``low`` itself (``--lr 0``). None (an option left unset) passes.
     """
     if low is not None and high is not None:
-        wanted = f"from {low:g} to {high:g}"
+        wanted = f"from {_number(low)} to {_number(high)}"
     elif low is not None:
         wanted = f"greater than {low:g}" if low_open else f"at least {low:g}"
     else:
@@ -66,9 +76,11 @@ def in_range(low: float | None = None, high: float | None = None, *,
             return None
         if isinstance(value, float) and not math.isfinite(value):
             raise typer.BadParameter(f"must be a finite number {wanted}, got {value}")
-        below = low is not None and (value <= low if low_open else value < low)
-        if below or (high is not None and value > high):
-            raise typer.BadParameter(f"must be {wanted}, got {value}")
+        if low is not None and (value <= low if low_open else value < low):
+            rule = f"greater than {low:g}" if low_open else f"at least {_number(low)}"
+            raise typer.BadParameter(f"must be {rule}, got {value}")
+        if high is not None and value > high:
+            raise typer.BadParameter(f"must be at most {_number(high)}, got {value}")
         return value
 
     return check
@@ -117,19 +129,37 @@ def new_folder(value: Path | None) -> Path | None:
 
 
 def file_target(value: Path | None) -> Path | None:
-    """Refuse an output file that is an existing folder (before any work starts)."""
-    if value is not None and value.is_dir():
+    """Refuse an output file that is an existing folder, an existing file that is not a
+    regular one (a device node, a FIFO) or a path in a system folder (before any work)."""
+    if value is None:
+        return value
+    if value.is_dir():
         raise typer.BadParameter(f"'{value}' is a folder; give a file name, e.g. "
                                  f"{value / 'out'}", param_hint="'--out'")
+    from energyql.io import is_system_path
+
+    if (value.exists() or value.is_symlink()) and not value.is_file():
+        raise typer.BadParameter(f"'{value}' exists and is not a regular file "
+                                 "(a device, FIFO or socket); refusing to replace it",
+                                 param_hint="'--out'")
+    if is_system_path(value):
+        raise typer.BadParameter(f"'{value}' is in a system folder; give a "
+                                 "file of your own", param_hint="'--out'")
     return value
 
 
 # Shared option types: run, sample and eval take the same names with the same checks.
 StepsOption = Annotated[Optional[int], typer.Option(
-    help="Training steps per stage.", callback=in_range(1))]
-BatchOption = Annotated[Optional[int], typer.Option(help="Batch size.", callback=in_range(1))]
+    help=f"Training steps per stage (1 to {MAX_STEPS:,}).", callback=in_range(1, MAX_STEPS))]
+BatchOption = Annotated[Optional[int], typer.Option(
+    help=f"Batch size (1 to {MAX_BATCH:,}).", callback=in_range(1, MAX_BATCH))]
 SamplesOption = Annotated[int, typer.Option(
     help="Samples to judge (the evaluation report).", callback=in_range(1, MAX_SAMPLES))]
+ReportSamplesOption = Annotated[int, typer.Option(
+    "--samples", help=f"Samples to judge in the report ({MIN_REPORT_SAMPLES} to {MAX_SAMPLES:,}).",
+    callback=in_range(MIN_REPORT_SAMPLES, MAX_SAMPLES))]
+TruncationOption = Annotated[Optional[float], typer.Option(
+    help="Truncation psi (StyleGAN2, 0 to 2; BigGAN, up to 1).", callback=in_range(0, 2))]
 CountOption = Annotated[int, typer.Option(
     "-n", help=f"Number of samples (1 to {MAX_SAMPLES:,}).", callback=in_range(1, MAX_SAMPLES))]
 SeedOption = Annotated[int, typer.Option(
@@ -137,7 +167,8 @@ SeedOption = Annotated[int, typer.Option(
 LearningRateOption = Annotated[Optional[float], typer.Option(
     help="Learning rate (AdamW).", callback=in_range(0, low_open=True))]
 WarmStartOption = Annotated[Optional[int], typer.Option(
-    help="Base samples judged for the mass-covering start (0: none).", callback=in_range(0))]
+    help="Base samples judged for the mass-covering start (0: none).",
+    callback=in_range(0, MAX_SAMPLES))]
 ForwardWeightOption = Annotated[Optional[float], typer.Option(
     help="Weight of the self-normalised forward-KL term (0: reverse KL only).",
     callback=in_range(0))]
@@ -158,7 +189,7 @@ FaceAttributesOption = Annotated[Optional[str], typer.Option(
     "--face-attributes", help="Face attribute model: clip, fairface or fairface:PATH.")]
 ThreadsOption = Annotated[Optional[int], typer.Option(
     help="torch CPU threads, at least 1 (default: the cores that other processes leave idle, "
-         "by the 1-minute load average).", callback=in_range(1))]
+         "by the 1-minute load average).", callback=in_range(1, MAX_THREADS))]
 
 
 def idle_threads() -> int:

@@ -18,10 +18,11 @@ from energyql.cli.app import (
     FaceAttributesOption,
     ForwardWeightOption,
     LearningRateOption,
-    SamplesOption,
+    ReportSamplesOption,
     SeedOption,
     StepsOption,
     ThreadsOption,
+    TruncationOption,
     ValueWeightOption,
     WarmStartOption,
     app,
@@ -31,23 +32,54 @@ from energyql.cli.app import (
     new_folder,
     stdout,
 )
-from energyql.errors import check_choice
+from energyql.errors import EnergyQLError, UsageError
 from energyql.generators.registry import DEFAULT_GENERATOR
 
 
-def gen_options(pairs: list[str], truncation: float | None) -> dict[str, Any]:
+def gen_options(pairs: list[str], truncation: float | None,
+                gen: str | None = None) -> dict[str, Any]:
     """The generator's load options from ``--gen-option`` pairs and ``--truncation``: only
-    those a manifest may record (a path never travels this way)."""
-    from energyql.manifest import GENERATOR_OPTIONS
+    those a manifest may record (a path never travels this way), each checked against the
+    declaration of ``gen``'s family (:mod:`energyql.generators.options`): a usage error."""
+    from energyql.errors import EnergyQLError
+    from energyql.generators.options import check_options, family_of
+    from energyql.generators.registry import resolve
     from energyql.options import parse_key_values
 
     options = parse_key_values(pairs, what="generator option",
                                example="--gen-option steps=25")
-    for key in options:
-        check_choice(key, GENERATOR_OPTIONS, what="generator option")
     if truncation is not None:
+        if "truncation" in options:
+            raise UsageError("truncation is given twice (--truncation and --gen-option)",
+                             hint="give it once")
         options["truncation"] = truncation
-    return options
+    try:
+        family = family_of(resolve(gen).loader) if gen is not None else None
+    except EnergyQLError:
+        family = None
+    return check_options(family, options, recorded_only=True, where=gen or "")
+
+
+def check_start_generator(gen: str | None, start: Path) -> str:
+    """Return the generator of the artifact ``start``; an explicit ``gen`` must be that one.
+
+    Stages added with ``--from`` run on the artifact's generator: a ``--gen`` naming another
+    would be ignored, so it is refused (a usage error) as an ``@preset``'s other generator is.
+    """
+    from energyql.generators.registry import resolve
+    from energyql.sampler import read_manifest
+
+    trained_on = read_manifest(start).generator.id
+    if gen is not None and gen != trained_on:
+        try:
+            same = resolve(gen).name == resolve(trained_on).name
+        except EnergyQLError:
+            same = False
+        if not same:
+            raise UsageError(f"--from '{start}' was trained on '{trained_on}', not '{gen}'",
+                             hint=f"drop --gen (stages added with --from run on the artifact's "
+                                  f"generator), or train a new run on {gen} without --from")
+    return trained_on
 
 
 def default_out(expression: str) -> Path:
@@ -74,14 +106,14 @@ def run(
     amp: Annotated[bool, typer.Option(
         help="bf16 mixed precision for the control models (GPU only).")] = False,
     threads: ThreadsOption = None,
-    truncation: Annotated[Optional[float], typer.Option(help="Truncation (StyleGAN2).")] = None,
+    truncation: TruncationOption = None,
     gen_option: Annotated[Optional[list[str]], typer.Option(
         "--gen-option", help="Generator option KEY=VALUE (repeatable): steps=K (diffusion), "
                              "class_name=NAME (BigGAN), noise=fixed|random (StyleGAN2).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
     start_from: Annotated[Optional[Path], typer.Option(
         "--from", help="Add stages to this artifact.")] = None,
-    samples: SamplesOption = 2000,
+    samples: ReportSamplesOption = 2000,
     progress: Annotated[bool, typer.Option(
         help="Show progress on stderr (a bar on a terminal, timestamped lines otherwise).")] = True,
     clip: ClipOption = None,
@@ -97,14 +129,15 @@ def run(
     from energyql.presets import expand
 
     expression, gen = expand(expression, gen)  # '@name': a paper preset and its generator
+    explicit = gen  # given with --gen, or the @preset's: None when neither
     gen = gen or DEFAULT_GENERATOR
     if start_from is not None:
-        from energyql.sampler import read_manifest
-
-        # Stages added to an artifact run on its generator; 'then' before them is optional.
-        gen = read_manifest(start_from).generator.id
+        # Stages added to an artifact run on its generator (an explicit --gen or a preset's
+        # must be that one); 'then' before them is optional.
+        gen = check_start_generator(explicit, start_from)
         expression = re.sub(r"^\s*\|?\s*then\b", "", expression, count=1)
-    # Check the expression before anything heavy is imported or loaded.
+    # Check the options and the expression before anything heavy is imported or loaded.
+    options = gen_options(gen_option or [], truncation, gen)
     program = compile_program(expression, gen=gen)
     from energyql.api import train
 
@@ -114,7 +147,6 @@ def run(
                  forward_weight=forward_weight, value_weight=value_weight,
                  threads=threads or idle_threads())
     settings: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    options = gen_options(gen_option or [], truncation)
     from energyql.outdir import claim
 
     # Checked and locked before the first step (only the first torchrun process writes).
@@ -131,4 +163,4 @@ def run(
 
         stdout.print(metrics_table(dict(artifact.manifest.metrics)))
         written = [name for name in RUN_FILES if (folder / name).exists()]
-        stdout.print(f"wrote {folder}/: " + ", ".join(written))
+        stdout.print(f"wrote {folder}/: " + ", ".join(written), markup=False)

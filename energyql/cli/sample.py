@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from energyql.cli.app import (
+    MAX_SAMPLES,
     CountOption,
     DeviceOption,
     SeedOption,
     ThreadsOption,
+    TruncationOption,
     app,
     check_sampler,
     file_target,
@@ -35,8 +38,16 @@ def parse_setting(text: str) -> tuple[str, float]:
                          hint="e.g. --set x=0.4") from None
 
 
+#: Most values a --sweep may visit (columns of the grid).
+MAX_SWEEP_STEPS = 1000
+#: Noises decoded together while sweeping (each is decoded once per value of the sweep).
+SWEEP_CHUNK = 256
+
+
 def parse_sweep(text: str) -> tuple[str, list[float]]:
-    """``NAME=LOW..HIGH:STEPS`` -> (name, evenly spaced values)."""
+    """``NAME=LOW..HIGH:STEPS`` -> (name, evenly spaced values from LOW to HIGH exactly)."""
+    from energyql.sampler import context_grid
+
     name, _, rest = text.partition("=")
     span, _, steps = rest.partition(":")
     low, dots, high = span.partition("..")
@@ -46,11 +57,13 @@ def parse_sweep(text: str) -> tuple[str, list[float]]:
     except ValueError:
         raise UsageError(f"--sweep expects NAME=LOW..HIGH:STEPS, got '{text}'",
                          hint="e.g. --sweep x=0.3..0.7:7") from None
-    if not dots or count < 2:
-        raise UsageError(f"--sweep expects NAME=LOW..HIGH:STEPS with STEPS >= 2, got '{text}'",
+    if not dots or not 2 <= count <= MAX_SWEEP_STEPS:
+        raise UsageError(f"--sweep expects NAME=LOW..HIGH:STEPS with STEPS from 2 to "
+                         f"{MAX_SWEEP_STEPS}, got '{text}'", hint="e.g. --sweep x=0.3..0.7:7")
+    if not (math.isfinite(low_value) and math.isfinite(high_value)):
+        raise UsageError(f"--sweep needs finite LOW and HIGH, got '{text}'",
                          hint="e.g. --sweep x=0.3..0.7:7")
-    step = (high_value - low_value) / (count - 1)
-    return name.strip(), [low_value + step * i for i in range(count)]
+    return name.strip(), context_grid(low_value, high_value, count)
 
 
 def stats_table(stats: dict):
@@ -101,7 +114,7 @@ def sample(
         "--out", "-o", help="PNG grid to write (default: grid.png).", parser=output_path,
         callback=file_target)] = None,
     seed: SeedOption = 0,
-    truncation: Annotated[Optional[float], typer.Option(help="Truncation (StyleGAN2).")] = None,
+    truncation: TruncationOption = None,
     device: DeviceOption = "cpu",
     threads: ThreadsOption = None,
     tensors: Annotated[Optional[Path], typer.Option(
@@ -131,6 +144,10 @@ def sample(
         options = parse_options(option or [])
     except SamplerError as error:
         raise UsageError(error.message, hint=error.hint) from None
+    if swept is not None and n * len(swept[1]) > MAX_SAMPLES:
+        raise UsageError(f"-n {n} with a sweep of {len(swept[1])} values asks for "
+                         f"{n * len(swept[1]):,} images, more than {MAX_SAMPLES:,}",
+                         hint="fewer noises (-n) or fewer sweep steps")
     check_request(artifact, values, swept, sampler, options)
 
     import torch
@@ -162,14 +179,21 @@ def sample(
             else:
                 name, points = swept
                 eps = model.noise(n, seed=seed)
-                # Row i is noise i; column j is the j-th value of the sweep.
-                images = torch.stack([model(eps, {**values, name: v}).cpu() for v in points],
-                                     dim=1).flatten(0, 1)
+                # Row i is noise i; column j is the j-th value of the sweep. Decoded a chunk
+                # of noises at a time, as plain sampling does, so memory does not grow with -n.
+                rows = []
+                with torch.no_grad():
+                    for start in range(0, n, SWEEP_CHUNK):
+                        chunk = eps[start:start + SWEEP_CHUNK]
+                        rows.append(torch.stack([model(chunk, {**values, name: v}).cpu()
+                                                 for v in points], dim=1))
+                images = torch.cat(rows).flatten(0, 1)
                 columns = len(points)
     save_grid(target, images, columns=columns, scale=2 if images.shape[-1] <= 64 else 1)
     if tensors is not None:
         save_tensors(tensors, {"images": images})
-    stdout.print(f"wrote {len(images)} samples to {target}")
+    stdout.print(f"wrote {len(images)} samples to {target}", markup=False)
 
 
-__all__ = ["check_request", "parse_setting", "parse_sweep", "sample", "stats_table"]
+__all__ = ["MAX_SWEEP_STEPS", "SWEEP_CHUNK", "check_request", "parse_setting", "parse_sweep",
+           "sample", "stats_table"]

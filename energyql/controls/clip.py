@@ -39,7 +39,7 @@ from torch import nn
 from energyql import hub
 from energyql.catalog import PROMPTGEN_CLIP
 from energyql.controls import registry
-from energyql.errors import EnergyQLError, WeightsMissingError
+from energyql.errors import CheckpointError, EnergyQLError, WeightsMissingError
 
 ENV_CLIP = "ENERGYQL_CLIP"
 _SCHEMES = ("local-dir", "hf-hub")
@@ -343,6 +343,11 @@ def _create(open_clip, name: str, device: str, **options):
     """Build an open_clip model with its weights, turning open_clip's failures into ours."""
     try:
         return open_clip.create_model(name, device=device, require_pretrained=True, **options)
+    except StopIteration:  # open_clip reads the first tensor with next(): the file has none
+        where = options.get("pretrained") or name
+        raise CheckpointError(f"could not load CLIP '{name}' from {where}: the checkpoint holds "
+                              "no tensors", hint="the file is empty or damaged; fetch it again "
+                                                 "or point at the right file") from None
     except _load_errors() as error:
         where = options.get("pretrained") or name
         raise EnergyQLError(
@@ -534,6 +539,7 @@ def _first_line(error: BaseException) -> str:
 def _from_url(weights: PretrainedWeights, url: str, *, download: bool) -> Path:
     """Return the weights' file in energyql's folder, downloading it there (checked) if allowed."""
     file = weights.folder / os.path.basename(url)
+    hub.check_cache(file.parent)  # a file or an unreadable folder: no mkdir -p hint for it
     hint = (f"get it with: mkdir -p '{file.parent}' && curl -L -o '{file}' '{url}'  "
             f"(or set ENERGYQL_CACHE to the folder that holds clip/, or "
             f"{_checkpoint_hint(weights)})")

@@ -421,7 +421,6 @@ class BigGANGenerator(Generator):
         return self
 
 
-_OPTIONS = ("device", "truncation", "class_name")
 
 
 def _files(spec) -> tuple[Path, Path]:
@@ -457,10 +456,14 @@ def load_spec(spec, *, device: torch.device | str = "cpu", truncation: float = 0
 
     Options: ``truncation`` (default 0.4), ``class_name`` (fix one ImageNet class).
     """
-    if options:
-        raise UsageError(f"unknown option(s) for generator '{spec.name}': "
-                         + ", ".join(repr(o) for o in sorted(options)),
-                         hint="BigGAN generators accept " + ", ".join(_OPTIONS))
+    from energyql.generators.options import check_options
+
+    # One table checks every family's options (energyql.generators.options): UsageError.
+    given = {"truncation": truncation, **options,
+             **({"class_name": class_name} if class_name is not None else {})}
+    checked = check_options("biggan", given, where=spec.name)
+    truncation = float(checked["truncation"])
+    class_name = checked.get("class_name")
     from energyql import hub
 
     config_file, weights_file = _files(spec)

@@ -33,7 +33,6 @@ __all__ = ["DiffusionGenerator", "ddim_timesteps", "load_pipeline_folder", "load
            "require_diffusers"]
 
 _PREDICTIONS = ("epsilon", "sample", "v_prediction")
-_OPTIONS = ("device", "steps", "checkpointing")
 
 
 def require_diffusers():
@@ -230,11 +229,12 @@ def load_spec(spec, *, device: torch.device | str = "cpu", steps: int = 50,
 
     Options: ``steps`` (K DDIM steps, default 50), ``checkpointing`` (default True).
     """
-    unknown = sorted(options)
-    if unknown:
-        raise UsageError(f"unknown option(s) for generator '{spec.name}': "
-                         + ", ".join(repr(o) for o in unknown),
-                         hint="diffusion generators accept " + ", ".join(_OPTIONS))
+    from energyql.generators.options import check_options
+
+    # One table checks every family's options (energyql.generators.options): UsageError.
+    checked = check_options("diffusion", {"steps": steps, "checkpointing": checkpointing,
+                                          **options}, where=spec.name)
+    steps, checkpointing = int(checked["steps"]), bool(checked["checkpointing"])
     if spec.path:
         folder = Path(spec.path).expanduser()
     elif spec.weights and spec.weights.startswith(hf_folders.PREFIX):

@@ -48,6 +48,7 @@ def fetch(weights: str) -> Path:
     from energyql import hub
 
     folder = location(weights)
+    hub.check_cache(folder)  # a file where the cache should be: say so, not "not found"
     if is_present(weights):
         return folder
     hint = (f"get it with: {fetch_command(weights)}  (or copy a save_pretrained folder there; "

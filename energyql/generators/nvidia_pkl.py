@@ -164,13 +164,45 @@ def read_pickle(source: str | Path | bytes) -> Any:
 
 def _unpickle(stream, name: str) -> Any:
     try:
-        return _RestrictedUnpickler(stream).load()
+        data = _RestrictedUnpickler(stream).load()
+        _check_tensor_sizes(data, name)
+        return data
     except UnsafePickleError as error:
         raise UnsafePickleError(f"'{name}': {error.message}", hint=error.hint) from None
     except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError,
             RuntimeError, IndexError, KeyError) as error:
         raise CheckpointError(f"cannot read '{name}' as an NVIDIA network pickle: "
                               f"{type(error).__name__}: {error}") from None
+
+
+def _check_tensor_sizes(value: Any, name: str, depth: int = 0,
+                        seen: set[int] | None = None) -> None:
+    """Refuse any tensor that claims more bytes than its storage holds (a stride-0 "bomb").
+
+    Such a tensor costs nothing to unpickle, but the first copy of it (the conversion's
+    rescaling, ``.float()``) allocates all it claims: 4 TB for a 1-element storage viewed as
+    a (2**20, 2**20) float32 matrix. Every tensor below ``value`` (containers and the state of
+    persistent records) is bounded here, before any is touched.
+    """
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return
+    if depth > 64:
+        raise CheckpointError(f"'{name}': objects are nested too deeply for a network pickle")
+    if isinstance(value, torch.Tensor):
+        claimed = value.numel() * value.element_size()
+        if claimed > value.untyped_storage().nbytes():
+            raise CheckpointError(
+                f"'{name}': a tensor of shape {list(value.shape)} claims {claimed:,} bytes but "
+                f"only {value.untyped_storage().nbytes():,} are behind it (larger than the "
+                "data in the file)", hint="the file is damaged or hostile; nothing was copied")
+        return
+    if isinstance(value, (dict, list, tuple, set, frozenset, PersistentRecord)):
+        seen.add(id(value))
+        items = value.state.values() if isinstance(value, PersistentRecord) else \
+            value.values() if isinstance(value, dict) else value
+        for item in items:
+            _check_tensor_sizes(item, name, depth + 1, seen)
 
 
 # ---------------------------------------------------------------------------------------------

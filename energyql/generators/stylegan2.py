@@ -497,7 +497,6 @@ class StyleGAN2Generator(Generator):
         return self
 
 
-_OPTIONS = ("device", "truncation", "mean_samples", "noise", "randomize_noise")
 NOISE_MODES = ("random", "fixed")
 # PromptGen trains its CLIP, classifier and de-biasing runs with fresh noise maps per image.
 DEFAULT_NOISE = "random"
@@ -523,11 +522,11 @@ def load_spec(spec, *, device: torch.device | str = "cpu", truncation: float = 1
     checkpoint has no ``latent_avg``), ``noise`` (``random``, the default as in PromptGen: fresh
     noise maps per image; ``fixed``: the checkpoint's noise buffers).
     """
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise EnergyQLError(f"unknown option(s) for generator '{spec.name}': "
-                            + ", ".join(repr(o) for o in unknown),
-                            hint="StyleGAN2 generators accept " + ", ".join(_OPTIONS))
+    from energyql.generators.options import check_options
+
+    # One table checks every family's options (energyql.generators.options): UsageError.
+    checked = check_options("stylegan2", {"truncation": truncation, **options}, where=spec.name)
+    truncation, options = float(checked.pop("truncation")), checked
     from energyql import hub
 
     if spec.path:
