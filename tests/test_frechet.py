@@ -155,6 +155,7 @@ def red_artifact():
     return energyql.train("color == red", gen="shapes", config=config, progress=False)
 
 
+@pytest.mark.slow  # trains on the shapes world (about 10 s with the fixture)
 def test_world_frechet_puts_the_controlled_sampler_closer_to_the_target_than_the_base(
         red_artifact):
     result = frechet.world_frechet(red_artifact, samples=128, seed=0, pool=1024)
@@ -163,6 +164,7 @@ def test_world_frechet_puts_the_controlled_sampler_closer_to_the_target_than_the
     assert 0 < result["frechet"] < result["base_frechet"]
 
 
+@pytest.mark.slow  # shares the trained shapes artifact above
 def test_world_features_of_a_set_against_itself_are_at_distance_zero(red_artifact):
     from energyql.worlds.shapes.classifier import features
 

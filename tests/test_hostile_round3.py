@@ -370,6 +370,7 @@ def test_a_source_that_does_not_compile_to_the_canonical_is_refused(red, tmp_pat
         Manifest.read(copy)
 
 
+@pytest.mark.slow  # two runs on the shapes world with reports (about 9 s)
 def test_a_source_ending_in_a_comment_still_gets_its_new_stage(red, tmp_path):
     copy = _edit(red, tmp_path, lambda m: m.update(source="color == red # mine"))
     out = tmp_path / "more"

@@ -18,6 +18,7 @@ def shapes_metrics(tmp_path_factory):
     return evaluate(artifact, samples=300, base_samples=600)
 
 
+@pytest.mark.slow  # trains on the shapes world and evaluates it (about 10 s)
 def test_eval_reports_the_truth_beside_the_judge(shapes_metrics):
     truth = shapes_metrics["truth"]
     assert set(truth) == {"attributes", "joint", "kl_to_target", "tv_to_target", "predicate_share",
@@ -28,6 +29,7 @@ def test_eval_reports_the_truth_beside_the_judge(shapes_metrics):
     assert "truth" in shapes_metrics["base"]
 
 
+@pytest.mark.slow  # shares the trained shapes run above
 def test_the_judge_mostly_agrees_with_the_truth_on_shapes(shapes_metrics):
     agreement = shapes_metrics["truth"]["judge_agreement"]
     assert set(agreement) == {"shape", "color", "size"}

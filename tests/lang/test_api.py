@@ -232,4 +232,11 @@ def test_deep_combinator_programs_render():
     program = eq.attr("smiling")
     for _ in range(300):
         program = ~program
-    Console(record=True).print(program.tree())
+    console = Console(record=True, width=1400)  # wide enough for every level of the tree
+    console.print(program.tree())
+    lines = console.export_text().splitlines()
+    assert lines[0] == "program " + "not " * 300 + "smiling"
+    nots = [line.strip() for line in lines if line.strip().startswith("└── not ")]
+    assert len(nots) == 300 and set(nots) == {"└── not  −log(1 − p)"}
+    assert lines[-1].strip() == "└── name smiling  [unchecked]"
+    assert lines[-1].index("└──") == lines[-2].index("└──") + 4  # one level below the last not
