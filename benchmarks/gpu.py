@@ -163,7 +163,8 @@ def _stylegan2(ctx: Context):
 
 
 def _clip_energy(ctx: Context, copies: int):
-    """The CLIP energy of ``CLIP_EXPRESSION`` as ``lower_stage`` builds it, over a random ViT-B-32."""
+    """The CLIP energy of ``CLIP_EXPRESSION`` as ``lower_stage`` builds it, over a random
+    ViT-B-32."""
     import open_clip
 
     from energyql.controls.clip import ClipModel
@@ -196,7 +197,8 @@ def _train_step_timing(ctx, generator, energy, *, batch: int, amp: bool, warmup:
     from energyql.trainer import _step_generator
 
     ctx.reset_memory()
-    flow = LatentFlow(FlowConfig(dim=generator.latent_dim, blocks=8, width=256, seed=1)).to(ctx.device)
+    flow = LatentFlow(FlowConfig(dim=generator.latent_dim, blocks=8, width=256, seed=1))
+    flow = flow.to(ctx.device)
     params = [p for p in flow.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4)
     phases: dict[str, list[float]] = {"flow+generator": [], "energy": [], "backward+step": []}
@@ -281,7 +283,8 @@ def _energy_split(ctx, clip, *, batch: int, copies: int, size: int, amp: bool, w
     options = clip.augment_options
 
     def augment_only():
-        augment(images, copies, generator=torch.Generator().manual_seed(0), **options).sum().backward()
+        views = augment(images, copies, generator=torch.Generator().manual_seed(0), **options)
+        views.sum().backward()
 
     def energy_path(resize_first: bool):
         def run():
@@ -399,7 +402,8 @@ def section_stylegan2(ctx: Context) -> dict:
     generator, config = _stylegan2(ctx)
     energy, clip_info = _clip_energy(ctx, copies)
     result: dict = {"generator": config, **clip_info,
-                    "generator_params_m": round(sum(p.numel() for p in generator.parameters()) / 1e6, 1)}
+                    "generator_params_m": round(
+                        sum(p.numel() for p in generator.parameters()) / 1e6, 1)}
     for amp in (False, True):
         key = "train_step_bf16" if amp else "train_step_fp32"
         log(f"{key}: batch {batch}, {copies} copies, {warmup}+{repeat} steps")
@@ -487,14 +491,16 @@ def section_stylegan2(ctx: Context) -> dict:
 def _shapes_run(ctx: Context, amp: bool) -> dict:
     out = ctx.scratch / ("shapes-amp" if amp else "shapes-fp32")
     # -S passes through (a run that hides site-packages, as the wheel check does).
-    command = [sys.executable, *(["-S"] if sys.flags.no_site else []), "-m", "energyql", "run", SHAPES_EXPRESSION, "--gen", "shapes",
+    command = [sys.executable, *(["-S"] if sys.flags.no_site else []), "-m", "energyql", "run",
+               SHAPES_EXPRESSION, "--gen", "shapes",
                "--device", ctx.device, "--no-progress", "--out", str(out)]
     if amp:
         command.append("--amp")
     if ctx.tiny:
         command += ["--steps", "20", "--samples", "200", "--threads", "1"]
     env = dict(os.environ, PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+               PYTHONPATH=os.pathsep.join([str(ROOT),
+                                           *filter(None, [os.environ.get("PYTHONPATH")])]))
     limit = max(30.0, min(170.0, ctx.left() - 60))
     log("$ python3 " + " ".join(command[1:]) + f"   (timeout {limit:.0f} s)")
     start = time.perf_counter()
@@ -505,8 +511,8 @@ def _shapes_run(ctx: Context, amp: bool) -> dict:
         tail = (error.stdout or b"")[-1500:]
         return {"error": f"timed out after {limit:.0f} s", "output_tail": str(tail)}
     wall = time.perf_counter() - start
-    result = {"command": " ".join(command[command.index("energyql") + 1:]), "returncode": done.returncode,
-              "wall_s": round(wall, 2)}
+    result = {"command": " ".join(command[command.index("energyql") + 1:]),
+              "returncode": done.returncode, "wall_s": round(wall, 2)}
     if done.returncode != 0:
         result["output_tail"] = (done.stdout + done.stderr)[-3000:]
         return result
@@ -608,7 +614,8 @@ def section_determinism(ctx: Context) -> dict:
 
 
 def _short(error: BaseException) -> str:
-    return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}"
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:300] if text else ''}"
 
 
 SECTIONS = {"env": section_env, "stylegan2": section_stylegan2, "shapes": section_shapes,

@@ -46,6 +46,10 @@ RARE_VALUES = {"shape": "triangle", "color": "blue"}
 DEBIAS = GOALS["uniform"].program
 
 
+# The sampler statistics each line of the progress log shows.
+_SHOWN_STATS = ("acceptance_rate", "ess_fraction", "proposals")
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -84,7 +88,8 @@ class World:
 
     def log_probs(self, images, batch: int = 512) -> dict:
         with self.torch.no_grad():
-            parts = [self.models.attributes(images[i:i + batch]) for i in range(0, len(images), batch)]
+            parts = [self.models.attributes(images[i:i + batch])
+                     for i in range(0, len(images), batch)]
         return {k: self.torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def labels(self, images) -> dict:
@@ -177,9 +182,10 @@ def reference(world: World, energy, pool: int, seed: int, batch: int = 512, *,
     with torch.no_grad():
         for start in range(0, pool, batch):
             m = min(batch, pool - start)
-            images = world.generator.decode(torch.randn(m, world.generator.latent_dim, generator=rng))
+            latents = torch.randn(m, world.generator.latent_dim, generator=rng)
+            images = world.generator.decode(latents)
             lp = world.models.attributes(images)
-            features = Features(images, lambda _: lp, rng)  # the classifier runs once per batch
+            features = Features(images, lambda _, lp=lp: lp, rng)  # the classifier runs once
             pointwise.append(energy.pointwise_energy(features).double())
             if energy.has_constraints:
                 phis.append(energy.phi(features).double())
@@ -225,7 +231,7 @@ def run_samplers(world: World, artifact, energy, counts: dict, seed: int, option
             "joint": world.joint(labels),
         }
         _log(f"  {name:10s} {seconds:8.2f} s  share {share:.3f}  unique {unique}  "
-             f"{ {k: v for k, v in result.stats.items() if k in ('acceptance_rate', 'ess_fraction', 'proposals')} }")
+             f"{ {k: v for k, v in result.stats.items() if k in _SHOWN_STATS} }")
     return results
 
 

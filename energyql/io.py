@@ -36,7 +36,7 @@ _DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 
                 "F64": 8}
 
 
-def check_output_file(path: str | os.PathLike) -> None:
+def check_output_file(path: str | os.PathLike[str]) -> None:
     """Refuse to write over ``path`` when it exists and is not a regular file.
 
     Replacing a device node, a FIFO or a socket with a regular file (what an atomic rename
@@ -60,7 +60,7 @@ def check_output_file(path: str | os.PathLike) -> None:
                           "FIFO or socket)", hint="give the path of a regular file to write")
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` then move the temporary file over ``path`` in one step.
 
     An existing ``path`` that is not a regular file is refused, and a folder that cannot be
@@ -104,7 +104,7 @@ def _existing_file(folder: Path) -> Path | None:
     return None
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as handle:
             handle.write(data)
@@ -112,7 +112,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, write)
 
 
-def write_text(path: str | os.PathLike, text: str) -> Path:
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
@@ -129,12 +129,12 @@ def dumps_strict(data: Any, *, what: str, indent: int | None = 2) -> str:
                                  "log for non-finite losses") from None
 
 
-def write_json(path: str | os.PathLike, data: Any) -> Path:
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` as strict JSON (no NaN or infinity), atomically."""
     return write_text(path, dumps_strict(data, what=str(path)) + "\n")
 
 
-def save_tensors(path: str | os.PathLike, tensors: dict,
+def save_tensors(path: str | os.PathLike[str], tensors: dict[str, Any],
                  metadata: dict[str, str] | None = None) -> Path:
     """Write a safetensors file atomically (tensors are made contiguous CPU copies)."""
     from safetensors.torch import save_file
@@ -143,7 +143,7 @@ def save_tensors(path: str | os.PathLike, tensors: dict,
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(chunk), b""):
@@ -151,7 +151,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def is_system_path(path: str | os.PathLike) -> bool:
+def is_system_path(path: str | os.PathLike[str]) -> bool:
     """Return whether ``path`` (as written, and once links are followed) lies in a system folder."""
     text = str(path).replace("\\", "/")
     candidates = [text]
@@ -169,13 +169,13 @@ def climbs_out(path: str) -> bool:
 
 # --- one payload and the file pointing at it, committed together --------------------------------
 
-def staged(path: str | os.PathLike) -> Path:
+def staged(path: str | os.PathLike[str]) -> Path:
     """Return where :func:`commit` stages the next version of ``path``."""
     path = Path(path)
     return path.with_name(path.name + STAGED)
 
 
-def settle(payload: str | os.PathLike, committed_digest: str | None) -> None:
+def settle(payload: str | os.PathLike[str], committed_digest: str | None) -> None:
     """Finish or undo a commit a kill interrupted: promote the staged payload if the pointer
     already names it, else drop it (it never became part of anything)."""
     candidate = staged(payload)
@@ -187,7 +187,7 @@ def settle(payload: str | os.PathLike, committed_digest: str | None) -> None:
         candidate.unlink()
 
 
-def commit(payload: str | os.PathLike, write_payload: Callable[[str], None],
+def commit(payload: str | os.PathLike[str], write_payload: Callable[[str], None],
            write_pointer: Callable[[str], None], *, committed_digest: str | None = None) -> str:
     """Write a payload and the pointer file that records its digest; return the digest.
 
@@ -207,7 +207,7 @@ def commit(payload: str | os.PathLike, write_payload: Callable[[str], None],
     return digest
 
 
-def committed_file(payload: str | os.PathLike, digest: str | None) -> Path | None:
+def committed_file(payload: str | os.PathLike[str], digest: str | None) -> Path | None:
     """Return the file holding the payload a pointer names by ``digest`` (its final or staged
     name), ``payload`` itself when no digest is recorded, or None when neither matches."""
     payload = Path(payload)
@@ -222,7 +222,7 @@ def committed_file(payload: str | os.PathLike, digest: str | None) -> Path | Non
     return None
 
 
-def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
+def remove_stale_temps(directory: str | os.PathLike[str]) -> list[Path]:
     """Delete the temporary files a killed write left in ``directory``; return them.
 
     Only call this while holding the folder's lock: a live writer's temp file looks the same.
@@ -249,7 +249,7 @@ class _FileFault:
         raise self.error(f"{where} {problem}", hint=self.hint)
 
 
-def read_safetensors(path: str | os.PathLike, *, max_bytes: int,
+def read_safetensors(path: str | os.PathLike[str], *, max_bytes: int,
                      expected: Mapping[str, tuple[tuple[int, ...], str]] | None = None,
                      error: type[EnergyQLError] = CheckpointError,
                      hint: str = "the file is damaged or was not written by energyql",
@@ -308,7 +308,8 @@ def safetensors_dtype(dtype: Any) -> str:
     return names[dtype]
 
 
-def expected_tensors(tensors: Mapping[str, Any], prefix: str = "") -> dict[str, tuple]:
+def expected_tensors(tensors: Mapping[str, Any],
+                     prefix: str = "") -> dict[str, tuple[tuple[int, ...], str]]:
     """Return ``{prefix + name: (shape, safetensors dtype)}`` of a state dict."""
     return {prefix + k: (tuple(v.shape), safetensors_dtype(v.dtype)) for k, v in tensors.items()}
 
@@ -334,7 +335,7 @@ def _read_head(path: Path, max_bytes: int, fault: _FileFault) -> tuple[int, byte
 
 
 def _checked_header(data: bytes, size: int, fault: _FileFault
-                    ) -> tuple[dict[str, str], dict[str, dict]]:
+                    ) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
     """Return (metadata, tensor entries) of a safetensors header, every entry bounds-checked
     against the ``size`` bytes of the file."""
     if len(data) < 8:
@@ -391,8 +392,8 @@ def _first_line(error: BaseException) -> str:
 
 # --- PyTorch (.pt) files: tensors and plain containers only, never code ------------------------
 
-def load_torch_file(path: str | os.PathLike, *, max_bytes: int | None = None,
-                    error: type[EnergyQLError] = CheckpointError, safe_types: tuple = (),
+def load_torch_file(path: str | os.PathLike[str], *, max_bytes: int | None = None,
+                    error: type[EnergyQLError] = CheckpointError, safe_types: tuple[Any, ...] = (),
                     finite: bool = True,
                     hint: str = "the file is damaged or was not written by energyql") -> Any:
     """Return the contents of a ``.pt`` file, loaded with ``weights_only`` (no pickled code).

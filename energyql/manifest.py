@@ -114,7 +114,7 @@ class _Reader:
         value = self.number(key, default, low=low, high=high)
         return 0.0 if value is None else value
 
-    def items(self, key: str, limit: int, default: list | None = None) -> list:
+    def items(self, key: str, limit: int, default: list[Any] | None = None) -> list[Any]:
         value = self.data.get(key, default) if default is not None else self.required(key)
         if not isinstance(value, list):
             self.fail(f"must be a list, not {_kind(value)}", key)

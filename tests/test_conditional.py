@@ -41,8 +41,8 @@ def test_context_is_drawn_inside_its_range_and_normalised_to_unit_interval():
     c = sample_context(params, 1000, torch.Generator().manual_seed(0))
     assert c.shape == (1000, 2) and (c[:, 1].abs() <= 30).all() and c[:, 1].std() > 10
     n = normalize_context(params, c)
-    assert n.abs().max() <= 1 and torch.allclose(normalize_context(params, torch.tensor([[1.0, 30.0]])),
-                                                  torch.ones(1, 2))
+    top = normalize_context(params, torch.tensor([[1.0, 30.0]]))
+    assert n.abs().max() <= 1 and torch.allclose(top, torch.ones(1, 2))
 
 
 def test_pose_energy_is_zero_at_the_request_and_keep_energy_compares_pairs():

@@ -55,7 +55,7 @@ def test_training_on_cuda_gives_an_artifact_that_samples_on_cpu(tmp_path, ieee_f
     assert loaded.sampler.device.type == "cpu"
     on_cpu = loaded.sample(8, seed=3)
     assert on_cpu.shape == (8, 3, 32, 32) and torch.isfinite(on_cpu).all()
-    assert 0 <= on_cpu.min() and on_cpu.max() <= 1
+    assert on_cpu.min() >= 0 and on_cpu.max() <= 1
     assert torch.allclose(on_cpu, on_gpu, atol=1e-4), float((on_cpu - on_gpu).abs().max())
 
 

@@ -45,7 +45,7 @@ def test_logdet_matches_autograd_jacobian(config):
     _, logdet = flow(eps, ctx)
     for i in range(3):
         c = ctx[i:i + 1] if ctx is not None else None
-        jac = torch.autograd.functional.jacobian(lambda x: flow(x[None], c)[0][0], eps[i])
+        jac = torch.autograd.functional.jacobian(lambda x, c=c: flow(x[None], c)[0][0], eps[i])
         assert torch.allclose(torch.linalg.slogdet(jac)[1], logdet[i], atol=1e-6)
 
 

@@ -14,7 +14,8 @@ from energyql.errors import ArtifactError
 from energyql.manifest import MAX_BLOCKS, MAX_WIDTH, Manifest
 from tests.toys import register_tiny
 
-FORMAT1 = Path(__file__).parent / "data" / "format1"  # written by the code before the typed manifest
+# Written by the code before the typed manifest.
+FORMAT1 = Path(__file__).parent / "data" / "format1"
 
 
 def _format1() -> dict:
@@ -88,7 +89,8 @@ BAD = [
     ("blocks x width too large together",
      lambda d: d["stages"][0]["flow"].update(blocks=MAX_BLOCKS, width=MAX_WIDTH, dim=4096),
      "stages"),
-    ("blocks a float", lambda d: d["stages"][0]["flow"].update(blocks=2.5), "stages[0].flow.blocks"),
+    ("blocks a float", lambda d: d["stages"][0]["flow"].update(blocks=2.5),
+     "stages[0].flow.blocks"),
     ("blocks a boolean", lambda d: d["stages"][0]["flow"].update(blocks=True),
      "stages[0].flow.blocks"),
     ("negative width", lambda d: d["stages"][0]["flow"].update(width=-4), "stages[0].flow.width"),

@@ -45,7 +45,8 @@ def test_every_core_dependency_is_imported_by_the_package():
     for requirement in PROJECT["dependencies"]:
         name = distribution(requirement)
         module = MODULES.get(name, name)
-        assert re.search(rf"^\s*(import|from) {re.escape(module)}\b", sources, flags=re.MULTILINE), \
+        pattern = rf"^\s*(import|from) {re.escape(module)}\b"
+        assert re.search(pattern, sources, flags=re.MULTILINE), \
             f"{name} is declared but energyql never imports {module}"
 
 

@@ -4,7 +4,6 @@ import pytest
 
 import energyql
 from energyql import presets
-from energyql.catalog import CATALOGS
 from energyql.errors import UsageError
 from energyql.generators import registry
 

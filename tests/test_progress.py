@@ -52,7 +52,7 @@ def test_plain_lines_come_at_the_promised_rate_with_first_and_last():
 def test_a_fast_task_prints_only_its_first_and_last_line():
     progress, stream, clock = plain()
     with progress.task("grids", total=3, unit="grid") as t:
-        for k in range(3):
+        for _ in range(3):
             clock.tick(0.2)
             t.advance()
     lines = stream.getvalue().splitlines()

@@ -60,15 +60,18 @@ def test_measure_gives_the_pointwise_energy_and_the_constraints_features():
     pointwise, phi = target.measure(x, None)
     assert torch.allclose(pointwise, torch.tensor([0.0, 5.0]))
     assert phi.shape == (2, 4)  # two constraints of two values each
-    assert torch.allclose(phi[:, :2], phi[:, 2:]) and torch.allclose(phi.sum(1), torch.full((2,), 2.0))
-    no_constraints = StageTarget(PointGenerator(), StageEnergy([QuadraticEnergy([0.0, 0.0], [1.0, 1.0])], []))
+    assert torch.allclose(phi[:, :2], phi[:, 2:])
+    assert torch.allclose(phi.sum(1), torch.full((2,), 2.0))
+    quadratic = QuadraticEnergy([0.0, 0.0], [1.0, 1.0])
+    no_constraints = StageTarget(PointGenerator(), StageEnergy([quadratic], []))
     assert no_constraints.measure(x, None)[1] is None
 
 
 def test_lambda_is_packed_and_unpacked_in_constraint_order():
     energy = _energy()
     target = StageTarget(PointGenerator(), energy)
-    target.set_lambda(torch.tensor([1.0, 2.0, 3.0, 4.0]), offset=torch.tensor([0.5, 0.0, 0.0, -0.5]))
+    target.set_lambda(torch.tensor([1.0, 2.0, 3.0, 4.0]),
+                      offset=torch.tensor([0.5, 0.0, 0.0, -0.5]))
     assert energy.constraints[0].lam.tolist() == [1.0, 2.0]
     assert energy.constraints[1].lam.tolist() == [3.0, 4.0]
     assert energy.constraints[1].offset.tolist() == [0.0, -0.5]

@@ -82,8 +82,8 @@ def test_a_non_finite_step_is_skipped_and_never_reaches_the_weights():
 def test_repeated_non_finite_loss_stops_with_the_culprit_named():
     config = TrainConfig(steps=50, batch=8, blocks=2, width=8, max_bad_steps=4)
     with pytest.raises(TrainingError, match=r"broken\(term\)") as info:
-        train_stage(PointGenerator(), stage(QuadraticEnergy([0.0, 0.0], [1.0, 1.0]), BrokenEnergy()),
-                    config, progress=False)
+        energy = stage(QuadraticEnergy([0.0, 0.0], [1.0, 1.0]), BrokenEnergy())
+        train_stage(PointGenerator(), energy, config, progress=False)
     assert "4 steps" in str(info.value)
 
 
@@ -287,13 +287,13 @@ def test_with_the_value_term_constraints_keep_their_weight_of_one():
 
 
 def test_with_the_value_term_lambda_is_fitted_for_the_tempered_target_and_the_exact_fit_kept():
+    from energyql.distributed import Group
     from energyql.energies.constraint import ConstraintEnergy
     from energyql.energies.lower import StageEnergy
     from energyql.flows import FlowConfig, LatentFlow
     from energyql.moments import fit_lambda
     from energyql.target import StageTarget
     from energyql.trainer import _features_in_batches, fit_constraints
-    from energyql.distributed import Group
     from tests.toys import SideAttribute
 
     def fitted(value_weight):

@@ -94,7 +94,7 @@ class World:
         if self.features is None:
             raise EnergyQLError(f"world '{self.name}' has no feature model")
         module, _, function = self.features.partition(":")
-        return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), function)
 
 
 _WORLDS: dict[str, World] = {}

@@ -10,7 +10,8 @@ def tiny_clip(tmp_path_factory):
     """``(name, checkpoint path, local-dir folder)`` of the tiny random CLIP."""
     folder = tmp_path_factory.mktemp("tiny_clip")
     name = register_tiny_clip(folder)
-    return name, save_tiny_clip_checkpoint(folder / "tiny.safetensors"), save_tiny_clip_dir(folder / "dir")
+    return (name, save_tiny_clip_checkpoint(folder / "tiny.safetensors"),
+            save_tiny_clip_dir(folder / "dir"))
 
 
 @pytest.fixture

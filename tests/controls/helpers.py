@@ -82,7 +82,8 @@ def save_random_facenet(path: Path, *, seed: int = 0, with_logits: bool = True) 
     from facenet_pytorch import InceptionResnetV1
 
     torch.manual_seed(seed)
-    net = InceptionResnetV1(pretrained=None, classify=with_logits, num_classes=8 if with_logits else None)
+    net = InceptionResnetV1(pretrained=None, classify=with_logits,
+                            num_classes=8 if with_logits else None)
     torch.save(net.state_dict(), path)
     return path
 

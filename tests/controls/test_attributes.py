@@ -71,7 +71,8 @@ def test_fairface_outputs_map_to_catalog_values(fairface_file):
     assert winner == {"race": "east_asian", "gender": "male", "age": "age_30_39"}
 
 
-def test_fairface_backend_keeps_clip_for_the_other_attributes(fairface_file, tiny_clip, monkeypatch):
+def test_fairface_backend_keeps_clip_for_the_other_attributes(fairface_file, tiny_clip,
+                                                                monkeypatch):
     name, checkpoint, _ = tiny_clip
     monkeypatch.setenv("ENERGYQL_CLIP", f"{name}:{checkpoint}")
     monkeypatch.setenv("ENERGYQL_FACE_ATTRIBUTES", f"fairface:{fairface_file}")
@@ -99,7 +100,8 @@ def test_fairface_checkpoint_of_the_wrong_shape(tmp_path):
 
 
 @pytest.mark.parametrize("raw, parsed", [
-    ("", ("auto", None)), ("auto", ("auto", None)), ("clip", ("clip", None)), ("fairface", ("fairface", None)),
+    ("", ("auto", None)), ("auto", ("auto", None)), ("clip", ("clip", None)),
+    ("fairface", ("fairface", None)),
     ("fairface:/w/ff.pt", ("fairface", "/w/ff.pt"))])
 def test_backend_values(raw, parsed):
     assert face_attribute_backend(raw) == parsed

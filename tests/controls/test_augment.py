@@ -41,7 +41,8 @@ def test_colour_jitter_changes_colour_but_not_geometry(option):
     assert not torch.allclose(out, images.repeat(2, 1, 1, 1), atol=1e-3)
     if option == "brightness":  # a shift of every pixel by the same amount
         delta = out - images.repeat(2, 1, 1, 1)
-        assert torch.allclose(delta, delta.mean((1, 2, 3), keepdim=True).expand_as(delta), atol=1e-5)
+        mean = delta.mean((1, 2, 3), keepdim=True).expand_as(delta)
+        assert torch.allclose(delta, mean, atol=1e-5)
 
 
 def test_without_colour_the_random_stream_is_unchanged():

@@ -22,7 +22,8 @@ from energyql.worlds.shapes import CATALOG as SHAPES
 @pytest.mark.parametrize("spec, members", [
     ("ViT-B-32:openai", [(1.0, "ViT-B-32", "openai")]),
     ("ViT-B-32:openai+0.5*RN50:openai", [(1.0, "ViT-B-32", "openai"), (0.5, "RN50", "openai")]),
-    (" 2 * ViT-B-32:openai + .25*RN50:/w/rn.pt ", [(2.0, "ViT-B-32", "openai"), (0.25, "RN50", "/w/rn.pt")]),
+    (" 2 * ViT-B-32:openai + .25*RN50:/w/rn.pt ",
+     [(2.0, "ViT-B-32", "openai"), (0.25, "RN50", "/w/rn.pt")]),
     ("local-dir:/models/mine", [(1.0, "local-dir", "/models/mine")]),
     ("shapes-clip", [(1.0, "shapes-clip", "")]),
 ])
@@ -66,7 +67,8 @@ def test_text_features_are_computed_once(tiny_clip, monkeypatch):
     model._text_cache.clear()
     calls = []
     tokenizer = model.tokenizer
-    monkeypatch.setattr(model, "tokenizer", lambda texts: calls.append(list(texts)) or tokenizer(texts))
+    monkeypatch.setattr(model, "tokenizer",
+                        lambda texts: calls.append(list(texts)) or tokenizer(texts))
     first = model.encode_text(["a smiling man", "a dog", "a smiling man"])
     again = model.encode_text(["a dog", "a smiling man"])
     assert calls == [["a smiling man", "a dog"]]
@@ -99,7 +101,8 @@ def test_world_default_can_be_replaced(tiny_clip, monkeypatch):
 
     assert ControlModels(FACES).clip(None) is load_clip(f"{name}:{checkpoint}")
     monkeypatch.delenv("ENERGYQL_CLIP")
-    assert default_clip_spec(FACES) == "ViT-B-32:openai" and default_clip_spec(SHAPES) == "shapes-clip"
+    assert default_clip_spec(FACES) == "ViT-B-32:openai"
+    assert default_clip_spec(SHAPES) == "shapes-clip"
 
 
 def test_missing_pretrained_weights_offline_name_file_place_and_command(offline_cache, hf_cache):
@@ -187,7 +190,8 @@ def test_an_expression_names_an_ensemble_in_its_model_option(tiny_clip):
     from energyql.energies import ControlModels, lower_stage
 
     name, checkpoint, folder = tiny_clip
-    source = f'clip("a smiling man", model="{name}:{checkpoint} + 0.5*local-dir:{folder}", augment=2)'
+    models = f"{name}:{checkpoint} + 0.5*local-dir:{folder}"
+    source = f'clip("a smiling man", model="{models}", augment=2)'
     stage = energyql.compile(source, gen="stylegan2-ffhq").stages[0]
     energy = lower_stage(stage, ControlModels(FACES))
     assert isinstance(energy.pointwise[0].clip, ClipEnsemble)

@@ -1,4 +1,5 @@
-"""Per-world and per-generator defaults: PromptGen's for real models, the measured ones for shapes."""
+"""Per-world and per-generator defaults: PromptGen's for real models, the measured ones for
+shapes."""
 
 import pytest
 import torch
@@ -19,7 +20,8 @@ PROMPTGEN_AUGMENT = {"translate": 0.125, "scale": (1.0, 1.0), "rotate_degrees": 
 @pytest.mark.parametrize("catalog", [FACES, GENERIC])
 def test_real_clips_get_promptgens_energy(catalog):
     # 600 · (1 − cos) over 50 DiffAugment copies, augmented at full resolution.
-    assert (catalog.clip.weight, catalog.clip.copies, catalog.clip.augment_at) == (600.0, 50, "full")
+    clip = catalog.clip
+    assert (clip.weight, clip.copies, clip.augment_at) == (600.0, 50, "full")
     assert catalog.clip.augment_options == PROMPTGEN_AUGMENT
 
 

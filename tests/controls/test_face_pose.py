@@ -33,11 +33,13 @@ def estimator():
     return load_face_pose()
 
 
-def draw_face(size: int = 128, *, box: FaceCrop = FFHQ_FACE_BOX, nose_dx: float = 0.0) -> torch.Tensor:
+def draw_face(size: int = 128, *, box: FaceCrop = FFHQ_FACE_BOX,
+              nose_dx: float = 0.0) -> torch.Tensor:
     """A drawn face (skin oval, eyes, nose, mouth) filling ``box``; ``nose_dx`` moves the nose
     right by that share of the box. Returns ``(1, 3, size, size)`` in [0, 1]."""
     axis = torch.linspace(0, 1, size)
-    yy, xx = torch.meshgrid((axis - box.top) / box.side, (axis - box.left) / box.side, indexing="ij")
+    yy, xx = torch.meshgrid((axis - box.top) / box.side, (axis - box.left) / box.side,
+                            indexing="ij")
     image = torch.tensor([0.3, 0.35, 0.4]).view(3, 1, 1).repeat(1, size, size)
 
     def blob(cx, cy, rx, ry, colour):
@@ -64,7 +66,8 @@ def test_frontal_landmarks_read_zero_yaw_and_pitch():
 
 
 def test_projected_head_model_gives_back_its_angles_whatever_the_roll_scale_and_shift():
-    yaw, pitch = torch.meshgrid(torch.linspace(-60, 60, 9), torch.linspace(-40, 40, 9), indexing="ij")
+    yaw, pitch = torch.meshgrid(torch.linspace(-60, 60, 9), torch.linspace(-40, 40, 9),
+                                indexing="ij")
     yaw, pitch = yaw.flatten(), pitch.flatten()
     roll = torch.linspace(-30, 30, len(yaw))
     points = HEAD.project(yaw, pitch, roll, scale=53.0) + torch.tensor([100.0, -20.0])
@@ -115,7 +118,8 @@ def test_onet_loads_the_shipped_weights_and_finds_a_drawn_face(estimator):
     assert float(prob) > 0.9
     drawn = torch.tensor([[0.31, 0.40], [0.69, 0.40], [0.5, 0.58], [0.34, 0.76], [0.66, 0.76]])
     assert (points[0] - drawn).abs().max() < 0.04
-    noise_points, noise_prob = estimator.onet(torch.rand(3, 3, 48, 48, generator=torch.Generator().manual_seed(0)))
+    noise = torch.rand(3, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    noise_points, noise_prob = estimator.onet(noise)
     assert noise_points.shape == (3, 5, 2) and torch.isfinite(noise_points).all()
     assert (noise_prob < 0.5).all()
 
@@ -124,7 +128,8 @@ def test_estimator_is_frozen_and_its_yaw_reaches_the_pixels(estimator):
     estimator.train()
     assert not estimator.training and not estimator.onet.net.training
     assert not any(p.requires_grad for p in estimator.parameters())
-    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    images.requires_grad_(True)
     readings = estimator(images)
     assert set(readings) == {"yaw", "pitch"}
     assert all(v.shape == (3,) and torch.isfinite(v).all() for v in readings.values())

@@ -101,7 +101,8 @@ def test_keep_of_a_property_the_world_cannot_keep(monkeypatch):
     from energyql.catalog import FACES
     from energyql.energies import ControlModels
 
-    with pytest.raises(EnergyQLError, match="unknown keepable property of the faces world 'identiy'") as info:
+    message = "unknown keepable property of the faces world 'identiy'"
+    with pytest.raises(EnergyQLError, match=message) as info:
         ControlModels(FACES).identity("identiy")
     assert "did you mean 'identity'" in info.value.hint
 

@@ -62,7 +62,8 @@ def test_or_of_predicates_is_the_soft_or():
 
 
 def test_weights_scale_energies():
-    assert torch.allclose(energy_of("2.5 * color == red"), -2.5 * p("color", "red").log(), atol=1e-5)
+    expected = -2.5 * p("color", "red").log()
+    assert torch.allclose(energy_of("2.5 * color == red"), expected, atol=1e-5)
 
 
 def test_bare_binary_and_value_aliases_resolve_through_the_catalog():
@@ -75,7 +76,8 @@ def test_constraint_energy_is_minus_lambda_dot_phi():
     constraint = energy.constraints[0]
     constraint.lam.copy_(torch.arange(6.0))
     total, _ = energy(torch.zeros(2, 3, 32, 32))
-    phi = (torch.tensor(PROBS["shape"])[:, :, None] * torch.tensor(PROBS["size"])[:, None, :]).flatten(1)
+    shape, size = torch.tensor(PROBS["shape"]), torch.tensor(PROBS["size"])
+    phi = (shape[:, :, None] * size[:, None, :]).flatten(1)
     assert torch.allclose(total, -(phi * torch.arange(6.0)).sum(1), atol=1e-5)
     assert torch.allclose(phi.sum(1), torch.ones(2))
 

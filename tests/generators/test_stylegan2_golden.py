@@ -13,8 +13,13 @@ import torch
 from safetensors import safe_open
 
 from energyql.generators.stylegan2 import StyleGAN2, from_state_dict
-from tests.generators.sg2_helpers import (GOLDEN_CONFIGS, golden_inputs, run_case,
-                                          seeded_state_dict, summary)
+from tests.generators.sg2_helpers import (
+    GOLDEN_CONFIGS,
+    golden_inputs,
+    run_case,
+    seeded_state_dict,
+    summary,
+)
 
 FIXTURE = Path(__file__).parent / "data" / "stylegan2_golden.safetensors"
 TOLERANCE = 1e-4
@@ -22,7 +27,7 @@ TOLERANCE = 1e-4
 
 def _expected():
     with safe_open(str(FIXTURE), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["configs"])
+        return {k: f.get_tensor(k) for k in f}, json.loads(f.metadata()["configs"])
 
 
 def test_fixture_configs_match_helpers():

@@ -43,7 +43,7 @@ def test_render_shapes_range_and_determinism():
     images, labels = R.sample_portraits(6, seed=3)
     again, _ = R.sample_portraits(6, seed=3)
     assert images.shape == (6, 3, 64, 64)
-    assert 0 <= float(images.min()) and float(images.max()) <= 1
+    assert float(images.min()) >= 0 and float(images.max()) <= 1
     assert torch.equal(images, again)
     assert set(R.LABEL_KEYS) == set(labels)
 

@@ -26,7 +26,8 @@ def test_joint_table_is_a_biased_non_product_distribution():
     assert render.marginal("shape") == pytest.approx({"circle": .5, "square": .35, "triangle": .15})
     assert render.marginal("color") == pytest.approx({"red": .6, "green": .28, "blue": .12})
     assert render.marginal("size")["large"] > 0.6
-    blue_triangle = sum(p for (s, c, _), p in render.JOINT.items() if (s, c) == ("triangle", "blue"))
+    blue_triangle = sum(p for (s, c, _), p in render.JOINT.items()
+                        if (s, c) == ("triangle", "blue"))
     assert blue_triangle == pytest.approx(0.01)
     product = render.marginal("shape")["circle"] * render.marginal("size")["large"]
     circle_large = sum(p for (s, _, z), p in render.JOINT.items() if (s, z) == ("circle", "large"))
@@ -37,7 +38,8 @@ def test_sampled_frequencies_follow_the_table():
     _, labels = render.sample_scenes(20000, seed=1)
     for attribute, values in render.ATTRIBUTES.items():
         counts = torch.bincount(labels[attribute], minlength=len(values)).double() / 20000
-        expected = torch.tensor([render.marginal(attribute)[v] for v in values], dtype=torch.float64)
+        expected = torch.tensor([render.marginal(attribute)[v] for v in values],
+                                dtype=torch.float64)
         assert torch.allclose(counts, expected, atol=0.015)
 
 
@@ -46,7 +48,8 @@ def test_catalog_agrees_with_the_world():
         assert render.ATTRIBUTES[attribute.name] == attribute.values
     pose = CATALOG.control("pose")
     assert (pose.parameter("x").low, pose.parameter("x").high) == render.POSITION_RANGE
-    assert (pose.parameter("rotation").low, pose.parameter("rotation").high) == render.ROTATION_RANGE
+    rotation = pose.parameter("rotation")
+    assert (rotation.low, rotation.high) == render.ROTATION_RANGE
 
 
 def _compactness(alpha: torch.Tensor) -> float:
