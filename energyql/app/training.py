@@ -20,6 +20,7 @@ from typing import Any
 from energyql.app.explorer import whole
 from energyql.app.runs import RunsDir
 from energyql.errors import EnergyQLError, UsageError, check_choice
+from energyql.manifest import MAX_BLOCKS, MAX_WIDTH
 from energyql.options import MAX_BATCH, MAX_SAMPLES, MAX_STEPS, MIN_REPORT_SAMPLES
 from energyql.progress import Progress, Task
 
@@ -114,10 +115,16 @@ class Trainings:
             "batch": whole(request.get("batch", 64), "batch", 1, MAX_BATCH),
             "seed": whole(request.get("seed", 0), "seed", 0, 2**63 - 1),
         }
-        for name in ("blocks", "width", "moment_samples", "refit_samples", "closeness_samples",
-                     "warm_start_samples", "refit_every"):
-            if request.get(name) is not None:  # small runs (tests, quick looks)
-                settings[name] = whole(request[name], name, 0, MAX_SAMPLES)
+        # Optional flow and fit sizes (small runs: tests, quick looks), bounded as a manifest
+        # bounds them (the artifact must load again) and as energyql.train bounds samples.
+        for name, low, high in (("blocks", 1, MAX_BLOCKS), ("width", 1, MAX_WIDTH),
+                                ("moment_samples", 1, MAX_SAMPLES),
+                                ("refit_samples", 1, MAX_SAMPLES),
+                                ("closeness_samples", 0, MAX_SAMPLES),
+                                ("warm_start_samples", 0, MAX_SAMPLES),
+                                ("refit_every", 0, MAX_STEPS)):
+            if request.get(name) is not None:
+                settings[name] = whole(request[name], name, low, high)
         if self.threads is not None:
             settings["threads"] = self.threads
         train_config(gen, **settings)  # every value checked as energyql.train checks it
