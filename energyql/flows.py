@@ -1,28 +1,61 @@
 """Latent flows: invertible maps ``eps -> z`` from N(0, I) to a generator's latent space.
 
-The default is PromptGen's choice: a stack of Glow-style blocks, each an affine coupling with
-a learned global affine scale and a fixed random rotation ("soft permutation"), built from
-FrEIA's ``AllInOneBlock``. FrEIA measured ~1.6x faster per training step than zuko's RealNVP
-here (benchmarks/flows.py); the flow is rarely the bottleneck either way.
+Two kinds, both built from FrEIA's modules and both starting at the identity:
 
-The last layer of every coupling subnet starts at zero, so at step 0 the flow is a product of
-rotations: it maps N(0, I) onto N(0, I) exactly, and the stage samples its base distribution.
+``dense`` (the default) is PromptGen's choice: a stack of Glow-style blocks, each an affine
+coupling with a learned global affine scale and a fixed random rotation ("soft permutation"),
+built from FrEIA's ``AllInOneBlock`` on the flat latent. FrEIA measured ~1.6x faster per
+training step than zuko's RealNVP here (benchmarks/flows.py). Its rotations are ``dim x dim``
+matrices, so it suits latents of up to a few thousand entries.
+
+``conv`` is a multiscale convolutional flow for image-shaped latents ``(C, H, W)`` (a diffusion
+model's initial noise), the RealNVP/Glow family: at each scale a Haar squeeze, then blocks
+of actnorm (the block's global affine), a fixed invertible 1x1 convolution (a random channel
+rotation) and an affine coupling whose subnet is convolutional; half the channels are factored
+out after every scale but the last. Its parameters and cost per sample grow with the number
+of pixels, not its square (docs/scaling.md). A context (pose, sliders) enters every subnet as
+extra constant channels.
+
+The last layer of every coupling subnet starts at zero, so at step 0 either flow is a product
+of rotations and permutations: it maps N(0, I) onto N(0, I) exactly, and the stage samples its
+base distribution.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import FrEIA.framework as ff
 import FrEIA.modules as fm
+import numpy as np
 import torch
 from torch import nn
+
+FLOW_KINDS = ("dense", "conv")
+#: The most squeezes a conv flow takes (each halves the sides and quadruples the channels).
+MAX_LEVELS = 6
 
 
 @dataclass(frozen=True)
 class FlowConfig:
-    """Shape of a latent flow; stored in the artifact manifest to rebuild it."""
+    """Shape of a latent flow; stored in the artifact manifest to rebuild it.
+
+    Arguments:
+        dim: the latent size (``C * H * W`` for a conv flow).
+        context_dim: the size of the context vector (0: unconditional).
+        blocks: coupling blocks (dense: in all; conv: per scale).
+        width: the subnets' hidden width (dense: features; conv: channels).
+        clamp: the coupling's soft clamp on log-scales.
+        seed: the seed of its initial weights and rotations.
+        kind: ``"dense"`` or ``"conv"``.
+        shape: ``(C, H, W)`` of the latent for a conv flow; ``()`` for a dense one.
+        levels: the conv flow's squeezes (scales); 0 keeps one scale at full resolution.
+
+    Example:
+        >>> FlowConfig(dim=4 * 8 * 8, kind="conv", shape=(4, 8, 8), levels=2, width=32)
+    """
 
     dim: int
     context_dim: int = 0
@@ -30,9 +63,65 @@ class FlowConfig:
     width: int = 256
     clamp: float = 2.0
     seed: int = 0
+    kind: str = "dense"
+    shape: tuple[int, ...] = ()
+    levels: int = 0
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        if self.kind not in FLOW_KINDS:
+            raise ValueError(f"flow kind '{self.kind}' is not one of {', '.join(FLOW_KINDS)}")
+        if self.dim < 1 or self.blocks < 1 or self.width < 1 or self.context_dim < 0:
+            raise ValueError(f"flow sizes must be positive: dim={self.dim}, "
+                             f"blocks={self.blocks}, width={self.width}, "
+                             f"context_dim={self.context_dim}")
+        if self.kind == "dense":
+            if self.shape or self.levels:
+                raise ValueError("a dense flow takes no shape or levels (those are conv's)")
+            return
+        problem = conv_shape_problem(self.dim, self.shape, self.levels)
+        if problem:
+            raise ValueError(problem)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as plain values; a dense flow's record omits the conv fields, so
+        it reads exactly as it did before there were two kinds."""
+        data = asdict(self)
+        if self.kind == "dense":
+            for key in ("kind", "shape", "levels"):
+                data.pop(key)
+        else:
+            data["shape"] = list(self.shape)
+        return data
+
+
+def conv_shape_problem(dim: int, shape: tuple[int, ...], levels: int) -> str:
+    """Return why ``shape`` and ``levels`` cannot make a conv flow over ``dim`` ('' if they can)."""
+    if len(shape) != 3 or any(s < 1 for s in shape):
+        return f"a conv flow needs a latent shape (C, H, W) of positive sizes, not {shape}"
+    channels, height, width = shape
+    if channels * height * width != dim:
+        return f"shape {shape} holds {channels * height * width} entries, not dim={dim}"
+    if not 0 <= levels <= MAX_LEVELS:
+        return f"levels={levels} is outside 0..{MAX_LEVELS}"
+    if height % 2**levels or width % 2**levels:
+        return f"{levels} squeezes need sides divisible by {2**levels}, not {height}x{width}"
+    if levels == 0 and channels < 2:
+        return "a one-channel latent needs at least one squeeze (levels >= 1) to couple"
+    return ""
+
+
+def auto_levels(shape: tuple[int, ...], most: int = 4) -> int:
+    """Return how many squeezes a conv flow takes on ``shape``: up to ``most``, while both sides
+    stay even and at least 2 after the squeeze."""
+    _, height, width = shape
+    levels = 0
+    while (levels < most and height % 2 == 0 and width % 2 == 0
+           and min(height, width) // 2 >= 2):
+        height, width, levels = height // 2, width // 2, levels + 1
+    if levels == 0 and shape[0] < 2 and height % 2 == 0 and width % 2 == 0:
+        levels = 1  # one channel must be squeezed to couple at all
+    return levels
 
 
 def _subnet(width: int):
@@ -47,17 +136,68 @@ def _subnet(width: int):
     return build
 
 
+def _conv_subnet(width: int):
+    # Glow's coupling network: 3x3, 1x1, 3x3 convolutions.
+    def build(n_in: int, n_out: int) -> nn.Module:
+        hidden = [nn.Conv2d(n_in, width, 3, padding=1), nn.SiLU(),
+                  nn.Conv2d(width, width, 1), nn.SiLU()]
+        last = nn.Conv2d(width, n_out, 3, padding=1)
+        # Zero last layer: the coupling starts as the identity.
+        nn.init.zeros_(last.weight)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
+        return nn.Sequential(*hidden, last)
+
+    return build
+
+
 def _random_rotation(dim: int, generator: torch.Generator) -> torch.Tensor:
     q, r = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=torch.float64))
     q = q * torch.sign(torch.diagonal(r))  # a Haar-distributed orthogonal matrix
     return q.float()
 
 
+class _Seeded:
+    """Seeds torch's and numpy's global RNGs for a block of code, then restores them: FrEIA
+    draws its initial permutations from numpy and the subnets draw from torch."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __enter__(self) -> None:
+        self.fork = torch.random.fork_rng(devices=[])
+        self.fork.__enter__()
+        torch.manual_seed(self.seed)
+        self.numpy_state = np.random.get_state()
+        np.random.seed(self.seed % 2**32)
+
+    def __exit__(self, *exc: object) -> None:
+        np.random.set_state(self.numpy_state)
+        self.fork.__exit__(None, None, None)
+
+
+def _redraw_rotations(blocks, seed: int) -> None:
+    """Give every AllInOneBlock a rotation drawn from ``seed`` (a flow is a pure function of its
+    config, whatever ran before)."""
+    generator = torch.Generator().manual_seed(seed)
+    for block in blocks:
+        if isinstance(block, fm.AllInOneBlock):
+            n = block.w_perm.shape[0]
+            w = _random_rotation(n, generator)
+            extra = block.w_perm.shape[2:]
+            block.w_perm.data.copy_(w.view(n, n, *extra))
+            block.w_perm_inv.data.copy_(w.T.reshape(n, n, *extra))
+
+
 class LatentFlow(nn.Module):
     """Creates an invertible flow ``T: (eps, context) -> z`` with exact log-determinant.
 
+    Latents go in and out flat, ``(B, dim)``, whatever the kind: a ``dense`` flow is a stack of
+    FrEIA ``AllInOneBlock`` s on the flat vector, a ``conv`` flow a :class:`MultiscaleINN` that
+    sees the latent as ``(C, H, W)``.
+
     Arguments:
-        config: dimensions, depth, subnet width, coupling clamp and seed.
+        config: kind, dimensions, depth, subnet width, coupling clamp and seed.
 
     Example:
         >>> flow = LatentFlow(FlowConfig(dim=64))
@@ -68,28 +208,25 @@ class LatentFlow(nn.Module):
     def __init__(self, config: FlowConfig):
         super().__init__()
         self.config = config
-        conditional = config.context_dim > 0
-        self.inn = ff.SequenceINN(config.dim)
-        # Subnet initialisation draws from torch's global RNG: seed it locally so that a flow
-        # is a pure function of its config, whatever ran before.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            for _ in range(config.blocks):
-                self.inn.append(
-                    fm.AllInOneBlock,
-                    cond=0 if conditional else None,
-                    cond_shape=(config.context_dim,) if conditional else None,
-                    subnet_constructor=_subnet(config.width),
-                    affine_clamping=config.clamp,
-                    permute_soft=True,
-                )
-        # FrEIA draws its rotations from numpy's global RNG; redraw them from our seed so that
-        # a flow is a pure function of its config.
-        generator = torch.Generator().manual_seed(config.seed)
-        for block in self.inn.module_list:
-            w = _random_rotation(config.dim, generator)
-            block.w_perm.data.copy_(w)
-            block.w_perm_inv.data.copy_(w.T)
+        self.inn: nn.Module
+        if config.kind == "conv":
+            self.inn = MultiscaleINN(config)
+        else:
+            conditional = config.context_dim > 0
+            sequence = ff.SequenceINN(config.dim)
+            with _Seeded(config.seed):
+                for _ in range(config.blocks):
+                    sequence.append(
+                        fm.AllInOneBlock,
+                        cond=0 if conditional else None,
+                        cond_shape=(config.context_dim,) if conditional else None,
+                        subnet_constructor=_subnet(config.width),
+                        affine_clamping=config.clamp,
+                        # Redrawn below either way; scipy's draw is slow on large latents.
+                        permute_soft=config.dim <= 512,
+                    )
+            self.inn = sequence
+        _redraw_rotations(self.inn.modules(), config.seed)
 
     @property
     def dim(self) -> int:
@@ -118,6 +255,133 @@ class LatentFlow(nn.Module):
         return standard_normal_log_prob(eps) + logdet
 
 
+class MultiscaleINN(nn.Module):
+    """Creates the invertible network of a conv flow: flat ``eps <-> z`` with ``z`` seen as an
+    image ``(C, H, W)``; called like FrEIA's ``SequenceINN`` (``rev=False``: eps -> z).
+
+    The graph is written from the latent's side, as Glow is from the image's: ``z`` is squeezed
+    (Haar), transformed by ``blocks`` AllInOneBlocks (actnorm, a channel rotation that is a
+    fixed invertible 1x1 convolution, and an affine coupling with a convolutional subnet), and
+    half its channels leave at every scale but the last; the pieces, flattened and
+    concatenated, are ``eps``. The context reaches every subnet as constant extra channels.
+
+    Arguments:
+        config: a ``kind="conv"`` config with its ``shape`` and ``levels``.
+    """
+
+    def __init__(self, config: FlowConfig):
+        super().__init__()
+        if config.kind != "conv":
+            raise ValueError(f"a multiscale network is a conv flow's, not a {config.kind} one's")
+        self.shape = config.shape
+        channels, height, width = config.shape
+        scales = max(config.levels, 1)
+        node: Any = ff.InputNode(channels, height, width, name="z")
+        nodes: list[Any] = [node]
+        pieces: list[Any] = []
+        self.condition_sizes: list[tuple[int, int]] = []
+        with _Seeded(config.seed):
+            for scale in range(scales):
+                if config.levels:
+                    node = ff.Node(node, fm.HaarDownsampling, {"order_by_wavelet": True},
+                                   name=f"squeeze{scale}")
+                    nodes.append(node)
+                    channels, height, width = 4 * channels, height // 2, width // 2
+                condition = None
+                if config.context_dim:
+                    condition = ff.ConditionNode(config.context_dim, height, width,
+                                                 name=f"context{scale}")
+                    nodes.append(condition)
+                    self.condition_sizes.append((height, width))
+                for block in range(config.blocks):
+                    node = ff.Node(node, fm.AllInOneBlock,
+                                   {"subnet_constructor": _conv_subnet(config.width),
+                                    "affine_clamping": config.clamp, "permute_soft": True},
+                                   conditions=condition, name=f"block{scale}.{block}")
+                    nodes.append(node)
+                if scale < scales - 1:
+                    split = ff.Node(node, fm.Split, {"n_sections": 2}, name=f"split{scale}")
+                    out = ff.Node(split.out1, fm.Flatten, {}, name=f"out{scale}")
+                    nodes += [split, out]
+                    pieces.append(out)
+                    node, channels = split.out0, channels - channels // 2
+            last = ff.Node(node, fm.Flatten, {}, name=f"out{scales - 1}")
+            nodes.append(last)
+            pieces.append(last)
+            if len(pieces) > 1:
+                nodes.append(ff.Node([(p, 0) for p in pieces], fm.Concat, {"dim": 0},
+                                     name="eps"))
+            nodes.append(ff.OutputNode(nodes[-1], name="output"))
+            self.graph = ff.GraphINN(nodes)
+
+    def forward(self, x: torch.Tensor, c: list[torch.Tensor] | None = None, rev: bool = False):
+        """Return ``(z, log|det dz/deps|)`` for flat ``eps`` (``rev``: ``(eps, log|det|)``)."""
+        conditions = None
+        if c:
+            grid = c[0][:, :, None, None]  # the context as constant channels at every scale
+            conditions = [grid.expand(-1, -1, h, w) for h, w in self.condition_sizes]
+        if not rev:
+            z, logdet = self.graph(x, c=conditions, rev=True)
+            return z.reshape(z.shape[0], -1), logdet
+        return self.graph(x.reshape(x.shape[0], *self.shape), c=conditions)
+
+
+#: Latents of at most this many entries get the small dense flow (see :func:`dense_size`).
+SMALL_LATENT = 64
+
+
+def dense_size(dim: int) -> tuple[int, int]:
+    """Return ``(blocks, width)`` of the dense flow sized to a latent of ``dim`` entries.
+
+    Small latents (the embedded worlds' 32 and 33 entries) get 4 blocks of width 128, a
+    seventh of the parameters of 8 x 256 and about a sixth of its time at batch 256 (shapes:
+    0.5 % of the generator's decode instead of 3.5 %; benchmarks/flow_sizing.py); larger ones
+    keep PromptGen's 8 x 256.
+    """
+    if dim <= SMALL_LATENT:
+        return 4, 128
+    return 8, 256
+
+
+#: Conv flows: coupling blocks per scale and hidden channels, unless the caller sets them.
+CONV_BLOCKS, CONV_WIDTH = 4, 64
+
+
+def flow_config_for(generator: Any, blocks: int | None = None, width: int | None = None,
+                    context_dim: int = 0, seed: int = 0, kind: str | None = None) -> FlowConfig:
+    """Return the config of a flow over ``generator``'s latent.
+
+    A generator that declares an image-shaped latent (``latent_shape``, e.g. diffusion's
+    initial noise) gets a conv flow, any other a dense one; ``kind`` overrides the choice.
+    ``blocks`` and ``width`` left at None are sized to the latent (:func:`dense_size`; conv:
+    ``CONV_BLOCKS`` per scale of ``CONV_WIDTH`` channels).
+
+    Example:
+        >>> flow = LatentFlow(flow_config_for(generator, context_dim=2, seed=1))
+    """
+    dim = int(generator.latent_dim)
+    shape = getattr(generator, "latent_shape", None)
+    kind = kind or ("conv" if shape else "dense")
+    if kind not in FLOW_KINDS:
+        raise ValueError(f"flow kind '{kind}' is not one of {', '.join(FLOW_KINDS)}")
+    if kind == "dense":
+        auto_blocks, auto_width = dense_size(dim)
+        return FlowConfig(dim=dim, context_dim=context_dim, blocks=blocks or auto_blocks,
+                          width=width or auto_width, seed=seed)
+    if not shape:
+        raise ValueError(f"a conv flow needs an image-shaped latent, and generator "
+                         f"'{getattr(generator, 'id', generator)}' declares no latent_shape")
+    shape = tuple(int(s) for s in shape)
+    return FlowConfig(dim=dim, context_dim=context_dim, blocks=blocks or CONV_BLOCKS,
+                      width=width or CONV_WIDTH, seed=seed, kind="conv", shape=shape,
+                      levels=auto_levels(shape))
+
+
 def standard_normal_log_prob(x: torch.Tensor) -> torch.Tensor:
     """Return log N(x; 0, I) per row."""
     return -0.5 * (x.pow(2).sum(dim=1) + x.shape[1] * math.log(2 * math.pi))
+
+
+__all__ = ["CONV_BLOCKS", "CONV_WIDTH", "FLOW_KINDS", "FlowConfig", "LatentFlow",
+           "MultiscaleINN", "auto_levels", "dense_size", "flow_config_for",
+           "standard_normal_log_prob"]

@@ -10,7 +10,8 @@ objects of plain values and are otherwise kept as written. Every failure is an
 Bounds on what a manifest may ask to be built (generous for real artifacts: PromptGen's
 StyleGAN2 flows use 8-16 blocks of width 256-512 over 512 latent dimensions):
 
-    flow blocks <= 64, width <= 8192, dim <= 16384, context entries <= 64, stages <= 64,
+    flow blocks <= 64, width <= 8192, dim <= 16384 (conv flows and generator latents: 2**20),
+    conv levels <= 6, context entries <= 64, stages <= 64,
     every stage's flow together <= 2**27 floats (512 MiB), λ entries per constraint <= 65536,
     |λ| and context bounds <= 1e6, text fields <= 65536 characters
 
@@ -37,6 +38,11 @@ MANIFEST = "manifest.json"
 MAX_BLOCKS = 64
 MAX_WIDTH = 8192
 MAX_DIM = 1 << 14
+# Image-shaped latents (conv flows, diffusion noise): a conv flow's size grows with its pixels,
+# not their square, so it may cover 4 x 512 x 512 entries.
+MAX_IMAGE_DIM = 1 << 20
+MAX_LEVELS = 6
+FLOW_KINDS = ("dense", "conv")
 # Floats a manifest's flows may ask for, all stages together (512 MiB in float32): subnets
 # and the dim x dim rotation of every block.
 MAX_FLOW_FLOATS = 1 << 27
@@ -227,13 +233,17 @@ class GeneratorRecord:
                 check_options(None, {key: value})
             except UsageError as error:
                 r.fail(f"'{key}': {error.message}", "options")
-        return cls(ident, digest, r.integer("latent_dim", 0, MAX_DIM, 0), r.text("catalog", ""),
-                   dict(options))
+        return cls(ident, digest, r.integer("latent_dim", 0, MAX_IMAGE_DIM, 0),
+                   r.text("catalog", ""), dict(options))
 
 
 @dataclass(frozen=True)
 class FlowRecord:
-    """The shape of one stage's flow (the fields of :class:`energyql.flows.FlowConfig`)."""
+    """The shape of one stage's flow (the fields of :class:`energyql.flows.FlowConfig`).
+
+    ``kind``, ``shape`` and ``levels`` describe a conv flow over an image-shaped latent; a
+    dense flow's record leaves them out, as every manifest did before conv flows existed.
+    """
 
     dim: int
     context_dim: int = 0
@@ -241,26 +251,88 @@ class FlowRecord:
     width: int = 256
     clamp: float = 2.0
     seed: int = 0
+    kind: str = "dense"
+    shape: tuple[int, ...] = ()
+    levels: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(self.shape))
 
     def floats(self) -> int:
         """Return about how many floats a flow of this shape allocates (subnets, rotations)."""
+        if self.kind == "conv":
+            return self._conv_floats()
         per_block = ((self.dim + self.context_dim) * self.width + self.width * self.width
                      + self.width * self.dim + self.dim * self.dim)
         return self.blocks * per_block
 
+    def _conv_floats(self) -> int:
+        # Per block: 3x3 conv in, 1x1 conv, 3x3 conv out, and a channel rotation.
+        channels = self.shape[0] if self.shape else self.dim
+        total = 0
+        for _ in range(max(self.levels, 1)):
+            if self.levels:
+                channels *= 4
+            half = channels // 2
+            per_block = (9 * (channels - half + self.context_dim) * self.width
+                         + self.width * self.width + 9 * self.width * 2 * half
+                         + 2 * channels * channels)
+            total += self.blocks * per_block
+            channels -= half
+        return total
+
     def to_dict(self) -> dict[str, Any]:
-        return {"dim": self.dim, "context_dim": self.context_dim, "blocks": self.blocks,
-                "width": self.width, "clamp": self.clamp, "seed": self.seed}
+        out: dict[str, Any] = {"dim": self.dim, "context_dim": self.context_dim,
+                               "blocks": self.blocks, "width": self.width, "clamp": self.clamp,
+                               "seed": self.seed}
+        if self.kind != "dense":
+            out.update(kind=self.kind, shape=list(self.shape), levels=self.levels)
+        return out
 
     @classmethod
     def from_reader(cls, r: _Reader) -> FlowRecord:
-        r.only("dim", "context_dim", "blocks", "width", "clamp", "seed")
-        return cls(dim=r.integer("dim", 1, MAX_DIM),
+        r.only("dim", "context_dim", "blocks", "width", "clamp", "seed", "kind", "shape",
+               "levels")
+        kind = r.text("kind", "dense")
+        if kind not in FLOW_KINDS:
+            r.fail(f"is '{kind[:40]}', not one of " + ", ".join(FLOW_KINDS), "kind")
+        if kind == "dense":
+            if "shape" in r.data or "levels" in r.data:
+                r.fail("is a field of conv flows only", "shape" if "shape" in r.data
+                       else "levels")
+            dim, shape, levels = r.integer("dim", 1, MAX_DIM), (), 0
+        else:
+            dim = r.integer("dim", 1, MAX_IMAGE_DIM)
+            sides = r.items("shape", 3)
+            if len(sides) != 3 or any(isinstance(s, bool) or not isinstance(s, int)
+                                      or not 1 <= s <= MAX_IMAGE_DIM for s in sides):
+                r.fail(f"must be 3 positive integers (C, H, W) of at most {MAX_IMAGE_DIM}",
+                       "shape")
+            shape = tuple(sides)
+            levels = r.integer("levels", 0, MAX_LEVELS, 0)
+            problem = _conv_shape_problem(dim, shape, levels)
+            if problem:
+                r.fail(f"does not fit: {problem}", "shape")
+        return cls(dim=dim,
                    context_dim=r.integer("context_dim", 0, MAX_CONTEXT, 0),
                    blocks=r.integer("blocks", 1, MAX_BLOCKS, 8),
                    width=r.integer("width", 1, MAX_WIDTH, 256),
                    clamp=r.real("clamp", 2.0, low=0.0, high=MAX_CLAMP),
-                   seed=r.integer("seed", -(2**63), 2**63 - 1, 0))
+                   seed=r.integer("seed", -(2**63), 2**63 - 1, 0),
+                   kind=kind, shape=shape, levels=levels)
+
+
+def _conv_shape_problem(dim: int, shape: tuple[int, ...], levels: int) -> str:
+    """Return why a conv flow cannot have this shape ('' if it can); mirrors
+    ``energyql.flows.conv_shape_problem`` without importing torch."""
+    channels, height, width = shape
+    if channels * height * width != dim:
+        return f"shape {list(shape)} holds {channels * height * width} entries, not dim={dim}"
+    if height % 2**levels or width % 2**levels:
+        return f"{levels} squeezes need sides divisible by {2**levels}, not {height}x{width}"
+    if levels == 0 and channels < 2:
+        return "a one-channel latent needs levels >= 1"
+    return ""
 
 
 @dataclass(frozen=True)

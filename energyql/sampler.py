@@ -62,6 +62,7 @@ class StageSampler(Generator):
         self.context_params = list(context)
         self.context_dim = len(self.context_params)
         self.latent_dim = base.latent_dim
+        self.latent_shape = getattr(base, "latent_shape", None)
         self.catalog = base.catalog
         self.image_size = base.image_size
         self.id = base.id
@@ -324,12 +325,21 @@ def load(directory: str | Path, *, gen: Generator | str | None = None, device: s
     # tensors, and nothing is read from it that they do not account for.
     flows: list[LatentFlow] = []
     latent_dim = base.latent_dim
+    latent_shape = getattr(base, "latent_shape", None)
     for k, stage in enumerate(manifest.stages):
         if stage.flow.dim != latent_dim:
             raise ArtifactError(
                 f"{directory / MANIFEST}: field 'stages[{k}].flow.dim' is {stage.flow.dim}, but "
                 f"the generator under stage {stage.index} has latent size {latent_dim}",
                 hint="the manifest does not belong to this generator")
+        if stage.flow.kind == "conv" and latent_shape and \
+                tuple(stage.flow.shape) != tuple(latent_shape):
+            raise ArtifactError(
+                f"{directory / MANIFEST}: field 'stages[{k}].flow.shape' is "
+                f"{list(stage.flow.shape)}, but the generator under stage {stage.index} has "
+                f"latents of shape {list(latent_shape)}",
+                hint="the manifest does not belong to this generator")
+        # The record was checked (energyql.manifest): sizes bounded, a conv shape that fits.
         flows.append(LatentFlow(FlowConfig(**stage.flow.to_dict())))
     if not flows:
         raise ArtifactError(f"'{directory}' has no trained stage")

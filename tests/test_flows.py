@@ -1,18 +1,46 @@
-"""Every flow configuration through the same checks: inverse, log-det, gradients, round trip."""
+"""Every flow configuration through the same checks: inverse, log-det, gradients, round trip.
+
+The catalogue holds dense flows and conv flows (multiscale, over image-shaped latents); each
+check runs on every entry through the common interface (flat latents in and out).
+"""
+
+import json
+import math
 
 import pytest
 import torch
 
-from energyql.flows import FlowConfig, LatentFlow, standard_normal_log_prob
+from energyql.errors import ArtifactError
+from energyql.flows import (
+    FlowConfig,
+    LatentFlow,
+    MultiscaleINN,
+    auto_levels,
+    dense_size,
+    flow_config_for,
+    standard_normal_log_prob,
+)
+from energyql.generators.base import Generator
+from energyql.manifest import FlowRecord, Manifest
 
 CONFIGS = [
     FlowConfig(dim=4, blocks=2, width=16),
     FlowConfig(dim=7, blocks=3, width=32, seed=3),
     FlowConfig(dim=6, context_dim=2, blocks=2, width=16),
+    # Conv flows on a (2, 4, 4) latent: two scales (squeeze, split, squeeze), one scale with
+    # no squeeze, and a conditional one.
+    FlowConfig(dim=32, blocks=2, width=8, kind="conv", shape=(2, 4, 4), levels=2),
+    FlowConfig(dim=32, blocks=2, width=8, kind="conv", shape=(2, 4, 4), levels=0, seed=5),
+    FlowConfig(dim=32, context_dim=3, blocks=2, width=8, kind="conv", shape=(2, 4, 4),
+               levels=1),
+    FlowConfig(dim=16, context_dim=1, blocks=1, width=4, kind="conv", shape=(1, 4, 4),
+               levels=2),
 ]
+CONDITIONAL = [c for c in CONFIGS if c.context_dim]
+SOURCE = 'clip("a red square")'
 
 
-def _perturbed(config: FlowConfig) -> LatentFlow:
+def _perturbed(config: FlowConfig):
     flow = LatentFlow(config)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -26,6 +54,19 @@ def _context(config, n):
     return torch.randn(n, config.context_dim) if config.context_dim else None
 
 
+def test_a_flow_builds_the_network_of_the_kind_its_config_names():
+    kinds = [type(LatentFlow(c).inn).__name__ for c in CONFIGS]
+    assert kinds == ["SequenceINN"] * 3 + ["MultiscaleINN"] * 4
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_latents_are_flat_and_of_the_configured_size(config):
+    flow = LatentFlow(config)
+    z, logdet = flow(torch.randn(3, config.dim), _context(config, 3))
+    assert z.shape == (3, config.dim) and logdet.shape == (3,) and flow.dim == config.dim
+    assert flow.config is config
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
 def test_inverse_recovers_input_and_logdets_cancel(config):
     flow = _perturbed(config)
@@ -34,6 +75,7 @@ def test_inverse_recovers_input_and_logdets_cancel(config):
     back, inverse_logdet = flow.inverse(z, ctx)
     assert torch.allclose(back, eps, atol=1e-5)
     assert torch.allclose(logdet, -inverse_logdet, atol=1e-5)
+    assert logdet.abs().max() > 1e-3  # the perturbed flow is not volume-preserving
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
@@ -47,6 +89,15 @@ def test_logdet_matches_autograd_jacobian(config):
         c = ctx[i:i + 1] if ctx is not None else None
         jac = torch.autograd.functional.jacobian(lambda x, c=c: flow(x[None], c)[0][0], eps[i])
         assert torch.allclose(torch.linalg.slogdet(jac)[1], logdet[i], atol=1e-6)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_log_prob_is_the_change_of_variables(config):
+    flow = _perturbed(config)
+    eps, ctx = torch.randn(6, config.dim), _context(config, 6)
+    z, logdet = flow(eps, ctx)
+    expected = standard_normal_log_prob(eps) - logdet
+    assert torch.allclose(flow.log_prob(z, ctx), expected, atol=1e-4)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
@@ -68,19 +119,152 @@ def test_state_dict_round_trip_gives_identical_outputs(config):
     assert torch.equal(flow(eps, ctx)[0], copy(eps, ctx)[0])
 
 
-def test_initial_flow_preserves_the_standard_normal():
-    # Zero-initialised couplings leave only rotations: N(0, I) maps to N(0, I), log-det 0.
-    flow = LatentFlow(FlowConfig(dim=5, blocks=3, width=8))
-    eps = torch.randn(4000, 5, generator=torch.Generator().manual_seed(0))
-    z, logdet = flow(eps)
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_config_round_trips_through_a_manifest_record(config):
+    record = FlowRecord(**config.to_dict())
+    assert FlowConfig(**record.to_dict()) == config
+    assert record.floats() >= sum(p.numel() for p in LatentFlow(config).parameters()) // 2
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_initial_flow_preserves_the_standard_normal(config):
+    # Zero-initialised couplings leave only rotations, squeezes and splits: N(0, I) maps to
+    # N(0, I) with log-det 0, whatever the context.
+    flow = LatentFlow(config)
+    eps = torch.randn(2000, config.dim, generator=torch.Generator().manual_seed(0))
+    ctx = _context(config, 2000)
+    z, logdet = flow(eps, ctx)
     assert logdet.abs().max() < 1e-5
     assert torch.allclose(z.norm(dim=1), eps.norm(dim=1), atol=1e-4)
-    assert torch.allclose(flow.log_prob(z), standard_normal_log_prob(z), atol=1e-4)
+    assert torch.allclose(flow.log_prob(z, ctx), standard_normal_log_prob(z), atol=1e-4)
+    # Orthogonal: the second moments of z are those of eps.
+    assert torch.allclose(z.T @ z / 2000, torch.eye(config.dim), atol=0.15)
 
 
-def test_same_seed_builds_the_same_flow_and_another_seed_does_not():
-    a, b = LatentFlow(FlowConfig(dim=4, seed=1)), LatentFlow(FlowConfig(dim=4, seed=1))
-    c = LatentFlow(FlowConfig(dim=4, seed=2))
-    eps = torch.randn(3, 4)
+@pytest.mark.parametrize("config", CONDITIONAL, ids=str)
+def test_the_context_changes_the_output(config):
+    flow = _perturbed(config)
+    eps = torch.randn(4, config.dim)
+    a, b = torch.zeros(4, config.context_dim), torch.ones(4, config.context_dim)
+    assert not torch.allclose(flow(eps, a)[0], flow(eps, b)[0], atol=1e-4)
+    with pytest.raises(ValueError, match="conditional"):
+        flow(eps)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_same_seed_builds_the_same_flow_and_another_seed_does_not(kind):
+    extra = {"kind": "conv", "shape": (2, 4, 4), "levels": 1} if kind == "conv" else {}
+    dim = 32 if kind == "conv" else 4
+    a, b = (LatentFlow(FlowConfig(dim=dim, seed=1, width=8, **extra)) for _ in range(2))
+    c = LatentFlow(FlowConfig(dim=dim, seed=2, width=8, **extra))
+    eps = torch.randn(3, dim)
     assert torch.equal(a(eps)[0], b(eps)[0])
     assert not torch.allclose(a(eps)[0], c(eps)[0])
+
+
+def test_the_conv_flow_keeps_the_latent_layout_of_an_image():
+    # A conv flow sees z as (C, H, W): z's flat layout is the generator's, row-major.
+    flow = _perturbed(FlowConfig(dim=32, blocks=1, width=4, kind="conv", shape=(2, 4, 4),
+                                 levels=1))
+    z = torch.randn(2, 32)
+    eps, _ = flow.inverse(z)
+    assert torch.allclose(flow(eps)[0].view(2, 2, 4, 4), z.view(2, 2, 4, 4), atol=1e-5)
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"kind": "glow"}, "not one of"),
+    ({"kind": "conv"}, "latent shape"),
+    ({"kind": "conv", "shape": (2, 4, 4)}, "holds 32"),
+    ({"kind": "conv", "shape": (1, 2, 2), "levels": 2}, "divisible by 4"),
+    ({"kind": "conv", "shape": (1, 2, 2), "levels": 0}, "one-channel"),
+    ({"shape": (1, 2, 2)}, "dense flow takes no shape"),
+    ({"width": 0}, "positive"),
+])
+def test_impossible_configs_are_refused_when_built(fields, match):
+    with pytest.raises(ValueError, match=match):
+        FlowConfig(dim=4, **fields)
+
+
+class _Image(Generator):
+    def __init__(self, shape=None, dim=48):
+        super().__init__()
+        self.latent_shape = shape
+        self.latent_dim = math.prod(shape) if shape else dim
+        self.id = "image-latent"
+
+    def decode(self, z, context=None):
+        return z[:, :3 * 4].reshape(-1, 3, 2, 2).sigmoid()
+
+
+def test_flow_config_for_picks_conv_for_image_shaped_latents_and_dense_otherwise():
+    conv = flow_config_for(_Image((3, 32, 32)), context_dim=2, seed=7)
+    assert (conv.kind, conv.shape, conv.levels, conv.dim) == ("conv", (3, 32, 32), 4, 3072)
+    assert (conv.context_dim, conv.seed) == (2, 7)
+    dense = flow_config_for(_Image(), blocks=3, width=16)
+    assert (dense.kind, dense.dim, dense.blocks, dense.width) == ("dense", 48, 3, 16)
+    assert (flow_config_for(_Image()).blocks, flow_config_for(_Image()).width) == dense_size(48)
+    forced = flow_config_for(_Image((3, 4, 4)), kind="dense")
+    assert forced.kind == "dense" and forced.shape == ()
+    with pytest.raises(ValueError, match="declares no latent_shape"):
+        flow_config_for(_Image(), kind="conv")
+
+
+@pytest.mark.parametrize("shape, levels", [((3, 32, 32), 4), ((4, 64, 64), 4), ((2, 4, 4), 1),
+                                           ((3, 5, 5), 0), ((1, 2, 2), 1), ((3, 12, 20), 2)])
+def test_auto_levels_squeeze_while_the_sides_allow(shape, levels):
+    assert auto_levels(shape) == levels
+
+
+def test_dense_manifests_read_and_write_as_before_conv_fields_came():
+    record = FlowRecord(dim=8, blocks=2, width=16)
+    assert set(record.to_dict()) == {"dim", "context_dim", "blocks", "width", "clamp", "seed"}
+    assert set(FlowConfig(dim=8).to_dict()) == set(record.to_dict())
+
+
+def _artifact_on(generator, config, directory):
+    from energyql.sampler import Artifact, StageSampler, manifest_for
+
+    flow = _perturbed(config).eval()
+    sampler = StageSampler(generator, flow, 1, SOURCE).eval()
+    artifact = Artifact(sampler, manifest_for(sampler, source=SOURCE))
+    artifact.save(directory)
+    return artifact
+
+
+def test_a_conv_flow_artifact_saves_and_loads_with_the_same_samples(tmp_path):
+    import energyql as eq
+
+    generator = _Image((3, 4, 4))
+    config = flow_config_for(generator, blocks=2, width=8, seed=3)
+    artifact = _artifact_on(generator, config, tmp_path)
+    written = json.loads((tmp_path / "manifest.json").read_text())["stages"][0]["flow"]
+    assert (written["kind"], written["shape"], written["levels"]) == ("conv", [3, 4, 4], 1)
+    loaded = eq.load(tmp_path, gen=generator)
+    assert isinstance(loaded.sampler.flow.inn, MultiscaleINN)
+    assert loaded.sampler.flow.config == config
+    assert loaded.sampler.latent_shape == (3, 4, 4)
+    assert torch.equal(loaded.sample(5, seed=2), artifact.sample(5, seed=2))
+
+
+def test_a_conv_flow_on_a_generator_of_another_shape_is_refused(tmp_path):
+    import energyql as eq
+
+    _artifact_on(_Image((3, 4, 4)), flow_config_for(_Image((3, 4, 4)), 1, 4), tmp_path)
+    with pytest.raises(ArtifactError, match=r"flow\.shape"):
+        eq.load(tmp_path, gen=_Image((12, 2, 2)))
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"kind": "glow"}, "flow.kind"),
+    ({"shape": [3, 4]}, "flow.shape"),
+    ({"shape": [3, 4, 5]}, "flow.shape"),
+    ({"levels": 3}, "flow.shape"),
+    ({"levels": 99}, "flow.levels"),
+    ({"kind": "dense"}, "flow.shape"),
+])
+def test_a_bad_conv_flow_record_is_refused_naming_the_field(change, match, tmp_path):
+    _artifact_on(_Image((3, 4, 4)), flow_config_for(_Image((3, 4, 4)), 1, 4), tmp_path)
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    data["stages"][0]["flow"].update(change)
+    with pytest.raises(ArtifactError, match=match.replace(".", r"\.")):
+        Manifest.from_dict(data)

@@ -17,7 +17,8 @@ class Generator(nn.Module):
     """Base class of every generator: a standard-normal latent prior and a decoder.
 
     Subclasses set ``latent_dim``, ``id``, ``catalog`` (a catalog name), ``image_size``,
-    ``weights_digest`` and implement :meth:`decode`. The prior is N(0, I) unless
+    ``weights_digest`` (and ``latent_shape`` if the latent is image-shaped) and implement
+    :meth:`decode`. The prior is N(0, I) unless
     :meth:`log_prior` and :meth:`sample_latent` are overridden.
     """
 
@@ -27,6 +28,9 @@ class Generator(nn.Module):
     image_size: int = 0
     weights_digest: str = ""
     context_dim: int = 0  # conditional samplers take a context vector as well
+    # ``(C, H, W)`` when the flat latent is an image (a diffusion model's initial noise), so
+    # that flows over it can be convolutional (energyql.flows.flow_config_for); else None.
+    latent_shape: tuple[int, int, int] | None = None
 
     def sample_latent(self, n: int, *, generator: torch.Generator | None = None,
                       device: torch.device | str | None = None) -> torch.Tensor:

@@ -119,6 +119,7 @@ class DiffusionGenerator(Generator):
         height, width = (shape, shape) if isinstance(shape, int) else tuple(shape)
         self.sample_shape = (int(unet.config.in_channels), int(height), int(width))
         self.latent_dim = self.sample_shape[0] * height * width
+        self.latent_shape = self.sample_shape  # image-shaped: flows over it are convolutional
         self.scaling = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0) if vae else 1.0
         self.image_size = height * (2 ** (len(vae.config.block_out_channels) - 1) if vae else 1)
         self.id, self.catalog, self.weights_digest = id, catalog, weights_digest
