@@ -308,3 +308,21 @@ def test_the_scaling_benchmark_measures_a_tiny_conv_flow():
     row = module.run_case("conv", (2, 4, 4), batch=2, repeats=1)
     assert row["dim"] == 32 and row["parameters"] > 0 and row["ms_per_sample"] > 0
     assert row["saved_mib"] >= 0 and row["process_peak_mib"] > row["before_mib"] > 0
+
+
+def test_a_diffusion_generator_gets_a_conv_flow_that_trains_through_it():
+    diffusers = pytest.importorskip("diffusers")
+    from energyql.generators.diffusion import DiffusionGenerator
+    from tests.generators.diffusion_helpers import tiny_unet
+
+    gen = DiffusionGenerator(tiny_unet(), diffusers.DDIMScheduler(num_train_timesteps=50),
+                             steps=2)
+    assert gen.latent_shape == (3, 8, 8)
+    config = flow_config_for(gen, context_dim=0, seed=2)
+    assert (config.kind, config.shape, config.levels) == ("conv", (3, 8, 8), 2)
+    flow = _perturbed(config)
+    z, logdet = flow(torch.randn(2, gen.latent_dim))
+    images = gen.decode(z)
+    assert images.shape == (2, 3, 8, 8)
+    (images.mean() - logdet.mean()).backward()
+    assert all(p.grad is not None for p in flow.parameters() if p.requires_grad)
