@@ -194,7 +194,7 @@ def _train_step_timing(ctx, generator, energy, *, batch: int, amp: bool, warmup:
                        repeat: int) -> dict:
     """Time the trainer's step (see energyql.trainer.train_stage) with a phase split."""
     from energyql.flows import FlowConfig, LatentFlow
-    from energyql.trainer import _step_generator
+    from energyql.training import _step_generator
 
     ctx.reset_memory()
     flow = LatentFlow(FlowConfig(dim=generator.latent_dim, blocks=8, width=256, seed=1))
@@ -313,7 +313,7 @@ def _energy_split(ctx, clip, *, batch: int, copies: int, size: int, amp: bool, w
 
 def _train_stage_crosscheck(ctx, generator, energy, *, batch: int, amp: bool, steps: int) -> dict:
     """Run the real ``train_stage`` for a few steps: mean seconds per step, finite losses."""
-    from energyql.trainer import TrainConfig, train_stage
+    from energyql.training import TrainConfig, train_stage
 
     ctx.reset_memory()
     config = TrainConfig(steps=steps, batch=batch, lr=1e-4, device=ctx.device, amp=amp,
@@ -557,7 +557,7 @@ def section_shapes(ctx: Context) -> dict:
 
 
 def _train_shapes(ctx: Context, device: str, amp: bool, steps: int):
-    from energyql.trainer import TrainConfig, train
+    from energyql.training import TrainConfig, train_program
     from energyql.workflow import defaults_for
 
     settings = defaults_for("shapes")
@@ -566,7 +566,7 @@ def _train_shapes(ctx: Context, device: str, amp: bool, steps: int):
         settings.update(batch=32)
     config = TrainConfig(device=device, amp=amp, seed=0, **settings)
     start = time.perf_counter()
-    artifact = train(SHAPES_EXPRESSION, "shapes", config, progress=False)
+    artifact = train_program(SHAPES_EXPRESSION, "shapes", config, progress=False)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

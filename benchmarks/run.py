@@ -429,7 +429,7 @@ def print_table(out: dict) -> None:
     if "images_to_target" in out:
         table = Table(title="1. images decoded until the goal holds (defaults, truth-judged)")
         for column in ("program", "goal", "images to target", "budget", "final", "at end",
-                       "met", "train s"):
+                       "met", "max drift (TV)", "ESS/N", "KL̂", "train s"):
             table.add_column(column, justify="right")
         for record in out["images_to_target"].values():
             figure = record["figure"]
@@ -440,7 +440,9 @@ def print_table(out: dict) -> None:
             table.add_row(record["program"], goal, f"{reached:,}" if reached else "never",
                           f"{record['budget']:,}", f"{record['final'][figure]:.4f} at "
                           f"{record['final']['images']:,}", str(record["holds_at_end"]),
-                          str(record["met"]), str(record["train_seconds"]))
+                          str(record["met"]), str(record.get("max_drift")),
+                          str(record.get("ess_fraction")), str(record.get("kl_hat")),
+                          str(record["train_seconds"]))
         console.print(table)
     if "overhead" in out:
         table = Table(title="2. sampling overhead of the flow")

@@ -45,7 +45,7 @@ _LAZY = {
     "load": "energyql.sampler:load",
     "Sampler": "energyql.sampler:Sampler",
     "Artifact": "energyql.sampler:Artifact",
-    "TrainConfig": "energyql.trainer:TrainConfig",
+    "TrainConfig": "energyql.training:TrainConfig",
     "FlowConfig": "energyql.flows:FlowConfig",
     "Manifest": "energyql.manifest:Manifest",
     "ModuleGenerator": "energyql.generators.base:ModuleGenerator",

@@ -39,7 +39,7 @@ def train(program: Any, gen: Any = None, *, out: str | Path | None = None, repor
         samples: samples judged by the report's evaluation.
         grid: noises drawn in the report's grids.
         generator_options: options for the generator's loader (e.g. ``{"truncation": 0.7}``).
-        on_step: called after every training step with a :class:`energyql.trainer.StepInfo`
+        on_step: called after every training step with a :class:`energyql.training.StepInfo`
             (step, images decoded so far, the stage's sampler as trained so far).
         **settings: any :class:`energyql.TrainConfig` field, e.g. ``steps=10``, ``seed=1``,
             ``device="cuda"``, ``threads=1``; applied over ``config`` or the defaults.

@@ -155,7 +155,7 @@ def _pool(target: StageTarget, size: int, rng: torch.Generator, *, batch: int, u
 
 def _fit(target: StageTarget, phi: torch.Tensor, log_weights: torch.Tensor) -> dict[str, Any]:
     fit = fit_lambda(phi, target.moments_target(), log_weights)
-    target.set_lambda(fit.lam)
+    target.constraints().set_lambda(fit.lam)
     return {"ess": round(fit.ess, 1), "samples": fit.samples,
             "max_moment_error": round(fit.max_error, 5)}
 

@@ -29,7 +29,7 @@ from energyql.generators.base import Generator
 from energyql.lang import graph as g
 from energyql.manifest import Manifest
 from energyql.sampler import Artifact, StageSampler, context_grid, set_exact_lambdas
-from energyql.target import StageTarget, effective_sample_size
+from energyql.target import StageTarget, closeness, effective_sample_size
 
 
 def kl_divergence(p: list[float], q: list[float], floor: float = 1e-12) -> float:
@@ -278,21 +278,34 @@ def _mentioned_attributes(program: g.Program) -> set[str]:
     return set(program.attributes)
 
 
-def collateral_drift(sampled: Judged, base: Judged, program, catalog: Catalog) -> dict[str, float]:
+def collateral_drift(sampled: Judged, base: Judged, program, catalog: Catalog, *,
+                     on_truth: bool = False) -> dict[str, Any]:
     """TV distance, per attribute the program does not mention, between the sampler and the
     exact target estimated by importance-weighting base samples with exp(-E) (for predicates
-    at weight 1 that is rejection sampling: the base conditioned on the predicate)."""
+    at weight 1 that is rejection sampling: the base conditioned on the predicate).
+
+    With ``on_truth`` both sides are read from what the generator drew (the weights stay the
+    judged energies': they define the target) and the result also says how many base samples
+    estimated the target and their effective sample size, which bounds its precision.
+    """
     if base.log_weights is None or len(program.stages) != 1:
         return {}
+    ours_side, exact_side = (sampled.truth, base.truth) if on_truth else (sampled, base)
+    if ours_side is None or exact_side is None:
+        return {}
     weights = torch.softmax(base.log_weights.double(), 0)
-    drift = {}
+    mentioned = _mentioned_attributes(program)
+    drift: dict[str, Any] = {}
     for attribute in catalog.attributes:
         name = attribute.name
-        if name in _mentioned_attributes(program) or name not in sampled.labels:
+        if name in mentioned or name not in ours_side.labels or name not in exact_side.labels:
             continue
-        exact = _histogram(base.labels[name], len(attribute.values), weights)
-        ours = _histogram(sampled.labels[name], len(attribute.values))
+        exact = _histogram(exact_side.labels[name], len(attribute.values), weights)
+        ours = _histogram(ours_side.labels[name], len(attribute.values))
         drift[name] = round(total_variation(ours, exact), 4)
+    if on_truth:
+        return {"tv": drift, "base_samples": len(weights),
+                "base_ess": round(effective_sample_size(base.log_weights), 1)}
     return drift
 
 
@@ -354,9 +367,13 @@ def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | N
             result["base"]["truth"] = truth_figures(base_judged, program, catalog, targets)
         if program is not None:
             result["collateral_drift"] = collateral_drift(judged, base_judged, program, catalog)
+            truth_drift = collateral_drift(judged, base_judged, program, catalog, on_truth=True)
+            if truth_drift:
+                result.setdefault("truth", {})["collateral_drift"] = truth_drift
         if judged.log_weights is not None:
             result["ess"][f"stage {sampler.index}"] = round(
                 effective_sample_size(judged.log_weights) / len(judged.log_weights), 4)
+            result["closeness"] = {f"stage {sampler.index}": closeness(judged.log_weights)}
         if sampler.context_params:
             conditional = conditional_figures(sampler, models, seed=seed, device=device)
             result.setdefault("truth", {}).update(conditional.pop("truth", {}))

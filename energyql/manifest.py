@@ -454,6 +454,8 @@ class StageRecord:
     warnings: tuple[str, ...] = ()
     final_loss: float | None = None
     targets: Mapping[str, tuple[float, ...]] | None = None
+    #: ESS/N and KL̂ of the trained flow against the stage's exact target (its own samples).
+    closeness: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # The deferred targets of restore constraints (debias(clip_bias)) are estimated before
@@ -492,12 +494,14 @@ class StageRecord:
         })
         if self.targets is not None:
             record["targets"] = {k: list(v) for k, v in self.targets.items()}
+        if self.closeness is not None:
+            record["closeness"] = dict(self.closeness)
         return record
 
     @classmethod
     def from_reader(cls, r: _Reader) -> StageRecord:
         r.only("index", "source", "flow", "context", "lambda", "lambda_exact", "train", "fits",
-               "warm_start", "warnings", "final_loss", "targets")
+               "warm_start", "warnings", "final_loss", "targets", "closeness")
         context = tuple(ContextRecord.from_reader(_Reader(c, f"{r.where}.context[{i}]", r.origin))
                         for i, c in enumerate(r.items("context", MAX_CONTEXT, [])))
         flow = FlowRecord.from_reader(r.child("flow"))
@@ -522,6 +526,7 @@ class StageRecord:
             warnings=tuple(warnings),
             final_loss=r.number("final_loss", optional=True),
             targets=_lambdas(r, "targets"),
+            closeness=r.plain("closeness"),
         )
 
 

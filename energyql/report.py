@@ -315,10 +315,14 @@ def collateral_drift_notes(metrics: dict, asked: Asked, *, previous: dict | None
             if old is not None and abs(share - old) >= threshold:
                 notes.append(f"{attribute} = {value}: {old:.2f} → {share:.2f} "
                              f"({share - old:+.2f}): the program did not ask for this")
-    for attribute, tv in metrics.get("collateral_drift", {}).items():
+    # Where the world knows what it drew, the drift on ground truth is the one to state.
+    truth_drift = (metrics.get("truth", {}).get("collateral_drift") or {}).get("tv")
+    drift, where = (truth_drift, " on ground truth") if truth_drift else \
+        (metrics.get("collateral_drift", {}), "")
+    for attribute, tv in drift.items():
         if tv is not None and tv >= threshold:
-            notes.append(f"{attribute} drifted {tv:.2f} (total variation) from the exact target's "
-                         f"distribution: the program did not ask for this")
+            notes.append(f"{attribute} drifted {tv:.2f} (total variation{where}) from the exact "
+                         f"target's distribution: the program did not ask for this")
     return notes
 
 
@@ -351,15 +355,49 @@ def headline_rows(metrics: dict) -> list[list[str]]:
         rows.append(["identity distance between noises (the scale to compare with)", "—",
                      _fmt(metrics["identity_between"])])
     for key, value in metrics.get("collateral_drift", {}).items():
-        rows.append([f"collateral drift of {key} (TV to exact target)", "—", _fmt(value)])
+        rows.append([f"collateral drift of {key} (TV to exact target, judged)", "—",
+                     _fmt(value)])
+    truth_drift = metrics.get("truth", {}).get("collateral_drift") or {}
+    for key, value in truth_drift.get("tv", {}).items():
+        rows.append([f"collateral drift of {key} (TV to exact target, ground truth; "
+                     f"{truth_drift.get('base_samples')} base samples, ESS "
+                     f"{truth_drift.get('base_ess')})", "—", _fmt(value)])
     if "frechet" in metrics:
         frechet = metrics["frechet"]
         rows.append([f"Fréchet distance to the exact target ({frechet['samples']} samples, "
                      "world judge's features; lower: closer, 0 is the target)",
                      _fmt(frechet["base_frechet"]), _fmt(frechet["frechet"])])
-    for key, value in metrics.get("ess", {}).items():
-        rows.append([f"ESS fraction towards the exact target ({key})", "—", _fmt(value)])
+    for key, value in metrics.get("closeness", {}).items():
+        rows.append([f"ESS/N towards the exact target ({key}; 1: the flow is the target)", "—",
+                     _fmt(value.get("ess_fraction"))])
+        rows.append([f"KL̂ to the exact target ({key}; 0: the flow is the target)", "—",
+                     _fmt(value.get("kl"))])
+    if "closeness" not in metrics:  # metrics written before closeness was measured
+        for key, value in metrics.get("ess", {}).items():
+            rows.append([f"ESS fraction towards the exact target ({key})", "—", _fmt(value)])
     return rows
+
+
+# Below this ESS/N the report says that the samples differ from the exact target.
+LOW_ESS_FRACTION = 0.1
+
+
+def closeness_notes(manifest: Manifest, metrics: dict) -> list[str]:
+    """Sentences on how the flow's samples relate to the exact target: a tempered target
+    (trained so on purpose) and a low ESS/N (the samples differ from the target)."""
+    notes = []
+    for stage in manifest.stages:
+        temper = (stage.train.settings.get("temper") if stage.train is not None else None)
+        if isinstance(temper, (int, float)) and temper != 1:
+            notes.append(f"stage {stage.index} was trained towards a tempered target "
+                         f"(pointwise energies × {temper:g}, asked for with --temper), not its "
+                         "exact target: its figures measure the tempered flow")
+    for key, value in metrics.get("closeness", {}).items():
+        ess = value.get("ess_fraction")
+        if isinstance(ess, (int, float)) and ess < LOW_ESS_FRACTION:
+            notes.append(f"{key}: ESS/N is {ess:.3f} (KL̂ {value.get('kl')}): samples differ "
+                         "from the exact target; `--sampler flow+sir` corrects them")
+    return notes
 
 
 # Where judged and true shares part by more than this, the report says so.
@@ -479,6 +517,7 @@ def report_blocks(directory: Path, manifest: Manifest, metrics: dict, *,
                               "below are what was measured before it"))
     blocks.append(Heading(2, "Headline figures"))
     blocks.append(Table(headline_rows(metrics)))
+    blocks += [Warning(note) for note in closeness_notes(manifest, metrics)]
     stage_records = manifest.stages
     context = stage_records[-1].context if stage_records else ()
     if metrics.get("pose_error") or context:

@@ -8,12 +8,13 @@ sample size of importance weights.
 
 from __future__ import annotations
 
-from typing import Any, cast
+import math
+from typing import Any
 
 import torch
 
 from energyql.energies.base import Features
-from energyql.energies.constraint import ConstraintEnergy
+from energyql.energies.constraint import ConstraintList
 from energyql.energies.lower import StageEnergy
 from energyql.errors import SamplerError
 from energyql.flows import LatentFlow, standard_normal_log_prob
@@ -124,50 +125,57 @@ class StageTarget:
         """Return E(G(u)) with the current λ (differentiable in ``u``)."""
         return self.total(*self.measure(self.base.decode(u), rng))
 
-    # --- λ, packed over the stage's constraints ----------------------------------------------
+    # --- λ, packed over the stage's constraints (owned by its ConstraintList) ----------------
 
-    def constraints(self) -> list[ConstraintEnergy]:
+    def constraints(self) -> ConstraintList:
         """Return the stage's constraint terms, in order (the order λ is packed in)."""
-        return list(self._energy().constraints)
-
-    @property
-    def constraint_sizes(self) -> list[int]:
-        return [c.target.numel() for c in self.constraints()]
-
-    def split(self, packed: torch.Tensor) -> list[torch.Tensor]:
-        """Return a packed vector's part for each constraint, in order."""
-        return list(packed.split(self.constraint_sizes))
-
-    def _packed(self, name: str) -> torch.Tensor:
-        return torch.cat([cast(torch.Tensor, getattr(c, name)).detach().cpu()
-                          for c in self.constraints()])
+        return self._energy().constraints
 
     def lam(self) -> torch.Tensor:
-        """Return every constraint's λ, concatenated (CPU)."""
-        return self._packed("lam")
-
-    def offset(self) -> torch.Tensor:
-        """Return every constraint's offset (λ minus its exact fit), concatenated (CPU)."""
-        return self._packed("offset")
-
-    def shift(self) -> torch.Tensor:
-        """Return the part of every offset that tempering adds, concatenated (CPU)."""
-        return self._packed("shift")
+        """Return every constraint's λ as trained, concatenated (CPU)."""
+        return self.constraints().packed("lam")
 
     def moments_target(self) -> torch.Tensor:
         """Return every constraint's target moments, concatenated (CPU)."""
-        return self._packed("target")
+        return self.constraints().packed("target")
 
-    def set_lambda(self, lam: torch.Tensor, offset: torch.Tensor | None = None,
-                   shift: torch.Tensor | None = None) -> None:
-        """Give each constraint its part of a packed λ (and of a packed offset and shift)."""
-        constraints = self.constraints()
-        for name, packed in (("lam", lam), ("offset", offset), ("shift", shift)):
-            if packed is None:
-                continue
-            for constraint, part in zip(constraints, self.split(packed)):
-                buffer = getattr(constraint, name)
-                buffer.copy_(part.to(buffer.device))
+    # --- how close the flow is to this target ------------------------------------------------
+
+    def log_weights(self, n: int, rng: torch.Generator, *, batch: int = 256,
+                    exact: bool = True) -> torch.Tensor:
+        """Return ``log p̃(u) - log q(u)`` of ``n`` flow proposals (CPU, float64).
+
+        ``p̃ = p0·exp(-E)`` with the exact λ (``exact``) or λ as trained; the flow must exist.
+        """
+        if self.flow is None:
+            raise SamplerError("closeness to the target needs the stage's flow",
+                               hint="pass an Artifact trained with `energyql run`")
+        constraints = self.constraints() if self._energy().has_constraints else None
+        lam = (constraints.exact() if exact else constraints.packed("lam")) \
+            if constraints is not None else None
+        out = []
+        with torch.no_grad():
+            for start in range(0, n, batch):
+                u, log_ratio = self.propose(min(batch, n - start), rng)
+                pointwise, phi = self.measure(self.base.decode(u), rng)
+                energy = pointwise if phi is None or lam is None \
+                    else pointwise - phi @ lam.to(phi.device)
+                out.append((log_ratio - energy).double().cpu())
+        return torch.cat(out)
 
 
-__all__ = ["StageTarget", "effective_sample_size"]
+def closeness(log_weights: torch.Tensor) -> dict[str, float]:
+    """Return how close a flow is to its target from exact log-weights on its own samples.
+
+    ``ess_fraction`` is Kish's ESS over N; ``kl`` is ``log mean w - mean log w``, an estimate
+    of KL(q ‖ p) that is 0 exactly when the flow is the target (and a lower bound to it, since
+    the normaliser is itself estimated from the same samples).
+    """
+    log_w = log_weights.double()
+    n = len(log_w)
+    log_mean_w = float(torch.logsumexp(log_w, 0)) - math.log(n)
+    return {"ess_fraction": round(effective_sample_size(log_w) / n, 4),
+            "kl": round(log_mean_w - float(log_w.mean()), 4), "samples": n}
+
+
+__all__ = ["StageTarget", "closeness", "effective_sample_size"]

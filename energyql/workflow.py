@@ -13,7 +13,7 @@ from typing import Any
 from energyql.errors import EnergyQLError, EvaluationError, UsageError, check_choice
 from energyql.generators.registry import DEFAULT_GENERATOR
 from energyql.io import write_json
-from energyql.manifest import Manifest
+from energyql.manifest import MAX_BLOCKS, MAX_WIDTH, Manifest
 from energyql.options import MAX_BATCH, MAX_SAMPLES, MAX_STEPS, MAX_THREADS
 
 
@@ -57,27 +57,20 @@ class RunResult:
 
 
 def metrics_table(metrics: dict):
-    """Return a rich table of the headline figures (controlled vs base where known)."""
+    """Return a rich table of the headline figures (the report's rows, controlled vs base),
+    then each attribute's distribution."""
     from rich.table import Table
+    from rich.text import Text
 
-    base = metrics.get("base", {})
+    from energyql.report import headline_rows
+
+    header, *rows = headline_rows(metrics)  # user text in them is shown as is, not as markup
     table = Table(title=f"evaluation on {metrics.get('samples')} samples")
-    table.add_column("figure")
-    table.add_column("base", justify="right")
-    table.add_column("value", justify="right")
-    for key, value in metrics.get("kl_to_target", {}).items():
-        table.add_row(f"KL to target: {key}", str(base.get("kl_to_target", {}).get(key, "")),
-                      str(value))
-    for key, value in metrics.get("predicate_share", {}).items():
-        table.add_row(f"share: {key}", str(base.get("predicate_share", {}).get(key, "")),
-                      str(value))
-    for key, value in metrics.get("collateral_drift", {}).items():
-        table.add_row(f"collateral drift (TV): {key}", "", str(value))
-    if "frechet" in metrics:
-        table.add_row("Fréchet distance to the exact target (world features)",
-                      str(metrics["frechet"]["base_frechet"]), str(metrics["frechet"]["frechet"]))
-    for key, value in metrics.get("ess", {}).items():
-        table.add_row(f"ESS fraction: {key}", "", str(value))
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    base = metrics.get("base", {})
     for attribute, shares in metrics.get("attributes", {}).items():
         base_shares = base.get("attributes", {}).get(attribute, {})
         table.add_row(attribute,
@@ -95,7 +88,7 @@ def train_config(gen, config=None, **settings):
     """
     from dataclasses import fields
 
-    from energyql.trainer import TrainConfig
+    from energyql.training import TrainConfig
 
     kinds = {f.name: f.type for f in fields(TrainConfig)}
     for name, value in settings.items():
@@ -108,6 +101,7 @@ def train_config(gen, config=None, **settings):
 
 # Settings that must be whole numbers of at least this much (the rest are checked by kind).
 _AT_LEAST = {"steps": 1, "batch": 1, "blocks": 1, "width": 1, "clip_copies": 1,
+             "closeness_samples": 0,
              "moment_samples": 1, "refit_every": 0, "refit_samples": 1, "warm_start_samples": 0,
              "warm_start_steps": 0, "checkpoint_every": 1, "max_bad_steps": 1, "seed": 0,
              "threads": 1}
@@ -115,10 +109,16 @@ _AT_LEAST = {"steps": 1, "batch": 1, "blocks": 1, "width": 1, "clip_copies": 1,
 _AT_MOST = {"steps": MAX_STEPS, "batch": MAX_BATCH, "moment_samples": MAX_SAMPLES,
             "refit_samples": MAX_SAMPLES, "warm_start_samples": MAX_SAMPLES,
             "warm_start_steps": MAX_STEPS, "clip_copies": 1024, "threads": MAX_THREADS,
-            "seed": 2**63 - 1}
-_POSITIVE = ("lr", "grad_clip")
-_NON_NEGATIVE = ("final_lr_fraction", "weight_decay", "forward_weight", "value_weight",
+            "seed": 2**63 - 1, "blocks": MAX_BLOCKS, "width": MAX_WIDTH,
+            "closeness_samples": MAX_SAMPLES}
+# Settings whose None means "chosen for you" (threads: the idle cores; the flow's size: sized
+# to the generator's latent).
+_MAY_BE_NONE = ("threads", "blocks", "width")
+_POSITIVE = ("lr", "grad_clip", "temper")
+_NON_NEGATIVE = ("final_lr_fraction", "weight_decay", "forward_weight", "chain_weight",
                  "feedback_gain")
+# Shares: numbers from 0 to at most this much.
+_SHARES = {"score_share": 1.0, "defensive": 0.9}
 
 
 def _check_setting(name: str, value) -> None:
@@ -130,7 +130,7 @@ def _check_setting(name: str, value) -> None:
                          hint="energyql.TrainConfig lists every setting with its default")
 
     if name in _AT_LEAST:
-        if value is None and name == "threads":
+        if value is None and name in _MAY_BE_NONE:
             return
         if isinstance(value, bool) or not isinstance(value, int):
             refuse(f"must be a whole number of at least {_AT_LEAST[name]}")
@@ -138,6 +138,10 @@ def _check_setting(name: str, value) -> None:
             refuse(f"must be at least {_AT_LEAST[name]}")
         if name in _AT_MOST and value > _AT_MOST[name]:
             refuse(f"must be at most {_AT_MOST[name]:,}")
+    elif name in _SHARES:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or not 0 <= value <= _SHARES[name]:
+            refuse(f"must be a number from 0 to {_SHARES[name]:g}")
     elif name in _POSITIVE or name in _NON_NEGATIVE:
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
                 or not math.isfinite(value):
@@ -166,16 +170,15 @@ def run_and_report(program, *, gen=DEFAULT_GENERATOR, out: str | Path | None = N
     from energyql.distributed import device_for
     from energyql.evaluation import evaluate
     from energyql.progress import Progress
-    from energyql.trainer import train
+    from energyql.training import train_program
 
     group = current_group()
     prog = progress if isinstance(progress, Progress) else \
         Progress(enabled=bool(progress) and group.is_main)
     config = replace(config, device=device_for(config.device, group))
     out = Path(out) if out is not None else None
-    artifact = train(program, gen, config, out=out, resume=resume, start=start, progress=prog,
-                     on_step=on_step,
-                     **(generator_options or {}))
+    artifact = train_program(program, gen, config, out=out, resume=resume, start=start,
+                             progress=prog, on_step=on_step, **(generator_options or {}))
     if not report or out is None:
         return RunResult(out, {}, artifact.manifest, artifact)
     sampler = artifact.sampler.eval()

@@ -15,7 +15,7 @@ from energyql.distributed import current, shutdown  # noqa: E402
 from energyql.energies.constraint import ConstraintEnergy  # noqa: E402
 from energyql.energies.lower import StageEnergy  # noqa: E402
 from energyql.evaluation import evaluate  # noqa: E402
-from energyql.trainer import TrainConfig, train_stage  # noqa: E402
+from energyql.training import TrainConfig, train_stage  # noqa: E402
 from tests.toys import PointGenerator, QuadraticEnergy, SideAttribute, TinyImageGenerator  # noqa: E402
 
 

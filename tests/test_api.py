@@ -24,7 +24,7 @@ def test_the_config_types_sampler_and_train_are_exported():
     from energyql.api import train
     from energyql.flows import FlowConfig
     from energyql.sampler import Sampler
-    from energyql.trainer import TrainConfig
+    from energyql.training import TrainConfig
 
     assert eq.train is train and eq.Sampler is Sampler
     assert eq.TrainConfig is TrainConfig and eq.FlowConfig is FlowConfig
@@ -73,8 +73,9 @@ def test_train_on_shapes_trains_the_steps_asked_with_the_worlds_defaults(tmp_pat
     art = eq.train("color == red", gen="shapes", out=tmp_path, steps=10, progress=False, **TINY)
     settings = art.manifest.stages[0].train.settings
     assert settings["steps"] == 10 and art.manifest.stages[0].train.steps == 10
-    # not given, so the shapes world's own: the value term and the start's pool
-    assert settings["value_weight"] == defaults_for("shapes")["value_weight"] == 3.0
+    # not given, so the shapes world's own: the chains' weight and the start's pool
+    assert settings["chain_weight"] == defaults_for("shapes")["chain_weight"] == 3.0
+    assert settings["temper"] == 1.0  # the exact target
     assert art.manifest.stages[0].train.images == 10 * 8  # no λ to fit, the start is off
     steps = [r for r in read_log(tmp_path) if r["event"] == "step"]
     assert [r["step"] for r in steps] == list(range(1, 11))
@@ -219,7 +220,7 @@ def test_context_on_an_unconditional_sampler_is_refused(two_stage_points):
 
 def test_a_resumed_run_continues_its_log_and_a_fresh_run_starts_a_new_one(tmp_path,
                                                                            monkeypatch):
-    import energyql.trainer as trainer
+    import energyql.training.loop as trainer
 
     register_tiny()
     settings = dict(TINY, steps=4, checkpoint_every=2, moment_samples=32)

@@ -4,7 +4,7 @@ import torch
 
 from energyql.energies.constraint import ConstraintEnergy
 from energyql.energies.lower import StageEnergy
-from energyql.trainer import TrainConfig, train_stage
+from energyql.training import TrainConfig, train_stage
 from tests.toys import PointGenerator, QuadraticEnergy, SideAttribute
 
 

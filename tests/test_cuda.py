@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import energyql as eq
-from energyql.trainer import TrainConfig, train_stage
+from energyql.training import TrainConfig, train_stage
 from tests.toys import PointGenerator, QuadraticEnergy, register_tiny, stage
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

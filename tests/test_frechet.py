@@ -150,7 +150,7 @@ def test_a_file_that_is_not_inception_weights_is_refused(tmp_path):
 def red_artifact():
     """A briefly trained shapes sampler for 'color == red' (a third of the base is red)."""
     import energyql
-    from energyql.trainer import TrainConfig
+    from energyql.training import TrainConfig
 
     config = TrainConfig(steps=30, batch=64, blocks=2, width=32, lr=5e-3)
     return energyql.train("color == red", gen="shapes", config=config, progress=False)

@@ -26,7 +26,7 @@ from energyql.errors import ArtifactError, CheckpointError, UnknownGeneratorErro
 from energyql.io import read_safetensors, staged
 from energyql.manifest import Manifest
 from energyql.outdir import LOCK, claim
-from energyql.trainer import TrainConfig, train_stage
+from energyql.training import TrainConfig, train_stage
 from tests.toys import PointGenerator, QuadraticEnergy, register_tiny, stage
 
 CONFIG = TrainConfig(steps=4, batch=8, blocks=2, width=16, moment_samples=256, refit_every=0,

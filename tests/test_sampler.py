@@ -7,7 +7,7 @@ import torch
 
 import energyql as eq
 from energyql.sampler import StageSampler
-from energyql.trainer import TrainConfig
+from energyql.training import TrainConfig
 from tests.toys import TinyImageGenerator, register_tiny
 
 CONFIG = TrainConfig(steps=4, batch=8, blocks=2, width=16, moment_samples=256, refit_every=0)

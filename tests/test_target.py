@@ -70,15 +70,23 @@ def test_measure_gives_the_pointwise_energy_and_the_constraints_features():
 def test_lambda_is_packed_and_unpacked_in_constraint_order():
     energy = _energy()
     target = StageTarget(PointGenerator(), energy)
-    target.set_lambda(torch.tensor([1.0, 2.0, 3.0, 4.0]),
-                      offset=torch.tensor([0.5, 0.0, 0.0, -0.5]))
+    constraints = target.constraints()
+    constraints.set_lambda(torch.tensor([1.0, 2.0, 3.0, 4.0]),
+                           offset=torch.tensor([0.5, 0.0, 0.0, -0.5]))
     assert energy.constraints[0].lam.tolist() == [1.0, 2.0]
     assert energy.constraints[1].lam.tolist() == [3.0, 4.0]
     assert energy.constraints[1].offset.tolist() == [0.0, -0.5]
     assert target.lam().tolist() == [1.0, 2.0, 3.0, 4.0]
-    assert target.offset().tolist() == [0.5, 0.0, 0.0, -0.5]
+    assert constraints.packed("offset").tolist() == [0.5, 0.0, 0.0, -0.5]
+    assert constraints.exact().tolist() == [0.5, 2.0, 3.0, 4.5]
     assert target.moments_target().tolist() == pytest.approx([0.5, 0.5, 0.2, 0.8])
-    assert [p.tolist() for p in target.split(torch.arange(4.0))] == [[0.0, 1.0], [2.0, 3.0]]
+    assert [p.tolist() for p in constraints.split(torch.arange(4.0))] == [[0.0, 1.0], [2.0, 3.0]]
+    # Every view goes through a checkpoint's state and back.
+    state = {k: v.clone() for k, v in constraints.state().items()}
+    constraints.set_lambda(torch.zeros(4), torch.zeros(4), torch.zeros(4))
+    constraints.load_state(state)
+    assert target.lam().tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert constraints.exact().tolist() == [0.5, 2.0, 3.0, 4.5]
     # The total energy subtracts λ·φ from the pointwise part.
     x = torch.tensor([[0.5, 0.0]])
     pointwise, phi = target.measure(x, None)

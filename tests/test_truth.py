@@ -5,7 +5,7 @@ import torch
 
 import energyql as eq
 from energyql.evaluation import Judged, evaluate, truth_figures
-from energyql.trainer import TrainConfig
+from energyql.training import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,14 @@ def shapes_metrics(tmp_path_factory):
 def test_eval_reports_the_truth_beside_the_judge(shapes_metrics):
     truth = shapes_metrics["truth"]
     assert set(truth) == {"attributes", "joint", "kl_to_target", "tv_to_target", "predicate_share",
-                          "judge_agreement"}
+                          "judge_agreement", "collateral_drift"}
+    # size is the one attribute the program leaves free: its drift from the exact target,
+    # read from what was drawn, with the base pool that estimated the target
+    drift = truth["collateral_drift"]
+    assert set(drift["tv"]) == {"size"} and 0 <= drift["tv"]["size"] <= 1
+    assert drift["base_samples"] == 600 and 1 <= drift["base_ess"] <= 600
+    closeness = shapes_metrics["closeness"]["stage 1"]
+    assert 0 < closeness["ess_fraction"] <= 1 and closeness["kl"] >= 0
     # every pair of catalog attributes, keyed like the judged joint
     assert set(truth["joint"]) == {"color x size", "shape x color", "shape x size"}
     assert set(truth["predicate_share"]) == set(shapes_metrics["predicate_share"])

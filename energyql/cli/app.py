@@ -172,9 +172,20 @@ WarmStartOption = Annotated[Optional[int], typer.Option(
 ForwardWeightOption = Annotated[Optional[float], typer.Option(
     help="Weight of the self-normalised forward-KL term (0: reverse KL only).",
     callback=in_range(0))]
-ValueWeightOption = Annotated[Optional[float], typer.Option(
-    help="Weight s of the value term (learns from energy values; the flow trains towards "
-         "p0·exp(-(1+s)·E); 0: off).", callback=in_range(0))]
+ScoreShareOption = Annotated[Optional[float], typer.Option(
+    help="Share (0 to 1) of the score-function estimator in the gradient of classifier terms "
+         "(learns from energy values where their slope vanishes; the target is unchanged).",
+    callback=in_range(0, 1))]
+ChainWeightOption = Annotated[Optional[float], typer.Option(
+    help="Weight of the score-climbing term: persistent chains of exact Metropolis-Hastings "
+         "steps pull the flow towards every part of the target they found (0: off).",
+    callback=in_range(0))]
+DefensiveOption = Annotated[Optional[float], typer.Option(
+    help="Share of each batch drawn from the base for the forward-KL term (0 to 0.9).",
+    callback=in_range(0, 0.9))]
+TemperOption = Annotated[Optional[float], typer.Option(
+    help="Train towards p0·exp(-S·E_pointwise) instead of the exact target (S=1); recorded "
+         "in the manifest and named in the report.", callback=in_range(0, 100, low_open=True))]
 DeviceOption = Annotated[str, typer.Option(
     help="cpu, cuda, cuda:N or mps (present on this machine).", callback=check_device)]
 ArtifactOutOption = Annotated[Optional[Path], typer.Option(

@@ -13,17 +13,20 @@ import typer
 from energyql.cli.app import (
     ArtifactOutOption,
     BatchOption,
+    ChainWeightOption,
     ClipOption,
+    DefensiveOption,
     DeviceOption,
     FaceAttributesOption,
     ForwardWeightOption,
     LearningRateOption,
     ReportSamplesOption,
+    ScoreShareOption,
     SeedOption,
     StepsOption,
+    TemperOption,
     ThreadsOption,
     TruncationOption,
-    ValueWeightOption,
     WarmStartOption,
     app,
     environment,
@@ -100,7 +103,10 @@ def run(
     lr: LearningRateOption = None,
     warm_start: WarmStartOption = None,
     forward_weight: ForwardWeightOption = None,
-    value_weight: ValueWeightOption = None,
+    defensive: DefensiveOption = None,
+    score_share: ScoreShareOption = None,
+    chain_weight: ChainWeightOption = None,
+    temper: TemperOption = None,
     seed: SeedOption = 0,
     device: DeviceOption = "cpu",
     amp: Annotated[bool, typer.Option(
@@ -144,7 +150,8 @@ def run(
     folder = out or default_out(expression)
     new_folder(folder)
     given = dict(steps=steps, batch=batch, lr=lr, warm_start_samples=warm_start,
-                 forward_weight=forward_weight, value_weight=value_weight,
+                 forward_weight=forward_weight, defensive=defensive,
+                 score_share=score_share, chain_weight=chain_weight, temper=temper,
                  threads=threads or idle_threads())
     settings: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     from energyql.outdir import claim

@@ -42,9 +42,13 @@ class EnergyTerm(nn.Module):
     """A term of a stage's energy; ``forward(features) -> (B,)``.
 
     ``text`` is the term's canonical source, used in progress bars, logs and errors.
+    ``flat`` says that the term judges images by class (a classifier's probabilities): its
+    gradient through the generator is nearly zero inside a class, so training learns it from
+    energy values (the score-function estimator) rather than from its slope.
     """
 
     text: str = ""
+    flat: bool = False
 
     def forward(self, features: Features) -> torch.Tensor:
         raise NotImplementedError

@@ -16,6 +16,10 @@ class SumEnergy(EnergyTerm):
         self.terms = nn.ModuleList(terms)
         self.text = text
 
+    @property
+    def flat(self) -> bool:  # type: ignore[override]
+        return all(t.flat for t in self.terms)
+
     def forward(self, features: Features) -> torch.Tensor:
         return torch.stack([t(features) for t in self.terms]).sum(0)
 
@@ -27,6 +31,10 @@ class SoftOrEnergy(EnergyTerm):
         super().__init__()
         self.terms = nn.ModuleList(terms)
         self.text = text
+
+    @property
+    def flat(self) -> bool:  # type: ignore[override]
+        return all(t.flat for t in self.terms)
 
     def forward(self, features: Features) -> torch.Tensor:
         return -torch.logsumexp(-torch.stack([t(features) for t in self.terms]), dim=0)
@@ -40,6 +48,10 @@ class ScaledEnergy(EnergyTerm):
         self.weight = weight
         self.term = term
         self.text = text
+
+    @property
+    def flat(self) -> bool:  # type: ignore[override]
+        return self.term.flat
 
     def forward(self, features: Features) -> torch.Tensor:
         return self.weight * self.term(features)

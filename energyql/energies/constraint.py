@@ -42,6 +42,8 @@ def joint_probabilities(log_probs: dict[str, torch.Tensor], attrs: tuple[str, ..
 class ConstraintEnergy(EnergyTerm):
     """``-λ·φ(x)`` for one constraint; λ lives in a buffer and is refitted during training."""
 
+    flat = True  # φ is a classifier's probabilities
+
     target: torch.Tensor
     lam: torch.Tensor
     offset: torch.Tensor
@@ -62,10 +64,10 @@ class ConstraintEnergy(EnergyTerm):
             target = (float("nan"),) * int(size or 0)
         self.register_buffer("target", torch.tensor(target, dtype=torch.float32))
         self.register_buffer("lam", torch.zeros(len(target)))
-        # λ minus the exact fit: the flow's feedback correction plus ``shift`` (trainer.py).
+        # λ minus the exact fit: the flow's feedback correction plus ``shift`` (training/fit.py).
         self.register_buffer("offset", torch.zeros(len(target)))
-        # The part of the offset that the value term's tempering adds: λ fitted for the
-        # tempered target minus the exact fit (0 without the value term).
+        # The part of the offset that a tempered target (--temper) adds: λ fitted for the
+        # tempered target minus the exact fit (0 for the exact target).
         self.register_buffer("shift", torch.zeros(len(target)))
 
     def phi(self, features: Features) -> torch.Tensor:
@@ -76,10 +78,59 @@ class ConstraintEnergy(EnergyTerm):
 
 
 class ConstraintList(nn.ModuleList):
-    """The constraint terms of a stage: a ModuleList whose items are typed as such."""
+    """The constraint terms of a stage, and the owner of their λ.
+
+    λ is kept packed in the order of the terms: ``packed("lam")`` concatenates every term's
+    λ, :meth:`set_lambda` gives each its part. Three views exist: ``lam`` (what the flow
+    trains with: the exact fit plus ``offset``), :meth:`exact` (``lam - offset``: the fit
+    for the stage's exact target, what evaluation and corrected samplers aim at) and
+    ``shift`` (the part of ``offset`` that a tempered target adds). :meth:`state` and
+    :meth:`load_state` carry all three through checkpoints.
+    """
+
+    VIEWS = ("lam", "offset", "shift")
 
     def __iter__(self) -> Iterator[ConstraintEnergy]:
         return (cast(ConstraintEnergy, term) for term in super().__iter__())
+
+    @property
+    def sizes(self) -> list[int]:
+        return [c.target.numel() for c in self]
+
+    def split(self, packed: torch.Tensor) -> list[torch.Tensor]:
+        """Return a packed vector's part for each constraint, in order."""
+        return list(packed.split(self.sizes))
+
+    def packed(self, name: str) -> torch.Tensor:
+        """Return every constraint's buffer ``name`` (lam, offset, shift, target), on the CPU."""
+        if not len(self):
+            return torch.zeros(0)
+        return torch.cat([cast(torch.Tensor, getattr(c, name)).detach().cpu() for c in self])
+
+    def exact(self) -> torch.Tensor:
+        """Return the exact fit, ``lam - offset``, packed."""
+        return self.packed("lam") - self.packed("offset")
+
+    def set_lambda(self, lam: torch.Tensor, offset: torch.Tensor | None = None,
+                   shift: torch.Tensor | None = None) -> None:
+        """Give each constraint its part of a packed λ (and of a packed offset and shift)."""
+        for name, packed in zip(self.VIEWS, (lam, offset, shift)):
+            if packed is None:
+                continue
+            for constraint, part in zip(self, self.split(packed)):
+                buffer = getattr(constraint, name)
+                buffer.copy_(part.to(buffer.device))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Return every view of every constraint's λ by checkpoint key (``lam.0``, ...)."""
+        return {f"{name}.{i}": getattr(c, name) for name in self.VIEWS
+                for i, c in enumerate(self)}
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state` returned."""
+        for name in self.VIEWS:
+            for i, constraint in enumerate(self):
+                getattr(constraint, name).copy_(tensors[f"{name}.{i}"])
 
 
 def root_generator(base: Any) -> Any:

@@ -45,6 +45,8 @@ def or_log_prob(parts: list[LogProb]) -> LogProb:
 class PredicateEnergy(EnergyTerm):
     """``-log p(x)`` for a probability-valued expression (see the module docstring)."""
 
+    flat = True
+
     def __init__(self, log_prob: LogProb, text: str):
         super().__init__()
         self.log_prob = log_prob

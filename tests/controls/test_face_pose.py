@@ -200,7 +200,7 @@ def tiny_faces(tmp_path_factory):
 def test_conditional_run_on_a_tiny_face_generator_trains_saves_and_samples(tiny_faces, tmp_path,
                                                                           monkeypatch):
     from energyql.cli import app
-    from energyql.trainer import TrainConfig, train
+    from energyql.training import TrainConfig, train_program
 
     generator, facenet = tiny_faces
     monkeypatch.setenv("ENERGYQL_CACHE", str(tmp_path / "cache"))
@@ -210,14 +210,16 @@ def test_conditional_run_on_a_tiny_face_generator_trains_saves_and_samples(tiny_
     out = tmp_path / "art"
     config = TrainConfig(steps=4, batch=2, lr=1e-3, blocks=2, width=32, threads=1,
                          checkpoint_every=2)
-    artifact = train("pose(yaw in -20..20) & keep(identity)", gen, config, out=out, progress=False)
+    artifact = train_program("pose(yaw in -20..20) & keep(identity)", gen, config, out=out,
+                             progress=False)
     manifest = json.loads((out / "manifest.json").read_text())
     record = manifest["stages"][0]
     assert record["context"] == [{"control": "pose", "name": "yaw", "low": -20.0, "high": 20.0}]
     assert math.isfinite(record["final_loss"]) and record["train"]["skipped_steps"] == 0
     # The same seed without steps gives the untrained flow: training moved it.
-    untrained = train("pose(yaw in -20..20) & keep(identity)", gen, replace(config, steps=0),
-                      progress=False).sampler.stages[0].flow.state_dict()
+    untrained = train_program("pose(yaw in -20..20) & keep(identity)", gen,
+                              replace(config, steps=0),
+                              progress=False).sampler.stages[0].flow.state_dict()
     trained = artifact.sampler.stages[0].flow.state_dict()
     assert any(not torch.equal(trained[k], untrained[k]) for k in trained)
 

@@ -46,9 +46,9 @@ def test_fairface_is_the_default_judge_where_its_weights_are_present(tiny_clip_e
         warnings.simplefilter("error")  # no notice when FairFace is there
         model = load_attribute_model(FACES)
     assert isinstance(model, FaceAttributes) and model.notices == ()
-    from energyql.trainer import _controls_record
+    from energyql.training import controls_record
 
-    record = _controls_record(ControlModels(FACES, attributes=model))
+    record = controls_record(ControlModels(FACES, attributes=model))
     assert record["face_attributes"] == "fairface" and "notices" not in record
 
 
@@ -60,9 +60,9 @@ def test_without_fairface_clip_judges_with_a_notice_that_reaches_the_models(tiny
     (notice,) = models.notices
     assert "CLIP zero-shot" in notice and "res34_fair_align_multi_7_20190809.pt" in notice
     assert "\n" not in notice  # one line
-    from energyql.trainer import _controls_record
+    from energyql.training import controls_record
 
-    record = _controls_record(models)  # what the manifest's controls record says
+    record = controls_record(models)  # what the manifest's controls record says
     assert record["face_attributes"] == "clip" and record["notices"] == [notice]
 
 

@@ -32,11 +32,13 @@ def test_predicates_select_red_circles_and_keep_size_as_in_the_base(tmp_path):
     assert metrics["base"]["predicate_share"]["all"] < 0.5
     assert metrics["predicate_share"]["all"] >= 0.9
     assert metrics["truth"]["predicate_share"]["all"] >= 0.9
-    # The value term narrows size (measured TV 0.155 to the exact target; 0.011 before it, see
-    # docs/training.md "What the value term costs"): bounded here so that it cannot grow.
-    assert metrics["collateral_drift"]["size"] <= 0.2
+    # Size is left free: its drift from the exact target, on ground truth (measured 0.06 at
+    # the defaults, docs/training.md), bounded here so that it cannot grow unnoticed.
+    assert metrics["truth"]["collateral_drift"]["tv"]["size"] <= 0.12
+    assert metrics["closeness"]["stage 1"]["ess_fraction"] >= 0.1
     train = json.loads((out / "manifest.json").read_text())["stages"][0]["train"]
-    assert train["value_weight"] == 3.0 and train["images"] <= 40_000  # the defaults' budget
+    assert train["temper"] == 1.0 and train["chain_weight"] == 3.0  # the exact target's estimator
+    assert train["images"] <= 48_000  # the defaults' budget (pool 8,192 + 600 x 64 + refits)
 
 
 def test_uniform_over_a_joint_flattens_it(tmp_path):
@@ -67,7 +69,7 @@ def test_a_clip_prompt_finds_a_rare_combination_and_debias_evens_its_size(tmp_pa
     assert metrics["joint"]["shape x color"]["triangle,blue"] >= 0.85
     assert metrics["kl_to_target"]["size"] <= 0.02
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["stages"][0]["train"]["value_weight"] == 3.0  # the shapes default
+    assert manifest["stages"][0]["train"]["chain_weight"] == 3.0  # the shapes default
 
 
 def test_kill_9_then_resume_finishes_like_an_uninterrupted_run(tmp_path):

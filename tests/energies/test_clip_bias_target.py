@@ -23,7 +23,7 @@ from energyql.errors import TrainingError
 from energyql.flows import FlowConfig, LatentFlow
 from energyql.manifest import FitRecord, FlowRecord, Manifest, StageRecord
 from energyql.sampler import StageSampler
-from energyql.trainer import TrainConfig, train_stage
+from energyql.training import TrainConfig, train_stage
 from tests.toys import PointGenerator
 
 SHARP = 1e4  # logits this steep make the rules hard: probabilities are 0 or 1
@@ -173,14 +173,14 @@ def test_manifest_records_targets_and_old_manifests_still_load():
 def test_shapes_run_restores_size_to_the_base_given_a_blue_triangle():
     """Stage 2 of the shapes run aims size at p0(size | blue, triangle), measured on truth()."""
     from energyql.generators import load
-    from energyql.trainer import train
+    from energyql.training import train_program
     from energyql.worlds.shapes import CATALOG as catalog
 
     torch.set_num_threads(1)
     # ~0.9 % of shapes samples are blue triangles: 16,384 samples give an ESS of about 140.
     config = TrainConfig(steps=2, batch=64, blocks=1, width=8, moment_samples=16_384,
                          refit_every=0, clip_copies=1, threads=1)
-    artifact = train('clip("a blue triangle") | then debias(clip_bias)', "shapes", config,
+    artifact = train_program('clip("a blue triangle") | then debias(clip_bias)', "shapes", config,
                      progress=False)
     record = artifact.manifest.stages[1]
     assert record.targets is not None

@@ -7,7 +7,7 @@ import torch
 
 import energyql
 from energyql.sampler import load
-from energyql.trainer import TrainConfig
+from energyql.training import TrainConfig
 from tests.generators.biggan_helpers import seeded_network
 
 TINY = TrainConfig(steps=3, batch=2, blocks=2, width=8, clip_copies=1, warm_start_steps=0,

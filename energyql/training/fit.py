@@ -1,0 +1,223 @@
+"""λ of a stage's constraints, fitted by moment matching, and the mass-covering start.
+
+:func:`fit_constraints` fits λ on base samples before training and refits it on the flow's own
+samples during training (exact importance weights ``p0/q``); the stage's ConstraintList keeps
+the views (trained, exact, tempered shift). :func:`warm_start` optionally starts the flow on
+the target's modes by weighted maximum likelihood on judged base samples.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, cast
+
+import torch
+
+from energyql.distributed import Group
+from energyql.errors import TrainingError
+from energyql.manifest import FitRecord
+from energyql.moments import MomentFit, fit_lambda
+from energyql.target import StageTarget, effective_sample_size
+from energyql.training.config import TrainConfig
+
+# Below this share of effective samples a moment estimate is not trusted.
+LOW_ESS_FRACTION = 0.05
+# The mass-covering start: from this effective pool size on, it is fitted until a held-out
+# part stops improving (checked every START_CHECK_EVERY steps, START_PATIENCE times in a
+# row, at most START_MAX_STEPS); below it, warm_start_steps fixed steps.
+VALIDATED_START_ESS = 500
+START_CHECK_EVERY = 25
+START_PATIENCE = 3
+START_MAX_STEPS = 1000
+
+
+def features_in_batches(target: StageTarget, n: int, batch: int, seed_generator: torch.Generator,
+                         group: Group, *, use_flow: bool
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw n samples; return (phi, pointwise energy, log p0(z) - log q(z), z) as CPU tensors.
+
+    Noise comes from its own stream, drawn for whole batches on every rank, so that N ranks
+    together judge exactly the samples one process would, and each batch is gathered at once,
+    so that the rows come back in the order one process would have them.
+    """
+    noise = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=seed_generator)))
+    phis: list[torch.Tensor] = []
+    energies: list[torch.Tensor] = []
+    log_ratios: list[torch.Tensor] = []
+    latents: list[torch.Tensor] = []
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            m = min(batch, n - start)
+            z, log_ratio = target.propose(m, noise, use_flow=use_flow, rows=group.shard(m))
+            pointwise, phi = target.measure(target.base.decode(z), seed_generator)
+            if phi is None:
+                phi = torch.zeros(len(z), 0, device=z.device)
+            for rows, out in ((phi, phis), (pointwise, energies), (log_ratio, log_ratios),
+                              (z, latents)):
+                out.append(group.gather(rows).cpu())
+    return torch.cat(phis), torch.cat(energies), torch.cat(log_ratios), torch.cat(latents)
+
+
+def fit_constraints(target: StageTarget, n: int, config: TrainConfig,
+                    generator: torch.Generator, group: Group | None = None, *,
+                    use_flow: bool) -> MomentFit:
+    """Refit every constraint's λ so the stage's final distribution meets its targets.
+
+    With ``use_flow=False`` the samples come from the base generator and the importance
+    weights are ``exp(-E_pointwise)``; with the flow they come from the flow and the weights
+    also carry ``p0/q``, which is exact because the flow's density is known.
+
+    The exact fit (what evaluation and corrected samplers aim at) is ``λ - offset``. With a
+    tempered target (``config.temper``) the flow trains with λ fitted for that target, and
+    the difference is kept in the constraints' ``shift``.
+    """
+    constraints = target.constraints()
+    phi, pointwise, log_ratio, _ = features_in_batches(
+        target, n, config.batch * 4, generator, group or Group(), use_flow=use_flow)
+    # All constraints are fitted jointly: their features may overlap
+    # (e.g. debias(a) & uniform(a x b)).
+    moments = target.moments_target()
+    fit = fit_lambda(phi, moments, -pointwise + log_ratio)
+    trained = fit if not config.tempered else \
+        fit_lambda(phi, moments, -config.temper * pointwise + log_ratio)
+    feedback = constraints.packed("offset") - constraints.packed("shift")
+    if use_flow:
+        # The importance-weighted fit is exact for the target, but the flow only approximates
+        # the target. Feed back what the flow's own samples show, as an offset that tilts the
+        # flow further until its samples meet the target.
+        flow_moments = phi.mean(0).clamp(min=1e-4)
+        feedback = feedback + config.feedback_gain * (moments.clamp(min=1e-4).log()
+                                                      - flow_moments.log())
+        feedback = feedback - feedback.mean()
+        fit = replace(fit, flow_moments=flow_moments)
+    shift = trained.lam - fit.lam
+    fit = replace(fit, lam=trained.lam + feedback)
+    constraints.set_lambda(fit.lam, feedback + shift, shift)
+    return fit
+
+
+@dataclass(frozen=True)
+class JudgedPool:
+    """Base samples judged for the start: latents, pointwise energy (as trained), φ, and the
+    log-weights that make them the target's (``-pointwise + φ·λ``)."""
+
+    z: torch.Tensor
+    pointwise: torch.Tensor
+    phi: torch.Tensor
+    log_w: torch.Tensor
+
+
+def warm_start(target: StageTarget, config: TrainConfig, generator: torch.Generator,
+               group: Group | None = None,
+               on_pool: Callable[[JudgedPool], object] | None = None) -> dict[str, Any]:
+    """Move the flow towards the target's modes by weighted maximum likelihood; return a record.
+
+    Reverse KL learns only from where the flow already puts mass, so a target that is rare
+    under the base (blue triangles are 0.8 % of the shapes generator's samples) gives it
+    almost no gradient towards that mode. Base samples weighted by ``exp(-E)`` (pointwise
+    energies and the fitted constraints) describe the target wherever the base covers it; a
+    short phase of weighted MLE on them (forward KL, mass-covering) starts the flow there, and
+    reverse KL then refines it. Nothing here changes the objective the stage converges to.
+    ``on_pool`` receives the judged pool (the score-climbing chains start from it).
+    """
+    flow = target.flow
+    if flow is None:
+        raise TrainingError("warm_start needs the stage's flow", hint="give the StageTarget a flow")
+    # Minibatches get their own stream, drawn first: judging the pool may consume the other
+    # one differently on each rank (each draws augmentations for its own rows).
+    draws = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    phi, pointwise, _, z = features_in_batches(
+        target, config.warm_start_samples, config.batch * 4, generator, group or Group(),
+        use_flow=False)
+    log_w = -config.temper * pointwise  # the target training aims at
+    if phi.shape[1]:
+        log_w = log_w + phi @ target.lam()
+    if on_pool is not None:
+        on_pool(JudgedPool(z, config.temper * pointwise, phi, log_w))
+    weights = torch.softmax(log_w.double(), 0).float()
+    ess = effective_sample_size(log_w)
+    record: dict[str, Any] = {"samples": len(z), "ess": round(ess, 1), "steps": 0}
+    if ess < 2:
+        return record  # one point says nothing about the target's spread
+    optimizer = torch.optim.Adam([p for p in flow.parameters() if p.requires_grad], lr=config.lr)
+    # A pool with many effective samples is fitted until a held-out fifth of it stops
+    # improving; a small one (a rare target) gets the fixed, short fit, because its held-out
+    # part is too small to tell a better fit from noise.
+    held_out = None
+    fit_rows = torch.arange(len(z))
+    if ess >= VALIDATED_START_ESS:
+        order = torch.randperm(len(z), generator=draws)
+        held_out, fit_rows = order[: len(z) // 5], order[len(z) // 5:]
+        held_weights = weights[held_out] / weights[held_out].sum()
+    fit_weights = weights[fit_rows] / weights[fit_rows].sum()
+
+    def held_out_nll() -> float:
+        with torch.no_grad():
+            rows = cast(torch.Tensor, held_out)
+            return float(-(held_weights.to(config.device)
+                           * flow.log_prob(z[rows].to(config.device))).sum())
+
+    best = held_out_nll() if held_out is not None else math.inf
+    best_state = {k: v.clone() for k, v in flow.state_dict().items()}
+    worse = 0
+    nll = []
+    for step in range(1, (START_MAX_STEPS if held_out is not None
+                          else config.warm_start_steps) + 1):
+        rows = fit_rows[torch.multinomial(fit_weights, config.batch, replacement=True,
+                                          generator=draws)]
+        loss = -flow.log_prob(z[rows].to(config.device)).mean()
+        if not torch.isfinite(loss):
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
+        optimizer.step()
+        nll.append(round(float(loss.detach()), 3))
+        if held_out is not None and step % START_CHECK_EVERY == 0:
+            value = held_out_nll()
+            if value < best - 1e-3:
+                best, worse = value, 0
+                best_state = {k: v.clone() for k, v in flow.state_dict().items()}
+            else:
+                worse += 1
+                if worse >= START_PATIENCE:
+                    break
+    if held_out is not None:
+        flow.load_state_dict(best_state)  # the fit that did best on the held-out part
+        record["held_out_nll"] = round(best, 3)
+    record.update(steps=len(nll), nll_first=nll[0] if nll else None,
+                  nll_last=nll[-1] if nll else None)
+    return record
+
+
+def fit_record(fit: MomentFit, step: int, target: StageTarget) -> FitRecord:
+    """Return the manifest's record of a fit: λ, achieved and target moments per constraint."""
+    constraints = target.constraints()
+    return FitRecord(
+        step=step,
+        ess=round(fit.ess, 1),
+        samples=fit.samples,
+        max_moment_error=round(fit.max_error, 5),
+        flow_max_moment_error=(round(float((fit.flow_moments - fit.target).abs().max()), 5)
+                               if fit.flow_moments is not None else None),
+        constraints={
+            c.text: {"lambda": [round(v, 4) for v in lam.tolist()],
+                     "achieved": [round(v, 4) for v in ach.tolist()],
+                     "target": [round(v, 4) for v in c.target.tolist()]}
+            for c, lam, ach in zip(constraints, constraints.split(fit.lam),
+                                   constraints.split(fit.achieved))
+        },
+    )
+
+
+def warn_low_ess(fit: MomentFit, log_index: int, warnings_out: list[str], where: str) -> None:
+    """Warn (and keep the warning for the manifest) when a fit rests on few samples."""
+    if fit.ess_fraction < LOW_ESS_FRACTION:
+        message = (f"stage {log_index}: the moment fit on {where} rests on an effective sample "
+                   f"size of {fit.ess:.0f} of {fit.samples}; λ may be unreliable (it is refitted "
+                   f"on the flow's own samples during training)")
+        warnings_out.append(message)
+        warnings.warn(message, stacklevel=3)

@@ -1,0 +1,341 @@
+"""The per-step loss of a stage: an estimator whose fixed point is the stage's exact target.
+
+For a stage with base prior ``p0``, energy ``E`` (pointwise terms plus ``-λ·φ``) and flow
+``q = T#N(0, I)``, the target is ``p(z) ∝ p0(z)·exp(-E(G(z)))``. Every part of the loss below
+has ``q = p`` as its fixed point, so nothing here moves the target (``temper`` does, and only
+when asked for):
+
+- **reverse KL, pathwise**: ``mean(-log p0(z) + E_smooth + (1 - c)·E_flat - logdet)`` through
+  ``z = T(eps)``. Smooth terms (CLIP, pose, identity) keep their slope.
+- **reverse KL, score function** for flat terms (classifier judgements: predicates and
+  constraints, whose gradient through the generator vanishes inside a class): ``c`` times
+  ``mean((E_flat - baseline)·log q(z))`` with ``z`` held fixed and a leave-one-out baseline.
+  Its gradient is the same ``∇E_q[E_flat]`` estimated from energy *values*, so mass leaves a
+  wrong mode where the slope is zero. ``c`` *replaces* part of the pathwise gradient instead of
+  adding to it, so the flat terms keep weight 1.
+- **forward KL, self-normalised** (the distributional policy gradient of GDC, Khalifa et al.
+  2021): ``-α·Σ w̄_i log q(z_i)`` over the flow's samples and a defensive share ``ε`` of
+  samples from the base prior, ``w̄ = softmax(log p̃ - log m)`` with ``m = (1 - ε)·q + ε·p0``
+  the mixture they were drawn from. It is mass-covering: base samples that land on parts of
+  the target the flow has not found pull it there, and the defensive share bounds every
+  weight by ``1/ε``.
+- **Markovian score climbing** (Naesseth, Lindsten and Blei, NeurIPS 2020): ``-γ·mean
+  log q(c_j)`` over persistent chains ``c_j``, each moved once per step by an independent
+  Metropolis–Hastings step that proposes the step's own flow sample ``z_j`` (accepted with
+  probability ``min(1, w(z_j)/w(c_j))``, ``w = p̃/q``: exact, since both densities are known).
+  The kernel leaves ``p`` invariant, so the chains' states tend to exact target samples and
+  the term's fixed point is the forward-KL optimum, ``q = p``. A chain that found a rare part
+  of the target keeps it until something as good comes along: the flow is pulled towards every
+  part its own samples have ever found, not only those in this step's batch. It decodes no
+  image of its own (the proposals are the step's batch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from energyql.distributed import Group
+from energyql.energies import StageEnergy
+from energyql.energies.base import Features
+from energyql.energies.conditional import normalize_context, sample_context
+from energyql.errors import TrainingError
+from energyql.flows import standard_normal_log_prob
+from energyql.target import StageTarget
+from energyql.training.config import TrainConfig, step_generator
+
+
+@dataclass
+class Chains:
+    """Persistent chain states of the score-climbing term (this rank's rows).
+
+    ``log_target`` is recomputed from its parts every step, so that a λ refit moves it:
+    ``log p0 - pointwise + φ·λ``. ``ready`` is 0 until the first batch seeds the chains.
+    """
+
+    z: torch.Tensor
+    log_p0: torch.Tensor
+    pointwise: torch.Tensor
+    phi: torch.Tensor
+    ready: torch.Tensor
+
+    @classmethod
+    def empty(cls, rows: int, dim: int, features: int, device: str) -> Chains:
+        zeros = torch.zeros(rows, device=device)
+        return cls(torch.zeros(rows, dim, device=device), zeros, zeros.clone(),
+                   torch.zeros(rows, features, device=device), torch.zeros(1, device=device))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {f"chains.{k}": getattr(self, k) for k in ("z", "log_p0", "pointwise", "phi",
+                                                          "ready")}
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        for key, value in self.state().items():
+            value.copy_(tensors[key])
+
+
+@dataclass
+class StepParts:
+    """What one step of a stage's objective computed, besides the loss."""
+
+    energies: dict[str, torch.Tensor]  # each term's per-sample energy, keyed by its text
+    features: Features
+    z: torch.Tensor
+    logdet: torch.Tensor
+    losses: dict[str, float]           # the loss's parts (reverse, score, forward)
+    defensive_images: int = 0          # base images decoded for the forward term
+
+
+def split_flat(parts: dict[str, torch.Tensor], energy: StageEnergy,
+               temper: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the per-sample (smooth, flat) sums of a stage's parts.
+
+    ``parts`` lists the pointwise terms first, then the constraints (the order of
+    :meth:`StageEnergy.parts`). Pointwise terms are multiplied by ``temper`` (1: the exact
+    target); constraints keep weight 1, since λ is fitted for the target as trained.
+    """
+    terms = [*energy.pointwise, *energy.constraints]
+    pointwise = len(energy.pointwise)
+    values = list(parts.values())
+    zero = torch.zeros_like(values[0]) if values else torch.zeros(0)
+    smooth, flat = zero, zero
+    for i, (term, value) in enumerate(zip(terms, values)):
+        weighted = value * temper if i < pointwise else value
+        if term.flat:
+            flat = flat + weighted
+        else:
+            smooth = smooth + weighted
+    return smooth, flat
+
+
+def leave_one_out(values: torch.Tensor, group: Group) -> torch.Tensor:
+    """Return ``values`` minus, for each, the mean of the rest of the (global) batch."""
+    everything = group.gather(values)
+    n = len(everything)
+    if n < 2:
+        return torch.zeros_like(values)
+    return (values - everything.mean()) * n / (n - 1)
+
+
+def snis_weights(log_w: torch.Tensor, group: Group) -> torch.Tensor:
+    """Self-normalised importance weights of the local rows, normalised over the global batch."""
+    return (log_w - torch.logsumexp(group.gather(log_w), 0)).exp()
+
+
+class StageObjective(nn.Module):
+    """Creates the per-step loss of one stage (what DistributedDataParallel wraps).
+
+    ``forward(step)`` draws the step's noise (and context) from the (seed, stage, step)
+    stream, pushes it through the flow (both contexts in one pass for paired energies), judges
+    the images, and returns ``(loss, parts)``: the estimator of the module docstring. Only the
+    flow is a registered submodule: it is all DDP syncs.
+
+    Arguments:
+        target: the stage's base, flow and energy.
+        config: the run's settings (``score_share``, ``forward_weight``, ``defensive``,
+            ``temper``).
+        index: the stage's number (seeds its random streams).
+        group: the torchrun process group (a single process by default).
+    """
+
+    def __init__(self, target: StageTarget, config: TrainConfig, index: int,
+                 group: Group | None = None):
+        super().__init__()
+        if target.flow is None or target.energy is None:
+            raise TrainingError("a stage objective needs the stage's flow and energy",
+                                hint="build the StageTarget with both")
+        self.flow = target.flow
+        self.target = target
+        self.config = config
+        self.index = index
+        self.group = group or Group()
+        self.shard = self.group.shard(config.batch)
+        self.has_flat = any(t.flat for t in [*target.energy.pointwise,
+                                              *target.energy.constraints])
+        self.defensive = defensive_count(config)
+        self.defensive_shard = self.group.shard(self.defensive)
+        energy = target.energy
+        self.climbing = bool(config.chain_weight) and not energy.is_conditional
+        rows = len(range(config.batch)[self.shard])
+        self.chains = Chains.empty(rows if self.climbing else 0, target.dim,
+                                   sum(c.target.numel() for c in energy.constraints),
+                                   target.device)
+
+    @property
+    def energy(self) -> StageEnergy:
+        return cast(StageEnergy, self.target.energy)  # checked in __init__
+
+    def forward(self, step: int) -> tuple[torch.Tensor, StepParts]:
+        config, group, energy = self.config, self.group, self.energy
+        generator = step_generator(config.seed, self.index, step)
+        eps = self.target.noise(config.batch, generator, self.shard)
+        z, logdet, flow_context, features = self._judged_flow_samples(eps, generator)
+        total, parts = energy.total_and_parts(features)
+        smooth, flat = split_flat(parts, energy, config.temper)
+        share = config.score_share if self.has_flat else 0.0
+        log_p0 = self.target.base.log_prior(z)
+        per_sample = -log_p0 + smooth + (1 - share) * flat - logdet
+        loss = per_sample.mean()
+        losses = {"reverse": float(loss.detach())}
+        need_log_q = bool(share) or bool(config.forward_weight) or self.climbing
+        log_q = self.flow.log_prob(z.detach(), flow_context) if need_log_q else None
+        if share and log_q is not None:
+            with torch.no_grad():
+                advantage = leave_one_out(flat.detach().float(), group)
+            score = share * (advantage * log_q).mean()
+            loss = loss + score
+            losses["score"] = float(score.detach())
+        defensive_images = 0
+        if config.forward_weight and log_q is not None and not energy.is_conditional:
+            with torch.no_grad():
+                log_target = (log_p0 - smooth - flat).detach()
+                log_q_own = (standard_normal_log_prob(eps) - logdet).detach()
+            forward, defensive_images = self._forward_kl(log_q, log_q_own, log_p0.detach(),
+                                                         log_target, generator)
+            loss = loss + config.forward_weight * forward
+            losses["forward"] = float(forward.detach())
+        if self.climbing and log_q is not None:
+            with torch.no_grad():
+                log_q_own = (standard_normal_log_prob(eps) - logdet).detach()
+            climb = self._climb(z.detach(), log_p0.detach(), log_q, log_q_own, parts,
+                                features, generator)
+            loss = loss + config.chain_weight * climb
+            losses["chains"] = float(climb.detach())
+        return loss, StepParts(parts, features, z, logdet, losses, defensive_images)
+
+    def seed_chains(self, z: torch.Tensor, pointwise: torch.Tensor, phi: torch.Tensor,
+                    log_w: torch.Tensor, generator: torch.Generator) -> bool:
+        """Start the chains from a judged base pool, resampled by its target weights
+        (sampling importance resampling: both modes of a rare target, in their exact
+        proportion, from the first step on). Return False (chains unchanged) when the pool
+        says nothing: fewer than two effective samples."""
+        weights = torch.softmax(log_w.double(), 0)
+        if not self.climbing or float(1 / (weights * weights).sum()) < 2:
+            return False
+        rows = torch.multinomial(weights, self.config.batch, replacement=True,
+                                 generator=generator)[self.shard]
+        chains, device = self.chains, self.target.device
+        chains.z.copy_(z[rows].to(device))
+        chains.log_p0.copy_(self.target.base.log_prior(chains.z))
+        chains.pointwise.copy_(pointwise[rows].to(device))
+        chains.phi.copy_(phi[rows].to(device))
+        chains.ready.fill_(1)
+        return True
+
+    def _climb(self, z: torch.Tensor, log_p0: torch.Tensor, log_q: torch.Tensor,
+               log_q_own: torch.Tensor, parts: dict[str, torch.Tensor], features: Features,
+               generator: torch.Generator) -> torch.Tensor:
+        """Move each chain by one independent Metropolis–Hastings step proposing the step's
+        flow sample; return ``-mean log q`` of the chains' new states (differentiable)."""
+        energy, chains = self.energy, self.chains
+        with torch.no_grad():
+            values = list(parts.values())[: len(energy.pointwise)]
+            pointwise = self.config.temper * torch.stack(values).sum(0) if values \
+                else torch.zeros_like(log_p0)
+            phi = energy.phi(features).float() if energy.has_constraints \
+                else chains.phi.new_zeros(len(z), 0)
+            lam = self.target.lam().to(z.device)
+            uniform = torch.rand(self.config.batch, generator=generator)[self.shard]
+        if not bool(chains.ready):
+            # The first batch seeds the chains (a proposal always beats an empty state).
+            for key, value in (("z", z), ("log_p0", log_p0), ("pointwise", pointwise),
+                               ("phi", phi)):
+                getattr(chains, key).copy_(value)
+            chains.ready.fill_(1)
+            return -log_q.mean()
+        log_q_chain = self.flow.log_prob(chains.z)
+        with torch.no_grad():
+            new = log_p0.float() - pointwise.float() + phi @ lam - log_q_own.float()
+            old = chains.log_p0 - chains.pointwise + chains.phi @ lam - log_q_chain.detach()
+            accept = uniform.to(z.device).log() < new - old
+            rows = accept[:, None]
+            chains.z.copy_(torch.where(rows, z, chains.z))
+            chains.log_p0.copy_(torch.where(accept, log_p0, chains.log_p0))
+            chains.pointwise.copy_(torch.where(accept, pointwise, chains.pointwise))
+            chains.phi.copy_(torch.where(rows, phi, chains.phi))
+        return -torch.where(accept, log_q, log_q_chain).mean()
+
+    def _judged_flow_samples(self, eps: torch.Tensor, generator: torch.Generator
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                        Features]:
+        """Push noise through the flow, decode and judge; return (z, logdet, flow context,
+        features). Paired energies decode a second context for the same noise."""
+        base, energy, config = self.target.base, self.energy, self.config
+        context = reference = flow_context = None
+        if energy.is_conditional:
+            context = sample_context(energy.context, config.batch, generator)[self.shard] \
+                .to(self.target.device)
+            flow_context = normalize_context(energy.context, context)
+        # Autocast covers the control models only. The flow and its log-determinant stay in
+        # float32, and so does the generator: StyleGAN2's grouped modulated convolutions ran
+        # far slower forward in bf16 than in float32 (docs/benchmarks.md).
+        if energy.paired:
+            other = sample_context(energy.context, config.batch, generator)[self.shard] \
+                .to(self.target.device)
+            # One forward pass for both contexts (DDP expects one forward per backward).
+            both, logdet = self.flow(torch.cat([eps, eps]), torch.cat(
+                [cast(torch.Tensor, flow_context), normalize_context(energy.context, other)]))
+            z, z_other = both.chunk(2)
+            logdet = logdet[: len(eps)]
+            reference = base.decode(z_other).float()
+        else:
+            z, logdet = self.flow(eps, flow_context)
+        images = base.decode(z).float()
+        with self._autocast():
+            features = energy.features(images, generator, context=context,
+                                       reference_images=reference)
+        return z, logdet, flow_context, features
+
+    def _forward_kl(self, log_q: torch.Tensor, log_q_own: torch.Tensor, log_p0: torch.Tensor,
+                    log_target: torch.Tensor, generator: torch.Generator
+                    ) -> tuple[torch.Tensor, int]:
+        """Self-normalised forward KL over the flow's rows and the defensive base rows.
+
+        ``log_q`` is the flow's density at its own rows (differentiable, rows held fixed),
+        ``log_q_own`` the same values detached, ``log_p0`` and ``log_target`` the prior and
+        unnormalised target there. Returns the term and the base images decoded on this rank.
+        """
+        log_qs, log_targets, log_drawn, log_p0s = [log_q], [log_target], [log_q_own], [log_p0]
+        if self.defensive:
+            u = self.target.noise(self.defensive, generator, self.defensive_shard)
+            with torch.no_grad():
+                images = self.target.base.decode(u).float()
+                with self._autocast():
+                    _, parts = self.energy.total_and_parts(
+                        self.energy.features(images, generator))
+                smooth, flat = split_flat(parts, self.energy, self.config.temper)
+                log_p0_u = self.target.base.log_prior(u)
+            log_q_u = self.flow.log_prob(u)
+            log_qs.append(log_q_u)
+            log_targets.append(log_p0_u - smooth - flat)
+            log_drawn.append(log_q_u.detach())
+            log_p0s.append(log_p0_u)
+        with torch.no_grad():
+            log_m = torch.cat(log_drawn)
+            if self.defensive:
+                # Every row counts as drawn from the mixture (1 - ε)·q + ε·p0 (the balance
+                # heuristic), which bounds each weight by p̃/(ε·p0) = exp(-E)/ε.
+                eps_weight = self.config.defensive
+                log_m = torch.logaddexp(log_m + math.log1p(-eps_weight),
+                                        torch.cat(log_p0s) + math.log(eps_weight))
+            weights = snis_weights((torch.cat(log_targets) - log_m).float(), self.group)
+        # DDP averages the ranks' gradients: the local sum is scaled by the world size.
+        forward = -self.group.world * (weights * torch.cat(log_qs)).sum()
+        return forward, len(log_qs[1]) if self.defensive else 0
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.config.amp and self.target.device.startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def defensive_count(config: TrainConfig) -> int:
+    """Base samples per step for the forward term: ``ε·batch`` rounded (0 without the term)."""
+    if not config.forward_weight or not config.defensive:
+        return 0
+    return max(1, round(config.defensive * config.batch))
