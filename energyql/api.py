@@ -18,7 +18,8 @@ from energyql.generators.registry import DEFAULT_GENERATOR
 def train(program: Any, gen: Any = None, *, out: str | Path | None = None, report: bool = False,
           config: Any = None, start: Any = None, resume: bool = False, progress: Any = True,
           samples: int = 2000, grid: int = 64, generator_options: dict[str, Any] | None = None,
-          keep_checkpoints: bool = False, on_step: Any = None, **settings: Any):
+          keep_checkpoints: bool = False, on_step: Any = None, clip: str | None = None,
+          face_attributes: str | None = None, **settings: Any):
     """Train every stage of ``program``; return the controlled sampler as an Artifact.
 
     Arguments:
@@ -41,6 +42,10 @@ def train(program: Any, gen: Any = None, *, out: str | Path | None = None, repor
         generator_options: options for the generator's loader (e.g. ``{"truncation": 0.7}``).
         on_step: called after every training step with a :class:`energyql.training.StepInfo`
             (step, images decoded so far, the stage's sampler as trained so far).
+        clip: the CLIP spec behind ``clip(...)`` terms that name none and zero-shot attributes
+            (``--clip``; default ``$ENERGYQL_CLIP``, else the world's); in the manifest.
+        face_attributes: the faces world's attribute backend: ``auto``, ``clip``, ``fairface``
+            or ``fairface:PATH`` (``--face-attributes``; default ``$ENERGYQL_FACE_ATTRIBUTES``).
         **settings: any :class:`energyql.TrainConfig` field, e.g. ``steps=10``, ``seed=1``,
             ``device="cuda"``, ``threads=1``; applied over ``config`` or the defaults.
 
@@ -78,7 +83,8 @@ def train(program: Any, gen: Any = None, *, out: str | Path | None = None, repor
         program = re.sub(r"^\s*\|?\s*then\b", "", program, count=1)
     result = run_and_report(program, gen=gen, out=out, config=config, report=report,
                             resume=resume, start=start, progress=progress, samples=samples,
-                            grid=grid, generator_options=generator_options, on_step=on_step)
+                            grid=grid, generator_options=generator_options, on_step=on_step,
+                            clip=clip, face_attributes=face_attributes)
     if out is not None and not keep_checkpoints:
         from energyql import checkpoints
         from energyql.distributed import current as current_group

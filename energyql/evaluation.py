@@ -322,7 +322,8 @@ def _energies_for(program: g.Program, models: ControlModels,
 
 def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | None = None,
              samples: int = 2000, base_samples: int | None = None, seed: int = 0,
-             device: str = "cpu", clip_copies: int = 4) -> dict[str, Any]:
+             device: str = "cpu", clip_copies: int = 4, clip: str | None = None,
+             face_attributes: str | None = None) -> dict[str, Any]:
     """Return the eval figures of an artifact (with its base side by side) or a generator.
 
     Arguments:
@@ -331,6 +332,8 @@ def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | N
         samples: how many samples to judge.
         base_samples: base samples for the base figures and the exact-target estimate
             (default: 4 x samples, since the exact target is estimated by reweighting).
+        clip, face_attributes: the judges' CLIP spec and face-attribute backend (see
+            :class:`~energyql.energies.ControlModels`; default: the environment's, the world's).
     """
     from energyql.lang.api import compile as compile_program
     from energyql.sampler import load
@@ -345,7 +348,8 @@ def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | N
     if isinstance(program, str):
         program = compile_program(program)
     program = program.checked(catalog) if program is not None else None
-    models = ControlModels(catalog, device=device, clip_copies=clip_copies)
+    models = ControlModels(catalog, device=device, clip_copies=clip_copies, clip=clip,
+                           face_attributes=face_attributes)
     energies = _energies_for(program, models, artifact.manifest if artifact else None) \
         if program is not None else []
     generator = generator.to(device).eval()
@@ -382,15 +386,18 @@ def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | N
 
 
 def evaluate_images(images: torch.Tensor, catalog: Catalog | str, *, program=None,
-                    device: str = "cpu", seed: int = 0, clip_copies: int = 4) -> dict:
-    """Return the eval figures (no base, no weights) of given images, e.g. a baseline's."""
+                    device: str = "cpu", seed: int = 0, clip_copies: int = 4,
+                    clip: str | None = None, face_attributes: str | None = None) -> dict:
+    """Return the eval figures (no base, no weights) of given images, e.g. a baseline's
+    (``clip``, ``face_attributes``: as for :func:`evaluate`)."""
     from energyql.lang.api import compile as compile_program
 
     catalog = CATALOGS[catalog] if isinstance(catalog, str) else catalog
     if isinstance(program, str):
         program = compile_program(program)
     program = program.checked(catalog) if program is not None else None
-    models = ControlModels(catalog, device=device, clip_copies=clip_copies)
+    models = ControlModels(catalog, device=device, clip_copies=clip_copies, clip=clip,
+                           face_attributes=face_attributes)
     energies = _energies_for(program, models, None) if program is not None else []
     judged = judge(None, len(images), models, energies, seed=seed, device=device, images=images)
     return figures(judged, program, catalog)

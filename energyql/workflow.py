@@ -157,12 +157,14 @@ def _check_setting(name: str, value) -> None:
 def run_and_report(program, *, gen=DEFAULT_GENERATOR, out: str | Path | None = None, config=None,
                    report: bool = True, resume: bool = False, start=None,
                    progress=True, samples: int = 2000, grid: int = 64,
-                   generator_options: dict | None = None, on_step=None) -> RunResult:
+                   generator_options: dict | None = None, on_step=None,
+                   clip: str | None = None, face_attributes: str | None = None) -> RunResult:
     """Train ``program`` (the job behind ``energyql.train`` and ``energyql run``).
 
     With ``report`` (needs ``out``) also evaluate on ``samples`` samples and write the grids
     (``base.png``, ``stage<k>.png``, ``samples.png``), ``metrics.json``, ``curves.png``,
     ``report.md`` and ``report.html`` beside the artifact. Every phase shows progress on stderr.
+    ``clip`` and ``face_attributes`` choose the judges of training and evaluation alike.
     """
     import torch
 
@@ -178,7 +180,8 @@ def run_and_report(program, *, gen=DEFAULT_GENERATOR, out: str | Path | None = N
     config = replace(config, device=device_for(config.device, group))
     out = Path(out) if out is not None else None
     artifact = train_program(program, gen, config, out=out, resume=resume, start=start,
-                             progress=prog, on_step=on_step, **(generator_options or {}))
+                             progress=prog, on_step=on_step, clip=clip,
+                             face_attributes=face_attributes, **(generator_options or {}))
     if not report or out is None:
         return RunResult(out, {}, artifact.manifest, artifact)
     sampler = artifact.sampler.eval()
@@ -190,7 +193,8 @@ def run_and_report(program, *, gen=DEFAULT_GENERATOR, out: str | Path | None = N
     try:
         # Evaluation is sharded over ranks under torchrun; files are written by rank 0 only.
         with prog.phase(f"evaluating on {samples:,} samples (and {4 * samples:,} base samples)"):
-            metrics = evaluate(artifact, samples=samples, seed=config.seed, device=config.device)
+            metrics = evaluate(artifact, samples=samples, seed=config.seed, device=config.device,
+                               clip=clip, face_attributes=face_attributes)
         if group.is_main and _has_world_features(artifact):
             # Sample quality and mode collapse, not only shares: the distance to exact-target
             # samples in the world judge's feature space (embedded worlds only).
@@ -205,7 +209,8 @@ def run_and_report(program, *, gen=DEFAULT_GENERATOR, out: str | Path | None = N
             # the last stage beside it (what the `then` changed), not only beside the base.
             with prog.phase(f"evaluating stage {sampler.index - 1} on {samples:,} samples"):
                 previous = evaluate(sampler.base, program=artifact.manifest.canonical,
-                                    samples=samples, seed=config.seed, device=config.device)
+                                    samples=samples, seed=config.seed, device=config.device,
+                                    clip=clip, face_attributes=face_attributes)
     except EnergyQLError as error:
         failure = error
         metrics["evaluation_error"] = error.message

@@ -6,7 +6,6 @@ Commands print errors (never tracebacks) to stderr: exit 2 for an expression or 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
@@ -306,23 +305,6 @@ def check_sampler(name: str) -> str:
     from energyql.baselines import SAMPLERS
 
     return check_choice(name, SAMPLERS, what="sampler")
-
-
-@contextlib.contextmanager
-def environment(**variables: str | None):
-    """Set environment variables (those not None) for the duration of a command."""
-    saved = {name: os.environ.get(name) for name in variables}
-    try:
-        for name, value in variables.items():
-            if value is not None:
-                os.environ[name] = value
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def main() -> None:

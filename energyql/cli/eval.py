@@ -17,7 +17,6 @@ from energyql.cli.app import (
     ThreadsOption,
     app,
     check_sampler,
-    environment,
     guarded,
     set_threads,
     stdout,
@@ -26,28 +25,34 @@ from energyql.errors import SamplerError, UsageError
 
 
 def _evaluate_sampler(name: str, target, program, options: dict, samples: int, seed: int,
-                      device: str) -> dict:
-    """Draw ``samples`` with a baseline or corrected sampler and judge them."""
+                      device: str, clip: str | None, face_attributes: str | None) -> dict:
+    """Draw ``samples`` with a baseline or corrected sampler and judge them (with the control
+    models' ``clip`` and ``face_attributes``)."""
     from energyql.baselines import sample as draw
     from energyql.baselines import stage_energy
+    from energyql.energies import ControlModels
     from energyql.evaluation import evaluate_images
     from energyql.sampler import Artifact, load
 
     source = load(target, device=device) if isinstance(target, str) else target
+    generator = source.sampler if isinstance(source, Artifact) else source
+    catalog = generator.catalog
     if isinstance(source, Artifact):
         program = program or source.manifest.canonical
-        catalog = source.sampler.catalog
-        result = draw(name, source, n=samples, seed=seed, device=device, **options)
-    else:
-        if program is None:
-            raise UsageError(f"--sampler {name} on a generator needs --expr EXPR (its target)",
-                             hint="e.g. --expr 'shape == circle'")
-        catalog = source.catalog
-        energy = stage_energy(source, program, device=device)
-        result = draw(name, source, energy, n=samples, seed=seed, device=device, **options)
+    elif program is None:
+        raise UsageError(f"--sampler {name} on a generator needs --expr EXPR (its target)",
+                         hint="e.g. --expr 'shape == circle'")
+    energy = None
+    if name != "flow" or not isinstance(source, Artifact):
+        models = ControlModels(catalog, device=device, clip_copies=4, clip=clip,
+                               face_attributes=face_attributes)
+        energy = stage_energy(source, program if not isinstance(source, Artifact) else None,
+                              device=device, models=models)
+    result = draw(name, source, energy, n=samples, seed=seed, device=device, **options)
     if result.images is None:
         raise SamplerError(f"the {name} sampler returned latents only, no images")
-    figures = evaluate_images(result.images, catalog, program=program, device=device, seed=seed)
+    figures = evaluate_images(result.images, catalog, program=program, device=device, seed=seed,
+                              clip=clip, face_attributes=face_attributes)
     figures["sampler"] = result.stats
     return figures
 
@@ -129,12 +134,13 @@ def eval_command(
     program = compile_program(expression, gen=gen) if expression and gen else expression
     target = str(artifact) if artifact is not None else load_generator(gen, device=device)
     prog = Progress(enabled=progress and current_group().is_main)
-    with environment(ENERGYQL_CLIP=clip, ENERGYQL_FACE_ATTRIBUTES=face_attributes), \
-            prog.phase(f"evaluating {samples:,} samples with {sampler}"):
+    with prog.phase(f"evaluating {samples:,} samples with {sampler}"):
         if sampler == "flow" and not options:
-            result = evaluate(target, program=program, samples=samples, seed=seed, device=device)
+            result = evaluate(target, program=program, samples=samples, seed=seed, device=device,
+                              clip=clip, face_attributes=face_attributes)
         else:
-            result = _evaluate_sampler(sampler, target, program, options, samples, seed, device)
+            result = _evaluate_sampler(sampler, target, program, options, samples, seed, device,
+                                       clip, face_attributes)
     if frechet or fid is not None:
         result.update(_distances(target, frechet, fid, samples, seed, device, prog))
 

@@ -29,7 +29,6 @@ from energyql.cli.app import (
     TruncationOption,
     WarmStartOption,
     app,
-    environment,
     guarded,
     idle_threads,
     new_folder,
@@ -157,12 +156,12 @@ def run(
     from energyql.outdir import claim
 
     # Checked and locked before the first step (only the first torchrun process writes).
-    with claim(folder, force=force, enabled=os.environ.get("RANK", "0") == "0"), \
-            environment(ENERGYQL_CLIP=clip, ENERGYQL_FACE_ATTRIBUTES=face_attributes):
+    with claim(folder, force=force, enabled=os.environ.get("RANK", "0") == "0"):
         artifact = train(program, gen=gen, out=folder, report=True, start=start_from,
                          resume=resume, progress=progress, samples=samples,
                          generator_options=options, seed=seed, device=device, amp=amp,
-                         keep_checkpoints=keep_checkpoints, **settings)
+                         keep_checkpoints=keep_checkpoints, clip=clip,
+                         face_attributes=face_attributes, **settings)
     from energyql.distributed import current as current_group
 
     if current_group().is_main:

@@ -246,18 +246,24 @@ class _MergedLogProbs(Mapping):
         return len(self._merged.owner)
 
 
+def default_face_attributes() -> str:
+    """Return the face-attribute backend used when none is given: ``$ENERGYQL_FACE_ATTRIBUTES``,
+    else ``"auto"`` (read once per :class:`~energyql.energies.ControlModels`)."""
+    return os.environ.get(ENV_FACE_ATTRIBUTES, "").strip() or "auto"
+
+
 def face_attribute_backend(backend: str | None = None) -> tuple[str, str | None]:
-    """Return ``(kind, path)`` for a face-attribute backend (default ``$ENERGYQL_FACE_ATTRIBUTES``).
+    """Return ``(kind, path)`` for a face-attribute backend (default
+    :func:`default_face_attributes`).
 
     ``kind`` is ``"auto"``, ``"clip"`` or ``"fairface"``; see :func:`resolve_face_backend`.
     """
-    chosen = backend if backend is not None else os.environ.get(ENV_FACE_ATTRIBUTES, "")
-    raw = chosen.strip() or "auto"
+    raw = (backend if backend is not None else default_face_attributes()).strip() or "auto"
     kind, _, path = raw.partition(":")
     if kind not in FACE_BACKENDS or (kind != "fairface" and path):
         raise EnergyQLError(f"unknown face attribute backend '{raw}'",
-                            hint=f"{ENV_FACE_ATTRIBUTES} takes 'auto', 'clip', 'fairface' or "
-                                 "'fairface:PATH'")
+                            hint=f"face_attributes (--face-attributes, {ENV_FACE_ATTRIBUTES}) "
+                                 "takes 'auto', 'clip', 'fairface' or 'fairface:PATH'")
     return kind, path or None
 
 
@@ -340,8 +346,10 @@ def load_attribute_model(catalog: Catalog | str, *, device: str = "cpu",
                             hint="use clip(...) terms, or a generator of a world with attributes")
     loaded = []
     for key in catalog.attribute_models:
-        # Only the options given are passed on: loaders that take none stay callable.
-        options = {k: v for k, v in (("clip_spec", clip_spec), ("backend", backend)) if v}
-        model = registry.load(key, catalog, kind="attributes", device=device, **options)
+        # Only the options given, and only to loaders that declare them: others stay callable.
+        spec = registry.resolve(key, kind="attributes")
+        options = {k: v for k, v in (("clip_spec", clip_spec), ("backend", backend))
+                   if v and spec.accepts(k)}
+        model = spec.load(catalog, device=device, **options)
         loaded.append((tuple(a.name for a in catalog.attributes if a.model == key), model))
     return loaded[0][1] if len(loaded) == 1 else MergedAttributes(loaded, catalog)

@@ -213,15 +213,17 @@ def parse_clip_spec(spec: str) -> tuple[ClipMember, ...]:
 
 
 def default_clip_spec(catalog) -> str:
-    """Return the CLIP spec a world uses when an expression names none (``ENERGYQL_CLIP`` wins)."""
+    """Return the CLIP spec a world uses when neither an expression nor a ``clip=`` option
+    names one: ``$ENERGYQL_CLIP``, else the world's ``clip_model`` (read once per
+    :class:`~energyql.energies.ControlModels`)."""
     return os.environ.get(ENV_CLIP, "").strip() or catalog.clip_model
 
 
 def load_clip(spec: str, device: str = "cpu"):
     """Return the CLIP model (or ensemble) a spec names; see the module docstring.
 
-    A world's default CLIP (and its ``ENERGYQL_CLIP`` override) is chosen by the caller with
-    :func:`default_clip_spec`; an explicit spec is always loaded as written.
+    A world's default CLIP (a ``clip=`` option, ``ENERGYQL_CLIP``) is chosen by the caller
+    (:class:`~energyql.energies.ControlModels`); an explicit spec is always loaded as written.
     """
     return _load_cached(spec.strip(), str(device))
 

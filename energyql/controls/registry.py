@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,10 +47,20 @@ class ControlModelSpec:
     loader: str
     description: str = ""
 
+    def function(self) -> Any:
+        """Import and return the loader (imports torch)."""
+        module_name, _, function = self.loader.partition(":")
+        return getattr(importlib.import_module(module_name), function)
+
     def load(self, *args: Any, **options: Any) -> Any:
         """Import the loader and call it (imports torch)."""
-        module_name, _, function = self.loader.partition(":")
-        return getattr(importlib.import_module(module_name), function)(*args, **options)
+        return self.function()(*args, **options)
+
+    def accepts(self, option: str) -> bool:
+        """Whether the loader takes keyword ``option`` (or any keyword)."""
+        parameters = inspect.signature(self.function()).parameters
+        return option in parameters or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 _REGISTRY: dict[str, ControlModelSpec] = {}

@@ -44,13 +44,30 @@ class ControlModels:
         clip_copies: augmented copies per image for CLIP energies (default: the world's).
         attributes: an attribute model to use instead of the world's own.
         clip_settings: CLIP energy settings to use instead of the world's (``catalog.clip``).
+        clip: the CLIP spec behind ``clip(...)`` terms that name none and behind zero-shot
+            attributes (default: ``$ENERGYQL_CLIP``, else the world's ``clip_model``).
+        face_attributes: the faces world's attribute backend, ``auto``, ``clip``, ``fairface``
+            or ``fairface:PATH`` (default: ``$ENERGYQL_FACE_ATTRIBUTES``, else ``auto``).
+
+    The two environment defaults are read here, once; the models and the manifest's controls
+    record use the values kept on the object (``clip_spec``, ``face_attributes``).
     """
 
     def __init__(self, catalog: Catalog | str, *, device: str = "cpu",
                  clip_copies: int | None = None, attributes: nn.Module | None = None,
-                 clip_settings: ClipSettings | None = None):
+                 clip_settings: ClipSettings | None = None, clip: str | None = None,
+                 face_attributes: str | None = None):
+        from energyql.controls.attributes import default_face_attributes, face_attribute_backend
+        from energyql.controls.clip import default_clip_spec, parse_clip_spec
+
         self.catalog = CATALOGS[catalog] if isinstance(catalog, str) else catalog
         self.device = device
+        # Checked now (a bad spec fails when the set is built, not at the first image).
+        self.clip_spec = (clip or "").strip() or default_clip_spec(self.catalog)
+        if self.clip_spec:  # a world may name no CLIP
+            parse_clip_spec(self.clip_spec)
+        self.face_attributes = (face_attributes or "").strip() or default_face_attributes()
+        face_attribute_backend(self.face_attributes)
         self.clip_settings = clip_settings or self.catalog.clip
         self.clip_copies = self.clip_settings.copies if clip_copies is None else clip_copies
         self._attributes = attributes
@@ -78,7 +95,9 @@ class ControlModels:
         if self._attributes is None:
             from energyql.controls.attributes import load_attribute_model
 
-            self._attributes = load_attribute_model(self.catalog, device=self.device)
+            self._attributes = load_attribute_model(self.catalog, device=self.device,
+                                                    clip_spec=self.clip_spec,
+                                                    backend=self.face_attributes)
         return self._attributes
 
     @property
@@ -96,10 +115,10 @@ class ControlModels:
         return weights.pop() if len(weights) == 1 else 1.0
 
     def clip(self, spec: str | None) -> nn.Module:
-        """The CLIP a term names, or the world's default (``ENERGYQL_CLIP`` overrides it)."""
-        from energyql.controls.clip import default_clip_spec, load_clip
+        """The CLIP a term names, or this set's default (:attr:`clip_spec`)."""
+        from energyql.controls.clip import load_clip
 
-        return load_clip(spec or default_clip_spec(self.catalog), self.device)
+        return load_clip(spec or self.clip_spec, self.device)
 
 
 class _LogProb(TermVisitor[LogProb]):

@@ -30,14 +30,13 @@ from energyql.training.loop import StageLog, StepInfo, train_stage
 
 
 def controls_record(models: ControlModels) -> dict[str, Any]:
-    """Which judges trained the artifact (the world's CLIP and attribute models)."""
+    """Which judges trained the artifact (the CLIP and attribute models of ``models``)."""
     from energyql.controls.attributes import resolve_face_backend
-    from energyql.controls.clip import default_clip_spec
 
-    record: dict[str, Any] = {"clip": default_clip_spec(models.catalog),
-              "attributes": sorted({a.model for a in models.catalog.attributes})}
+    record: dict[str, Any] = {"clip": models.clip_spec,
+                              "attributes": sorted({a.model for a in models.catalog.attributes})}
     if "face-attributes" in record["attributes"]:
-        kind, path, _ = resolve_face_backend()
+        kind, path, _ = resolve_face_backend(models.face_attributes)
         record["face_attributes"] = kind if path is None else f"{kind}:{path}"
     if models.notices:
         record["notices"] = list(models.notices)
@@ -70,6 +69,7 @@ def train_program(program: Any, gen: str | Generator = DEFAULT_GENERATOR,
                   resume: bool = False, start: Artifact | None = None,
                   progress: bool | Progress = True,
                   on_step: Callable[[StepInfo], None] | None = None,
+                  clip: str | None = None, face_attributes: str | None = None,
                   **generator_options: Any) -> Artifact:
     """Train every stage of a program; return the controlled sampler as an Artifact.
 
@@ -82,6 +82,8 @@ def train_program(program: Any, gen: str | Generator = DEFAULT_GENERATOR,
         start: an existing artifact whose stages come first (``--from``).
         progress: show progress on stderr (a bool, or a shared Progress).
         on_step: called after every training step with a :class:`StepInfo`.
+        clip, face_attributes: the judges' CLIP spec and face-attribute backend (see
+            :class:`~energyql.energies.ControlModels`); recorded in the manifest.
 
     With ``out``, every step and λ fit is appended to ``out/log.jsonl`` (a resumed run
     continues it). This is the low-level call: ``energyql.train`` adds the world's default
@@ -114,7 +116,8 @@ def train_program(program: Any, gen: str | Generator = DEFAULT_GENERATOR,
         # program's, exactly as if it had been trained in one go.
         whole = extend(start.manifest.canonical, program)  # graphs, not text
         stages = list(whole.checked(base.catalog).stages)[-len(stages):]
-    models = ControlModels(base.catalog, device=config.device, clip_copies=config.clip_copies)
+    models = ControlModels(base.catalog, device=config.device, clip_copies=config.clip_copies,
+                           clip=clip, face_attributes=face_attributes)
     out = Path(out) if out is not None else None
     # Training on a trained sampler continues its stage numbering (stage k+1 on top of k).
     earlier = base.stages if isinstance(base, StageSampler) else []
