@@ -11,7 +11,6 @@ being resumed, and loads the optimizer file without running pickled code.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -22,8 +21,10 @@ from energyql.errors import CheckpointError
 from energyql.io import (
     commit,
     committed_file,
+    dumps_strict,
     expected_tensors,
     load_torch_file,
+    loads_strict,
     read_safetensors,
     staged,
 )
@@ -119,8 +120,10 @@ def save(directory: Path, index: int, step: int, identity: CheckpointIdentity,
     def write_weights(digest: str) -> None:
         from energyql.io import atomic_write
 
-        metadata = {"step": str(step), "log": json.dumps(log, allow_nan=False),
-                    "identity": json.dumps(identity.to_dict(), allow_nan=False),
+        metadata = {"step": str(step),
+                    "log": dumps_strict(log, what="the checkpoint's log", indent=None),
+                    "identity": dumps_strict(identity.to_dict(), what="the checkpoint's identity",
+                                             indent=None),
                     "optim_sha256": digest}
         atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
@@ -204,7 +207,7 @@ def _metadata(weights: Path) -> dict[str, str] | None:
             (length,) = struct.unpack("<Q", head)
             if length > min(16 << 20, weights.stat().st_size - 8):
                 return None
-            header = json.loads(handle.read(length).decode("utf-8"))
+            header = loads_strict(handle.read(length).decode("utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(header, dict):
@@ -234,7 +237,7 @@ def _json(metadata: Mapping[str, str], key: str, weights: Path) -> dict[str, Any
         raise CheckpointError(f"{weights}: field '{key}' is missing (a checkpoint of an older "
                               "energyql, or not a checkpoint)", hint=_HINT)
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        value = loads_strict(text)
     except (ValueError, RecursionError):
         raise CheckpointError(f"{weights}: field '{key}' is not valid JSON", hint=_HINT) from None
     if not isinstance(value, dict):
@@ -249,10 +252,6 @@ def _integer(metadata: Mapping[str, str], key: str, weights: Path, low: int, hig
         raise CheckpointError(f"{weights}: field '{key}' is {text!r}, not a step in "
                               f"{low}..{high}", hint=_HINT)
     return int(text)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _check_optimizer_state(state: Any, parameters: list[Any], path: Path) -> None:

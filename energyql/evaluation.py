@@ -140,14 +140,13 @@ def judge(generator: Generator | None, n: int, models: ControlModels, energies: 
         for k, stage_energy in enumerate(energies):
             if stage_energy.is_conditional:
                 continue  # its energies need requested values; see conditional_figures
-            stage_parts = stage_energy.parts(features)
+            total, stage_parts = stage_energy.total_and_parts(features)
             for text, value in stage_parts.items():
                 parts.setdefault(text, []).append(value.float())
             for term in stage_energy.pointwise:
                 if isinstance(term, PredicateEnergy):
                     probs.setdefault(term.text, []).append(term.probability(features))
             if k == weighting and log_ratio is not None:
-                total = torch.stack(list(stage_parts.values())).sum(0)
                 weights.append((log_ratio - total).float())
 
     def collect(chunks: dict[str, list]) -> dict[str, torch.Tensor]:

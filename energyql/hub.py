@@ -28,10 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from energyql.errors import DigestMismatchError, WeightsMissingError, did_you_mean
+from energyql.io import sha256_file as file_digest  # the one sha256 of a file, kept by its name
 
 __all__ = [
     "Weights", "KNOWN", "DigestMismatchError", "cache_dir", "location", "is_present", "path",
     "register", "download_file", "file_digest", "fetch_command", "transport_errors",
+    "why_not_download",
 ]
 
 _CHUNK = 1 << 20
@@ -184,6 +186,15 @@ def offline() -> bool:
     return os.environ.get("ENERGYQL_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
 
 
+def why_not_download(download: bool = True) -> str | None:
+    """Return why nothing may be downloaded ("downloads are off (...)"), or None if it may."""
+    if not download:
+        return "downloading was not allowed"
+    if offline():
+        return "downloads are off (ENERGYQL_OFFLINE)"
+    return None
+
+
 def transport_errors() -> tuple[type[Exception], ...]:
     """Return the network errors of huggingface_hub's HTTP client that are not OSErrors.
 
@@ -214,14 +225,14 @@ def path(key: str, *, download: bool = True, progress: bool = True) -> Path:
     if target.is_file():
         return target
     how = fetch_command(key)
-    if not download or offline() or not entry.url:
-        why = ("downloads are off (ENERGYQL_OFFLINE)" if download and offline() and entry.url
-               else "no download URL is known" if not entry.url else "downloading was not allowed")
+    url = entry.url
+    why = why_not_download(download) if url else "no download URL is known"
+    if why or not url:
         raise WeightsMissingError(
             f"weights '{key}' ({entry.filename}) are not at {target}; {why}",
             hint=f"get them with: {how}  (or set ENERGYQL_CACHE to the folder that holds them)")
     try:
-        return download_file(entry.url, target, sha256=entry.sha256, progress=progress,
+        return download_file(url, target, sha256=entry.sha256, progress=progress,
                              label=entry.filename)
     except DigestMismatchError:
         raise
@@ -231,15 +242,6 @@ def path(key: str, *, download: bool = True, progress: bool = True) -> Path:
             f"downloaded: {error.message}",
             hint=f"get them with: {how}  (or set ENERGYQL_CACHE to the folder that holds them)",
         ) from None
-
-
-def file_digest(file: str | Path) -> str:
-    """Return the sha256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(file, "rb") as stream:
-        for chunk in iter(lambda: stream.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _looks_like_checkpoint(head: bytes) -> bool:

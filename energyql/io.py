@@ -129,6 +129,12 @@ def dumps_strict(data: Any, *, what: str, indent: int | None = 2) -> str:
                                  "log for non-finite losses") from None
 
 
+def loads_strict(text: str | bytes) -> Any:
+    """Return the value of strict JSON text: ``NaN``, ``Infinity`` and ``-Infinity`` (which
+    Python's json reads by default) are a ValueError, like any other invalid JSON."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` as strict JSON (no NaN or infinity), atomically."""
     return write_text(path, dumps_strict(data, what=str(path)) + "\n")
@@ -144,6 +150,8 @@ def save_tensors(path: str | os.PathLike[str], tensors: dict[str, Any],
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Return the sha256 hex digest of a file, read in chunks (the one place it is computed:
+    weights digests, downloads, artifact commit points)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(chunk), b""):
@@ -344,7 +352,7 @@ def _checked_header(data: bytes, size: int, fault: _FileFault
     if length > min(MAX_HEADER_BYTES, size - 8) or len(data) < 8 + length:
         fault(f"the header claims {length} bytes in a file of {size}")
     try:
-        header = json.loads(data[8:8 + length].decode("utf-8"), parse_constant=_no_constant)
+        header = loads_strict(data[8:8 + length].decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         fault(f"the header is not valid JSON: {_first_line(exc)}")
     if not isinstance(header, dict):

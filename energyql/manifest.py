@@ -20,7 +20,6 @@ and on load each flow's ``dim`` must equal the latent size of the generator it s
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -29,7 +28,7 @@ from typing import Any, ClassVar, NoReturn
 
 from energyql.errors import ArtifactError, UsageError
 from energyql.generators.options import RECORDED, check_options
-from energyql.io import climbs_out, dumps_strict, is_system_path
+from energyql.io import climbs_out, dumps_strict, is_system_path, loads_strict
 from energyql.lang.graph import RESTORE
 
 FORMAT_VERSION = 1
@@ -622,7 +621,7 @@ class Manifest:
                                 hint="the file is damaged; train the artifact again") from None
         try:
             # ValueError also covers integers too long to convert (a 5000-digit "size").
-            data = json.loads(text, parse_constant=_refuse_constant)
+            data = loads_strict(text)
         except (ValueError, RecursionError) as error:
             first = (str(error).splitlines() or [type(error).__name__])[0]
             raise ArtifactError(f"{path} is not valid JSON: {first}",
@@ -697,10 +696,6 @@ def _digest(r: _Reader, key: str) -> str:
     if value and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
         r.fail("must be a sha256 digest (64 lowercase hex digits)", key)
     return value
-
-
-def _refuse_constant(name: str) -> Any:
-    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
 
 
 __all__ = ["FORMAT_VERSION", "MANIFEST", "ContextRecord", "FitRecord", "FlowRecord",

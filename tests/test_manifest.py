@@ -205,3 +205,21 @@ def test_image_counts_round_trip_and_old_manifests_have_none():
     assert (train.images, train.images_backward) == (4120, 24)
     assert "images" not in train.settings  # a count, not a training setting
     assert manifest.to_dict() == data
+
+
+@pytest.mark.parametrize("text", ['{"a": NaN}', '{"a": Infinity}', '[-Infinity]'])
+def test_strict_json_is_read_by_one_helper_that_refuses_non_finite_constants(text):
+    from energyql.io import loads_strict
+
+    with pytest.raises(ValueError, match="is not JSON"):
+        loads_strict(text)
+    assert loads_strict('{"a": [1.5, null]}') == {"a": [1.5, None]}
+
+
+def test_strict_json_is_written_by_one_helper_that_names_what_held_the_nan():
+    from energyql.errors import EnergyQLError
+    from energyql.io import dumps_strict
+
+    with pytest.raises(EnergyQLError, match="the checkpoint's log holds a non-finite number"):
+        dumps_strict({"loss": math.nan}, what="the checkpoint's log", indent=None)
+    assert dumps_strict({"loss": 1.0}, what="x", indent=None) == '{"loss": 1.0}'

@@ -294,7 +294,7 @@ def _load_scheme(open_clip, spec: str, device: str) -> ClipModel:
         raise WeightsMissingError(f"no open_clip_config.json in '{where}'",
                                   hint="local-dir:DIR needs DIR/open_clip_config.json "
                                        "and its weights")
-    if scheme == "hf-hub" and _offline():
+    if scheme == "hf-hub" and hub.offline():
         raise WeightsMissingError(f"'{spec}' needs the network and downloads are off "
                                   "(ENERGYQL_OFFLINE)",
                                   hint="download the repository elsewhere and use local-dir:DIR")
@@ -364,10 +364,6 @@ def _create(open_clip, name: str, device: str, **options):
 
 def _clip_dir() -> Path:
     return hub.cache_dir() / "clip"
-
-
-def _offline() -> bool:
-    return hub.offline()
 
 
 def _hub_cache_dir(repo: str | None) -> str | None:
@@ -467,14 +463,12 @@ def _checkpoint_hint(weights: PretrainedWeights) -> str:
 
 
 def _why_not_download(download: bool, hub_offline: bool = False) -> str | None:
-    """Return why nothing may be downloaded ("downloads are off (...)"), or None if it may."""
-    if not download:
-        return "downloading was not allowed"
-    if _offline():
-        return "downloads are off (ENERGYQL_OFFLINE)"
-    if hub_offline:
+    """Return why nothing may be downloaded (:func:`energyql.hub.why_not_download`, then
+    ``HF_HUB_OFFLINE`` for the Hugging Face cache), or None if it may."""
+    why = hub.why_not_download(download)
+    if why is None and hub_offline:
         return "downloads are off (HF_HUB_OFFLINE)"
-    return None
+    return why
 
 
 def _from_hub(weights: PretrainedWeights, repo: str, *, download: bool) -> Path:

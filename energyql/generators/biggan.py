@@ -436,13 +436,14 @@ def _files(spec) -> tuple[Path, Path]:
     if not config.is_file():
         entry = hub.KNOWN[config_key]
         hint = f"get it with: {hub.fetch_command(config_key)}"
-        if hub.offline() or not entry.url:
-            why = "downloads are off (ENERGYQL_OFFLINE)" if entry.url else "no URL is known"
+        url = entry.url
+        why = hub.why_not_download() if url else "no URL is known"
+        if why or not url:
             raise WeightsMissingError(f"BigGAN config '{entry.filename}' is not at {config}; "
                                       f"{why}", hint=hint)
         try:
             # A JSON file: the checkpoint format check does not apply.
-            hub.download_file(entry.url, config, sha256=entry.sha256, check_format=False,
+            hub.download_file(url, config, sha256=entry.sha256, check_format=False,
                               label=entry.filename)
         except WeightsMissingError as error:
             raise WeightsMissingError(f"BigGAN config '{entry.filename}' could not be "
@@ -464,10 +465,10 @@ def load_spec(spec, *, device: torch.device | str = "cpu", truncation: float = 0
     checked = check_options("biggan", given, where=spec.name)
     truncation = float(checked["truncation"])
     class_name = checked.get("class_name")
-    from energyql import hub
+    from energyql.io import sha256_file
 
     config_file, weights_file = _files(spec)
     net = from_files(config_file, weights_file)
-    digest = hub.file_digest(weights_file)
+    digest = sha256_file(weights_file)
     return BigGANGenerator(net, truncation=truncation, class_name=class_name, id=spec.name,
                            catalog=spec.catalog, weights_digest=digest).to(device)

@@ -182,12 +182,12 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 def folder_digest(folder: Path) -> str:
     """Return one sha256 over the weight files of a pipeline folder (names and bytes)."""
-    from energyql import hub
+    from energyql.io import sha256_file
 
     digest = hashlib.sha256()
     for file in sorted(p for p in folder.rglob("*") if p.suffix in _WEIGHT_SUFFIXES):
         digest.update(str(file.relative_to(folder)).encode())
-        digest.update(hub.file_digest(file).encode())
+        digest.update(sha256_file(file).encode())
     return digest.hexdigest()
 
 

@@ -528,6 +528,7 @@ def load_spec(spec, *, device: torch.device | str = "cpu", truncation: float = 1
     checked = check_options("stylegan2", {"truncation": truncation, **options}, where=spec.name)
     truncation, options = float(checked.pop("truncation")), checked
     from energyql import hub
+    from energyql.io import sha256_file
 
     if spec.path:
         path = Path(spec.path).expanduser()
@@ -543,5 +544,5 @@ def load_spec(spec, *, device: torch.device | str = "cpu", truncation: float = 1
         net, truncation=truncation, w_avg=None if latent_avg is None else latent_avg.to(device),
         mean_samples=options.get("mean_samples", 4096),
         randomize_noise=noise_mode(options) == "random", id=spec.name,
-        catalog=spec.catalog, weights_digest=digest or hub.file_digest(path),
+        catalog=spec.catalog, weights_digest=digest or sha256_file(path),
     ).to(device)
