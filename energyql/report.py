@@ -531,7 +531,8 @@ def report_blocks(directory: Path, manifest: Manifest, metrics: dict, *,
         blocks += [Warning(note) for note in notes]
     for stage in stage_records:
         for warning in stage.warnings:
-            blocks.append(Warning(f"stage {stage.index}: {warning}"))
+            prefix = f"stage {stage.index}: "  # the trainer's warnings name their stage
+            blocks.append(Warning(warning if warning.startswith(prefix) else prefix + warning))
 
     blocks.append(Heading(2, "Stages"))
     rows = [["stage", "expression", "steps", "seconds", "final loss",

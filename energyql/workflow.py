@@ -118,7 +118,7 @@ _POSITIVE = ("lr", "grad_clip", "temper")
 _NON_NEGATIVE = ("final_lr_fraction", "weight_decay", "forward_weight", "chain_weight",
                  "feedback_gain")
 # Shares: numbers from 0 to at most this much.
-_SHARES = {"score_share": 1.0, "defensive": 0.9}
+_SHARES = {"score_share": 1.0, "smooth_score_share": 1.0, "defensive": 0.9}
 
 
 def _check_setting(name: str, value) -> None:

@@ -257,3 +257,22 @@ def test_a_resumed_run_with_chains_retraces_the_uninterrupted_one(tmp_path):
                              checkpoint_dir=tmp_path, resume=True, progress=False)
     for p, q in zip(whole.flow.state_dict().values(), resumed.flow.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_smooth_terms_take_the_score_function_only_when_asked():
+    """``smooth_score_share`` moves a smooth term's gradient (CLIP's, say) to the score
+    function as well, for generators that flatten it; weight 1 still."""
+    energy = stage(QuadraticEnergy([1.0, 0.0], [1.0, 1.0]))
+    flow = _perturbed_flow()
+    config = replace(TOY, batch=64, chain_weight=0.0, smooth_score_share=1.0)
+    loss, _ = StageObjective(StageTarget(PointGenerator(), energy, flow), config, index=1)(4)
+    first = next(flow.parameters())
+    (grad,) = torch.autograd.grad(loss, [first])
+    eps = torch.randn(64, 2, generator=step_generator(config.seed, 1, 4))
+    z, logdet = flow(eps)
+    total, _ = energy(z)
+    pathwise = (-PointGenerator().log_prior(z) - logdet).mean()
+    advantage = (total.detach() - total.detach().mean()) * 64 / 63
+    score = (advantage * flow.log_prob(z.detach())).mean()
+    (expected,) = torch.autograd.grad(pathwise + score, [first])
+    assert torch.allclose(grad, expected, atol=1e-5)

@@ -42,6 +42,7 @@ class TrainConfig:
     warm_start_samples: int = 0
     warm_start_steps: int = 20
     score_share: float = 1.0     # share of the score-function estimator for flat terms
+    smooth_score_share: float = 0.0  # the same for smooth terms (CLIP) over flat generators
     forward_weight: float = 0.0  # weight of the self-normalised forward-KL term
     defensive: float = 0.1       # share of the batch drawn from the base for that term
     chain_weight: float = 1.0    # weight of the score-climbing term (persistent chains)

@@ -178,16 +178,20 @@ class StageObjective(nn.Module):
         total, parts = energy.total_and_parts(features)
         smooth, flat = split_flat(parts, energy, config.temper)
         share = config.score_share if self.has_flat else 0.0
+        # Smooth terms too where the generator flattens them (paired energies compare two
+        # samples of one noise: their value is no function of one sample, so never).
+        smooth_share = 0.0 if energy.paired else config.smooth_score_share
         log_p0 = self.target.base.log_prior(z)
-        per_sample = -log_p0 + smooth + (1 - share) * flat - logdet
+        per_sample = -log_p0 + (1 - smooth_share) * smooth + (1 - share) * flat - logdet
         loss = per_sample.mean()
         losses = {"reverse": float(loss.detach())}
-        need_log_q = bool(share) or bool(config.forward_weight) or self.climbing
+        need_log_q = bool(share or smooth_share or config.forward_weight) or self.climbing
         log_q = self.flow.log_prob(z.detach(), flow_context) if need_log_q else None
-        if share and log_q is not None:
+        if (share or smooth_share) and log_q is not None:
             with torch.no_grad():
-                advantage = leave_one_out(flat.detach().float(), group)
-            score = share * (advantage * log_q).mean()
+                valued = share * flat.detach().float() + smooth_share * smooth.detach().float()
+                advantage = leave_one_out(valued, group)
+            score = (advantage * log_q).mean()
             loss = loss + score
             losses["score"] = float(score.detach())
         defensive_images = 0

@@ -45,6 +45,7 @@ def test_stylegan2_trains_with_promptgens_settings():
 def test_shapes_training_defaults_are_unchanged():
     assert defaults_for("shapes") == {"steps": 600, "batch": 64, "lr": 3e-3, "clip_copies": 4,
                                       "warm_start_samples": 8192, "chain_weight": 3.0,
+                                      "smooth_score_share": 1.0,
                                       "forward_weight": 0.0, "refit_samples": 2048,
                                       "blocks": 8, "width": 256}
 
