@@ -76,6 +76,11 @@ def train(program: Any, gen: Any = None, *, out: str | Path | None = None, repor
                              hint="leave gen= out: stages added to an artifact run on its "
                                   "generator")
     config = train_config(gen, config, **settings)
+    if start is not None and out is not None and not isinstance(start, Artifact) \
+            and _same_folder(Path(out), Path(start)):
+        # The new artifact would replace the one it extends: the base would be lost.
+        raise UsageError(f"out='{out}' is the start= artifact; writing there would replace it",
+                         hint="give the extended artifact a folder of its own")
     if start is not None and not isinstance(start, Artifact):
         start = load(start, gen=gen, device=config.device, **(generator_options or {}))
     if start is not None and isinstance(program, str):
@@ -92,6 +97,14 @@ def train(program: Any, gen: Any = None, *, out: str | Path | None = None, repor
         if current_group().is_main:  # the artifact is whole: its optimizer state is not needed
             checkpoints.remove_all(Path(out))
     return result.artifact
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    """Whether two paths name one folder (False when either cannot be looked at)."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 def _check_count(name: str, value: Any, low: int, high: int) -> None:

@@ -414,6 +414,11 @@ class TrainRecord:
                 **counts}
 
     _OWN: ClassVar[tuple[str, ...]] = ("seconds", "skipped_steps", "images", "images_backward")
+    # (low, high or None, low excluded) of the settings checked when read.
+    _NUMBERS: ClassVar[dict[str, tuple[float, float | None, bool]]] = {
+        "temper": (0.0, None, True), "forward_weight": (0.0, None, False),
+        "chain_weight": (0.0, None, False), "score_share": (0.0, 1.0, False),
+        "smooth_score_share": (0.0, 1.0, False), "defensive": (0.0, 1.0, False)}
 
     @classmethod
     def from_reader(cls, r: _Reader) -> TrainRecord:
@@ -423,6 +428,18 @@ class TrainRecord:
                 r.fail(f"must be a plain value, not {_kind(value)}", key)
             if isinstance(value, float) and not math.isfinite(value):
                 r.fail(f"is {value}, not a finite number", key)
+        # The estimator's settings the report and a --from run read: numbers in their range
+        # (a hand-edited temper of "hot" or -3 would be reported as a tempered target).
+        for key, (low, high, low_open) in cls._NUMBERS.items():
+            value = settings.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or value < low or (low_open and value == low) \
+                    or (high is not None and value > high):
+                r.fail(f"is {value!r}, not a number "
+                       + (f"from {low:g} to {high:g}" if high is not None else
+                          f"greater than {low:g}" if low_open else f"of at least {low:g}"), key)
         counts = {k: r.integer(k, 0, 2**62, 0) if k in r.data else None
                   for k in ("images", "images_backward")}
         return cls(settings, r.real("seconds", 0.0, low=0.0),

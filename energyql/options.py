@@ -18,6 +18,10 @@ MAX_BATCH = 1 << 16
 MAX_STEPS = 10_000_000
 #: Most CPU threads a run may ask torch for.
 MAX_THREADS = 1024
+#: Largest --temper (a factor on pointwise energies) and --forward-weight / --chain-weight:
+#: beyond them the loss overflows to inf and every step is skipped, yet the run "succeeds".
+MAX_TEMPER = 100.0
+MAX_LOSS_WEIGHT = 1000.0
 #: Fewest samples an evaluation report can judge (covariances and shares need two).
 MIN_REPORT_SAMPLES = 2
 

@@ -14,7 +14,14 @@ from energyql.errors import EnergyQLError, EvaluationError, UsageError, check_ch
 from energyql.generators.registry import DEFAULT_GENERATOR
 from energyql.io import write_json
 from energyql.manifest import MAX_BLOCKS, MAX_WIDTH, Manifest
-from energyql.options import MAX_BATCH, MAX_SAMPLES, MAX_STEPS, MAX_THREADS
+from energyql.options import (
+    MAX_BATCH,
+    MAX_LOSS_WEIGHT,
+    MAX_SAMPLES,
+    MAX_STEPS,
+    MAX_TEMPER,
+    MAX_THREADS,
+)
 
 
 def defaults_for(gen) -> dict:
@@ -96,7 +103,16 @@ def train_config(gen, config=None, **settings):
         _check_setting(name, value)
     if config is None:
         config = TrainConfig(**{k: v for k, v in defaults_for(gen).items() if k in kinds})
-    return replace(config, **settings)
+    elif not isinstance(config, TrainConfig):
+        raise UsageError(f"config must be an energyql.TrainConfig, not {type(config).__name__}",
+                         hint="e.g. config=energyql.TrainConfig(steps=100), or steps=100")
+    config = replace(config, **settings)
+    # A TrainConfig built by hand is checked like keyword settings (temper=-1 or a NaN
+    # weight would otherwise train, or skip every step, without a word).
+    for field in fields(TrainConfig):
+        if field.name not in settings:
+            _check_setting(field.name, getattr(config, field.name))
+    return config
 
 
 # Settings that must be whole numbers of at least this much (the rest are checked by kind).
@@ -119,6 +135,9 @@ _NON_NEGATIVE = ("final_lr_fraction", "weight_decay", "forward_weight", "chain_w
                  "feedback_gain")
 # Shares: numbers from 0 to at most this much.
 _SHARES = {"score_share": 1.0, "smooth_score_share": 1.0, "defensive": 0.9}
+# Numbers with a ceiling (the CLI's too): past it the loss overflows and no step counts.
+_NUMBER_AT_MOST = {"temper": MAX_TEMPER, "forward_weight": MAX_LOSS_WEIGHT,
+                   "chain_weight": MAX_LOSS_WEIGHT}
 
 
 def _check_setting(name: str, value) -> None:
@@ -148,6 +167,8 @@ def _check_setting(name: str, value) -> None:
             refuse("must be a finite number")
         if value < 0 or (name in _POSITIVE and value == 0):
             refuse("must be greater than 0" if name in _POSITIVE else "must be at least 0")
+        if name in _NUMBER_AT_MOST and value > _NUMBER_AT_MOST[name]:
+            refuse(f"must be at most {_NUMBER_AT_MOST[name]:g}")
     elif name == "amp" and not isinstance(value, bool):
         refuse("must be True or False")
     elif name == "device" and not isinstance(value, str):

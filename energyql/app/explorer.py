@@ -12,6 +12,7 @@ import base64
 import contextlib
 import json
 import math
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -39,7 +40,9 @@ def whole(value: Any, name: str, low: int, high: int) -> int:
 
     Accepts ints and the text of one (a form field); refuses bools, floats and other text.
     """
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 40:
+    # ASCII digits only: str.isdigit() also passes '²' (which int() refuses) and other
+    # scripts' digits (which would end up in a download's filename header).
+    if isinstance(value, str) and len(value) < 40 and re.fullmatch(r"\s*-?[0-9]+\s*", value):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         raise UsageError(f"{name} must be a whole number, got {_short(value)}",
@@ -136,7 +139,8 @@ class Explorer:
             return []
         try:
             metrics = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        except (OSError, ValueError, RecursionError):  # not UTF-8 or JSON, a 5,000-digit
+            # number, nesting deeper than the parser goes
             return [["figure", "base", "controlled"], ["metrics.json cannot be read", "—", "—"]]
         if not isinstance(metrics, dict):
             return []

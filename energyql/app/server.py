@@ -73,6 +73,9 @@ async def read_json(request: Request) -> Any:
         return json.loads(data.decode("utf-8")) if data else {}
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise UsageError("the request is not JSON") from None
+    except ValueError:  # an integer of more digits than Python converts (4,300)
+        raise UsageError("the request holds a number too long to read",
+                         hint="numbers have at most a few dozen digits") from None
 
 
 def _object(body: Any) -> dict[str, Any]:
@@ -263,7 +266,9 @@ def is_loopback(host: str) -> bool:
 
 
 def _safe_filename(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-+" else "_" for c in name)[:120] or "download"
+    # ASCII only: a header is latin-1, and str.isalnum() passes every script's letters.
+    return "".join(c if (c.isascii() and c.isalnum()) or c in "._-+" else "_"
+                   for c in name)[:120] or "download"
 
 
 def _static(name: str) -> bytes:

@@ -27,8 +27,10 @@ from energyql.errors import (
 )
 from energyql.options import (  # bounds shared with energyql.train
     MAX_BATCH,
+    MAX_LOSS_WEIGHT,
     MAX_SAMPLES,
     MAX_STEPS,
+    MAX_TEMPER,
     MAX_THREADS,
     MIN_REPORT_SAMPLES,
 )
@@ -119,11 +121,22 @@ def output_path(text: str) -> Path:
     return Path(text)
 
 
+def _unusable(value: Path, error: OSError) -> typer.BadParameter:
+    """The refusal of a path the system cannot even look at (a name over 255 bytes, ...)."""
+    return typer.BadParameter(f"'{value}' cannot be used: {error.strerror or error}",
+                              param_hint="'--out'")
+
+
 def new_folder(value: Path | None) -> Path | None:
     """Refuse an artifact folder that is an existing file (before any training starts)."""
-    if value is not None and value.exists() and not value.is_dir():
-        raise typer.BadParameter(f"'{value}' is an existing file, not a folder; give a new or "
-                                 "artifact folder", param_hint="'--out'")
+    if value is None:
+        return value
+    try:
+        if value.exists() and not value.is_dir():
+            raise typer.BadParameter(f"'{value}' is an existing file, not a folder; give a new "
+                                     "or artifact folder", param_hint="'--out'")
+    except OSError as error:  # ENAMETOOLONG, ELOOP
+        raise _unusable(value, error) from None
     return value
 
 
@@ -132,6 +145,13 @@ def file_target(value: Path | None) -> Path | None:
     regular one (a device node, a FIFO) or a path in a system folder (before any work)."""
     if value is None:
         return value
+    try:
+        return _file_target(value)
+    except OSError as error:  # ENAMETOOLONG, ELOOP: the path cannot even be looked at
+        raise _unusable(value, error) from None
+
+
+def _file_target(value: Path) -> Path:
     if value.is_dir():
         raise typer.BadParameter(f"'{value}' is a folder; give a file name, e.g. "
                                  f"{value / 'out'}", param_hint="'--out'")
@@ -170,7 +190,7 @@ WarmStartOption = Annotated[Optional[int], typer.Option(
     callback=in_range(0, MAX_SAMPLES))]
 ForwardWeightOption = Annotated[Optional[float], typer.Option(
     help="Weight of the self-normalised forward-KL term (0: reverse KL only).",
-    callback=in_range(0))]
+    callback=in_range(0, MAX_LOSS_WEIGHT))]
 ScoreShareOption = Annotated[Optional[float], typer.Option(
     help="Share (0 to 1) of the score-function estimator in the gradient of classifier terms "
          "(learns from energy values where their slope vanishes; the target is unchanged).",
@@ -178,13 +198,14 @@ ScoreShareOption = Annotated[Optional[float], typer.Option(
 ChainWeightOption = Annotated[Optional[float], typer.Option(
     help="Weight of the score-climbing term: persistent chains of exact Metropolis-Hastings "
          "steps pull the flow towards every part of the target they found (0: off).",
-    callback=in_range(0))]
+    callback=in_range(0, MAX_LOSS_WEIGHT))]
 DefensiveOption = Annotated[Optional[float], typer.Option(
     help="Share of each batch drawn from the base for the forward-KL term (0 to 0.9).",
     callback=in_range(0, 0.9))]
 TemperOption = Annotated[Optional[float], typer.Option(
     help="Train towards p0·exp(-S·E_pointwise) instead of the exact target (S=1); recorded "
-         "in the manifest and named in the report.", callback=in_range(0, 100, low_open=True))]
+         "in the manifest and named in the report.",
+    callback=in_range(0, MAX_TEMPER, low_open=True))]
 DeviceOption = Annotated[str, typer.Option(
     help="cpu, cuda, cuda:N or mps (present on this machine).", callback=check_device)]
 ArtifactOutOption = Annotated[Optional[Path], typer.Option(

@@ -107,7 +107,9 @@ def gens(
         for name, where in expected:
             stdout.print(f"  {name:<{width}}  {where}", soft_wrap=True, markup=False,
                          highlight=False)
-    stdout.print(f"weights cache: {hub.cache_dir()}  (set ENERGYQL_CACHE to move it)")
+    # The path is the user's text (ENERGYQL_CACHE): never read as rich markup.
+    stdout.print(f"weights cache: {hub.cache_dir()}  (set ENERGYQL_CACHE to move it)",
+                 markup=False, highlight=False)
     if missing and commands:
         for key in missing:
             command = (hf_folders.fetch_command(key) if key.startswith(hf_folders.PREFIX)

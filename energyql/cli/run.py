@@ -148,6 +148,12 @@ def run(
 
     folder = out or default_out(expression)
     new_folder(folder)
+    from energyql.api import _same_folder
+
+    if start_from is not None and _same_folder(folder, start_from):
+        # The new artifact would replace the one it extends: the base would be lost.
+        raise UsageError(f"--out '{folder}' is the --from artifact; writing there would "
+                         "replace it", hint="give the extended artifact a folder of its own")
     given = dict(steps=steps, batch=batch, lr=lr, warm_start_samples=warm_start,
                  forward_weight=forward_weight, defensive=defensive,
                  score_share=score_share, chain_weight=chain_weight, temper=temper,
