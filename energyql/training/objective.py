@@ -175,7 +175,7 @@ class StageObjective(nn.Module):
         generator = step_generator(config.seed, self.index, step)
         eps = self.target.noise(config.batch, generator, self.shard)
         z, logdet, flow_context, features = self._judged_flow_samples(eps, generator)
-        total, parts = energy.total_and_parts(features)
+        parts = energy.parts(features)
         smooth, flat = split_flat(parts, energy, config.temper)
         share = config.score_share if self.has_flat else 0.0
         # Smooth terms too where the generator flattens them (paired energies compare two
@@ -187,6 +187,8 @@ class StageObjective(nn.Module):
         losses = {"reverse": float(loss.detach())}
         need_log_q = bool(share or smooth_share or config.forward_weight) or self.climbing
         log_q = self.flow.log_prob(z.detach(), flow_context) if need_log_q else None
+        with torch.no_grad():  # the density each flow row was drawn from, by the forward pass
+            log_q_own = (standard_normal_log_prob(eps) - logdet).detach()
         if (share or smooth_share) and log_q is not None:
             with torch.no_grad():
                 valued = share * flat.detach().float() + smooth_share * smooth.detach().float()
@@ -198,14 +200,11 @@ class StageObjective(nn.Module):
         if config.forward_weight and log_q is not None and not energy.is_conditional:
             with torch.no_grad():
                 log_target = (log_p0 - smooth - flat).detach()
-                log_q_own = (standard_normal_log_prob(eps) - logdet).detach()
             forward, defensive_images = self._forward_kl(log_q, log_q_own, log_p0.detach(),
                                                          log_target, generator)
             loss = loss + config.forward_weight * forward
             losses["forward"] = float(forward.detach())
         if self.climbing and log_q is not None:
-            with torch.no_grad():
-                log_q_own = (standard_normal_log_prob(eps) - logdet).detach()
             climb = self._climb(z.detach(), log_p0.detach(), log_q, log_q_own, parts,
                                 features, generator)
             loss = loss + config.chain_weight * climb
