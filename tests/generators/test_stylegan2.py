@@ -254,7 +254,7 @@ def test_load_spec_from_path_and_registry(tmp_path):
     assert torch.equal(gen.w_avg, torch.zeros(1, STYLE_DIM))
     with pytest.raises(WeightsMissingError, match="not found"):
         load_generator(f"stylegan2:{tmp_path / 'absent.pt'}")
-    with pytest.raises(EnergyQLError, match="unknown option"):
+    with pytest.raises(EnergyQLError, match="unknown generator option"):
         load_generator(f"stylegan2:{path}", temperature=2)
 
 
