@@ -255,11 +255,12 @@ def test_an_empty_hub_clip_checkpoint_is_a_clean_error(offline_cache, hf_cache, 
 
     name, _, _ = tiny_clip
     cfg = {"hf_hub": "someone/tiny-clip/", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    # A tag of its own: loaded models are cached by spec, and other tests load 'hubtag'.
     monkeypatch.setattr("open_clip.get_pretrained_cfg",
-                        lambda n, t: cfg if (n, t) == (name, "hubtag") else {})
+                        lambda n, t: cfg if (n, t) == (name, "emptytag") else {})
     put_in_hf_cache(hf_cache, "someone/tiny-clip", "open_clip_model.safetensors", save({}))
     with pytest.raises(CheckpointError, match="holds no tensors"):
-        load_clip(f"{name}:hubtag")
+        load_clip(f"{name}:emptytag")
 
 
 # --- 6. a cache path that is a file ------------------------------------------------------------
