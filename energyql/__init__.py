@@ -34,6 +34,7 @@ from energyql.lang.api import (
     dist,
     keep,
     pose,
+    slider,
     uniform,
 )
 
@@ -67,5 +68,5 @@ __all__ = [
     "ArgumentError", "ArtifactError", "CompositionError", "EnergyQLError", "ExpressionError",
     "NameResolutionError", "ParseError", "Program", "TrainingError", "UnknownGeneratorError",
     "UsageError", "WeightsMissingError", "attr", "clip", "compile", "debias", "dist", "keep",
-    "pose", "uniform", *_LAZY, "__version__",
+    "pose", "slider", "uniform", *_LAZY, "__version__",
 ]

@@ -16,6 +16,7 @@ from energyql.lang.api import (
     dist,
     keep,
     pose,
+    slider,
     uniform,
 )
 from energyql.lang.graph import (
@@ -31,12 +32,13 @@ from energyql.lang.graph import (
     Param,
     Predicate,
     Scale,
+    Slider,
     Stage,
     Term,
 )
 
 __all__ = [
     "And", "Clip", "Constraint", "Control", "DistSpec", "Keep", "Name", "Not", "Or", "Param",
-    "Predicate", "Program", "Scale", "Stage", "Term", "attr", "clip", "compile", "control",
-    "debias", "dist", "keep", "pose", "uniform",
+    "Predicate", "Program", "Scale", "Slider", "Stage", "Term", "attr", "clip", "compile",
+    "control", "debias", "dist", "keep", "pose", "slider", "uniform",
 ]

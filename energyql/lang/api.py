@@ -35,6 +35,7 @@ from energyql.lang.graph import (
     Program,
     Stage,
     Term,
+    Slider,
     scaled,
 )
 from energyql.lang.parser import parse
@@ -129,6 +130,8 @@ def clip(text: str, *, model: str | None = None, weight: float | None = None,
                                 or not 1 <= augment <= 1024):
         raise ArgumentError("augment= takes a whole number from 1 to 1024")
     term: Term = Clip(text, model, augment)
+    if isinstance(weight, Slider):
+        return weight * _one(term)
     if weight is not None:
         if isinstance(weight, bool) or not isinstance(weight, Real):
             raise ArgumentError("weight= takes a number")
@@ -167,15 +170,38 @@ def dist(attrs: str | Sequence[str],
     if not items:
         raise ArgumentError("dist() needs value=probability entries",
                             hint='e.g. eq.dist("size", small=0.3, large=0.7)')
-    entries: list[tuple[tuple[str, ...], float]] = []
+    entries: list[tuple[tuple[str, ...], float | Slider]] = []
     for given, probability in items:
         key = (given,) if isinstance(given, str) else tuple(given)
+        if isinstance(probability, Slider):
+            if not 0 <= probability.low < probability.high <= 1:
+                raise ArgumentError(f"the slider {probability.name!r} sets a probability, so "
+                                    "its range must lie in 0..1")
+            entries.append((tuple(_name(k, "value") for k in key), probability))
+            continue
         if isinstance(probability, bool) or not isinstance(probability, Real) \
                 or not 0 <= float(probability) <= 1:
             raise ArgumentError(f"the probability of {' x '.join(map(str, key))!r} must be a "
                                 "number from 0 to 1")
         entries.append((tuple(_name(k, "value") for k in key), float(probability)))
     return _one(DistSpec(names, tuple(entries)))
+
+
+def slider(name: str, low: float, high: float) -> Slider:
+    """Create ``name in low..high``: a number of an expression set at sample time.
+
+    It composes like a number: ``eq.slider("w", 0, 3) * eq.attr("smiling")``,
+    ``eq.dist("size", small=eq.slider("s", 0.2, 0.8))``, or ``env={"s": eq.slider(...)}``.
+    """
+    bounds = []
+    for bound in (low, high):
+        if isinstance(bound, bool) or not isinstance(bound, Real) or not math.isfinite(bound):
+            raise ArgumentError(f"the range of slider {name!r} takes two finite numbers")
+        bounds.append(float(bound))
+    if not bounds[0] < bounds[1]:
+        raise ArgumentError(f"the slider {name!r} has the empty range {low:g}..{high:g}",
+                            hint="give the lower bound first")
+    return Slider(_name(name, "slider"), bounds[0], bounds[1])
 
 
 def control(name: str, **ranges: tuple[float, float]) -> Program:
@@ -205,5 +231,5 @@ def keep(what: str = "identity") -> Program:
     return _one(Keep(_name(what, "keep() name")))
 
 
-__all__ = ["Program", "attr", "clip", "compile", "control", "debias", "dist", "keep", "pose",
-           "uniform"]
+__all__ = ["Program", "Slider", "attr", "clip", "compile", "control", "debias", "dist", "keep",
+           "pose", "slider", "uniform"]

@@ -59,6 +59,16 @@ class NumberLit(Node):
 
 
 @dataclass(frozen=True)
+class SliderLit(Node):
+    """``name in low..high``: a number set at sample time (or, as a control's positional
+    argument, the range of one of its parameters)."""
+
+    name: Ident
+    low: NumberLit
+    high: NumberLit
+
+
+@dataclass(frozen=True)
 class NotExpr(Node):
     operand: Expr
 
@@ -111,8 +121,8 @@ class Call(Node):
     args: tuple[Arg, ...]
 
 
-Expr = (NameRef | Product | Compare | StringLit | NumberLit | NotExpr | MulExpr | AndExpr | OrExpr
-        | Call)
+Expr = (NameRef | Product | Compare | StringLit | NumberLit | SliderLit | NotExpr | MulExpr
+        | AndExpr | OrExpr | Call)
 
 
 @dataclass(frozen=True)

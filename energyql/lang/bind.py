@@ -29,6 +29,8 @@ from energyql.lang.graph import (
     Param,
     Predicate,
     Program,
+    Scale,
+    Slider,
     Stage,
     Term,
     scaled,
@@ -67,12 +69,22 @@ class TermValue:
     term: Term
 
 
-Binding = Names | Number | TermValue
+@dataclass(frozen=True)
+class SliderValue:
+    slider: Slider
+
+
+Binding = Names | Number | TermValue | SliderValue
+
+_SLIDER_HINT = ("sliders set dist() probabilities and weights, e.g. dist(size, small = s in "
+                "0.2..0.8) or (w in 0..3) * smiling")
 
 
 def _kind(binding: Binding) -> str:
     if isinstance(binding, Number):
         return "a number"
+    if isinstance(binding, SliderValue):
+        return "a slider"
     if isinstance(binding, TermValue):
         return "a term"
     return "an attribute product" if len(binding.names) > 1 else "a name"
@@ -107,6 +119,8 @@ def _env_value(key: str, value: object, parse: Callable[[str], ast.Root]) -> Bin
         return Number(float(value))
     if isinstance(value, (tuple, list)) and value and all(isinstance(v, str) for v in value):
         return Names(tuple(value), (None,) * len(value))
+    if isinstance(value, Slider):
+        return SliderValue(value)
     if isinstance(value, _Program):
         if len(value.stages) != 1:
             raise ArgumentError(f"env['{key}'] has {len(value.stages)} stages; bind one stage")
@@ -219,6 +233,8 @@ class _Binder(TermVisitor[Term]):
             return Names(*self.attribute_names(expr.names, "a product"))
         if isinstance(expr, ast.NumberLit):
             return Number(expr.value)
+        if isinstance(expr, ast.SliderLit):
+            return SliderValue(self.slider(expr))
         return TermValue(self.term(expr))
 
     def attribute_names(self, idents: Iterable[ast.Ident],
@@ -258,8 +274,8 @@ class _Binder(TermVisitor[Term]):
             return Name(name, origin=self.at(expr))
         if isinstance(bound, TermValue):
             return bound.term
-        if isinstance(bound, Number):
-            raise self.fail(ArgumentError, f"'{name}' is a number, not a term", expr,
+        if isinstance(bound, (Number, SliderValue)):
+            raise self.fail(ArgumentError, f"'{name}' is {_kind(bound)}, not a term", expr,
                             f"weights multiply terms, e.g. {name} * smiling")
         if len(bound.names) > 1:
             raise self.fail(CompositionError, f"'{name}' is an attribute product "
@@ -286,6 +302,22 @@ class _Binder(TermVisitor[Term]):
         raise self.fail(ArgumentError, "a number is not a term on its own", expr,
                         "weights multiply terms, e.g. 2 * smiling")
 
+    def on_slider_lit(self, expr: ast.SliderLit) -> Term:
+        raise self.fail(ArgumentError, f"the slider '{self.text(expr)}' is a number, not a term",
+                        expr, _SLIDER_HINT)
+
+    def slider(self, expr: ast.SliderLit) -> Slider:
+        """The slider a ``name in low..high`` literal writes (a non-empty range)."""
+        low, high = expr.low.value, expr.high.value
+        if not low < high:
+            raise self.fail(ArgumentError, f"the slider '{expr.name.name}' has the empty range "
+                            f"{self.text(expr.low)}..{self.text(expr.high)}", expr,
+                            "write the lower bound first; for a fixed value write the number")
+        if expr.name.name in KEYWORDS:
+            raise self.fail(ArgumentError, f"'{expr.name.name}' is a keyword, not a slider name",
+                            expr.name)
+        return Slider(expr.name.name, low, high, origin=self.at(expr))
+
     def on_not_expr(self, expr: ast.NotExpr) -> Term:
         return self.built(expr, lambda c: Not(c[0], origin=self.at(expr)),
                           (self.term(expr.operand),))
@@ -300,10 +332,17 @@ class _Binder(TermVisitor[Term]):
 
     def on_mul_expr(self, expr: ast.MulExpr) -> Term:
         weight, terms = 1.0, []
+        slider: tuple[ast.Expr, Slider] | None = None
         for item in expr.items:
-            number = self.number(item)
+            number = self.amount(item)
             if number is None:
                 terms.append((item, self.term(item)))
+            elif isinstance(number, Slider):
+                if slider is not None:
+                    raise self.fail(CompositionError, "a weight multiplies two sliders "
+                                    f"('{slider[1].name}' and '{number.name}')", item,
+                                    "give the term one slider weight")
+                slider = (item, self.weight_slider(number, item))
             else:
                 weight *= number
         if not terms:
@@ -313,9 +352,40 @@ class _Binder(TermVisitor[Term]):
             raise self.fail(CompositionError, "'*' multiplies a term by a number, but "
                             f"{self.text(terms[1][0])!r} is a term too", terms[1][0],
                             "combine terms with '&' (both) or 'or' (either)")
-        return scaled(weight, terms[0][1], self.at(expr))
+        return self.weighted(weight, slider[1] if slider else None, terms[0][1], expr)
+
+    def weighted(self, weight: float, slider: Slider | None, term: Term,
+                 expr: ast.Node) -> Term:
+        """``weight * term``, times a slider's value when one is given."""
+        term = scaled(weight, term, self.at(expr))
+        if slider is None:
+            return term
+        return Scale(1.0, term, slider, origin=self.at(expr))
+
+    def weight_slider(self, slider: Slider, node: ast.Node) -> Slider:
+        if slider.low < 0:
+            raise self.fail(ArgumentError, f"the weight slider '{slider.name}' goes below 0 "
+                            f"({slider.low:g})", node, "weights are ≥ 0; to push away from a "
+                            "predicate use 'not', e.g. (w in 0..3) * not smiling")
+        return slider
+
+    def amount(self, expr: ast.Expr) -> float | Slider | None:
+        """A number or a slider written (or bound) at ``expr``; None for anything else."""
+        if isinstance(expr, ast.SliderLit):
+            return self.slider(expr)
+        if isinstance(expr, ast.NameRef):
+            bound = self.lookup(expr.name.name)
+            if isinstance(bound, SliderValue):
+                return bound.slider
+        return self.number(expr)
 
     def number(self, expr: ast.Expr) -> float | None:
+        """A fixed number written (or bound) at ``expr``; a slider here is an error."""
+        if isinstance(expr, ast.SliderLit) or (
+                isinstance(expr, ast.NameRef)
+                and isinstance(self.lookup(expr.name.name), SliderValue)):
+            raise self.fail(ArgumentError, f"a slider cannot stand here: "
+                            f"'{self.text(expr)}' needs a fixed number", expr, _SLIDER_HINT)
         if isinstance(expr, ast.NumberLit):
             return expr.value
         if isinstance(expr, ast.NameRef):
@@ -384,10 +454,14 @@ class _Binder(TermVisitor[Term]):
             augment = int(count)
         term: Term = Clip(prompt.value, model, augment, origin=self.at(call))
         if "weight" in named:
-            weight = self.number(named["weight"].value)
+            given = named["weight"].value
+            weight = self.amount(given)
             if weight is None:
-                raise self.fail(ArgumentError, "weight= takes a number", named["weight"].value)
-            term = scaled(weight, term, self.at(call))
+                raise self.fail(ArgumentError, "weight= takes a number", given)
+            if isinstance(weight, Slider):
+                term = self.weighted(1.0, self.weight_slider(weight, given), term, call)
+            else:
+                term = scaled(weight, term, self.at(call))
         return term
 
     def attributes_arg(self, call: ast.Call, positional: list[ast.Expr],
@@ -416,7 +490,7 @@ class _Binder(TermVisitor[Term]):
 
     def call_dist(self, call: ast.Call) -> Term:
         positional: list[ast.Expr] = []
-        entries: list[tuple[tuple[str, ...], float]] = []
+        entries: list[tuple[tuple[str, ...], float | Slider]] = []
         entry_parts: list[tuple[Origin, ...]] = []
         for arg in call.args:
             if isinstance(arg, ast.PosArg):
@@ -427,8 +501,14 @@ class _Binder(TermVisitor[Term]):
             elif isinstance(arg, ast.RangeArg):
                 raise self.fail(ArgumentError, "dist() takes no parameter ranges", arg)
             else:
-                probability = self.number(arg.value)
-                if probability is None or not 0.0 <= probability <= 1.0:
+                probability = self.amount(arg.value)
+                if isinstance(probability, Slider):
+                    if not 0.0 <= probability.low < probability.high <= 1.0:
+                        raise self.fail(ArgumentError, f"the slider '{probability.name}' sets a "
+                                        "probability, so its range must lie in 0..1, not "
+                                        f"{probability.low:g}..{probability.high:g}", arg.value,
+                                        "e.g. dist(size, small = s in 0.2..0.8)")
+                elif probability is None or not 0.0 <= probability <= 1.0:
                     raise self.fail(ArgumentError, "a dist() entry takes a probability from 0 "
                                     f"to 1, not '{self.text(arg.value)}'", arg.value,
                                     "e.g. dist(size, small=0.3, large=0.7)")

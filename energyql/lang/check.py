@@ -43,6 +43,7 @@ from energyql.lang.graph import (
     Program,
     Restore,
     Scale,
+    Slider,
     Stage,
     Term,
 )
@@ -165,7 +166,20 @@ class _Checker(TermVisitor[Term]):
         return Or(tuple(self.term(t) for t in term.terms), origin=term.origin)
 
     def on_scale(self, term: Scale) -> Term:
-        return Scale(term.weight, self.term(term.term), origin=term.origin)
+        if term.slider is not None:
+            self.slider_name(term.slider)
+        return Scale(term.weight, self.term(term.term), term.slider, origin=term.origin)
+
+    def slider_name(self, slider: Slider) -> None:
+        """A slider is named apart from the catalog's attributes and values (``--set NAME=``
+        must never read as an attribute)."""
+        clash = ("an attribute" if self.catalog.attribute(slider.name) is not None
+                 or self.catalog.alias(slider.name) is not None
+                 else "a value" if slider.name in self.values else None)
+        if clash is not None:
+            raise error_at(NameResolutionError, f"the slider '{slider.name}' has the name of "
+                           f"{clash} of {self.where}", slider.origin,
+                           f"name the slider apart, e.g. {slider.name}_share")
 
     # -- names
     def attribute_hint(self, name: str) -> str:
@@ -271,8 +285,10 @@ class _Checker(TermVisitor[Term]):
                                f"{size} probabilities summing to 1", term.origin)
         else:
             target = (1.0 / size,) * size
+        for _, slider in term.sliders:
+            self.slider_name(slider)
         return Constraint(term.kind, attrs, target, origin=term.origin, values=values,
-                          parts=term.parts)
+                          parts=term.parts, sliders=term.sliders, free=term.free)
 
     def on_dist_spec(self, term: DistSpec) -> Term:
         attr_parts, entry_parts = term.parts if term.parts else ((), ())
@@ -281,7 +297,8 @@ class _Checker(TermVisitor[Term]):
         values = tuple(a.values for a in attributes)
         cells = list(itertools.product(*values))
         given: dict[tuple[str, ...], float] = {}
-        for index, (key, probability) in enumerate(term.entries):
+        sliders: dict[tuple[str, ...], Slider] = {}
+        for index, (key, amount) in enumerate(term.entries):
             origins = entry_parts[index] if index < len(entry_parts) else ()
             where = origins[0] if origins else term.origin
             if len(key) != len(attributes):
@@ -294,16 +311,26 @@ class _Checker(TermVisitor[Term]):
             if cell in given:
                 raise error_at(ArgumentError, f"value '{' x '.join(cell)}' is given twice",
                                where)
+            if isinstance(amount, Slider):
+                self.slider_name(amount)
+                sliders[cell] = amount
+            probability = amount.middle if isinstance(amount, Slider) else amount
             if not 0.0 <= probability <= 1.0:
                 raise error_at(ArgumentError, f"probability {probability:g} is not in [0, 1]",
                                where)
             given[cell] = probability
-        total = sum(given.values())
+        # With sliders the listed entries must leave room for every setting: the highest.
+        total = sum(sliders[c].high if c in sliders else p for c, p in given.items())
         missing = len(cells) - len(given)
+        if sliders and not missing:
+            raise error_at(ArgumentError, "a dist() with a slider must leave a value unlisted",
+                           term.origin, "unlisted values share what the listed ones leave of 1, "
+                           "e.g. dist(size, small = s in 0.2..0.8) gives large the rest")
         if total > 1 + SUM_TOLERANCE:
-            raise error_at(ArgumentError, f"dist() probabilities sum to {total:g}, more than 1",
-                           term.origin, "unlisted values share what is left of 1; listed ones "
-                           "must not exceed it")
+            at_most = " at their highest" if sliders else ""
+            raise error_at(ArgumentError, f"dist() probabilities sum to {total:g}{at_most}, "
+                           "more than 1", term.origin, "unlisted values share what is left of "
+                           "1; listed ones must not exceed it")
         if not missing and abs(total - 1) > SUM_TOLERANCE:
             raise error_at(ArgumentError, f"dist() probabilities sum to {total:g}, not 1",
                            term.origin, "make them sum to 1 (they are not rescaled)")
@@ -311,9 +338,14 @@ class _Checker(TermVisitor[Term]):
         share = 0.0
         if missing and 1 - total > _NEGLIGIBLE:
             share = float(f"{(1 - total) / missing:.12g}")
+        if sliders:  # the target at the sliders' middles; target_at gives every setting
+            share = (1 - sum(given.values())) / missing
         target = tuple(given.get(cell, share) for cell in cells)
         return Constraint(DIST.name, attrs, target, origin=term.origin, values=values,
-                          parts=attr_parts)
+                          parts=attr_parts,
+                          sliders=tuple(sorted((cells.index(c), s) for c, s in sliders.items())),
+                          free=tuple(i for i, c in enumerate(cells) if c not in given)
+                          if sliders else ())
 
     # -- conditional control
     def on_control(self, term: Control) -> Term:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from energyql.errors import CompositionError
-from energyql.lang.graph import And, Not, Or, Program, Restore, Stage, Term, scaled
+from energyql.errors import ArgumentError, CompositionError
+from energyql.lang.graph import And, Not, Or, Program, Restore, Scale, Slider, Stage, Term, scaled
 from energyql.lang.structure import validate_program
 
 if TYPE_CHECKING:
@@ -120,10 +120,17 @@ def either(left: Program | Term, right: Program | Term) -> Program:
     return _build((Stage((term,)),), parts)
 
 
-def scale(program: Program, weight: float) -> Program:
-    """Return ``weight * program``."""
-    term = scaled(float(weight), _one_term(_single(program, "a weight")))
-    return _build((Stage((term,)),), [program])
+def scale(program: Program, weight: float | Slider) -> Program:
+    """Return ``weight * program`` (a slider weight is set at sample time)."""
+    term = _one_term(_single(program, "a weight"))
+    if isinstance(weight, Slider):
+        if weight.low < 0:
+            raise ArgumentError(f"the weight slider {weight.name!r} goes below 0",
+                                hint="weights are ≥ 0")
+        scaled_term: Term = Scale(1.0, term, weight)
+    else:
+        scaled_term = scaled(float(weight), term)
+    return _build((Stage((scaled_term,)),), [program])
 
 
 def negate(program: Program) -> Program:

@@ -10,7 +10,7 @@ resolves them.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -165,25 +165,85 @@ class Or(_Flat):
 
 
 @dataclass(frozen=True)
+class Slider:
+    """``name in low..high``: a number of the expression set at sample time.
+
+    One flow per stage is trained over the whole range (the slider is part of its context);
+    ``energyql sample --set name=v`` picks the value. Two sliders with one name are one value.
+    """
+
+    name: str
+    low: float
+    high: float
+    origin: Origin | None = field(default=None, compare=False, repr=False, kw_only=True)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "low", float(self.low))
+        object.__setattr__(self, "high", float(self.high))
+
+    def __str__(self) -> str:
+        return f"{self.name} in {format_number(self.low)}..{format_number(self.high)}"
+
+    @property
+    def middle(self) -> float:
+        return (self.low + self.high) / 2
+
+    def __mul__(self, other: object) -> Program:
+        if not isinstance(other, Program):
+            return NotImplemented
+        from energyql.lang.compose import scale
+
+        return scale(other, self)
+
+    __rmul__ = __mul__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "low": self.low, "high": self.high}
+
+
+#: A number of the expression: fixed, or a slider.
+Amount = float | Slider
+
+
+def amount_at(amount: Amount, values: Mapping[str, float]) -> float:
+    """Return a number, or a slider's value in ``values``."""
+    return float(values[amount.name]) if isinstance(amount, Slider) else float(amount)
+
+
+@dataclass(frozen=True)
 class Scale(Term):
-    """``w * A``: the energy of A times w (> 0). Nested scales multiply out."""
+    """``w * A``: the energy of A times w (> 0), and times a slider's value when ``slider`` is
+    set (``(s in 0..3) * A``; the slider may reach 0). Nested scales multiply out."""
 
     weight: float
     term: Term
+    slider: Slider | None = None
 
     def __post_init__(self) -> None:
-        weight, term = float(self.weight), self.term
+        weight, term, slider = float(self.weight), self.term, self.slider
         while isinstance(term, Scale):
-            weight, term = weight * term.weight, term.term
+            if slider is not None and term.slider is not None:
+                raise error_at(CompositionError, "a weight multiplies two sliders "
+                               f"('{slider.name}' and '{term.slider.name}')", self.origin,
+                               "give the term one slider weight")
+            weight, slider, term = weight * term.weight, slider or term.slider, term.term
         object.__setattr__(self, "weight", weight)
         object.__setattr__(self, "term", term)
+        object.__setattr__(self, "slider", slider)
 
     @property
     def children(self) -> tuple[Term, ...]:
         return (self.term,)
 
+    def weight_at(self, values: Mapping[str, float]) -> float:
+        """The weight at slider values (the fixed weight for a fixed scale)."""
+        return self.weight * (amount_at(self.slider, values) if self.slider else 1.0)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "scale", "weight": self.weight, "term": self.term.to_dict()}
+        data = {"type": "scale", "weight": self.weight, "term": self.term.to_dict()}
+        if self.slider is not None:
+            data["slider"] = self.slider.to_dict()
+        return data
 
 
 # --- stage-level terms --------------------------------------------------------------------------
@@ -250,6 +310,10 @@ class Constraint(Term):
     values: tuple[tuple[str, ...], ...] = field(default=(), compare=False, repr=False, kw_only=True)
     parts: tuple[Any, ...] = field(default=(), compare=False, repr=False, kw_only=True)
     given: tuple[Term, ...] = field(default=(), kw_only=True)
+    #: ``dist`` entries set by sliders: (cell index, slider); ``target`` holds their middles.
+    sliders: tuple[tuple[int, Slider], ...] = field(default=(), kw_only=True)
+    #: The cells that share what the listed entries leave of 1 (kept for slider targets).
+    free: tuple[int, ...] = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -258,6 +322,21 @@ class Constraint(Term):
         object.__setattr__(self, "attrs", tuple(self.attrs))
         object.__setattr__(self, "target", tuple(float(p) for p in self.target))
         object.__setattr__(self, "given", tuple(self.given))
+        object.__setattr__(self, "sliders", tuple(self.sliders))
+        object.__setattr__(self, "free", tuple(self.free))
+
+    def target_at(self, values: Mapping[str, float]) -> tuple[float, ...]:
+        """The target with every slider at its value in ``values`` (the fixed target if none)."""
+        if not self.sliders:
+            return self.target
+        target = list(self.target)
+        for cell, slider in self.sliders:
+            target[cell] = amount_at(slider, values)
+        if self.free:
+            left = 1.0 - sum(p for i, p in enumerate(target) if i not in self.free)
+            for cell in self.free:
+                target[cell] = max(left, 0.0) / len(self.free)
+        return tuple(target)
 
     @property
     def rule(self) -> ConstraintKind:
@@ -291,6 +370,9 @@ class Constraint(Term):
                 "target": list(self.target), "values": [list(v) for v in self.values]}
         if self.deferred:
             data["given"] = [to_source(t) for t in self.given]
+        if self.sliders:
+            data["sliders"] = [[cell, slider.to_dict()] for cell, slider in self.sliders]
+            data["free"] = list(self.free)
         return data
 
 
@@ -370,12 +452,13 @@ class DistSpec(Term):
     each entry."""
 
     attrs: tuple[str, ...]
-    entries: tuple[tuple[tuple[str, ...], float], ...]
+    entries: tuple[tuple[tuple[str, ...], Amount], ...]
     parts: tuple[Any, ...] = field(default=(), compare=False, repr=False, kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "dist", "attrs": list(self.attrs),
-                "entries": [[list(k), p] for k, p in self.entries]}
+                "entries": [[list(k), p.to_dict() if isinstance(p, Slider) else p]
+                            for k, p in self.entries]}
 
 
 @dataclass(frozen=True)
@@ -470,8 +553,13 @@ class Stage:
         return tuple(c for t in self.pointwise for c in t.walk() if isinstance(c, Clip))
 
     @property
+    def sliders(self) -> tuple[Slider, ...]:
+        """The stage's sliders, one per name, first use first."""
+        return _unique_sliders(s for t in self.terms for s in sliders_of(t))
+
+    @property
     def is_conditional(self) -> bool:
-        return bool(self.controls)
+        return bool(self.controls) or bool(self.sliders)
 
     def to_dict(self) -> dict[str, Any]:
         return {"terms": [t.to_dict() for t in self.terms]}
@@ -513,6 +601,11 @@ class Program:
     @property
     def is_checked(self) -> bool:
         return self.catalog is not None
+
+    @property
+    def sliders(self) -> tuple[Slider, ...]:
+        """Every slider of the program, one per name, first use first."""
+        return _unique_sliders(s for stage in self.stages for s in stage.sliders)
 
     @property
     def attributes(self) -> tuple[str, ...]:
@@ -571,9 +664,11 @@ class Program:
 
         return then(other, self)
 
-    def __mul__(self, weight: float) -> Program:
+    def __mul__(self, weight: float | Slider) -> Program:
         from energyql.lang.compose import scale
 
+        if isinstance(weight, Slider):
+            return scale(self, weight)
         if isinstance(weight, bool) or not isinstance(weight, Real):
             return NotImplemented
         return scale(self, float(weight))
@@ -613,6 +708,28 @@ def attributes_of(term: Term) -> tuple[str, ...]:
     restore's constraints), first use first."""
     return tuple(dict.fromkeys(attr for node in term.walk()
                                for attr in _ATTRIBUTES_NAMED.visit(node)))
+
+
+def sliders_of(term: Term) -> tuple[Slider, ...]:
+    """Return every slider written in ``term`` (weights and dist entries), in order, repeats
+    included."""
+    found: list[Slider] = []
+    for node in term.walk():
+        if isinstance(node, Scale) and node.slider is not None:
+            found.append(node.slider)
+        elif isinstance(node, Constraint):
+            found.extend(slider for _, slider in node.sliders)
+        elif isinstance(node, DistSpec):
+            found.extend(p for _, p in node.entries if isinstance(p, Slider))
+    return tuple(found)
+
+
+def _unique_sliders(sliders: Iterable[Slider]) -> tuple[Slider, ...]:
+    """The first slider of each name (validation makes every use of a name agree)."""
+    first: dict[str, Slider] = {}
+    for slider in sliders:
+        first.setdefault(slider.name, slider)
+    return tuple(first.values())
 
 
 class _IsProbability(TermVisitor[bool]):
@@ -682,7 +799,10 @@ class _Printer(TermVisitor[tuple[str, int]]):
         return " & ".join(_print(t, _AND + 1) for t in term.terms), _AND
 
     def on_scale(self, term: Scale) -> tuple[str, int]:
-        return f"{format_number(term.weight)} * {_print(term.term, _NOT)}", _SCALE
+        factors = [] if term.weight == 1 and term.slider else [format_number(term.weight)]
+        if term.slider is not None:
+            factors.append(f"({term.slider})")
+        return f"{' * '.join(factors)} * {_print(term.term, _NOT)}", _SCALE
 
     def on_not(self, term: Not) -> tuple[str, int]:
         return f"not {_print(term.term, _NOT)}", _NOT
@@ -707,12 +827,15 @@ class _Printer(TermVisitor[tuple[str, int]]):
             return f"{term.kind}({attrs})", _ATOM
         if len(term.values) != len(term.attrs):
             raise CompositionError("cannot print an unchecked dist constraint without its values")
-        entries = [f"{' x '.join(cell)}={format_number(p)}"
-                   for cell, p in zip(term.cells, term.target) if p > 0]
+        sliders = dict(term.sliders)
+        entries = [f"{' x '.join(cell)}={sliders[i] if i in sliders else format_number(p)}"
+                   for i, (cell, p) in enumerate(zip(term.cells, term.target))
+                   if i in sliders or (p > 0 and i not in term.free)]
         return f"dist({', '.join([attrs, *entries])})", _ATOM
 
     def on_dist_spec(self, term: DistSpec) -> tuple[str, int]:
-        entries = [f"{' x '.join(key)}={format_number(p)}" for key, p in term.entries]
+        entries = [f"{' x '.join(key)}="
+                   f"{p if isinstance(p, Slider) else format_number(p)}" for key, p in term.entries]
         return f"dist({', '.join([' x '.join(term.attrs), *entries])})", _ATOM
 
     def on_control(self, term: Control) -> tuple[str, int]:

@@ -140,6 +140,10 @@ class _Builder:
             raise ParseError(f"number '{token}' is too large", source=self.text, span=_span(token))
         return ast.NumberLit(_span(token), value)
 
+    def _slider(self, tree: _Tree) -> ast.Expr:
+        name, low, high = tree.children
+        return ast.SliderLit(_span(tree), self.ident(name), self.number(low), self.number(high))
+
     def _not_(self, tree: _Tree) -> ast.Expr:
         return ast.NotExpr(_span(tree), self.expr(tree.children[0]))
 
@@ -160,13 +164,15 @@ class _Builder:
 
     def arg(self, tree: _Tree) -> ast.Arg:
         if tree.data == "pos_arg":
-            return ast.PosArg(_span(tree), self.expr(tree.children[0]))
+            value = self.expr(tree.children[0])
+            if isinstance(value, ast.SliderLit):  # a control's parameter range
+                return ast.RangeArg(value.span, value.name, value.low, value.high)
+            return ast.PosArg(_span(tree), value)
         if tree.data == "kw_arg":
             key, value = tree.children
             return ast.KwArg(_span(tree), tuple(self.ident(t) for t in _rule(key).children),
                              self.expr(value))
-        name, low, high = tree.children
-        return ast.RangeArg(_span(tree), self.ident(name), self.number(low), self.number(high))
+        raise ParseError("unsupported argument", source=self.text, span=_span(tree))
 
     def _unescape(self, token: Token) -> str:
         body, out, i = str(token)[1:-1], [], 0

@@ -28,6 +28,7 @@ from energyql.lang.graph import (
     Program,
     Restore,
     Scale,
+    Slider,
     Term,
     format_number,
     quote,
@@ -123,8 +124,29 @@ def _term_dict(term: Term, catalog: Catalog | None) -> dict[str, Any]:
     return data
 
 
+def slider_uses(program: Program) -> dict[str, list[str]]:
+    """What each slider moves, in words, by slider name (first use first)."""
+    uses: dict[str, list[str]] = {s.name: [] for s in program.sliders}
+    for stage in program.stages:
+        for top in stage.terms:
+            for node in top.walk():
+                if isinstance(node, Scale) and node.slider is not None:
+                    uses[node.slider.name].append(f"the weight of {to_source(node.term)}")
+                elif isinstance(node, Constraint):
+                    for cell, slider in node.sliders:
+                        value = " x ".join(node.cells[cell]) if node.values else str(cell)
+                        uses[slider.name].append(
+                            f"P({' x '.join(node.attrs)} = {value}) in {to_source(node)}")
+                elif isinstance(node, DistSpec):
+                    for key, amount in node.entries:
+                        if isinstance(amount, Slider):
+                            uses[amount.name].append(f"P({' x '.join(key)}) in {to_source(node)}")
+    return uses
+
+
 def program_dict(program: Program) -> dict[str, Any]:
     catalog = _catalog(program)
+    uses = slider_uses(program)
     return {
         "canonical": str(program),
         "catalog": program.catalog,
@@ -132,6 +154,7 @@ def program_dict(program: Program) -> dict[str, Any]:
         "checked": program.catalog is not None,
         "stages": [{"index": i, "terms": [_term_dict(t, catalog) for t in stage.terms]}
                    for i, stage in enumerate(program.stages, 1)],
+        "sliders": [{**s.to_dict(), "moves": uses[s.name]} for s in program.sliders],
     }
 
 
@@ -174,7 +197,10 @@ class _Labels(TermVisitor[Text]):
         return Text().append("or", style="bold magenta").append("  soft OR", style="dim")
 
     def on_scale(self, term: Scale) -> Text:
-        return Text().append(f"weight {format_number(term.weight)}", style="bold yellow")
+        factors = [format_number(term.weight)] if term.weight != 1 or not term.slider else []
+        if term.slider is not None:
+            factors.append(f"slider {term.slider}")
+        return Text().append(f"weight {' × '.join(factors)}", style="bold yellow")
 
     def on_constraint(self, term: Constraint) -> Text:
         text = Text().append(f"{term.kind} ", style="bold blue").append(" x ".join(term.attrs))
@@ -185,8 +211,11 @@ class _Labels(TermVisitor[Text]):
         if cells:
             text.append(f"  {cells} cells", style="dim")
         if term.rule.target == GIVEN_TARGET and term.values:
-            shown = ", ".join(f"{' x '.join(c)}={p:.3g}" for c, p in zip(term.cells, term.target)
-                              if p > 0)
+            sliders = dict(term.sliders)
+            shown = ", ".join(
+                f"{' x '.join(c)}={sliders[i] if i in sliders else f'{p:.3g}'}"
+                + (" (rest)" if i in term.free else "")
+                for i, (c, p) in enumerate(zip(term.cells, term.target)) if p > 0 or i in sliders)
             text.append(f"  {shown}" if len(shown) < 120 else f"  {shown[:117]}...", style="dim")
         return text
 
@@ -261,8 +290,17 @@ def program_tree(program: Program) -> Group:
             kinds.append(f"{len(stage.constraints) + len(stage._of(DistSpec))} constraint(s)")
         if stage.controls:
             kinds.append("conditional")
+        if stage.sliders:
+            kinds.append(f"{len(stage.sliders)} slider(s)")
         branch = root.add(Text.assemble((f"stage {index}", "bold"), (f"  {', '.join(kinds)}",
                                                                       "dim")))
         for term in stage.terms:
             _add(branch, term, catalog)
+    uses = slider_uses(program)
+    if uses:
+        sliders = root.add(Text("sliders (set at sample time: --set NAME=VALUE)", style="bold"))
+        for slider in program.sliders:
+            branch = sliders.add(Text.assemble((str(slider), "bold yellow")))
+            for use in uses[slider.name]:
+                branch.add(Text(f"moves {use}", style="dim"))
     return Group(header, root)

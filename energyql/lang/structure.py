@@ -24,8 +24,10 @@ from energyql.lang.graph import (
     Or,
     Program,
     Scale,
+    Slider,
     Stage,
     Term,
+    sliders_of,
     to_source,
 )
 
@@ -50,7 +52,35 @@ def validate_program(program: Program, *, complete: bool = True) -> Program:
     """
     for index, stage in enumerate(program.stages, 1):
         validate_stage(stage, index, complete=complete)
+    validate_sliders(program)
     return program
+
+
+def validate_sliders(program: Program) -> None:
+    """Every use of a slider name has one range; sliders stand in the last stage only, and
+    are named apart from the stage's control parameters."""
+    ranges: dict[str, Slider] = {}
+    last = len(program.stages)
+    for index, stage in enumerate(program.stages, 1):
+        params = {p.name for control in stage.controls for p in control.params}
+        for term in stage.terms:
+            for slider in sliders_of(term):
+                seen = ranges.setdefault(slider.name, slider)
+                if (seen.low, seen.high) != (slider.low, slider.high):
+                    raise error_at(ArgumentError, f"the slider '{slider.name}' is given two "
+                                   f"ranges ({seen.low:g}..{seen.high:g} and "
+                                   f"{slider.low:g}..{slider.high:g})", slider.origin,
+                                   "a slider name used twice is one value: give it one range, "
+                                   "or name the second slider apart")
+                if index != last:
+                    raise error_at(CompositionError, f"the slider '{slider.name}' stands in "
+                                   f"stage {index}, but sliders may stand in the last stage "
+                                   "only", slider.origin, "move the slider to the last stage, "
+                                   "or fix its value with a number")
+                if slider.name in params:
+                    raise error_at(ArgumentError, f"'{slider.name}' names both a slider and a "
+                                   "control parameter", slider.origin,
+                                   "give the slider a name of its own")
 
 
 def validate_stage(stage: Stage, index: int = 1, *, complete: bool = True) -> None:
