@@ -33,9 +33,9 @@ from energyql.lang.graph import (
     Param,
     Predicate,
     Program,
+    Slider,
     Stage,
     Term,
-    Slider,
     scaled,
 )
 from energyql.lang.parser import parse
@@ -193,7 +193,7 @@ def slider(name: str, low: float, high: float) -> Slider:
     It composes like a number: ``eq.slider("w", 0, 3) * eq.attr("smiling")``,
     ``eq.dist("size", small=eq.slider("s", 0.2, 0.8))``, or ``env={"s": eq.slider(...)}``.
     """
-    bounds = []
+    bounds: list[float] = []
     for bound in (low, high):
         if isinstance(bound, bool) or not isinstance(bound, Real) or not math.isfinite(bound):
             raise ArgumentError(f"the range of slider {name!r} takes two finite numbers")

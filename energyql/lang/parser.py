@@ -169,9 +169,9 @@ class _Builder:
                 return ast.RangeArg(value.span, value.name, value.low, value.high)
             return ast.PosArg(_span(tree), value)
         if tree.data == "kw_arg":
-            key, value = tree.children
+            key, given = tree.children
             return ast.KwArg(_span(tree), tuple(self.ident(t) for t in _rule(key).children),
-                             self.expr(value))
+                             self.expr(given))
         raise ParseError("unsupported argument", source=self.text, span=_span(tree))
 
     def _unescape(self, token: Token) -> str:

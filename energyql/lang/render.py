@@ -211,9 +211,9 @@ class _Labels(TermVisitor[Text]):
         if cells:
             text.append(f"  {cells} cells", style="dim")
         if term.rule.target == GIVEN_TARGET and term.values:
-            sliders = dict(term.sliders)
+            sliders = {i: str(s) for i, s in term.sliders}
             shown = ", ".join(
-                f"{' x '.join(c)}={sliders[i] if i in sliders else f'{p:.3g}'}"
+                f"{' x '.join(c)}={sliders.get(i, f'{p:.3g}')}"
                 + (" (rest)" if i in term.free else "")
                 for i, (c, p) in enumerate(zip(term.cells, term.target)) if p > 0 or i in sliders)
             text.append(f"  {shown}" if len(shown) < 120 else f"  {shown[:117]}...", style="dim")
