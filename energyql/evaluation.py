@@ -322,8 +322,13 @@ def _energies_for(program: g.Program, models: ControlModels,
 def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | None = None,
              samples: int = 2000, base_samples: int | None = None, seed: int = 0,
              device: str = "cpu", clip_copies: int = 4, clip: str | None = None,
-             face_attributes: str | None = None) -> dict[str, Any]:
+             face_attributes: str | None = None,
+             setting: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Return the eval figures of an artifact (with its base side by side) or a generator.
+
+    An artifact with sliders is measured at one ``setting`` (``{"p": 0.3}``; sliders not
+    given at their middles): every figure, targets included, is that setting's, and
+    ``result["setting"]`` says which it was.
 
     Arguments:
         target: an Artifact, an artifact directory, or a Generator.
@@ -339,6 +344,9 @@ def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | N
 
     if isinstance(target, str):
         target = load(target, device=device)
+    if isinstance(target, Artifact) and (target.sliders or setting):
+        target = target.at(setting or {})
+    at = target.setting if isinstance(target, Artifact) else None
     artifact = target if isinstance(target, Artifact) else None
     generator: Generator = target.sampler if isinstance(target, Artifact) else target
     catalog = CATALOGS[generator.catalog]
@@ -357,6 +365,8 @@ def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | N
                for text, target in (stage.targets or {}).items()} if artifact else {}
     judged = judge(generator, samples, models, energies, seed=seed, device=device)
     result = figures(judged, program, catalog, targets)
+    if at is not None:
+        result["setting"] = at
     if judged.truth is not None:
         result["truth"] = truth_figures(judged, program, catalog, targets)
     result["ess"] = {}
@@ -469,3 +479,57 @@ def conditional_figures(sampler: StageSampler, models: ControlModels, *, rows: i
                                         for i, a in enumerate(kept)}
         result["truth"] = truth
     return result
+
+
+#: Settings per slider that ``slider_sweep`` measures (the report's requested-vs-achieved).
+SWEEP_POINTS = 5
+
+
+def slider_sweep(artifact: Artifact, *, points: int = SWEEP_POINTS, samples: int = 500,
+                 seed: int = 0, device: str = "cpu", clip: str | None = None,
+                 face_attributes: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Measure an artifact with sliders along each slider (the others at their middles).
+
+    For each slider and each of ``points`` settings from its low to its high end: what each
+    dist entry it sets asked for (``requested``) and got, judged and (embedded worlds) on
+    ground truth, the predicate shares, and the flow's ESS/N and KL̂ at that setting.
+    """
+    from energyql.lang.api import compile as compile_program
+
+    program = compile_program(artifact.manifest.canonical, gen=artifact.sampler.catalog)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for slider in program.sliders:
+        rows = []
+        for value in context_grid(slider.low, slider.high, points):
+            view = artifact.at({slider.name: value})
+            result = evaluate(view, samples=samples, base_samples=samples, seed=seed,
+                              device=device, clip=clip, face_attributes=face_attributes)
+            row: dict[str, Any] = {"value": value, "requested": {}, "judged": {}, "truth": {}}
+            for constraint in program.stages[-1].constraints:
+                for cell, cell_slider in constraint.sliders:
+                    if cell_slider.name != slider.name:
+                        continue
+                    key = f"{' x '.join(constraint.attrs)} = {' x '.join(constraint.cells[cell])}"
+                    row["requested"][key] = round(value, 6)
+                    row["judged"][key] = _cell_share(result, constraint, cell)
+                    if "truth" in result:
+                        row["truth"][key] = _cell_share(result["truth"], constraint, cell)
+            row["predicate_share"] = result.get("predicate_share", {})
+            row["truth_predicate_share"] = result.get("truth", {}).get("predicate_share", {})
+            closeness_at: dict[str, Any] = next(iter(result.get("closeness", {}).values()), {})
+            row["ess_fraction"] = closeness_at.get("ess_fraction")
+            row["kl"] = closeness_at.get("kl")
+            row["kl_to_target"] = result.get("kl_to_target", {})
+            if "truth" in result:
+                row["truth_kl_to_target"] = result["truth"].get("kl_to_target", {})
+            rows.append(row)
+        out[slider.name] = rows
+    return out
+
+
+def _cell_share(figures_: Mapping[str, Any], constraint: g.Constraint, cell: int) -> float | None:
+    """The share of one cell of a constraint's joint in a result's attributes or joints."""
+    values = constraint.cells[cell]
+    if len(constraint.attrs) == 1:
+        return figures_.get("attributes", {}).get(constraint.attrs[0], {}).get(values[0])
+    return figures_.get("joint", {}).get(" x ".join(constraint.attrs), {}).get(",".join(values))

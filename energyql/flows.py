@@ -24,7 +24,7 @@ base distribution.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import FrEIA.framework as ff
@@ -253,6 +253,38 @@ class LatentFlow(nn.Module):
         """Return the flow's exact log-density at ``z`` (base N(0, I) pushed through T)."""
         eps, logdet = self.inverse(z, context)
         return standard_normal_log_prob(eps) + logdet
+
+
+class FixedContextFlow(nn.Module):
+    """A conditional flow with its context held at one value: an unconditional flow.
+
+    A slider stage's flow at one setting (``Artifact.at(p=0.3)``) is this, so every sampler
+    and measure of unconditional flows applies to it. It shares the trained flow's weights.
+    """
+
+    context: torch.Tensor
+
+    def __init__(self, flow: LatentFlow, context: torch.Tensor):
+        super().__init__()
+        self.inner = flow
+        self.config = replace(flow.config, context_dim=0)
+        self.register_buffer("context", context.reshape(1, -1).float())
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        return self.context.to(x.device).expand(len(x), -1)
+
+    def forward(self, eps: torch.Tensor, context: torch.Tensor | None = None):
+        return self.inner(eps, self._rows(eps))
+
+    def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None):
+        return self.inner.inverse(z, self._rows(z))
+
+    def log_prob(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.inner.log_prob(z, self._rows(z))
 
 
 class MultiscaleINN(nn.Module):

@@ -177,6 +177,52 @@ def _lambdas(reader: _Reader, key: str) -> dict[str, tuple[float, ...]] | None:
     return out
 
 
+#: A λ grid's bounds: settings (points ** sliders) and λ values per setting.
+MAX_GRID_SETTINGS = 4096
+
+
+@dataclass(frozen=True)
+class LambdaGridRecord:
+    """λ of a slider stage's constraints on its grid of settings (see energyql.energies.sliders).
+
+    ``sliders`` names the grid's axes, ``points`` the settings per axis (the last slider
+    varies fastest), ``lam`` the packed λ at each setting.
+    """
+
+    sliders: tuple[str, ...]
+    points: int
+    lam: tuple[tuple[float, ...], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sliders": list(self.sliders), "points": self.points,
+                "lambda": [list(row) for row in self.lam]}
+
+    @classmethod
+    def from_reader(cls, r: _Reader) -> LambdaGridRecord:
+        r.only("sliders", "points", "lambda")
+        sliders = r.items("sliders", MAX_CONTEXT)
+        if not sliders or not all(isinstance(n, str) and n.isidentifier() for n in sliders):
+            r.fail("must be a non-empty list of slider names", "sliders")
+        points = r.integer("points", 2, 64)
+        rows = r.items("lambda", MAX_GRID_SETTINGS)
+        if points ** len(sliders) != len(rows):
+            r.fail(f"has {len(rows)} rows, but {points} points on {len(sliders)} slider(s) make "
+                   f"{points ** len(sliders)}", "lambda")
+        width = None
+        for i, row in enumerate(rows):
+            if not isinstance(row, list) or len(row) > MAX_LAMBDA or (
+                    width is not None and len(row) != width):
+                r.fail(f"must be rows of one length, at most {MAX_LAMBDA} numbers",
+                       f"lambda[{i}]")
+            width = len(row)
+            for v in row:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not \
+                        math.isfinite(v) or abs(v) > MAX_MAGNITUDE:
+                    r.fail(f"holds {v!r}, not a finite number within ±{MAX_MAGNITUDE:g}",
+                           f"lambda[{i}]")
+        return cls(tuple(sliders), points, tuple(tuple(float(v) for v in row) for row in rows))
+
+
 # The options a manifest records: those that shape the generator, declared with their kinds
 # and ranges in energyql.generators.options (the one table every loader checks with).
 GENERATOR_OPTIONS = RECORDED
@@ -472,6 +518,8 @@ class StageRecord:
     targets: Mapping[str, tuple[float, ...]] | None = None
     #: ESS/N and KL̂ of the trained flow against the stage's exact target (its own samples).
     closeness: Mapping[str, Any] | None = None
+    #: Slider stages with constraints: λ at a grid of settings (interpolated in between).
+    lambda_grid: LambdaGridRecord | None = None
 
     def __post_init__(self) -> None:
         # The deferred targets of restore constraints (debias(clip_bias)) are estimated before
@@ -512,12 +560,14 @@ class StageRecord:
             record["targets"] = {k: list(v) for k, v in self.targets.items()}
         if self.closeness is not None:
             record["closeness"] = dict(self.closeness)
+        if self.lambda_grid is not None:
+            record["lambda_grid"] = self.lambda_grid.to_dict()
         return record
 
     @classmethod
     def from_reader(cls, r: _Reader) -> StageRecord:
         r.only("index", "source", "flow", "context", "lambda", "lambda_exact", "train", "fits",
-               "warm_start", "warnings", "final_loss", "targets", "closeness")
+               "warm_start", "warnings", "final_loss", "targets", "closeness", "lambda_grid")
         context = tuple(ContextRecord.from_reader(_Reader(c, f"{r.where}.context[{i}]", r.origin))
                         for i, c in enumerate(r.items("context", MAX_CONTEXT, [])))
         flow = FlowRecord.from_reader(r.child("flow"))
@@ -543,6 +593,8 @@ class StageRecord:
             final_loss=r.number("final_loss", optional=True),
             targets=_lambdas(r, "targets"),
             closeness=r.plain("closeness"),
+            lambda_grid=LambdaGridRecord.from_reader(r.child("lambda_grid"))
+            if r.data.get("lambda_grid") is not None else None,
         )
 
 

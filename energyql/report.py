@@ -490,6 +490,64 @@ def _stage_blocks(view: StageView, metrics: dict, asked: Asked,
     return blocks
 
 
+def slider_png(name: str, rows: Sequence[Mapping[str, Any]]) -> bytes:
+    """Requested against achieved (judged, true) along one slider, and ESS/N per setting."""
+    from energyql.charts import line_chart, png_bytes, stack
+
+    series: dict[str, list[tuple[float, float]]] = {}
+    keys = list(rows[0]["requested"]) if rows else []
+    for key in keys:
+        for label, column in (("requested", "requested"), ("judged", "judged"),
+                             ("true", "truth")):
+            points = [(r["value"], r[column].get(key)) for r in rows
+                      if r.get(column, {}).get(key) is not None]
+            if points:
+                series[f"{label} {key}" if len(keys) > 1 else label] = points
+    if not keys:  # a weight slider: the predicate shares it moves
+        for column, label in (("predicate_share", "judged"), ("truth_predicate_share", "true")):
+            for text in (rows[0].get(column) or {}) if rows else {}:
+                series[f"{label} {text}"] = [(r["value"], r[column][text]) for r in rows
+                                             if text in r.get(column, {})]
+    ess = {"ESS/N": [(r["value"], r["ess_fraction"]) for r in rows
+                     if r.get("ess_fraction") is not None]}
+    pictures = [line_chart(f"slider {name}: requested and achieved", series, x_label=name,
+                           y_label="share"),
+                line_chart(f"slider {name}: ESS/N of the flow at each setting", ess,
+                           x_label=name, y_label="ESS/N")]
+    return png_bytes(stack(pictures, columns=2))
+
+
+def slider_blocks(directory: Path, metrics: dict) -> list:
+    """The report's slider section: where the headline figures were measured, then per
+    slider a plot and a table of requested against achieved along its range."""
+    sweeps = metrics.get("sliders") or {}
+    setting = metrics.get("setting")
+    if not sweeps and not setting:
+        return []
+    blocks: list = [Heading(2, "Sliders")]
+    if setting:
+        where = ", ".join(f"{k}={_fmt(v)}" for k, v in setting.items())
+        blocks.append(Text(f"The figures above are at {code(where)} (sliders not set sit at "
+                           f"their middles); {code('energyql eval RUN --set NAME=VALUE')} "
+                           "measures another setting."))
+    for name, rows in sweeps.items():
+        picture = f"slider_{name}.png"
+        write_bytes(directory / picture, slider_png(name, rows))
+        blocks.append(Heading(3, f"slider {name}"))
+        blocks.append(Figures([(f"slider {name}", picture)],
+                              "requested against achieved along the slider, and ESS/N"))
+        keys = list(rows[0]["requested"]) if rows else []
+        table = [[name, *(f"{label} {k}" for k in keys for label in
+                          ("requested", "judged", "true")), "ESS/N", "KL̂"]]
+        for row in rows:
+            table.append([_fmt(row["value"]),
+                          *(_fmt(row.get(column, {}).get(k)) for k in keys
+                            for column in ("requested", "judged", "truth")),
+                          _fmt(row.get("ess_fraction")), _fmt(row.get("kl"))])
+        blocks.append(Table(table))
+    return blocks
+
+
 def report_blocks(directory: Path, manifest: Manifest, metrics: dict, *,
                   stages: Sequence[StageView] | None = None,
                   drift_threshold: float = DRIFT_THRESHOLD) -> list:
@@ -524,6 +582,7 @@ def report_blocks(directory: Path, manifest: Manifest, metrics: dict, *,
         sweep = "samples.png" if (directory / "samples.png").exists() else None
         if sweep:
             blocks.append(Figures([("sweep", sweep)], _sweep_caption(context)))
+    blocks += slider_blocks(directory, metrics)
     blocks += truth_blocks(metrics)
     notes = collateral_drift_notes(metrics, asked, threshold=drift_threshold)
     if notes:

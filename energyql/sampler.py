@@ -11,14 +11,15 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from energyql.energies.conditional import ContextParam, normalize_context
+from energyql.energies.sliders import SLIDER
 from energyql.errors import ArtifactError, UsageError, check_choice
-from energyql.flows import FlowConfig, LatentFlow
+from energyql.flows import FixedContextFlow, FlowConfig, LatentFlow
 from energyql.generators.base import Generator
 from energyql.io import (
     commit,
@@ -143,7 +144,7 @@ def check_context(params: Sequence[Any], values: Mapping[str, Any] | None) -> di
         raise UsageError("this sampler is unconditional: it takes no context values "
                          f"(got {', '.join(sorted(map(str, values)))})",
                          hint="drop --set/--sweep (context= in Python); only samplers trained "
-                              "with pose(...) take values")
+                              "with sliders or pose(...) take values")
     checked = {}
     for name, value in values.items():
         check_choice(str(name), [p.name for p in params], what="context parameter")
@@ -166,7 +167,8 @@ def check_context_tensor(params: Sequence[Any], context: torch.Tensor, n: int) -
     """Return per-sample context values ``(n, P)`` if they fit ``params`` (else UsageError)."""
     if not params:
         raise UsageError("this sampler is unconditional: it takes no context values",
-                         hint="drop context=; only samplers trained with pose(...) take values")
+                         hint="drop context=; only samplers trained with sliders or pose(...) "
+                              "take values")
     context = torch.as_tensor(context, dtype=torch.float32)
     if context.dim() == 1:
         context = context.expand(n, -1)
@@ -189,9 +191,12 @@ def check_context_tensor(params: Sequence[Any], context: torch.Tensor, n: int) -
 class Artifact:
     """A trained controlled sampler plus its manifest (expression, settings, metrics)."""
 
-    def __init__(self, sampler: StageSampler, manifest: Manifest):
+    def __init__(self, sampler: StageSampler, manifest: Manifest,
+                 setting: Mapping[str, float] | None = None):
         self.sampler = sampler
         self.manifest = manifest
+        # A view at one slider setting (Artifact.at): the sliders' values.
+        self.setting = dict(setting) if setting is not None else None
 
     def sample(self, n: int, *, seed: int | None = None, batch_size: int = 256,
                context: dict[str, float] | torch.Tensor | None = None) -> torch.Tensor:
@@ -209,6 +214,19 @@ class Artifact:
             context = None  # e.g. an empty dict
         return self.sampler.sample(n, seed=seed, batch_size=batch_size, context=context)
 
+    @property
+    def sliders(self) -> list[ContextParam]:
+        """The last stage's sliders (numbers of the expression set at sample time)."""
+        return [p for p in self.sampler.context_params if p.control == SLIDER]
+
+    def at(self, values: Mapping[str, float] | None = None, /, **named: float) -> Artifact:
+        """Return this artifact at one slider setting: an unconditional view sharing the
+        flow's weights, whose manifest is the program at that setting with λ at it (from the
+        stage's λ grid). Every sampler and :func:`energyql.evaluate` take it as they take an
+        artifact trained at that setting alone. Sliders not given sit at their middles; a
+        value outside a range is a UsageError that gives the range."""
+        return artifact_at(self, {**(values or {}), **named})
+
     def save(self, directory: str | Path) -> Path:
         """Write ``flows.safetensors`` and ``manifest.json`` into ``directory`` as one commit.
 
@@ -220,6 +238,10 @@ class Artifact:
         from safetensors.torch import save_file
 
         directory = Path(directory)
+        if any(isinstance(stage.flow, FixedContextFlow) for stage in self.sampler.stages):
+            raise ArtifactError("an artifact at one slider setting is a view of the trained "
+                                "one; it is not saved",
+                                hint="save the artifact itself; Artifact.at() gives the view")
         tensors = {}
         for stage in self.sampler.stages:
             for key, value in stage.flow.state_dict().items():
@@ -240,6 +262,46 @@ class Artifact:
         commit(directory / FLOWS, lambda tmp: save_file(tensors, tmp), write_manifest,
                committed_digest=_recorded_flows_digest(directory))
         return directory
+
+
+def artifact_at(artifact: Artifact, values: Mapping[str, Any]) -> Artifact:
+    """See :meth:`Artifact.at`."""
+    from energyql.energies.sliders import LambdaGrid, setting_row
+    from energyql.lang.api import compile as compile_program
+    from energyql.lang.settings import check_setting
+
+    last = artifact.sampler
+    if any(p.control != SLIDER for p in last.context_params):
+        raise UsageError("at() sets sliders, but this artifact's last stage also takes control "
+                         "parameters (pose)", hint="sample it with --set/context= instead")
+    program = compile_program(artifact.manifest.canonical, gen=last.catalog)
+    fixed = program.at(values)
+    setting = check_setting(program.sliders, values)
+    if not last.context_params:
+        return artifact
+    row = setting_row(last.context_params, setting)
+    flow = FixedContextFlow(last.flow,
+                            normalize_context(last.context_params, row[None]).to(last.device))
+    source = str(fixed.stages[-1])
+    sampler = StageSampler(last.base, cast(LatentFlow, flow), last.index, source).eval()
+    record = artifact.manifest.stages[-1]
+    lam = dict(record.exact_lambdas())
+    if record.lambda_grid is not None:
+        constraints = fixed.stages[-1].constraints
+        grid = LambdaGrid([p for p in last.context_params],
+                          list(range(len(last.context_params))),
+                          sum(c.size for c in constraints), record.lambda_grid.points)
+        grid.values.copy_(torch.tensor(record.lambda_grid.lam, dtype=grid.values.dtype))
+        packed = grid.at(row[None])[0].tolist()
+        lam, start = {}, 0
+        for constraint in constraints:
+            lam[str(constraint)] = tuple(round(v, 6) for v in packed[start:start + constraint.size])
+            start += constraint.size
+    stage = replace(record, source=source, context=(), flow=replace(record.flow, context_dim=0),
+                    lam=lam, lam_exact=lam, lambda_grid=None)
+    manifest = replace(artifact.manifest, canonical=str(fixed),
+                       stages=(*artifact.manifest.stages[:-1], stage))
+    return Artifact(sampler, manifest, setting)
 
 
 def _recorded_flows_digest(directory: Path) -> str | None:
@@ -282,6 +344,16 @@ def set_exact_lambdas(energy: Any, record: StageRecord) -> None:
     from energyql.energies.constraint import set_targets
 
     set_targets(energy, record.targets or {})  # restore targets estimated when training
+    grid = getattr(energy, "lambda_grid", None)
+    if grid is not None and record.lambda_grid is not None:
+        table = torch.tensor(record.lambda_grid.lam, dtype=grid.values.dtype)
+        if table.shape != grid.values.shape or \
+                list(record.lambda_grid.sliders) != [p.name for p in grid.params]:
+            raise ArtifactError(
+                f"{MANIFEST}: field 'stages[{record.index - 1}].lambda_grid' does not fit the "
+                "stage's sliders and constraints",
+                hint="the manifest does not belong to this program; train it again")
+        grid.values.copy_(table)
     lambdas = record.exact_lambdas()
     for constraint in energy.constraints:
         if constraint.text in lambdas:
@@ -387,6 +459,16 @@ def _read_flows(directory: Path, manifest: Manifest, state: dict[str, torch.Tens
 
 
 
+def _with_settings(context: Mapping[str, float] | torch.Tensor | None,
+                   settings: Mapping[str, float]) -> Mapping[str, float] | torch.Tensor | None:
+    """``context`` with sliders given by keyword (``sample(n, p=0.3)``) merged in."""
+    if not settings:
+        return context
+    if isinstance(context, torch.Tensor):
+        raise UsageError("give a context tensor or slider values by name, not both")
+    return {**(context or {}), **settings}
+
+
 class Sampler(nn.Module):
     """Creates a torch module that draws controlled samples from a trained artifact.
 
@@ -479,17 +561,18 @@ class Sampler(nn.Module):
 
     def sample(self, n: int, *, seed: int | None = None,
                context: Mapping[str, float] | torch.Tensor | None = None,
-               batch_size: int = 256, grad: bool = False) -> torch.Tensor:
+               batch_size: int = 256, grad: bool = False, **settings: float) -> torch.Tensor:
         """Return ``n`` controlled images in [0, 1], shape ``(n, 3, H, W)``, decoded in batches.
 
         ``context`` sets a conditional sampler's parameters, e.g. ``{"x": 0.3}`` (others
         mid-range), or per-sample values ``(n, P)``; values must lie in the trained ranges.
+        Sliders may also be given by name: ``sample(16, p=0.3)``.
         """
         if n < 0 or batch_size < 1:
             raise UsageError(f"sample needs n >= 0 and batch_size >= 1, got n={n}, "
                              f"batch_size={batch_size}")
         eps = self.noise(n, seed=seed)
-        values = self._context(context, n)
+        values = self._context(_with_settings(context, settings), n)
         out = []
         for start in range(0, n, batch_size):
             rows = slice(start, start + batch_size)
@@ -498,7 +581,7 @@ class Sampler(nn.Module):
 
     def log_prob(self, z: torch.Tensor,
                  context: Mapping[str, float] | torch.Tensor | None = None, *,
-                 grad: bool = False) -> torch.Tensor:
+                 grad: bool = False, **settings: float) -> torch.Tensor:
         """Return the exact log-density of the sampler's latents at ``z``, shape ``(B,)``.
 
         Each stage's flow is inverted in turn (``eps_k = T_k^{-1}(eps_{k-1})``, ``eps_0 = z``)
@@ -506,7 +589,7 @@ class Sampler(nn.Module):
         """
         from energyql.flows import standard_normal_log_prob
 
-        values = self._context(context, len(z))
+        values = self._context(_with_settings(context, settings), len(z))
         with torch.set_grad_enabled(grad):
             x = z.to(self.device)
             total = torch.zeros(len(x), device=x.device)

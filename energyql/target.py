@@ -142,14 +142,18 @@ class StageTarget:
     # --- how close the flow is to this target ------------------------------------------------
 
     def log_weights(self, n: int, rng: torch.Generator, *, batch: int = 256,
-                    exact: bool = True) -> torch.Tensor:
+                    exact: bool = True, context: torch.Tensor | None = None) -> torch.Tensor:
         """Return ``log p̃(u) - log q(u)`` of ``n`` flow proposals (CPU, float64).
 
         ``p̃ = p0·exp(-E)`` with the exact λ (``exact``) or λ as trained; the flow must exist.
+        ``context``: a slider stage's setting ``(P,)`` (physical units); its λ comes from the
+        stage's λ grid, which is the exact fit.
         """
         if self.flow is None:
             raise SamplerError("closeness to the target needs the stage's flow",
                                hint="pass an Artifact trained with `energyql run`")
+        if context is not None:
+            return self._log_weights_at(n, rng, batch, context)
         constraints = self.constraints() if self._energy().has_constraints else None
         lam = (constraints.exact() if exact else constraints.packed("lam")) \
             if constraints is not None else None
@@ -161,6 +165,24 @@ class StageTarget:
                 energy = pointwise if phi is None or lam is None \
                     else pointwise - phi @ lam.to(phi.device)
                 out.append((log_ratio - energy).double().cpu())
+        return torch.cat(out)
+
+
+    def _log_weights_at(self, n: int, rng: torch.Generator, batch: int,
+                        context: torch.Tensor) -> torch.Tensor:
+        from energyql.energies.conditional import normalize_context
+
+        energy = self._energy()
+        out = []
+        with torch.no_grad():
+            for start in range(0, n, batch):
+                m = min(batch, n - start)
+                rows = context.to(self.device, torch.float32).expand(m, -1)
+                eps = self.noise(m, rng)
+                u, log_ratio = self.push(eps, normalize_context(energy.context, rows))
+                total, _ = energy.total_and_parts(energy.features(
+                    self.base.decode(u), rng, context=rows))
+                out.append((log_ratio - total).double().cpu())
         return torch.cat(out)
 
 

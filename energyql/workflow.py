@@ -216,6 +216,16 @@ def run_and_report(program, *, gen=DEFAULT_GENERATOR, out: str | Path | None = N
         with prog.phase(f"evaluating on {samples:,} samples (and {4 * samples:,} base samples)"):
             metrics = evaluate(artifact, samples=samples, seed=config.seed, device=config.device,
                                clip=clip, face_attributes=face_attributes)
+        if artifact.sliders:
+            # Requested against achieved along each slider (the figures above are at the
+            # sliders' middles).
+            from energyql.evaluation import slider_sweep
+
+            count = min(samples, SWEEP_SAMPLES)
+            with prog.phase(f"measuring each slider at 5 settings on {count:,} samples each"):
+                metrics["sliders"] = slider_sweep(artifact, samples=count, seed=config.seed,
+                                                  device=config.device, clip=clip,
+                                                  face_attributes=face_attributes)
         if group.is_main and _has_world_features(artifact):
             # Sample quality and mode collapse, not only shares: the distance to exact-target
             # samples in the world judge's feature space (embedded worlds only).
@@ -250,6 +260,8 @@ def run_and_report(program, *, gen=DEFAULT_GENERATOR, out: str | Path | None = N
 
 
 FRECHET_SAMPLES = 1000
+#: Samples judged at each setting of a slider sweep.
+SWEEP_SAMPLES = 500
 
 
 def _has_world_features(artifact: Any) -> bool:

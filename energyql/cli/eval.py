@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -81,6 +81,25 @@ def _distances(target, frechet: bool, fid: Path | None, samples: int, seed: int,
     return out
 
 
+def slider_names(artifact: Path) -> list[str]:
+    """The sliders of an artifact's last stage, from its manifest alone."""
+    from energyql.energies.sliders import SLIDER
+    from energyql.sampler import read_manifest
+
+    return [c.name for c in read_manifest(artifact).stages[-1].context if c.control == SLIDER]
+
+
+def check_slider_setting(artifact: Path, values: dict[str, float]) -> None:
+    """Refuse a setting the artifact cannot take, from its manifest alone (exit 2)."""
+    from energyql.sampler import check_context, read_manifest
+
+    params = read_manifest(artifact).stages[-1].context
+    if values and not slider_names(artifact):
+        raise UsageError("--set needs an artifact trained with sliders; this one has none",
+                         hint="sliders are written NAME in LOW..HIGH in the expression")
+    check_context(params, values)
+
+
 @app.command("eval")
 @guarded
 def eval_command(
@@ -103,6 +122,9 @@ def eval_command(
     clip: ClipOption = None,
     face_attributes: FaceAttributesOption = None,
     progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Artifacts with sliders: measure at NAME=VALUE (repeatable; sliders not "
+                      "given sit at their middles).")] = None,
     frechet: Annotated[bool, typer.Option(
         "--frechet", help="Add the Fréchet distance to exact-target samples in the embedded "
                           "world judge's feature space (worlds whose record names one).")
@@ -130,9 +152,21 @@ def eval_command(
             check_options(sampler, options)
     except SamplerError as error:
         raise UsageError(error.message, hint=error.hint) from None
+    from energyql.cli.sample import parse_setting
+
+    values = dict(parse_setting(s) for s in set_ or [])
+    if values and artifact is None:
+        raise UsageError("--set needs an ARTIFACT trained with sliders",
+                         hint="e.g. energyql eval runs/blue-share --set p=0.3")
+    if artifact is not None:
+        check_slider_setting(artifact, values)
     set_threads(threads)
     program = compile_program(expression, gen=gen) if expression and gen else expression
-    target = str(artifact) if artifact is not None else load_generator(gen, device=device)
+    target: Any = str(artifact) if artifact is not None else load_generator(gen, device=device)
+    if artifact is not None and (values or slider_names(artifact)):
+        from energyql.sampler import load
+
+        target = load(artifact, device=device).at(values)
     prog = Progress(enabled=progress and current_group().is_main)
     with prog.phase(f"evaluating {samples:,} samples with {sampler}"):
         if sampler == "flow" and not options:

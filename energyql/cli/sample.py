@@ -84,21 +84,27 @@ def check_request(artifact: Path, values: dict[str, float], sweep: tuple[str, li
     """Refuse context values and sampler options the artifact cannot take, from its manifest
     alone (before the generator is loaded or anything is written): UsageError, exit 2."""
     from energyql.baselines import check_options
+    from energyql.energies.sliders import SLIDER
     from energyql.sampler import check_context, read_manifest
 
     params = read_manifest(artifact).stages[-1].context
     if sweep is not None:
         if not params:
-            raise UsageError("--sweep needs a conditional artifact (one trained with pose(...))",
+            raise UsageError("--sweep needs an artifact with sliders or pose parameters",
                              hint="this artifact is unconditional; drop --sweep")
         name, points = sweep
         for point in (points[0], points[-1]):
             check_context(params, {**values, name: point})
     check_context(params, values)
     if sampler != "flow" or options:
-        if params:
-            raise UsageError("--sampler and --option work on unconditional artifacts only",
-                             hint="sample a conditional artifact with the flow (the default)")
+        if any(p.control != SLIDER for p in params):
+            raise UsageError("--sampler and --option work on unconditional artifacts and "
+                             "artifacts with sliders only (at one --set setting)",
+                             hint="sample a pose-conditional artifact with the flow (the "
+                                  "default)")
+        if sweep is not None:
+            raise UsageError("--sweep works with the flow sampler only",
+                             hint="sample one setting at a time with --set NAME=VALUE")
         try:
             check_options(sampler, options)
         except SamplerError as error:  # a bad value given on the command line: usage
@@ -166,6 +172,8 @@ def sample(
             from energyql.baselines import sample as draw
 
             art = load(artifact, device=device, **generator_options)
+            if art.sliders:
+                art = art.at(values)  # the corrected samplers aim at that setting's target
             result = draw(sampler, art, n=n, seed=seed, device=device, **options)
             if result.images is None:
                 raise SamplerError(f"the {sampler} sampler returned latents only, no images")

@@ -12,7 +12,7 @@ from the root generator's samples weighted by the probability of what was asked.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import torch
@@ -51,9 +51,15 @@ class ConstraintEnergy(EnergyTerm):
 
     def __init__(self, kind: str, attrs: tuple[str, ...], target: tuple[float, ...], text: str,
                  *, given: LogProb | None = None, size: int | None = None,
-                 given_text: str = ""):
+                 given_text: str = "", target_at: Callable[[Mapping[str, float]],
+                                                           tuple[float, ...]] | None = None):
         super().__init__()
         self.kind = kind
+        # A dist whose entries are sliders: its target at a setting (None: a fixed target).
+        self.target_at = target_at
+        # Its λ per row, from the stage's LambdaGrid (attached by StageEnergy; not a
+        # submodule here, the stage energy owns it): (grid, first column, last column).
+        self.grid: tuple[Any, int, int] | None = None
         self.attrs = attrs
         self.text = text
         # A deferred target (restore): NaN until prepare_targets estimates p0(attrs | given).
@@ -73,8 +79,18 @@ class ConstraintEnergy(EnergyTerm):
     def phi(self, features: Features) -> torch.Tensor:
         return joint_probabilities(features.attribute_log_probs(), self.attrs)
 
+    def lam_of(self, features: Features) -> torch.Tensor:
+        """λ for each image (``(B, K)`` with a λ grid, else the one ``(K,)``)."""
+        if self.grid is None:
+            return self.lam
+        grid, start, stop = self.grid
+        if features.context is None:
+            raise ValueError(f"'{self.text}' needs the sliders' values (a context)")
+        return grid.at(features.context)[:, start:stop]
+
     def forward(self, features: Features) -> torch.Tensor:
-        return -(self.phi(features) * self.lam).sum(1)
+        phi = self.phi(features)
+        return -(phi * self.lam_of(features).to(phi.dtype)).sum(1)
 
 
 class ConstraintList(nn.ModuleList):
@@ -110,6 +126,13 @@ class ConstraintList(nn.ModuleList):
     def exact(self) -> torch.Tensor:
         """Return the exact fit, ``lam - offset``, packed."""
         return self.packed("lam") - self.packed("offset")
+
+    def target_at(self, values: Mapping[str, float]) -> torch.Tensor:
+        """Return every constraint's target at a slider setting, packed (CPU)."""
+        if not len(self):
+            return torch.zeros(0)
+        return torch.cat([torch.tensor(c.target_at(values), dtype=torch.float32)
+                          if c.target_at is not None else c.target.detach().cpu() for c in self])
 
     def set_lambda(self, lam: torch.Tensor, offset: torch.Tensor | None = None,
                    shift: torch.Tensor | None = None) -> None:

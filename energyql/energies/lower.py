@@ -6,6 +6,7 @@ loaded through :mod:`energyql.controls.registry` by the keys the world's catalog
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -25,6 +26,14 @@ from energyql.energies.predicate import (
     not_log_prob,
     or_log_prob,
     predicate_log_prob,
+)
+from energyql.energies.sliders import (
+    MAX_GRID_SLIDERS,
+    SLIDER,
+    LambdaGrid,
+    SliderScaledEnergy,
+    setting_row,
+    slider_params,
 )
 from energyql.errors import EnergyQLError, check_choice
 from energyql.lang import graph as g
@@ -208,6 +217,51 @@ class StageEnergy(nn.Module):
         # sample with the same noise at another context.
         self.context = list(context or [])
         self.paired = paired
+        # Sliders that move a constraint's target or tilt make λ a function of the setting.
+        sliders = slider_params(self.context)
+        self.lambda_grid: LambdaGrid | None = None
+        if sliders and constraints:
+            if len(sliders) > MAX_GRID_SLIDERS:
+                raise EnergyQLError(f"a stage with constraints takes at most {MAX_GRID_SLIDERS} "
+                                    f"sliders, not {len(sliders)}",
+                                    hint="fix some of the numbers, or split the stage")
+            self.lambda_grid = LambdaGrid(sliders, [self.context.index(p) for p in sliders],
+                                          sum(c.target.numel() for c in self.constraints))
+            start = 0
+            for constraint in self.constraints:
+                stop = start + constraint.target.numel()
+                constraint.grid = (self.lambda_grid, start, stop)
+                start = stop
+        self.setting: dict[str, float] | None = None
+
+    @property
+    def sliders(self) -> list[ContextParam]:
+        """The stage's sliders (context entries set at sample time)."""
+        return slider_params(self.context)
+
+    def fix(self, values: Mapping[str, float]) -> StageEnergy:
+        """Make this the energy of one slider setting, in place (no context needed after);
+        return it. Constraint targets and λ become the setting's, weights its values."""
+        sliders = self.sliders
+        if not sliders:
+            return self
+        values = {p.name: float(values[p.name]) for p in sliders}
+        if self.lambda_grid is not None:
+            row = setting_row(self.context, {**{p.name: (p.low + p.high) / 2
+                                                 for p in self.context}, **values})
+            lam = self.lambda_grid.at(row[None])[0]
+            self.constraints.set_lambda(lam.float().cpu(), torch.zeros_like(lam).float(),
+                                        torch.zeros_like(lam).float())
+            for constraint in self.constraints:
+                if constraint.target_at is not None:
+                    constraint.target.copy_(torch.tensor(constraint.target_at(values)))
+                constraint.grid = None
+        for module in self.modules():
+            if isinstance(module, SliderScaledEnergy):
+                module.fixed = values[self.context[module.column].name]
+        self.context = [p for p in self.context if p.control != SLIDER]
+        self.setting = values
+        return self
 
     def features(self, images: torch.Tensor, generator: torch.Generator | None = None, *,
                  context: torch.Tensor | None = None,
@@ -275,13 +329,15 @@ class _LowerStageTerm(TermVisitor[None]):
 
     def on_constraint(self, term: g.Constraint) -> None:
         given = None
+        target_at = term.target_at if term.sliders else None
         if term.deferred:  # restore: p0(attrs | given), estimated by prepare_targets
             log_prob = _LogProb(self.models.catalog)
             given = (and_log_prob([log_prob.visit(t) for t in term.given]) if term.given
                      else _nothing_asked)
         self.parts.constraints.append(ConstraintEnergy(
             term.kind, tuple(term.attrs), tuple(term.target), str(term), given=given,
-            size=term.size, given_text=" & ".join(str(t) for t in term.given)))
+            size=term.size, given_text=" & ".join(str(t) for t in term.given),
+            target_at=target_at))
 
     def on_restore(self, term: g.Restore) -> None:
         for constraint in term.constraints:
@@ -299,6 +355,14 @@ class _LowerStageTerm(TermVisitor[None]):
         self.parts.pointwise.append(KeepEnergy(self.models.identity(term.what), str(term)))
         self.parts.paired = True
 
+    def on_scale(self, term: g.Scale) -> None:
+        if term.slider is None:
+            return self.fallback(term)
+        column = [p.name for p in self.parts.context].index(term.slider.name)
+        self.parts.pointwise.append(SliderScaledEnergy(
+            term.weight, column, lower_term(term.term, self.models), str(term)))
+        return None
+
     def fallback(self, term: Any) -> None:
         self.parts.pointwise.append(lower_term(term, self.models))
 
@@ -306,10 +370,12 @@ class _LowerStageTerm(TermVisitor[None]):
 def lower_stage(stage: g.Stage, models: ControlModels) -> StageEnergy:
     """Return the StageEnergy for a checked ``graph.Stage``."""
     parts = _StageParts()
+    # Sliders come first in the context, then the controls' parameters as they are lowered.
+    parts.context.extend(ContextParam(SLIDER, s.name, s.low, s.high) for s in stage.sliders)
     lower = _LowerStageTerm(models, parts)
     for term in stage.terms:
         lower.visit(term)
-    if parts.constraints and parts.context:
+    if parts.constraints and any(p.control != SLIDER for p in parts.context):
         raise EnergyQLError(
             f"'{stage}' mixes distributional constraints with a conditional control",
             hint="put the constraint in its own stage before the conditional one")

@@ -334,8 +334,11 @@ class Constraint(Term):
             target[cell] = amount_at(slider, values)
         if self.free:
             left = 1.0 - sum(p for i, p in enumerate(target) if i not in self.free)
+            # Rounded to 12 digits as the checker rounds a dist's shares, so that the printed
+            # target of a setting reads cleanly and parses back equal.
+            share = float(f"{max(left, 0.0) / len(self.free):.12g}")
             for cell in self.free:
-                target[cell] = max(left, 0.0) / len(self.free)
+                target[cell] = share
         return tuple(target)
 
     @property
@@ -633,6 +636,13 @@ class Program:
 
         cat, where = resolve_catalog(catalog)
         return check_program(self, cat, where)
+
+    def at(self, values: Mapping[str, float] | None = None, /, **named: float) -> Program:
+        """Return this program with its sliders set (``program.at(p=0.3)``); sliders not
+        given sit at the middle of their ranges. A value outside a range is a UsageError."""
+        from energyql.lang.settings import program_at
+
+        return program_at(self, {**(values or {}), **named})
 
     def then(self, *others: Program | Term) -> Program:
         """Return this program followed by the stages of ``others``."""

@@ -64,6 +64,12 @@ def validate_sliders(program: Program) -> None:
     for index, stage in enumerate(program.stages, 1):
         params = {p.name for control in stage.controls for p in control.params}
         for term in stage.terms:
+            for node in term.walk():
+                if isinstance(node, Scale) and node.slider is not None and node is not term:
+                    raise error_at(CompositionError, f"the slider weight '{node.slider}' stands "
+                                   "inside another term", node.origin, "give a slider weight to "
+                                   "a term at the top of the stage, e.g. (w in 0..3) * smiling "
+                                   "& clip(\"a face\")")
             for slider in sliders_of(term):
                 seen = ranges.setdefault(slider.name, slider)
                 if (seen.low, seen.high) != (slider.low, slider.high):

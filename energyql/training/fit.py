@@ -100,6 +100,171 @@ def fit_constraints(target: StageTarget, n: int, config: TrainConfig,
 
 
 @dataclass(frozen=True)
+class SliderPool:
+    """Base samples of a slider stage, judged once so that their energy at any setting is a
+    sum of columns: φ, the fixed part of the pointwise energy, and each slider-weighted term
+    unweighted (``scaled[:, k]``, weighted by ``weights[k]`` times context column
+    ``columns[k]``)."""
+
+    z: torch.Tensor
+    phi: torch.Tensor
+    fixed: torch.Tensor
+    scaled: torch.Tensor
+    weights: tuple[float, ...]
+    columns: tuple[int, ...]
+
+    def pointwise(self, context: torch.Tensor) -> torch.Tensor:
+        """The pointwise energy ``(B, N)`` of every pool sample at each setting ``(B, P)``."""
+        energy = self.fixed.double()[None].expand(len(context), -1)
+        for k, (weight, column) in enumerate(zip(self.weights, self.columns)):
+            energy = energy + weight * context[:, column].double()[:, None] \
+                * self.scaled[:, k].double()[None]
+        return energy
+
+
+def judge_slider_pool(target: StageTarget, n: int, config: TrainConfig,
+                      generator: torch.Generator, group: Group | None = None) -> SliderPool:
+    """Draw ``n`` base samples and judge them as :class:`SliderPool` columns."""
+    from energyql.energies.sliders import SliderScaledEnergy
+
+    energy = cast(Any, target.energy)
+    group = group or Group()
+    noise = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    scaled = [t for t in energy.pointwise if isinstance(t, SliderScaledEnergy)]
+    fixed_terms = [t for t in energy.pointwise if not isinstance(t, SliderScaledEnergy)]
+    latents: list[torch.Tensor] = []
+    phis: list[torch.Tensor] = []
+    fixed: list[torch.Tensor] = []
+    parts: list[torch.Tensor] = []
+    batch = config.batch * 4
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            m = min(batch, n - start)
+            z, _ = target.propose(m, noise, use_flow=False, rows=group.shard(m))
+            features = energy.features(target.base.decode(z).float(), generator)
+            zero = torch.zeros(len(z), device=z.device)
+            phi = energy.phi(features) if energy.has_constraints else zero[:, None][:, :0]
+            for rows, out in ((z, latents), (phi, phis),
+                              (sum((t(features) for t in fixed_terms), zero), fixed),
+                              (torch.stack([t.term(features) for t in scaled], 1) if scaled
+                               else zero[:, None][:, :0], parts)):
+                out.append(group.gather(rows).cpu())
+    return SliderPool(torch.cat(latents), torch.cat(phis), torch.cat(fixed), torch.cat(parts),
+                      tuple(t.weight for t in scaled), tuple(t.column for t in scaled))
+
+
+def fit_lambda_grid(target: StageTarget, n: int, config: TrainConfig,
+                    generator: torch.Generator, group: Group | None = None) -> MomentFit:
+    """Fit λ exactly at every setting of the stage's λ grid (sliders); return the middle's fit.
+
+    One pool of ``n`` base samples is judged once (:class:`SliderPool`), so every grid point
+    is one moment fit on the same samples (importance weights ``exp(-E_pointwise(c))``) for
+    the target at that setting. The grid is the exact λ(c) at its points; the flow trains
+    with it interpolated in between.
+    """
+    energy = cast(Any, target.energy)
+    grid = energy.lambda_grid
+    constraints = target.constraints()
+    pool = judge_slider_pool(target, n, config, generator, group)
+    params = energy.context
+    middle = {p.name: (p.low + p.high) / 2 for p in params}
+
+    def fit_at(values: dict[str, float]) -> MomentFit:
+        row = torch.tensor([[values[p.name] for p in params]], dtype=torch.float64)
+        return fit_lambda(pool.phi, constraints.target_at(values), -pool.pointwise(row)[0])
+
+    names = [p.name for p in grid.params]
+    rows = [fit_at({**middle, **dict(zip(names, setting))}).lam
+            for setting in grid.settings().tolist()]
+    grid.values.copy_(torch.stack(rows).to(grid.values))
+    fit = fit_at(middle)
+    constraints.set_lambda(fit.lam.float(), torch.zeros_like(fit.lam).float(),
+                           torch.zeros_like(fit.lam).float())
+    return fit
+
+
+def slider_warm_start(target: StageTarget, config: TrainConfig, generator: torch.Generator,
+                      group: Group | None = None,
+                      on_pool: Callable[[SliderPool, torch.Tensor], object] | None = None
+                      ) -> dict[str, Any]:
+    """The mass-covering start of a slider stage: weighted maximum likelihood of the
+    conditional flow on judged base samples, each row at its own setting.
+
+    Every step draws settings uniformly from the sliders' ranges and, for each, one pool
+    sample from that setting's exact target weights ``exp(-E(z; c) + λ(c)·φ(z))``, so the
+    flow starts near the target at every setting; reverse KL then refines it. Fitted until a
+    held-out fifth of the pool, measured at 8 fixed settings, stops improving. ``on_pool``
+    receives the judged pool and its log-weights at the sliders' middles (the chains' seed).
+    """
+    from energyql.energies.conditional import normalize_context, sample_context
+
+    flow = cast(Any, target.flow)
+    energy = cast(Any, target.energy)
+    draws = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    pool = judge_slider_pool(target, config.warm_start_samples, config, generator, group)
+    params, grid = energy.context, energy.lambda_grid
+
+    def log_weights(context: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        log_w = -pool.pointwise(context)[:, rows]
+        if grid is not None:
+            log_w = log_w + grid.at(context).double().cpu() @ pool.phi[rows].double().T
+        return log_w
+
+    if on_pool is not None:
+        middle = torch.tensor([[(p.low + p.high) / 2 for p in params]], dtype=torch.float64)
+        on_pool(pool, log_weights(middle, torch.arange(len(pool.z)))[0])
+    order = torch.randperm(len(pool.z), generator=draws)
+    held_out, fit_rows = order[: len(pool.z) // 5], order[len(pool.z) // 5:]
+    checks = sample_context(params, 8, draws)
+    held_weights = torch.softmax(log_weights(checks, held_out), 1).float()
+    ess = float((1 / (torch.softmax(log_weights(checks, fit_rows), 1) ** 2).sum(1)).min())
+    record: dict[str, Any] = {"samples": len(pool.z), "min_ess": round(ess, 1), "steps": 0}
+    if ess < 2:
+        return record
+    device = config.device
+    optimizer = torch.optim.Adam([p for p in flow.parameters() if p.requires_grad], lr=config.lr)
+    held_z = pool.z[held_out].to(device)
+
+    def held_out_nll() -> float:
+        with torch.no_grad():
+            total = 0.0
+            for k in range(len(checks)):
+                flow_context = normalize_context(params, checks[k:k + 1].expand(len(held_z), -1))
+                total -= float((held_weights[k].to(device)
+                                * flow.log_prob(held_z, flow_context.to(device))).sum())
+            return total / len(checks)
+
+    best, worse, nll = held_out_nll(), 0, []
+    best_state = {k: v.clone() for k, v in flow.state_dict().items()}
+    for step in range(1, START_MAX_STEPS + 1):
+        context = sample_context(params, config.batch, draws)
+        weights = torch.softmax(log_weights(context, fit_rows), 1)
+        rows = fit_rows[torch.multinomial(weights, 1, generator=draws)[:, 0]]
+        loss = -flow.log_prob(pool.z[rows].to(device),
+                              normalize_context(params, context).to(device)).mean()
+        if not torch.isfinite(loss):
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
+        optimizer.step()
+        nll.append(round(float(loss.detach()), 3))
+        if step % START_CHECK_EVERY == 0:
+            value = held_out_nll()
+            if value < best - 1e-3:
+                best, worse = value, 0
+                best_state = {k: v.clone() for k, v in flow.state_dict().items()}
+            else:
+                worse += 1
+                if worse >= START_PATIENCE:
+                    break
+    flow.load_state_dict(best_state)
+    record.update(steps=len(nll), held_out_nll=round(best, 3),
+                  nll_first=nll[0] if nll else None, nll_last=nll[-1] if nll else None)
+    return record
+
+
+@dataclass(frozen=True)
 class JudgedPool:
     """Base samples judged for the start: latents, pointwise energy (as trained), φ, and the
     log-weights that make them the target's (``-pointwise + φ·λ``)."""
@@ -213,11 +378,13 @@ def fit_record(fit: MomentFit, step: int, target: StageTarget) -> FitRecord:
     )
 
 
-def warn_low_ess(fit: MomentFit, log_index: int, warnings_out: list[str], where: str) -> None:
+def warn_low_ess(fit: MomentFit, log_index: int, warnings_out: list[str], where: str,
+                 *, refitted: bool = True) -> None:
     """Warn (and keep the warning for the manifest) when a fit rests on few samples."""
     if fit.ess_fraction < LOW_ESS_FRACTION:
+        then = ("it is refitted on the flow's own samples during training" if refitted else
+                "a slider stage's λ grid is not refitted: raise --moment-samples")
         message = (f"stage {log_index}: the moment fit on {where} rests on an effective sample "
-                   f"size of {fit.ess:.0f} of {fit.samples}; λ may be unreliable (it is refitted "
-                   f"on the flow's own samples during training)")
+                   f"size of {fit.ess:.0f} of {fit.samples}; λ may be unreliable ({then})")
         warnings_out.append(message)
         warnings.warn(message, stacklevel=3)

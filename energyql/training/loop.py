@@ -34,7 +34,14 @@ from energyql.runlog import RunLog
 from energyql.sampler import StageSampler
 from energyql.target import StageTarget, closeness
 from energyql.training.config import TrainConfig, learning_rate, step_generator
-from energyql.training.fit import fit_constraints, fit_record, warm_start, warn_low_ess
+from energyql.training.fit import (
+    fit_constraints,
+    fit_lambda_grid,
+    fit_record,
+    slider_warm_start,
+    warm_start,
+    warn_low_ess,
+)
 from energyql.training.objective import StageObjective, StepParts
 from energyql.training.resume import restore_stage, save_stage
 
@@ -183,16 +190,33 @@ def prepare_stage(run: StageRun, objective: StageObjective, checkpoint_dir: Path
             return step
     log.images += restore_images
     if energy.has_constraints:
+        grid = energy.lambda_grid
+        where = f" at {len(grid.values)} slider settings" if grid is not None else ""
         with prog.phase(f"stage {run.index}: fitting λ on {config.moment_samples:,} base "
-                        "samples") as phase:
-            fit = fit_constraints(target, config.moment_samples, config,
-                                  step_generator(config.seed, run.index, -1), run.group,
-                                  use_flow=False)
+                        f"samples{where}") as phase:
+            seeds = step_generator(config.seed, run.index, -1)
+            fit = fit_constraints(target, config.moment_samples, config, seeds, run.group,
+                                  use_flow=False) if grid is None else \
+                fit_lambda_grid(target, config.moment_samples, config, seeds, run.group)
             phase.note(ess=round(fit.ess), max_error=fit.max_error)
         log.images += config.moment_samples
         run.record_fit(fit, 0, run_log)
-        warn_low_ess(fit, run.index, log.warnings, "base samples")
-    if config.warm_start_samples and not energy.is_conditional:
+        warn_low_ess(fit, run.index, log.warnings, "base samples", refitted=grid is None)
+    if config.warm_start_samples and energy.sliders and \
+            len(energy.sliders) == len(energy.context):
+        with prog.phase(f"stage {run.index}: mass-covering start on "
+                        f"{config.warm_start_samples:,} base samples over the sliders' "
+                        "ranges") as phase:
+            seeds = step_generator(config.seed, run.index, -2 * 10**6)
+            log.warm_start = slider_warm_start(
+                target, config, step_generator(config.seed, run.index, -10**6), run.group,
+                on_pool=lambda pool, log_w: objective.seed_chains(
+                    pool.z, config.temper * pool.fixed, pool.phi.float(), log_w, seeds,
+                    scaled=config.temper * pool.scaled))
+            log.images += config.warm_start_samples
+            phase.note(**{k: v for k, v in log.warm_start.items()
+                          if k in ("min_ess", "steps", "nll_last") and v is not None})
+    elif config.warm_start_samples and not energy.is_conditional:
         with prog.phase(f"stage {run.index}: mass-covering start on "
                         f"{config.warm_start_samples:,} base samples") as phase:
             seeds = step_generator(config.seed, run.index, -2 * 10**6)
@@ -310,7 +334,9 @@ def _refit_if_due(run: StageRun, step: int, prog: Progress, run_log: RunLog | No
     """Refit λ on the flow's own samples every ``refit_every`` steps (not after the last)."""
     config = run.config
     due = bool(config.refit_every) and (step + 1) % config.refit_every == 0
-    if not run.energy.has_constraints or not due or step + 1 >= config.steps:
+    # A slider stage's λ grid is the exact fit at every setting; it is not refitted.
+    if not run.energy.has_constraints or not due or step + 1 >= config.steps \
+            or run.energy.lambda_grid is not None:
         return
     with prog.phase(f"stage {run.index}: refitting λ on {config.refit_samples:,} flow "
                     "samples") as phase:
@@ -326,13 +352,17 @@ def _measure_closeness(run: StageRun, prog: Progress, run_log: RunLog | None) ->
     """ESS/N and KL̂ of the trained flow against the stage's exact target, on its own samples
     (measurement: not counted in the stage's training images)."""
     n = run.config.closeness_samples
-    if not n or run.energy.is_conditional or not run.group.is_main:
+    energy = run.energy
+    sliders_only = energy.is_conditional and len(energy.sliders) == len(energy.context)
+    if not n or (energy.is_conditional and not sliders_only) or not run.group.is_main:
         return
+    seeds = step_generator(run.config.seed, run.index, -3 * 10**6)
     with prog.phase(f"stage {run.index}: closeness to the exact target on {n:,} samples") \
             as phase:
-        figures = closeness(run.target.log_weights(
-            n, step_generator(run.config.seed, run.index, -3 * 10**6),
-            batch=run.config.batch * 4))
+        if sliders_only:
+            figures = _closeness_over_settings(run, n, seeds)
+        else:
+            figures = closeness(run.target.log_weights(n, seeds, batch=run.config.batch * 4))
         phase.note(ess_fraction=figures["ess_fraction"], kl=figures["kl"])
     run.log.closeness = figures
     if figures["ess_fraction"] < LOW_CLOSENESS:
@@ -341,6 +371,27 @@ def _measure_closeness(run: StageRun, prog: Progress, run_log: RunLog | None) ->
             " samples differ from the exact target; `--sampler flow+sir` corrects them")
     if run_log is not None:
         run_log.write("closeness", stage=run.index, step=run.config.steps, **figures)
+
+
+#: Settings per slider at which a slider stage's closeness is measured (ends and middle).
+CLOSENESS_POINTS = 3
+
+
+def _closeness_over_settings(run: StageRun, n: int, seeds: torch.Generator) -> dict[str, Any]:
+    """Closeness at a grid of slider settings (``n`` samples each); the headline figures are
+    the worst setting's (lowest ESS/N, highest KL̂), each setting's are listed."""
+    from energyql.energies.sliders import settings_grid
+
+    params = run.energy.context
+    settings: list[dict[str, Any]] = []
+    for row in settings_grid(params, CLOSENESS_POINTS).tolist():
+        figures = closeness(run.target.log_weights(
+            n, seeds, batch=run.config.batch * 4, context=torch.tensor(row)))
+        settings.append({"setting": {p.name: round(v, 6) for p, v in zip(params, row)},
+                         **figures})
+    return {"ess_fraction": min(s["ess_fraction"] for s in settings),
+            "kl": max(s["kl"] for s in settings), "samples": n, "at": "the worst setting",
+            "settings": settings}
 
 
 def _term_means(parts: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -359,6 +410,8 @@ def _running_figures(parts: dict[str, torch.Tensor], energy: StageEnergy,
         holds = torch.stack([parts[t.text].detach() < math.log(2) for t in predicates]).all(0)
         figures["on-target share"] = float(holds.float().mean())
     for constraint in energy.constraints:
+        if constraint.grid is not None:
+            continue  # its target differs from row to row (a slider moves it)
         with torch.no_grad():
             phi = constraint.phi(features)
             shares = torch.bincount(phi.argmax(1), minlength=phi.shape[1]).float() / len(phi)

@@ -44,6 +44,7 @@ from energyql.distributed import Group
 from energyql.energies import StageEnergy
 from energyql.energies.base import Features
 from energyql.energies.conditional import normalize_context, sample_context
+from energyql.energies.sliders import SliderScaledEnergy
 from energyql.errors import TrainingError
 from energyql.flows import standard_normal_log_prob
 from energyql.target import StageTarget
@@ -56,6 +57,10 @@ class Chains:
 
     ``log_target`` is recomputed from its parts every step, so that a λ refit moves it:
     ``log p0 - pointwise + φ·λ``. ``ready`` is 0 until the first batch seeds the chains.
+    In a slider stage the target moves with the setting, and each step retargets every chain
+    to its row's setting ``c``: ``pointwise`` is then the fixed part of the energy and
+    ``scaled[:, k]`` the slider-weighted terms unweighted, so the energy at ``c`` is
+    ``pointwise + Σ_k w_k·c_k·scaled[:, k]`` and λ is λ(c).
     """
 
     z: torch.Tensor
@@ -63,16 +68,19 @@ class Chains:
     pointwise: torch.Tensor
     phi: torch.Tensor
     ready: torch.Tensor
+    scaled: torch.Tensor
 
     @classmethod
-    def empty(cls, rows: int, dim: int, features: int, device: str) -> Chains:
+    def empty(cls, rows: int, dim: int, features: int, device: str,
+              scaled: int = 0) -> Chains:
         zeros = torch.zeros(rows, device=device)
         return cls(torch.zeros(rows, dim, device=device), zeros, zeros.clone(),
-                   torch.zeros(rows, features, device=device), torch.zeros(1, device=device))
+                   torch.zeros(rows, features, device=device), torch.zeros(1, device=device),
+                   torch.zeros(rows, scaled, device=device))
 
     def state(self) -> dict[str, torch.Tensor]:
         return {f"chains.{k}": getattr(self, k) for k in ("z", "log_p0", "pointwise", "phi",
-                                                          "ready")}
+                                                          "ready", "scaled")}
 
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
         for key, value in self.state().items():
@@ -122,6 +130,36 @@ def leave_one_out(values: torch.Tensor, group: Group) -> torch.Tensor:
     return (values - everything.mean()) * n / (n - 1)
 
 
+#: Rows per slider setting in a step: the score function's baseline is the mean of the other
+#: rows at the same setting, since the energy's scale moves with the setting (λ(c), w·c).
+ROWS_PER_SETTING = 8
+
+
+def setting_rows(config: TrainConfig, group: Group) -> int:
+    """Rows that share one slider setting in a step (1 when the batch does not split so)."""
+    local = config.batch // max(group.world, 1)
+    return ROWS_PER_SETTING if config.batch % group.world == 0 and \
+        local % ROWS_PER_SETTING == 0 else 1
+
+
+def sample_settings(params: list, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Draw ``n`` slider settings, denser towards the ends of each range (the arcsine law:
+    ``low + (high - low)·(1 - cos πu)/2``). Any density that covers the ranges keeps each
+    setting's exact target as the fixed point; the ends, which have neighbours on one side
+    only, get more of the training."""
+    u = torch.rand(n, len(params), generator=generator)
+    low = torch.tensor([p.low for p in params])
+    high = torch.tensor([p.high for p in params])
+    return low + (high - low) * (1 - torch.cos(math.pi * u)) / 2
+
+
+def grouped_leave_one_out(values: torch.Tensor, size: int) -> torch.Tensor:
+    """Return ``values`` minus, for each, the mean of the other rows of its group of ``size``
+    consecutive rows."""
+    rows = values.reshape(-1, size)
+    return ((rows - rows.mean(1, keepdim=True)) * size / (size - 1)).reshape(values.shape)
+
+
 def snis_weights(log_w: torch.Tensor, group: Group) -> torch.Tensor:
     """Self-normalised importance weights of the local rows, normalised over the global batch."""
     return (log_w - torch.logsumexp(group.gather(log_w), 0)).exp()
@@ -160,11 +198,14 @@ class StageObjective(nn.Module):
         self.defensive = defensive_count(config)
         self.defensive_shard = self.group.shard(self.defensive)
         energy = target.energy
-        self.climbing = bool(config.chain_weight) and not energy.is_conditional
+        sliders_only = bool(energy.sliders) and len(energy.sliders) == len(energy.context)
+        self.climbing = bool(config.chain_weight) and (not energy.is_conditional or sliders_only)
+        self.rows_per_setting = setting_rows(config, self.group) if sliders_only else 1
+        self.scaled_terms = [t for t in energy.pointwise if isinstance(t, SliderScaledEnergy)]
         rows = len(range(config.batch)[self.shard])
         self.chains = Chains.empty(rows if self.climbing else 0, target.dim,
                                    sum(c.target.numel() for c in energy.constraints),
-                                   target.device)
+                                   target.device, len(self.scaled_terms))
 
     @property
     def energy(self) -> StageEnergy:
@@ -192,7 +233,8 @@ class StageObjective(nn.Module):
         if (share or smooth_share) and log_q is not None:
             with torch.no_grad():
                 valued = share * flat.detach().float() + smooth_share * smooth.detach().float()
-                advantage = leave_one_out(valued, group)
+                advantage = grouped_leave_one_out(valued, self.rows_per_setting) \
+                    if self.rows_per_setting > 1 else leave_one_out(valued, group)
             score = (advantage * log_q).mean()
             loss = loss + score
             losses["score"] = float(score.detach())
@@ -206,13 +248,14 @@ class StageObjective(nn.Module):
             losses["forward"] = float(forward.detach())
         if self.climbing and log_q is not None:
             climb = self._climb(z.detach(), log_p0.detach(), log_q, log_q_own, parts,
-                                features, generator)
+                                features, generator, flow_context)
             loss = loss + config.chain_weight * climb
             losses["chains"] = float(climb.detach())
         return loss, StepParts(parts, features, z, logdet, losses, defensive_images)
 
     def seed_chains(self, z: torch.Tensor, pointwise: torch.Tensor, phi: torch.Tensor,
-                    log_w: torch.Tensor, generator: torch.Generator) -> bool:
+                    log_w: torch.Tensor, generator: torch.Generator,
+                    scaled: torch.Tensor | None = None) -> bool:
         """Start the chains from a judged base pool, resampled by its target weights
         (sampling importance resampling: both modes of a rare target, in their exact
         proportion, from the first step on). Return False (chains unchanged) when the pool
@@ -227,40 +270,64 @@ class StageObjective(nn.Module):
         chains.log_p0.copy_(self.target.base.log_prior(chains.z))
         chains.pointwise.copy_(pointwise[rows].to(device))
         chains.phi.copy_(phi[rows].to(device))
+        if scaled is not None:
+            chains.scaled.copy_(scaled[rows].to(device))
         chains.ready.fill_(1)
         return True
 
+    def _energy_at(self, pointwise: torch.Tensor, scaled: torch.Tensor, phi: torch.Tensor,
+                   context: torch.Tensor | None) -> torch.Tensor:
+        """A chain state's energy (tempered pointwise parts and -φ·λ) at each row's setting."""
+        energy = pointwise.float()
+        for k, term in enumerate(self.scaled_terms):
+            energy = energy + term.weight * cast(torch.Tensor, context)[:, term.column] \
+                * scaled[:, k]
+        grid = self.energy.lambda_grid
+        if grid is not None and context is not None:
+            return energy - (phi * grid.at(context).to(phi)).sum(1)
+        return energy - phi @ self.target.lam().to(phi.device)
+
     def _climb(self, z: torch.Tensor, log_p0: torch.Tensor, log_q: torch.Tensor,
                log_q_own: torch.Tensor, parts: dict[str, torch.Tensor], features: Features,
-               generator: torch.Generator) -> torch.Tensor:
+               generator: torch.Generator, flow_context: torch.Tensor | None = None
+               ) -> torch.Tensor:
         """Move each chain by one independent Metropolis–Hastings step proposing the step's
-        flow sample; return ``-mean log q`` of the chains' new states (differentiable)."""
-        energy, chains = self.energy, self.chains
+        flow sample (at the row's setting, in a slider stage); return ``-mean log q`` of the
+        chains' new states (differentiable)."""
+        energy, chains, temper = self.energy, self.chains, self.config.temper
+        context = features.context
         with torch.no_grad():
-            values = list(parts.values())[: len(energy.pointwise)]
-            pointwise = self.config.temper * torch.stack(values).sum(0) if values \
+            fixed = [value for term, value in zip(energy.pointwise, parts.values())
+                     if not isinstance(term, SliderScaledEnergy)]
+            pointwise = temper * torch.stack(fixed).sum(0) if fixed \
                 else torch.zeros_like(log_p0)
+            # The slider-weighted terms unweighted (judged once more: their features are
+            # cached, so this costs the terms' arithmetic only).
+            scaled = temper * torch.stack([t.term(features) for t in self.scaled_terms], 1) \
+                if self.scaled_terms else chains.scaled.new_zeros(len(z), 0)
             phi = energy.phi(features).float() if energy.has_constraints \
                 else chains.phi.new_zeros(len(z), 0)
-            lam = self.target.lam().to(z.device)
             uniform = torch.rand(self.config.batch, generator=generator)[self.shard]
         if not bool(chains.ready):
             # The first batch seeds the chains (a proposal always beats an empty state).
             for key, value in (("z", z), ("log_p0", log_p0), ("pointwise", pointwise),
-                               ("phi", phi)):
+                               ("phi", phi), ("scaled", scaled)):
                 getattr(chains, key).copy_(value)
             chains.ready.fill_(1)
             return -log_q.mean()
-        log_q_chain = self.flow.log_prob(chains.z)
+        log_q_chain = self.flow.log_prob(chains.z, flow_context)
         with torch.no_grad():
-            new = log_p0.float() - pointwise.float() + phi @ lam - log_q_own.float()
-            old = chains.log_p0 - chains.pointwise + chains.phi @ lam - log_q_chain.detach()
+            new = log_p0.float() - self._energy_at(pointwise, scaled, phi, context) \
+                - log_q_own.float()
+            old = chains.log_p0 - self._energy_at(chains.pointwise, chains.scaled, chains.phi,
+                                                  context) - log_q_chain.detach()
             accept = uniform.to(z.device).log() < new - old
             rows = accept[:, None]
             chains.z.copy_(torch.where(rows, z, chains.z))
             chains.log_p0.copy_(torch.where(accept, log_p0, chains.log_p0))
             chains.pointwise.copy_(torch.where(accept, pointwise, chains.pointwise))
             chains.phi.copy_(torch.where(rows, phi, chains.phi))
+            chains.scaled.copy_(torch.where(rows, scaled, chains.scaled))
         return -torch.where(accept, log_q, log_q_chain).mean()
 
     def _judged_flow_samples(self, eps: torch.Tensor, generator: torch.Generator
@@ -270,7 +337,14 @@ class StageObjective(nn.Module):
         features). Paired energies decode a second context for the same noise."""
         base, energy, config = self.target.base, self.energy, self.config
         context = reference = flow_context = None
-        if energy.is_conditional:
+        if energy.is_conditional and self.rows_per_setting > 1:
+            # A slider stage: each setting is shared by a few consecutive rows, so that the
+            # score function's baseline compares energies of one target.
+            size = self.rows_per_setting
+            context = sample_settings(energy.context, config.batch // size, generator) \
+                .repeat_interleave(size, 0)[self.shard].to(self.target.device)
+            flow_context = normalize_context(energy.context, context)
+        elif energy.is_conditional:
             context = sample_context(energy.context, config.batch, generator)[self.shard] \
                 .to(self.target.device)
             flow_context = normalize_context(energy.context, context)

@@ -21,7 +21,7 @@ from energyql.energies import ControlModels, StageEnergy, lower_stage
 from energyql.errors import EnergyQLError
 from energyql.generators.base import Generator
 from energyql.generators.registry import DEFAULT_GENERATOR
-from energyql.manifest import StageRecord, TrainRecord
+from energyql.manifest import LambdaGridRecord, StageRecord, TrainRecord
 from energyql.progress import Progress
 from energyql.runlog import LOG_NAME, RunLog
 from energyql.sampler import Artifact, StageSampler, manifest_for, stage_record
@@ -61,7 +61,15 @@ def trained_stage_record(sampler: StageSampler, log: StageLog | None = None,
         train=TrainRecord(config.to_dict(), round(log.seconds, 2), log.skipped_steps,
                           log.images, log.images_backward),
         fits=tuple(log.fits), warm_start=log.warm_start, warnings=tuple(log.warnings),
-        final_loss=log.loss[-1] if log.loss else None, closeness=log.closeness)
+        final_loss=log.loss[-1] if log.loss else None, closeness=log.closeness,
+        lambda_grid=LambdaGridRecord(**_grid_fields(energy.lambda_grid))
+        if energy.lambda_grid is not None else None)
+
+
+def _grid_fields(grid: Any) -> dict[str, Any]:
+    record = grid.to_record()
+    return {"sliders": tuple(record["sliders"]), "points": record["points"],
+            "lam": tuple(tuple(row) for row in record["lambda"])}
 
 
 def train_program(program: Any, gen: str | Generator = DEFAULT_GENERATOR,

@@ -23,6 +23,8 @@ def stage_tensors(flow: LatentFlow, energy: StageEnergy,
     objective's own state (``extra``: its persistent chains)."""
     tensors = {f"flow.{k}": v for k, v in flow.state_dict().items()}
     tensors.update(energy.constraints.state())
+    if energy.lambda_grid is not None:  # a slider stage's λ at every grid setting
+        tensors["lambda_grid.values"] = energy.lambda_grid.values
     tensors.update(extra or {})
     return tensors
 
@@ -60,6 +62,8 @@ def restore_stage(directory: Path, index: int, flow: LatentFlow,
     tensors = {k: v.to(device) for k, v in restored.tensors.items()}
     flow.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("flow.")})
     energy.constraints.load_state(tensors)
+    if energy.lambda_grid is not None:
+        energy.lambda_grid.values.copy_(tensors["lambda_grid.values"])
     for key, value in (extra or {}).items():
         value.copy_(tensors[key])
     return restored.step, restored.log

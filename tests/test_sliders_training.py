@@ -1,0 +1,95 @@
+"""Sliders in training (issue 24): one amortised flow meets the exact target at every setting.
+
+Toy 2-D worlds whose exact answers are known: a dist() share set by a slider (λ(c) from the
+grid), and a weight slider on a quadratic energy (the target is Gaussian at every weight).
+"""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from energyql.energies.conditional import ContextParam
+from energyql.energies.constraint import ConstraintEnergy
+from energyql.energies.lower import StageEnergy
+from energyql.energies.sliders import (
+    LambdaGrid,
+    SliderScaledEnergy,
+    settings_grid,
+)
+from energyql.training import TrainConfig, train_stage
+from tests.toys import PointGenerator, QuadraticEnergy, SideAttribute
+
+P = ContextParam("slider", "p", 0.2, 0.8)
+W = ContextParam("slider", "w", 0.0, 4.0)
+CONFIG = TrainConfig(steps=1000, batch=256, lr=5e-3, blocks=3, width=32, moment_samples=8192,
+                     warm_start_samples=8192, closeness_samples=512)
+
+
+def _share_right(sampler, p, n=8000):
+    eps = torch.randn(n, 2, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        x = sampler.decode(eps, torch.full((n, 1), p))
+    return float(SideAttribute()(x)["side"].exp()[:, 1].mean())
+
+
+def _share_energy():
+    constraint = ConstraintEnergy("dist", ("side",), (0.5, 0.5),
+                                  "dist(side, right=p in 0.2..0.8)",
+                                  target_at=lambda v: (1 - v["p"], v["p"]))
+    return StageEnergy([], [constraint], SideAttribute(), [P])
+
+
+def test_grid_interpolation_is_exact_at_grid_points_and_linear_between():
+    grid = LambdaGrid([P, W], [0, 1], 1, points=3)
+    settings = grid.settings()
+    assert settings.shape == (9, 2) and settings[1].tolist() == [0.2, 2.0]
+    grid.values.copy_((settings[:, :1] * 10 + settings[:, 1:]).float())  # linear in both
+    at = torch.tensor([[0.2, 0.0], [0.35, 1.0], [0.8, 4.0], [0.61, 3.3]])
+    assert torch.allclose(grid.at(at)[:, 0], at[:, 0] * 10 + at[:, 1], atol=1e-5)
+    assert settings_grid([P], 17).shape == (17, 1)
+
+
+def test_one_flow_meets_a_dist_slider_at_every_setting():
+    energy = _share_energy()
+    sampler, log = train_stage(PointGenerator(), energy, CONFIG, progress=False)
+    assert log.warm_start["steps"] > 0  # the start over the sliders' ranges ran
+    # λ at the grid's ends is the exact fit for those targets: opposite signs, growing apart.
+    grid = energy.lambda_grid.values
+    assert grid.shape == (17, 2)
+    assert float(grid[0, 1] - grid[0, 0]) < -0.5 < 0.5 < float(grid[-1, 1] - grid[-1, 0])
+    for p in (0.2, 0.35, 0.5, 0.65, 0.8):  # 0.35 and 0.65 lie between grid points
+        assert _share_right(sampler, p) == pytest.approx(p, abs=0.04)
+    settings = log.closeness["settings"]
+    assert [s["setting"]["p"] for s in settings] == [0.2, 0.5, 0.8]
+    assert log.closeness["ess_fraction"] == min(s["ess_fraction"] for s in settings) > 0.5
+
+
+def test_a_weight_slider_gives_each_weight_its_gaussian_target():
+    quadratic = QuadraticEnergy([1.5, 0.0], [1.0, 0.0])
+    term = SliderScaledEnergy(1.0, 0, quadratic, "(w in 0..4) * quadratic")
+    energy = StageEnergy([term], [], None, [W])
+    sampler, log = train_stage(PointGenerator(), energy, replace(CONFIG, steps=400),
+                               progress=False)
+    eps = torch.randn(8000, 2, generator=torch.Generator().manual_seed(1))
+    for w in (0.0, 1.0, 4.0):
+        with torch.no_grad():
+            x = sampler.decode(eps, torch.full((len(eps), 1), w))
+        # Prior N(0, 1) times exp(-w/2 (x - 1.5)^2): mean 1.5 w / (1 + w), variance 1 / (1 + w).
+        assert float(x[:, 0].mean()) == pytest.approx(1.5 * w / (1 + w), abs=0.06)
+        assert float(x[:, 0].var()) == pytest.approx(1 / (1 + w), rel=0.15)
+    assert log.closeness["ess_fraction"] > 0.8
+
+
+def test_fix_makes_the_energy_of_one_setting():
+    energy = _share_energy()
+    energy.lambda_grid.values.copy_(torch.linspace(-1, 1, 17)[:, None] * torch.tensor([[-1., 1.]]))
+    energy.fix({"p": 0.8})
+    assert not energy.is_conditional and energy.lambda_grid is not None
+    constraint = energy.constraints[0]
+    assert constraint.target.tolist() == pytest.approx([0.2, 0.8])
+    assert constraint.lam.tolist() == pytest.approx([-1.0, 1.0])
+    scaled = SliderScaledEnergy(2.0, 0, QuadraticEnergy([0.0, 0.0], [1.0, 1.0]), "w")
+    weights = StageEnergy([scaled], [], None, [W]).fix({"w": 1.5})
+    x = torch.ones(3, 2)
+    assert weights.pointwise_energy(weights.features(x)).tolist() == pytest.approx([3.0] * 3)
