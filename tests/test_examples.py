@@ -24,6 +24,8 @@ CASES = [
     ("debias_custom_dist.py", ["report.md", "hist_size.png"], "(target small=0.3)"),
     ("conditional_sweep.py", ["my-sweep.png", "samples.png"],
      "outside the range: context value x=1 is outside the trained range 0.3..0.7"),
+    ("slider_sweep.py", ["my-slider-sweep.png", "report.md"],
+     "outside the range: context value p=0.95 is outside the trained range 0.1..0.9"),
     ("sampler_in_torch.py", ["manifest.json", "log.jsonl"], "forward(eps): (4, 3, 32, 32)"),
     ("custom_generator.py", ["manifest.json"], "reloaded, same samples: True"),
     pytest.param("torchrun_data_parallel.py", ["report.md", "log.jsonl"],

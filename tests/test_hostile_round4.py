@@ -163,8 +163,8 @@ def test_eval_json_measures_afresh_over_odd_recorded_figures(red, tmp_path, chan
 
 @pytest.mark.parametrize("args, words", [
     (["--set", "x=1"], "takes no context values"),
-    (["--sweep", "x=0..1:3"], "--sweep needs a conditional artifact"),
-    (["--sweep", "=0..1:3"], "--sweep needs a conditional artifact"),
+    (["--sweep", "x=0..1:3"], "--sweep needs an artifact with sliders or pose"),
+    (["--sweep", "=0..1:3"], "--sweep needs an artifact with sliders or pose"),
 ])
 def test_sample_refuses_context_on_an_unconditional_artifact(red, tmp_path, args, words):
     result = runner.invoke(app, ["sample", str(red), "-n", "2", *args, "--out",

@@ -45,6 +45,8 @@ from energyql.training.fit import (
 from energyql.training.objective import StageObjective, StepParts
 from energyql.training.resume import restore_stage, save_stage
 
+# A slider stage judges this many times moment_samples for its λ grid.
+GRID_POOL_FACTOR = 4
 # Below this ESS/N a run says that its samples differ from the exact target.
 LOW_CLOSENESS = 0.1
 
@@ -191,15 +193,18 @@ def prepare_stage(run: StageRun, objective: StageObjective, checkpoint_dir: Path
     log.images += restore_images
     if energy.has_constraints:
         grid = energy.lambda_grid
+        # A slider stage's grid is never refitted on the flow's samples, so its one pool is
+        # larger: λ's Monte Carlo error, not the interpolation, dominates (docs/sliders.md).
+        pool = config.moment_samples * (GRID_POOL_FACTOR if grid is not None else 1)
         where = f" at {len(grid.values)} slider settings" if grid is not None else ""
-        with prog.phase(f"stage {run.index}: fitting λ on {config.moment_samples:,} base "
+        with prog.phase(f"stage {run.index}: fitting λ on {pool:,} base "
                         f"samples{where}") as phase:
             seeds = step_generator(config.seed, run.index, -1)
-            fit = fit_constraints(target, config.moment_samples, config, seeds, run.group,
+            fit = fit_constraints(target, pool, config, seeds, run.group,
                                   use_flow=False) if grid is None else \
-                fit_lambda_grid(target, config.moment_samples, config, seeds, run.group)
+                fit_lambda_grid(target, pool, config, seeds, run.group)
             phase.note(ess=round(fit.ess), max_error=fit.max_error)
-        log.images += config.moment_samples
+        log.images += pool
         run.record_fit(fit, 0, run_log)
         warn_low_ess(fit, run.index, log.warnings, "base samples", refitted=grid is None)
     if config.warm_start_samples and energy.sliders and \

@@ -169,7 +169,7 @@ def conditional(tmp_path_factory):
     (["--set", "y=0.5"], "unknown context parameter 'y'"),
     (["--set", "x"], "--set expects NAME=NUMBER"),
     (["--sweep", "x=0.1..0.7:3"], "x=0.1 is outside the trained range"),
-    (["--sampler", "flow+sir"], "unconditional artifacts only"),
+    (["--sampler", "flow+sir"], "artifacts with sliders only"),
 ])
 def test_bad_context_is_a_usage_error_and_writes_nothing(conditional, tmp_path, args, message):
     grid = tmp_path / "grid.png"
@@ -191,7 +191,7 @@ def test_good_context_samples_the_conditional_artifact(conditional, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--set", "x=0.5"], "this sampler is unconditional"),
-    (["--sweep", "x=0.3..0.7:3"], "--sweep needs a conditional artifact"),
+    (["--sweep", "x=0.3..0.7:3"], "--sweep needs an artifact with sliders or pose"),
     (["--sampler", "flow+sir", "--option", "pool=abc"], "pool='abc' is not a count"),
     (["--sampler", "flow+sir", "--option", "pol=4"], "does not take the option 'pol'"),
     (["-n", "0"], "'-n'"),

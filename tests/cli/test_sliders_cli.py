@@ -20,6 +20,7 @@ def slider_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sliders") / "art"
     result = runner.invoke(app, ["run", EXPR, "--gen", gen, "--out", str(out), "--steps", "6",
                                  "--batch", "16", "--samples", "64", "--warm-start", "256",
+                                 "--moment-samples", "512",
                                  "--no-progress"])
     assert result.exit_code == 0, result.output
     return gen, out
