@@ -20,6 +20,7 @@ from energyql.cli.app import (
     FaceAttributesOption,
     ForwardWeightOption,
     LearningRateOption,
+    MomentSamplesOption,
     ReportSamplesOption,
     ScoreShareOption,
     SeedOption,
@@ -101,6 +102,7 @@ def run(
     batch: BatchOption = None,
     lr: LearningRateOption = None,
     warm_start: WarmStartOption = None,
+    moment_samples: MomentSamplesOption = None,
     forward_weight: ForwardWeightOption = None,
     defensive: DefensiveOption = None,
     score_share: ScoreShareOption = None,
@@ -155,6 +157,7 @@ def run(
         raise UsageError(f"--out '{folder}' is the --from artifact; writing there would "
                          "replace it", hint="give the extended artifact a folder of its own")
     given = dict(steps=steps, batch=batch, lr=lr, warm_start_samples=warm_start,
+                 moment_samples=moment_samples,
                  forward_weight=forward_weight, defensive=defensive,
                  score_share=score_share, chain_weight=chain_weight, temper=temper,
                  threads=threads or idle_threads())

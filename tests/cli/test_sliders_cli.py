@@ -139,3 +139,12 @@ def test_a_hand_edited_lambda_grid_is_refused_before_use(slider_run, tmp_path, e
     with pytest.raises(eq.ArtifactError, match="lambda_grid") as info:
         eq.load(copy)
     assert problem in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "2000000", "1.5", "many"])
+def test_moment_samples_out_of_bounds_exit_2(tmp_path, value):
+    result = runner.invoke(app, ["run", "dist(color, blue = p in 0.1..0.9)", "--gen", "shapes",
+                                 "--moment-samples", value, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 2, result.output
+    assert "--moment-samples" in result.output
+    assert not (tmp_path / "a").exists()
