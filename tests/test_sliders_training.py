@@ -22,7 +22,7 @@ from tests.toys import PointGenerator, QuadraticEnergy, SideAttribute
 
 P = ContextParam("slider", "p", 0.2, 0.8)
 W = ContextParam("slider", "w", 0.0, 4.0)
-CONFIG = TrainConfig(steps=1000, batch=256, lr=5e-3, blocks=3, width=32, moment_samples=8192,
+CONFIG = TrainConfig(steps=1000, batch=128, lr=5e-3, blocks=3, width=32, moment_samples=8192,
                      warm_start_samples=8192, closeness_samples=512)
 
 

@@ -254,7 +254,8 @@ class Explorer:
         if catalog.attributes:
             judged = judge(None, len(images), models, [], images=images, device=self.device)
             drawing.attributes = figures(judged, None, catalog)["attributes"]
-        params = chain.context_params
+        # Sliders have no reading to compare with; pose parameters are read back from images.
+        params = [p for p in chain.context_params if catalog.control(p.control) is not None]
         if params:
             control = catalog.control(params[0].control)
             readings = models.pose(control)(images.to(self.device))

@@ -148,3 +148,19 @@ def test_moment_samples_out_of_bounds_exit_2(tmp_path, value):
     assert result.exit_code == 2, result.output
     assert "--moment-samples" in result.output
     assert not (tmp_path / "a").exists()
+
+
+def test_the_explorer_draws_a_slider_run_at_a_setting(slider_run):
+    from energyql.app.explorer import Explorer
+    from energyql.app.runs import RunsDir
+
+    _, out = slider_run
+    explorer = Explorer(RunsDir(out.parent))
+    info = explorer.info(out.name)
+    assert [c["name"] for c in info["context"]] == ["p", "w"]
+    low = explorer.draw(out.name, seed=0, context={"p": 0.1, "w": 0})
+    high = explorer.draw(out.name, seed=0, context={"p": 0.9, "w": 2})
+    assert low.pose == {} and set(low.attributes) >= {"color"}
+    assert low.to_dict() != high.to_dict()
+    with pytest.raises(eq.UsageError, match="0.1..0.9"):
+        explorer.draw(out.name, seed=0, context={"p": 1.5})
