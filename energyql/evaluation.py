@@ -23,6 +23,7 @@ from energyql.distributed import Group
 from energyql.distributed import current as current_group
 from energyql.energies import ControlModels, StageEnergy, lower_stage
 from energyql.energies.base import Features
+from energyql.energies.combinators import ScaledEnergy
 from energyql.energies.conditional import identity_distance, sample_context
 from energyql.energies.predicate import PredicateEnergy
 from energyql.generators.base import Generator
@@ -91,6 +92,14 @@ class Judged:
 
 
 @torch.no_grad()
+def _predicate_in(term: Any) -> PredicateEnergy | None:
+    """The predicate a top-level term is, or weights (``2 * smiling``): its share is measured
+    by the predicate's own text, whatever the weight."""
+    while isinstance(term, ScaledEnergy):
+        term = term.term
+    return term if isinstance(term, PredicateEnergy) else None
+
+
 def judge(generator: Generator | None, n: int, models: ControlModels, energies: list[StageEnergy],
           *, seed: int = 0, batch: int = 256, device: str = "cpu", group: Group | None = None,
           images: torch.Tensor | None = None) -> Judged:
@@ -134,8 +143,8 @@ def judge(generator: Generator | None, n: int, models: ControlModels, energies: 
             exact = Features(batch_images,
                              lambda _, known=known: _one_hot_log_probs(known, models.catalog))
             for stage_energy in energies:
-                for term in stage_energy.pointwise:
-                    if isinstance(term, PredicateEnergy) and not stage_energy.is_conditional:
+                for term in map(_predicate_in, stage_energy.pointwise):
+                    if term is not None and not stage_energy.is_conditional:
                         true_probs.setdefault(term.text, []).append(term.probability(exact))
         for k, stage_energy in enumerate(energies):
             if stage_energy.is_conditional:
@@ -143,8 +152,8 @@ def judge(generator: Generator | None, n: int, models: ControlModels, energies: 
             total, stage_parts = stage_energy.total_and_parts(features)
             for text, value in stage_parts.items():
                 parts.setdefault(text, []).append(value.float())
-            for term in stage_energy.pointwise:
-                if isinstance(term, PredicateEnergy):
+            for term in map(_predicate_in, stage_energy.pointwise):
+                if term is not None:
                     probs.setdefault(term.text, []).append(term.probability(features))
             if k == weighting and log_ratio is not None:
                 weights.append((log_ratio - total).float())

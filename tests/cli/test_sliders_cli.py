@@ -45,6 +45,12 @@ def test_the_run_records_the_sliders_their_grid_and_a_sweep(slider_run):
     assert [round(r["value"], 6) for r in sweep] == [0.1, 0.3, 0.5, 0.7, 0.9]
     assert all(r["requested"] == {"color = blue": pytest.approx(r["value"])} for r in sweep)
     assert all(0 <= r["judged"]["color = blue"] <= 1 for r in sweep)
+    # A weight slider's sweep follows the share of the predicate it weights (the weighted term
+    # is measured by its predicate's text at every weight; at 0 the term is gone).
+    weights = metrics["sliders"]["w"]
+    assert [r["value"] for r in weights] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert "size == large" not in weights[0]["predicate_share"]
+    assert all("size == large" in r["predicate_share"] for r in weights[1:])
     report = (out / "report.md").read_text()
     assert "## Sliders" in report and "slider_p.png" in report and "slider_w.png" in report
     assert (out / "slider_p.png").is_file()
