@@ -93,3 +93,29 @@ def test_fix_makes_the_energy_of_one_setting():
     weights = StageEnergy([scaled], [], None, [W]).fix({"w": 1.5})
     x = torch.ones(3, 2)
     assert weights.pointwise_energy(weights.features(x)).tolist() == pytest.approx([3.0] * 3)
+
+
+def test_a_resumed_slider_stage_retraces_the_uninterrupted_one(tmp_path):
+    from tests.test_train import Crash, CrashingQuadratic
+
+    config = TrainConfig(steps=30, batch=32, blocks=2, width=8, checkpoint_every=10,
+                         moment_samples=256, warm_start_samples=0, closeness_samples=64)
+    args = ([1.0, 0.5], [1.0, 1.0])
+
+    def energy(quadratic):
+        constraint = ConstraintEnergy("dist", ("side",), (0.5, 0.5), "dist(side, right=p)",
+                                      target_at=lambda v: (1 - v["p"], v["p"]))
+        scaled = SliderScaledEnergy(1.0, 1, quadratic, "(w in 0..4) * quadratic")
+        return StageEnergy([scaled], [constraint], SideAttribute(), [P, W])
+
+    whole, _ = train_stage(PointGenerator(), energy(QuadraticEnergy(*args)), config,
+                           progress=False)
+    with pytest.raises(Crash):  # λ grid pool: 8 calls; then 2 per step (parts, chains)
+        train_stage(PointGenerator(), energy(CrashingQuadratic(*args, crash_at=8 + 2 * 25)),
+                    config, checkpoint_dir=tmp_path, progress=False)
+    resumed_energy = energy(QuadraticEnergy(*args))
+    resumed, _ = train_stage(PointGenerator(), resumed_energy, config, checkpoint_dir=tmp_path,
+                             resume=True, progress=False)
+    assert resumed_energy.lambda_grid.values.abs().sum() > 0  # the grid came back too
+    for p, q in zip(whole.flow.state_dict().values(), resumed.flow.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-6)
