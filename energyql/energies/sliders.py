@@ -124,7 +124,7 @@ class SliderScaledEnergy(EnergyTerm):
         return self.term.flat
 
     def forward(self, features: Features) -> torch.Tensor:
-        inner = self.term(features)
+        inner: torch.Tensor = self.term(features)
         if self.fixed is not None:
             return self.weight * self.fixed * inner
         if features.context is None:
