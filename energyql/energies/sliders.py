@@ -21,6 +21,7 @@ import torch
 
 from energyql.energies.base import EnergyTerm, Features
 from energyql.energies.conditional import ContextParam
+from energyql.lang.structure import MAX_GRID_SLIDERS  # the language refuses more
 
 #: The ``control`` field of a context entry that is a slider (pose parameters name their
 #: control instead).
@@ -28,9 +29,6 @@ SLIDER = "slider"
 #: Grid points per slider for λ(c), by the number of sliders λ depends on (the grid has
 #: points ** sliders settings, each one exact moment fit on the same judged samples).
 GRID_POINTS = {1: 17, 2: 9, 3: 5}
-#: More sliders than this in one stage with constraints is refused (a 3-point grid of 5
-#: sliders is already 243 fits).
-MAX_GRID_SLIDERS = 5
 
 
 def grid_points(sliders: int) -> int:

@@ -56,9 +56,26 @@ def validate_program(program: Program, *, complete: bool = True) -> Program:
     return program
 
 
+#: Most sliders in one stage (each is an input of the stage's flow).
+MAX_SLIDERS = 16
+#: Most sliders in a stage with constraints: λ is fitted on a grid of settings, whose size
+#: grows as points ** sliders (3 ** 5 = 243 fits).
+MAX_GRID_SLIDERS = 5
+
+
 def validate_sliders(program: Program) -> None:
-    """Every use of a slider name has one range; sliders stand in the last stage only, and
-    are named apart from the stage's control parameters."""
+    """Every use of a slider name has one range; sliders stand in the last stage only, are
+    named apart from the stage's control parameters, and are few enough to train."""
+    for index, stage in enumerate(program.stages, 1):
+        sliders = stage.sliders
+        has_constraints = any(isinstance(t, (Constraint, DistSpec)) for t in stage.terms)
+        most = MAX_GRID_SLIDERS if has_constraints else MAX_SLIDERS
+        if len(sliders) > most:
+            why = " with constraints (λ is fitted on a grid of settings)" \
+                if has_constraints else ""
+            raise error_at(ArgumentError, f"stage {index} has {len(sliders)} sliders; a stage"
+                           f"{why} takes at most {most}", sliders[most].origin,
+                           "fix some of the numbers, or split the stage")
     ranges: dict[str, Slider] = {}
     last = len(program.stages)
     for index, stage in enumerate(program.stages, 1):

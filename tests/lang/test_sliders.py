@@ -114,3 +114,15 @@ def test_programs_without_sliders_have_none():
     assert program.sliders == ()
     assert "sliders" in program.to_dict() and program.to_dict()["sliders"] == []
     assert not program[0].is_conditional
+
+
+def test_too_many_sliders_in_a_stage_are_refused_at_the_slider_past_the_bound():
+    many = " & ".join(f"(w{i} in 0..1) * blue" for i in range(17))
+    with pytest.raises(ArgumentError, match="17 sliders; a stage takes at most 16") as info:
+        eq.compile(many, gen="shapes")
+    assert many[info.value.span.start:info.value.span.end] == "w16 in 0..1"
+    grid = "dist(color, blue=p in 0.1..0.5) & " + " & ".join(
+        f"(w{i} in 0..1) * triangle" for i in range(5))
+    with pytest.raises(ArgumentError, match="with constraints .* at most 5"):
+        eq.compile(grid, gen="shapes")
+    eq.compile(grid.rsplit(" & ", 1)[0], gen="shapes")  # five is fine
