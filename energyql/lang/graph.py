@@ -165,12 +165,8 @@ class Or(_Flat):
 
 
 @dataclass(frozen=True)
-class Slider:
-    """``name in low..high``: a number of the expression set at sample time.
-
-    One flow per stage is trained over the whole range (the slider is part of its context);
-    ``energyql sample --set name=v`` picks the value. Two sliders with one name are one value.
-    """
+class Param:
+    """``name in low..high``: a free parameter of a conditional control."""
 
     name: str
     low: float
@@ -180,6 +176,18 @@ class Slider:
     def __post_init__(self) -> None:
         object.__setattr__(self, "low", float(self.low))
         object.__setattr__(self, "high", float(self.high))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "low": self.low, "high": self.high}
+
+
+@dataclass(frozen=True)
+class Slider(Param):
+    """``name in low..high``: a number of the expression set at sample time.
+
+    One flow per stage is trained over the whole range (the slider is part of its context);
+    ``energyql sample --set name=v`` picks the value. Two sliders with one name are one value.
+    """
 
     def __str__(self) -> str:
         return f"{self.name} in {format_number(self.low)}..{format_number(self.high)}"
@@ -196,9 +204,6 @@ class Slider:
         return scale(other, self)
 
     __rmul__ = __mul__
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "low": self.low, "high": self.high}
 
 
 #: A number of the expression: fixed, or a slider.
@@ -462,23 +467,6 @@ class DistSpec(Term):
         return {"type": "dist", "attrs": list(self.attrs),
                 "entries": [[list(k), p.to_dict() if isinstance(p, Slider) else p]
                             for k, p in self.entries]}
-
-
-@dataclass(frozen=True)
-class Param:
-    """``name in low..high``: a free parameter of a conditional control."""
-
-    name: str
-    low: float
-    high: float
-    origin: Origin | None = field(default=None, compare=False, repr=False, kw_only=True)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "low", float(self.low))
-        object.__setattr__(self, "high", float(self.high))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "low": self.low, "high": self.high}
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,42 @@ def fit_constraints(target: StageTarget, n: int, config: TrainConfig,
     return fit
 
 
+def _fit_until_held_out_stops(flow: Any, config: TrainConfig,
+                              batch_loss: Callable[[], torch.Tensor],
+                              held_out_nll: Callable[[], float] | None,
+                              max_steps: int) -> tuple[list[float], float]:
+    """Weighted maximum likelihood steps on ``batch_loss`` (Adam at ``config.lr``); with
+    ``held_out_nll``, checked every START_CHECK_EVERY steps, stopped after START_PATIENCE
+    checks without improvement, and the best state restored. Return the losses and the best
+    held-out value (inf without one)."""
+    optimizer = torch.optim.Adam([p for p in flow.parameters() if p.requires_grad], lr=config.lr)
+    best = held_out_nll() if held_out_nll is not None else math.inf
+    best_state = {k: v.clone() for k, v in flow.state_dict().items()}
+    worse = 0
+    nll: list[float] = []
+    for step in range(1, max_steps + 1):
+        loss = batch_loss()
+        if not torch.isfinite(loss):
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
+        optimizer.step()
+        nll.append(round(float(loss.detach()), 3))
+        if held_out_nll is not None and step % START_CHECK_EVERY == 0:
+            value = held_out_nll()
+            if value < best - 1e-3:
+                best, worse = value, 0
+                best_state = {k: v.clone() for k, v in flow.state_dict().items()}
+            else:
+                worse += 1
+                if worse >= START_PATIENCE:
+                    break
+    if held_out_nll is not None:
+        flow.load_state_dict(best_state)  # the fit that did best on the held-out part
+    return nll, best
+
+
 @dataclass(frozen=True)
 class SliderPool:
     """Base samples of a slider stage, judged once so that their energy at any setting is a
@@ -222,7 +258,6 @@ def slider_warm_start(target: StageTarget, config: TrainConfig, generator: torch
     if ess < 2:
         return record
     device = config.device
-    optimizer = torch.optim.Adam([p for p in flow.parameters() if p.requires_grad], lr=config.lr)
     held_z = pool.z[held_out].to(device)
 
     def held_out_nll() -> float:
@@ -234,31 +269,15 @@ def slider_warm_start(target: StageTarget, config: TrainConfig, generator: torch
                                 * flow.log_prob(held_z, flow_context.to(device))).sum())
             return total / len(checks)
 
-    best, worse, nll = held_out_nll(), 0, []
-    best_state = {k: v.clone() for k, v in flow.state_dict().items()}
-    for step in range(1, START_MAX_STEPS + 1):
+    def batch_loss() -> torch.Tensor:
         context = sample_context(params, config.batch, draws)
         weights = torch.softmax(log_weights(context, fit_rows), 1)
         rows = fit_rows[torch.multinomial(weights, 1, generator=draws)[:, 0]]
-        loss = -flow.log_prob(pool.z[rows].to(device),
+        return -flow.log_prob(pool.z[rows].to(device),
                               normalize_context(params, context).to(device)).mean()
-        if not torch.isfinite(loss):
-            break
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
-        optimizer.step()
-        nll.append(round(float(loss.detach()), 3))
-        if step % START_CHECK_EVERY == 0:
-            value = held_out_nll()
-            if value < best - 1e-3:
-                best, worse = value, 0
-                best_state = {k: v.clone() for k, v in flow.state_dict().items()}
-            else:
-                worse += 1
-                if worse >= START_PATIENCE:
-                    break
-    flow.load_state_dict(best_state)
+
+    nll, best = _fit_until_held_out_stops(flow, config, batch_loss, held_out_nll,
+                                          START_MAX_STEPS)
     record.update(steps=len(nll), held_out_nll=round(best, 3),
                   nll_first=nll[0] if nll else None, nll_last=nll[-1] if nll else None)
     return record
@@ -307,7 +326,6 @@ def warm_start(target: StageTarget, config: TrainConfig, generator: torch.Genera
     record: dict[str, Any] = {"samples": len(z), "ess": round(ess, 1), "steps": 0}
     if ess < 2:
         return record  # one point says nothing about the target's spread
-    optimizer = torch.optim.Adam([p for p in flow.parameters() if p.requires_grad], lr=config.lr)
     # A pool with many effective samples is fitted until a held-out fifth of it stops
     # improving; a small one (a rare target) gets the fixed, short fit, because its held-out
     # part is too small to tell a better fit from noise.
@@ -325,33 +343,15 @@ def warm_start(target: StageTarget, config: TrainConfig, generator: torch.Genera
             return float(-(held_weights.to(config.device)
                            * flow.log_prob(z[rows].to(config.device))).sum())
 
-    best = held_out_nll() if held_out is not None else math.inf
-    best_state = {k: v.clone() for k, v in flow.state_dict().items()}
-    worse = 0
-    nll = []
-    for step in range(1, (START_MAX_STEPS if held_out is not None
-                          else config.warm_start_steps) + 1):
+    def batch_loss() -> torch.Tensor:
         rows = fit_rows[torch.multinomial(fit_weights, config.batch, replacement=True,
                                           generator=draws)]
-        loss = -flow.log_prob(z[rows].to(config.device)).mean()
-        if not torch.isfinite(loss):
-            break
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
-        optimizer.step()
-        nll.append(round(float(loss.detach()), 3))
-        if held_out is not None and step % START_CHECK_EVERY == 0:
-            value = held_out_nll()
-            if value < best - 1e-3:
-                best, worse = value, 0
-                best_state = {k: v.clone() for k, v in flow.state_dict().items()}
-            else:
-                worse += 1
-                if worse >= START_PATIENCE:
-                    break
+        return -flow.log_prob(z[rows].to(config.device)).mean()
+
+    nll, best = _fit_until_held_out_stops(
+        flow, config, batch_loss, held_out_nll if held_out is not None else None,
+        START_MAX_STEPS if held_out is not None else config.warm_start_steps)
     if held_out is not None:
-        flow.load_state_dict(best_state)  # the fit that did best on the held-out part
         record["held_out_nll"] = round(best, 3)
     record.update(steps=len(nll), nll_first=nll[0] if nll else None,
                   nll_last=nll[-1] if nll else None)
