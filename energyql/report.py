@@ -340,6 +340,9 @@ def headline_rows(metrics: dict) -> list[list[str]]:
     """Return the headline table (figure, base, controlled) of a run's metrics."""
     base = metrics.get("base", {})
     rows = [["figure", "base", "controlled"]]
+    if metrics.get("setting"):
+        where = ", ".join(f"{k}={_fmt(v)}" for k, v in metrics["setting"].items())
+        rows.append(["slider setting of every figure below", "—", where])
     for key, value in metrics.get("kl_to_target", {}).items():
         rows.append([f"KL to target ({key})", _fmt(base.get("kl_to_target", {}).get(key)),
                      _fmt(value)])

@@ -63,6 +63,10 @@ def test_eval_at_a_setting_measures_that_settings_target(slider_run):
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
     assert figures["setting"] == {"p": 0.3, "w": 0.0}
+    table = runner.invoke(app, ["eval", str(out), "--set", "p=0.3", "--samples", "32",
+                                "--no-progress"])
+    assert table.exit_code == 0 and "slider setting" in table.output
+    assert "p=0.3, w=1" in table.output  # w not given: its middle
     # The target at p = 0.3: blue 0.3, the other colours share the rest; w = 0 drops the weight.
     assert list(figures["kl_to_target"]) == ["dist(color, red=0.35, green=0.35, blue=0.3)"]
     assert "closeness" in figures
