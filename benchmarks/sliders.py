@@ -63,20 +63,30 @@ def measure(artifact, world: dict, samples: int, seed: int = 0) -> dict[str, Any
     return figures
 
 
-def train(program: str, world: str, **settings: Any) -> tuple[Any, dict[str, Any]]:
+def train(program: str, world: str, out: str | None = None,
+          **settings: Any) -> tuple[Any, dict[str, Any]]:
     import energyql as eq
 
     began = time.perf_counter()
-    artifact = eq.train(program, gen=world, progress=False, **settings)
+    artifact = eq.train(program, gen=world, progress=False, out=out, **settings)
     stage = artifact.manifest.stages[-1]
     return artifact, {"images": stage.train.images, "seconds": round(time.perf_counter()
                                                                        - began, 1)}
 
 
-def amortised(world: str, samples: int, steps: int | None) -> dict[str, Any]:
+def amortised(world: str, samples: int, steps: int | None,
+              out: str | None = None) -> dict[str, Any]:
+    import energyql as eq
+
     spec = WORLDS[world]
-    artifact, record = train(spec["program"], world, **({"steps": steps} if steps else {}))
-    record["steps"] = artifact.manifest.stages[-1].train.config["steps"]
+    if out is not None and Path(out, "manifest.json").is_file():
+        artifact = eq.load(out)  # measured again without training again
+        stage = artifact.manifest.stages[-1]
+        record = {"images": stage.train.images, "seconds": stage.train.seconds}
+    else:
+        artifact, record = train(spec["program"], world, out,
+                                 **({"steps": steps} if steps else {}))
+    record["steps"] = artifact.manifest.stages[-1].train.steps
     record["at"] = {}
     for value in SETTINGS + EXTRA:
         print(f"  amortised at {value}", file=sys.stderr, flush=True)
@@ -178,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="the amortised flow's steps (default: the "
                         "world's)")
     parser.add_argument("--samples", type=int, default=2000, help="samples judged per setting")
+    parser.add_argument("--out", help="keep the amortised artifact here (measured again, not "
+                        "trained again, when it exists)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="merge part results")
     parser.add_argument("--lambda-check", action="store_true",
@@ -198,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                    "threads": args.threads, "samples": args.samples}
         if args.part in ("amortised", "all"):
             print(f"amortised: {WORLDS[args.world]['program']}", file=sys.stderr, flush=True)
-            results["amortised"] = amortised(args.world, args.samples, args.steps)
+            results["amortised"] = amortised(args.world, args.samples, args.steps, args.out)
         if args.part in ("settings", "all"):
             print("one flow per setting", file=sys.stderr, flush=True)
             results["settings"] = per_setting(args.world, args.samples)

@@ -100,6 +100,7 @@ def _predicate_in(term: Any) -> PredicateEnergy | None:
     return term if isinstance(term, PredicateEnergy) else None
 
 
+@torch.no_grad()
 def judge(generator: Generator | None, n: int, models: ControlModels, energies: list[StageEnergy],
           *, seed: int = 0, batch: int = 256, device: str = "cpu", group: Group | None = None,
           images: torch.Tensor | None = None) -> Judged:
