@@ -508,16 +508,23 @@ def slider_png(name: str, rows: Sequence[Mapping[str, Any]]) -> bytes:
                 series[f"{label} {key}" if len(keys) > 1 else label] = points
     if not keys:  # a weight slider: the predicate shares it moves
         for column, label in (("predicate_share", "judged"), ("truth_predicate_share", "true")):
-            for text in (rows[0].get(column) or {}) if rows else {}:
+            for text in _predicates_along(rows, column):
                 series[f"{label} {text}"] = [(r["value"], r[column][text]) for r in rows
                                              if text in r.get(column, {})]
     ess = {"ESS/N": [(r["value"], r["ess_fraction"]) for r in rows
                      if r.get("ess_fraction") is not None]}
-    pictures = [line_chart(f"slider {name}: requested and achieved", series, x_label=name,
-                           y_label="share"),
+    title = f"slider {name}: requested and achieved" if keys else \
+        f"slider {name}: shares of the predicates it weights"
+    pictures = [line_chart(title, series, x_label=name, y_label="share"),
                 line_chart(f"slider {name}: ESS/N of the flow at each setting", ess,
                            x_label=name, y_label="ESS/N")]
     return png_bytes(stack(pictures, columns=2))
+
+
+def _predicates_along(rows: Sequence[Mapping[str, Any]], column: str) -> list[str]:
+    """The predicates measured at any setting of a sweep (a weight at 0 drops its term)."""
+    return list(dict.fromkeys(text for r in rows for text in (r.get(column) or {})
+                              if text != "all"))
 
 
 def slider_blocks(directory: Path, metrics: dict) -> list:
@@ -540,12 +547,17 @@ def slider_blocks(directory: Path, metrics: dict) -> list:
         blocks.append(Figures([(f"slider {name}", picture)],
                               "requested against achieved along the slider, and ESS/N"))
         keys = list(rows[0]["requested"]) if rows else []
+        shares = [] if keys else _predicates_along(rows, "predicate_share")
         table = [[name, *(f"{label} {k}" for k in keys for label in
-                          ("requested", "judged", "true")), "ESS/N", "KL̂"]]
+                          ("requested", "judged", "true")),
+                  *(f"{label} share {t}" for t in shares for label in ("judged", "true")),
+                  "ESS/N", "KL̂"]]
         for row in rows:
             table.append([_fmt(row["value"]),
                           *(_fmt(row.get(column, {}).get(k)) for k in keys
                             for column in ("requested", "judged", "truth")),
+                          *(_fmt(row.get(column, {}).get(t)) for t in shares
+                            for column in ("predicate_share", "truth_predicate_share")),
                           _fmt(row.get("ess_fraction")), _fmt(row.get("kl"))])
         blocks.append(Table(table))
     return blocks

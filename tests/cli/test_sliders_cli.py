@@ -53,6 +53,7 @@ def test_the_run_records_the_sliders_their_grid_and_a_sweep(slider_run):
     assert all("size == large" in r["predicate_share"] for r in weights[1:])
     report = (out / "report.md").read_text()
     assert "## Sliders" in report and "slider_p.png" in report and "slider_w.png" in report
+    assert "judged share size == large" in report  # the weight slider's table
     assert (out / "slider_p.png").is_file()
 
 
