@@ -8,7 +8,9 @@ sample size of importance weights.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -173,8 +175,9 @@ class StageTarget:
         from energyql.energies.conditional import normalize_context
 
         energy = self._energy()
+        grid = getattr(energy, "lambda_grid", None)
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), _exact_grid(grid):
             for start in range(0, n, batch):
                 m = min(batch, n - start)
                 rows = context.to(self.device, torch.float32).expand(m, -1)
@@ -184,6 +187,19 @@ class StageTarget:
                     self.base.decode(u), rng, context=rows))
                 out.append((log_ratio - total).double().cpu())
         return torch.cat(out)
+
+
+@contextlib.contextmanager
+def _exact_grid(grid: Any) -> Iterator[None]:
+    """A slider stage's λ grid without its training offset, for the duration."""
+    if grid is None:
+        yield
+        return
+    before, grid.exact = grid.exact, True
+    try:
+        yield
+    finally:
+        grid.exact = before
 
 
 def closeness(log_weights: torch.Tensor) -> dict[str, float]:

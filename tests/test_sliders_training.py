@@ -119,3 +119,27 @@ def test_a_resumed_slider_stage_retraces_the_uninterrupted_one(tmp_path):
     assert resumed_energy.lambda_grid.values.abs().sum() > 0  # the grid came back too
     for p, q in zip(whole.flow.state_dict().values(), resumed.flow.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_grid_feedback_moves_the_training_offset_only_and_towards_each_target():
+    from energyql.flows import FlowConfig, LatentFlow
+    from energyql.target import StageTarget
+    from energyql.training.fit import refit_grid_offsets
+
+    energy = _share_energy()
+    flow = LatentFlow(FlowConfig(dim=2, blocks=2, width=8, context_dim=1))  # the identity
+    target = StageTarget(PointGenerator(), energy, flow)
+    config = TrainConfig(refit_samples=5000)
+    images, worst = refit_grid_offsets(target, config, torch.Generator().manual_seed(0))
+    grid = energy.lambda_grid
+    assert images == 5000 and worst == pytest.approx(0.3, abs=0.03)  # base 0.5 vs 0.2, 0.8
+    assert grid.values.abs().sum() == 0  # the exact fit is left alone
+    right = grid.offset[:, 1] - grid.offset[:, 0]
+    # Where the target asks for less of 'right' than the flow gives, its λ goes down; more, up.
+    assert right[0] < -0.5 and right[-1] > 0.5 and abs(right[8]) < 0.1
+    assert torch.all(right[1:] >= right[:-1] - 1e-6)
+    # What training uses includes the offset; the exact view does not.
+    at = torch.tensor([[0.8]])
+    assert float(grid.at(at)[0, 1] - grid.at(at)[0, 0]) > 0.5
+    grid.exact = True
+    assert grid.at(at).abs().sum() == 0

@@ -249,6 +249,7 @@ class StageEnergy(nn.Module):
         if self.lambda_grid is not None:
             row = setting_row(self.context, {**{p.name: (p.low + p.high) / 2
                                                  for p in self.context}, **values})
+            self.lambda_grid.exact = True  # the setting's exact target, not the training offset
             lam = self.lambda_grid.at(row[None])[0]
             self.constraints.set_lambda(lam.float().cpu(), torch.zeros_like(lam).float(),
                                         torch.zeros_like(lam).float())

@@ -53,11 +53,16 @@ class LambdaGrid(torch.nn.Module):
     """λ of a stage's constraints at a regular grid of slider settings, interpolated.
 
     ``values[g]`` is the packed λ (every constraint's, in order) fitted for setting
-    ``points[g]``; :meth:`at` interpolates multilinearly at any setting inside the ranges.
-    ``columns`` says where each slider sits in the stage's context vector.
+    ``points[g]``: the exact fit. ``offset[g]`` is the feedback training adds on top (what
+    the flow's own samples at that setting show; see ``refit_grid_offsets``), as the stages
+    without sliders keep an offset beside their exact λ. :meth:`at` interpolates
+    multilinearly at any setting inside the ranges: λ as trained, or with ``exact`` the fit
+    alone (what evaluation and corrected samplers aim at). ``columns`` says where each slider
+    sits in the stage's context vector.
     """
 
     values: torch.Tensor
+    offset: torch.Tensor
     low: torch.Tensor
     high: torch.Tensor
 
@@ -68,6 +73,8 @@ class LambdaGrid(torch.nn.Module):
         self.columns = list(columns)
         self.points = points or grid_points(len(self.params))
         self.register_buffer("values", torch.zeros(self.points ** len(self.params), size))
+        self.register_buffer("offset", torch.zeros(self.points ** len(self.params), size))
+        self.exact = False  # at(): the fit alone, without the training offset
         self.register_buffer("low", torch.tensor([p.low for p in self.params]))
         self.register_buffer("high", torch.tensor([p.high for p in self.params]))
 
@@ -93,7 +100,8 @@ class LambdaGrid(torch.nn.Module):
             for d, bit in enumerate(corner):
                 index = index * k + lower[:, d] + bit
                 weight = weight * (frac[:, d] if bit else 1 - frac[:, d])
-            out = out + weight[:, None] * self.values[index]
+            table = self.values if self.exact else self.values + self.offset
+            out = out + weight[:, None] * table[index]
         return out
 
     def to_record(self) -> dict[str, object]:

@@ -219,6 +219,54 @@ def fit_lambda_grid(target: StageTarget, n: int, config: TrainConfig,
     return fit
 
 
+#: Settings per slider at which a slider stage's feedback is measured (3 per axis for more
+#: than one slider); interpolated onto the λ grid.
+FEEDBACK_POINTS = 5
+
+
+def refit_grid_offsets(target: StageTarget, config: TrainConfig,
+                       generator: torch.Generator) -> tuple[int, float]:
+    """The feedback of a slider stage: at every setting of its λ grid, draw the flow's samples
+    (``refit_samples`` in all, spread over a coarse grid of FEEDBACK_POINTS per slider, so
+    that each estimate rests on enough samples), compare their mean φ with the setting's
+    target, and add ``feedback_gain · log(target / flow moments)`` (centred per setting,
+    interpolated onto the λ grid) to the grid's training offset. The exact fit is untouched:
+    evaluation aims at it. Return the images decoded and the largest moment error seen."""
+    from energyql.energies.conditional import normalize_context
+    from energyql.energies.sliders import LambdaGrid
+
+    energy = cast(Any, target.energy)
+    grid, constraints = energy.lambda_grid, target.constraints()
+    params = energy.context
+    coarse = LambdaGrid(grid.params, grid.columns, grid.values.shape[1],
+                        points=FEEDBACK_POINTS if len(grid.params) == 1 else 3)
+    settings = coarse.settings()
+    per = max(8, config.refit_samples // len(settings))
+    middle = {p.name: (p.low + p.high) / 2 for p in params}
+    names = [p.name for p in grid.params]
+    steps, worst = [], 0.0
+    with torch.no_grad():
+        for setting in settings.tolist():
+            values = {**middle, **dict(zip(names, setting))}
+            row = torch.tensor([[values[p.name] for p in params]]).expand(per, -1)
+            eps = target.noise(per, generator)
+            z, _ = target.push(eps, normalize_context(params, row).to(target.device))
+            features = energy.features(target.base.decode(z).float(), generator,
+                                       context=row.to(target.device))
+            flow_moments = energy.phi(features).mean(0).cpu().clamp(min=1e-4)
+            wanted = constraints.target_at(values)
+            worst = max(worst, float((flow_moments - wanted).abs().max()))
+            step = config.feedback_gain * (wanted.clamp(min=1e-4).log() - flow_moments.log())
+            steps.append(step - step.mean())
+    coarse.values.copy_(torch.stack(steps).to(coarse.values))
+    fine = grid.settings().to(coarse.values)
+    full = torch.zeros(len(fine), len(params), dtype=coarse.values.dtype)
+    for k, column in enumerate(grid.columns):
+        full[:, column] = fine[:, k]
+    grid.offset.add_(coarse.at(full).to(grid.offset))
+    return per * len(settings), worst
+
+
 def slider_warm_start(target: StageTarget, config: TrainConfig, generator: torch.Generator,
                       group: Group | None = None,
                       on_pool: Callable[[SliderPool, torch.Tensor], object] | None = None

@@ -38,6 +38,7 @@ from energyql.training.fit import (
     fit_constraints,
     fit_lambda_grid,
     fit_record,
+    refit_grid_offsets,
     slider_warm_start,
     warm_start,
     warn_low_ess,
@@ -339,9 +340,20 @@ def _refit_if_due(run: StageRun, step: int, prog: Progress, run_log: RunLog | No
     """Refit λ on the flow's own samples every ``refit_every`` steps (not after the last)."""
     config = run.config
     due = bool(config.refit_every) and (step + 1) % config.refit_every == 0
-    # A slider stage's λ grid is the exact fit at every setting; it is not refitted.
-    if not run.energy.has_constraints or not due or step + 1 >= config.steps \
-            or run.energy.lambda_grid is not None:
+    if not run.energy.has_constraints or not due or step + 1 >= config.steps:
+        return
+    if run.energy.lambda_grid is not None:
+        # A slider stage: the grid's exact fit stays; its training offset follows what the
+        # flow's samples show at each setting.
+        with prog.phase(f"stage {run.index}: feedback at {len(run.energy.lambda_grid.values)} "
+                        "slider settings") as phase:
+            images, worst = refit_grid_offsets(
+                run.target, config, step_generator(config.seed, run.index, -(step + 2)))
+            phase.note(max_error=round(worst, 4))
+        run.log.images += images
+        if run_log is not None:
+            run_log.write("grid_feedback", stage=run.index, step=step + 1, images=images,
+                          max_moment_error=round(worst, 5))
         return
     with prog.phase(f"stage {run.index}: refitting λ on {config.refit_samples:,} flow "
                     "samples") as phase:

@@ -25,6 +25,7 @@ def stage_tensors(flow: LatentFlow, energy: StageEnergy,
     tensors.update(energy.constraints.state())
     if energy.lambda_grid is not None:  # a slider stage's λ at every grid setting
         tensors["lambda_grid.values"] = energy.lambda_grid.values
+        tensors["lambda_grid.offset"] = energy.lambda_grid.offset
     tensors.update(extra or {})
     return tensors
 
@@ -64,6 +65,7 @@ def restore_stage(directory: Path, index: int, flow: LatentFlow,
     energy.constraints.load_state(tensors)
     if energy.lambda_grid is not None:
         energy.lambda_grid.values.copy_(tensors["lambda_grid.values"])
+        energy.lambda_grid.offset.copy_(tensors["lambda_grid.offset"])
     for key, value in (extra or {}).items():
         value.copy_(tensors[key])
     return restored.step, restored.log
