@@ -31,6 +31,11 @@ class ContextParam:
     low: float
     high: float
 
+    @property
+    def middle(self) -> float:
+        """The middle of the range (where an unset slider or parameter sits)."""
+        return (self.low + self.high) / 2
+
     def normalize(self, value: torch.Tensor) -> torch.Tensor:
         """Map the range to [-1, 1], the scale the flow's context input sees."""
         return (value - (self.low + self.high) / 2) / ((self.high - self.low) / 2 or 1.0)

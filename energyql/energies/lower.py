@@ -247,7 +247,7 @@ class StageEnergy(nn.Module):
             return self
         values = {p.name: float(values[p.name]) for p in sliders}
         if self.lambda_grid is not None:
-            row = setting_row(self.context, {**{p.name: (p.low + p.high) / 2
+            row = setting_row(self.context, {**{p.name: p.middle
                                                  for p in self.context}, **values})
             self.lambda_grid.exact = True  # the setting's exact target, not the training offset
             lam = self.lambda_grid.at(row[None])[0]

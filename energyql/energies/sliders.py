@@ -82,6 +82,13 @@ class LambdaGrid(torch.nn.Module):
         """The grid's settings ``(G, S)``, in the order of ``values``."""
         return settings_grid(self.params, self.points)
 
+    def setting_values(self, context: Sequence[ContextParam]) -> list[dict[str, float]]:
+        """Each grid setting as a full setting of the stage's ``context`` entries (those off
+        the grid at their middles), in the order of ``values``."""
+        middle = {p.name: p.middle for p in context}
+        names = [p.name for p in self.params]
+        return [{**middle, **dict(zip(names, row))} for row in self.settings().tolist()]
+
     def at(self, context: torch.Tensor) -> torch.Tensor:
         """Return λ ``(B, size)`` at each row's setting (``context``: the stage's full
         context ``(B, P)`` in physical units)."""

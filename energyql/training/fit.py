@@ -203,17 +203,14 @@ def fit_lambda_grid(target: StageTarget, n: int, config: TrainConfig,
     constraints = target.constraints()
     pool = judge_slider_pool(target, n, config, generator, group)
     params = energy.context
-    middle = {p.name: (p.low + p.high) / 2 for p in params}
 
     def fit_at(values: dict[str, float]) -> MomentFit:
         row = torch.tensor([[values[p.name] for p in params]], dtype=torch.float64)
         return fit_lambda(pool.phi, constraints.target_at(values), -pool.pointwise(row)[0])
 
-    names = [p.name for p in grid.params]
-    rows = [fit_at({**middle, **dict(zip(names, setting))}).lam
-            for setting in grid.settings().tolist()]
+    rows = [fit_at(values).lam for values in grid.setting_values(params)]
     grid.values.copy_(torch.stack(rows).to(grid.values))
-    fit = fit_at(middle)
+    fit = fit_at({p.name: p.middle for p in params})
     constraints.set_lambda(fit.lam.float(), torch.zeros_like(fit.lam).float(),
                            torch.zeros_like(fit.lam).float())
     return fit
@@ -240,14 +237,11 @@ def refit_grid_offsets(target: StageTarget, config: TrainConfig,
     params = energy.context
     coarse = LambdaGrid(grid.params, grid.columns, grid.values.shape[1],
                         points=FEEDBACK_POINTS if len(grid.params) == 1 else 3)
-    settings = coarse.settings()
+    settings = coarse.setting_values(params)
     per = max(8, config.refit_samples // len(settings))
-    middle = {p.name: (p.low + p.high) / 2 for p in params}
-    names = [p.name for p in grid.params]
     steps, worst = [], 0.0
     with torch.no_grad():
-        for setting in settings.tolist():
-            values = {**middle, **dict(zip(names, setting))}
+        for values in settings:
             row = torch.tensor([[values[p.name] for p in params]]).expand(per, -1)
             eps = target.noise(per, generator)
             z, _ = target.push(eps, normalize_context(params, row).to(target.device))
@@ -259,11 +253,9 @@ def refit_grid_offsets(target: StageTarget, config: TrainConfig,
             step = config.feedback_gain * (wanted.clamp(min=1e-4).log() - flow_moments.log())
             steps.append(step - step.mean())
     coarse.values.copy_(torch.stack(steps).to(coarse.values))
-    fine = grid.settings().to(coarse.values)
-    full = torch.zeros(len(fine), len(params), dtype=coarse.values.dtype)
-    for k, column in enumerate(grid.columns):
-        full[:, column] = fine[:, k]
-    grid.offset.add_(coarse.at(full).to(grid.offset))
+    fine = torch.tensor([[v[p.name] for p in params] for v in grid.setting_values(params)],
+                        dtype=coarse.values.dtype)
+    grid.offset.add_(coarse.at(fine).to(grid.offset))
     return per * len(settings), worst
 
 
@@ -295,7 +287,7 @@ def slider_warm_start(target: StageTarget, config: TrainConfig, generator: torch
         return log_w
 
     if on_pool is not None:
-        middle = torch.tensor([[(p.low + p.high) / 2 for p in params]], dtype=torch.float64)
+        middle = torch.tensor([[p.middle for p in params]], dtype=torch.float64)
         on_pool(pool, log_weights(middle, torch.arange(len(pool.z)))[0])
     order = torch.randperm(len(pool.z), generator=draws)
     held_out, fit_rows = order[: len(pool.z) // 5], order[len(pool.z) // 5:]
