@@ -526,11 +526,10 @@ def stage_energy(source, program=None, *, stage: int = -1, device: str = "cpu",
         raise SamplerError(f"the program has {len(program.stages)} stage(s); there is no "
                            f"stage {stage}",
                            hint=f"pass a stage from 0 to {len(program.stages) - 1}") from None
-    energy = lower_stage(chosen, models)
-    if manifest is not None:
-        index = stage if stage >= 0 else len(program.stages) + stage
-        if index < len(manifest.stages):
-            set_exact_lambdas(energy, manifest.stages[index])
+    index = stage if stage >= 0 else len(program.stages) + stage
+    energy = lower_stage(chosen, models, program.stage_sliders(index))
+    if manifest is not None and index < len(manifest.stages):
+        set_exact_lambdas(energy, manifest.stages[index])
     return energy.to(device).eval()
 
 

@@ -24,8 +24,13 @@ from energyql.distributed import current as current_group
 from energyql.energies import ControlModels, StageEnergy, lower_stage
 from energyql.energies.base import Features
 from energyql.energies.combinators import ScaledEnergy
-from energyql.energies.conditional import identity_distance, sample_context
+from energyql.energies.conditional import (
+    identity_distance,
+    inherited_context,
+    sample_context,
+)
 from energyql.energies.predicate import PredicateEnergy
+from energyql.energies.sliders import SLIDER
 from energyql.generators.base import Generator
 from energyql.lang import graph as g
 from energyql.manifest import Manifest
@@ -181,10 +186,13 @@ def _root(base: Generator) -> Generator:
     return base.root if isinstance(base, StageSampler) else base
 
 
-def _root_latent(base: Generator, u: torch.Tensor) -> torch.Tensor:
-    """The original generator's latent for ``u``, a latent of ``base``."""
+def _root_latent(base: Generator, u: torch.Tensor,
+                 context: torch.Tensor | None = None) -> torch.Tensor:
+    """The original generator's latent for ``u``, a latent of ``base``; ``context`` holds
+    the values of ``base``'s sliders, if it has any."""
     while isinstance(base, StageSampler):
-        u = base.latent(u)
+        u = base.latent(u, context)
+        context = inherited_context(base.base, base.context_params, context)
         base = base.base
     return u
 
@@ -204,16 +212,17 @@ def _sampled_batches(generator: Generator, n: int, seed: int, batch: int, device
     for start in range(0, n, batch):
         m = min(batch, n - start)
         eps = target.noise(m, noise, group.shard(m))
-        flow_context = None
+        flow_context = below = None
         if isinstance(generator, StageSampler) and generator.context_params:
             # A conditional sampler is judged over contexts drawn uniformly from its ranges.
             requested = sample_context(generator.context_params, len(eps), contexts).to(device)
             flow_context = generator.flow_context(requested, len(eps))
+            below = inherited_context(target.base, generator.context_params, requested)
         u, log_ratio = target.push(eps, flow_context)
         truth = None
         if knows_truth:  # map to the root's latent only where the root can say what it drew
-            truth = root.truth(_root_latent(target.base, u))
-        yield target.base.decode(u), log_ratio, weighting, truth
+            truth = root.truth(_root_latent(target.base, u, below))
+        yield target.base.decode(u, below), log_ratio, weighting, truth
 
 
 def figures(judged: Judged, program, catalog: Catalog,
@@ -322,7 +331,7 @@ def _energies_for(program: g.Program, models: ControlModels,
                   manifest: Manifest | None) -> list[StageEnergy]:
     energies = []
     for k, stage in enumerate(program.stages):
-        energy = lower_stage(stage, models)
+        energy = lower_stage(stage, models, program.stage_sliders(k))
         if manifest is not None:
             set_exact_lambdas(energy, manifest.stages[k])
         energies.append(energy.eval())
@@ -397,7 +406,7 @@ def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | N
             result["ess"][f"stage {sampler.index}"] = round(
                 effective_sample_size(judged.log_weights) / len(judged.log_weights), 4)
             result["closeness"] = {f"stage {sampler.index}": closeness(judged.log_weights)}
-        if sampler.context_params:
+        if any(p.control != SLIDER for p in sampler.context_params):
             conditional = conditional_figures(sampler, models, seed=seed, device=device)
             result.setdefault("truth", {}).update(conditional.pop("truth", {}))
             result.update(conditional)
@@ -433,7 +442,7 @@ def conditional_figures(sampler: StageSampler, models: ControlModels, *, rows: i
     different values of the first parameter; ``identity_between``: the same between different
     noises at the same value.
     """
-    params = sampler.context_params
+    params = [p for p in sampler.context_params if p.control != SLIDER]  # pose, not sliders
     catalog = models.catalog
     pose_model = models.pose(catalog.control(params[0].control))
     seeded = torch.Generator().manual_seed(seed)
@@ -450,8 +459,9 @@ def conditional_figures(sampler: StageSampler, models: ControlModels, *, rows: i
             [(r - v).abs().mean() for r, v in zip(readings, values)]).mean()), 4)
         sweeps[param.name] = images
         if knows:  # what was drawn at each requested value
-            truths[param.name] = [root.truth(_root_latent(sampler.base, sampler.latent(noise, c)))
-                                  for c in contexts]
+            truths[param.name] = [root.truth(_root_latent(
+                sampler.base, sampler.latent(noise, c),
+                inherited_context(sampler.base, sampler.context_params, c))) for c in contexts]
             if param.name in truths[param.name][0]:
                 true_error[param.name] = round(float(torch.stack(
                     [(t[param.name] - v).abs().mean()
@@ -515,7 +525,8 @@ def slider_sweep(artifact: Artifact, *, points: int = SWEEP_POINTS, samples: int
             result = evaluate(view, samples=samples, base_samples=samples, seed=seed,
                               device=device, clip=clip, face_attributes=face_attributes)
             row: dict[str, Any] = {"value": value, "requested": {}, "judged": {}, "truth": {}}
-            for constraint in program.stages[-1].constraints:
+            # A dist slider of an earlier stage is measured on the final samples too.
+            for constraint in (c for stage in program.stages for c in stage.constraints):
                 for cell, cell_slider in constraint.sliders:
                     if cell_slider.name != slider.name:
                         continue

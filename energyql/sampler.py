@@ -16,8 +16,8 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from energyql.energies.conditional import ContextParam, normalize_context
-from energyql.energies.sliders import SLIDER
+from energyql.energies.conditional import ContextParam, inherited_context, normalize_context
+from energyql.energies.sliders import SLIDER, LambdaGrid, setting_row
 from energyql.errors import ArtifactError, UsageError, check_choice
 from energyql.flows import FixedContextFlow, FlowConfig, LatentFlow
 from energyql.generators.base import Generator
@@ -96,7 +96,9 @@ class StageSampler(Generator):
         return torch.tensor(row).expand(n, -1).clone()
 
     def decode(self, eps: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        return self.base.decode(self.latent(eps, context))
+        # A stage after a slider stage passes the earlier stage its sliders' values.
+        return self.base.decode(self.latent(eps, context),
+                                inherited_context(self.base, self.context_params, context))
 
     @property
     def stages(self) -> list[StageSampler]:
@@ -266,7 +268,6 @@ class Artifact:
 
 def artifact_at(artifact: Artifact, values: Mapping[str, Any]) -> Artifact:
     """See :meth:`Artifact.at`."""
-    from energyql.energies.sliders import LambdaGrid, setting_row
     from energyql.lang.api import compile as compile_program
     from energyql.lang.settings import check_setting
 
@@ -275,33 +276,48 @@ def artifact_at(artifact: Artifact, values: Mapping[str, Any]) -> Artifact:
         raise UsageError("at() sets sliders, but this artifact's last stage also takes control "
                          "parameters (pose)", hint="sample it with --set/context= instead")
     program = compile_program(artifact.manifest.canonical, gen=last.catalog)
-    fixed = program.at(values)
-    setting = check_setting(program.sliders, values)
+    setting = check_setting(program.sliders, values)  # unknown names, values out of range
+    fixed = program.at(setting)
     if not last.context_params:
         return artifact
-    row = setting_row(last.context_params, setting)
-    flow = FixedContextFlow(last.flow,
-                            normalize_context(last.context_params, row[None]).to(last.device))
-    source = str(fixed.stages[-1])
-    sampler = StageSampler(last.base, cast(LatentFlow, flow), last.index, source).eval()
-    record = artifact.manifest.stages[-1]
+    # Every stage that takes sliders (the one that has them and every stage after it) is
+    # fixed at the setting.
+    records = list(artifact.manifest.stages)
+    sampler: Generator = last.root
+    for k, stage in enumerate(last.stages):
+        if stage.context_params:
+            records[k] = _record_at(records[k], stage, str(fixed.stages[k]), fixed.stages[k],
+                                    setting)
+            row = setting_row(stage.context_params, setting)
+            flow = FixedContextFlow(
+                stage.flow, normalize_context(stage.context_params, row[None]).to(stage.device))
+            sampler = StageSampler(sampler, cast(LatentFlow, flow), stage.index,
+                                   str(fixed.stages[k])).eval()
+        else:
+            sampler = StageSampler(sampler, stage.flow, stage.index, stage.source).eval()
+    manifest = replace(artifact.manifest, canonical=str(fixed), stages=tuple(records))
+    return Artifact(cast(StageSampler, sampler), manifest, setting)
+
+
+def _record_at(record: StageRecord, stage: StageSampler, source: str, fixed_stage: Any,
+               setting: Mapping[str, float]) -> StageRecord:
+    """A slider stage's manifest record at one setting: its source with the sliders' values,
+    no context, and λ read off the stage's λ grid there (the exact fit)."""
     lam = dict(record.exact_lambdas())
     if record.lambda_grid is not None:
-        constraints = fixed.stages[-1].constraints
-        grid = LambdaGrid([p for p in last.context_params],
-                          list(range(len(last.context_params))),
+        constraints = fixed_stage.constraints
+        params = stage.context_params
+        grid = LambdaGrid(list(params), list(range(len(params))),
                           sum(c.size for c in constraints), record.lambda_grid.points)
         grid.values.copy_(torch.tensor(record.lambda_grid.lam, dtype=grid.values.dtype))
-        packed = grid.at(row[None])[0].tolist()
+        packed = grid.at(setting_row(params, setting)[None])[0].tolist()
         lam, start = {}, 0
         for constraint in constraints:
             lam[str(constraint)] = tuple(round(v, 6) for v in packed[start:start + constraint.size])
             start += constraint.size
-    stage = replace(record, source=source, context=(), flow=replace(record.flow, context_dim=0),
-                    lam=lam, lam_exact=lam, lambda_grid=None)
-    manifest = replace(artifact.manifest, canonical=str(fixed),
-                       stages=(*artifact.manifest.stages[:-1], stage))
-    return Artifact(sampler, manifest, setting)
+    return replace(record, source=source, context=(),
+                   flow=replace(record.flow, context_dim=0), lam=lam, lam_exact=lam,
+                   lambda_grid=None)
 
 
 def _recorded_flows_digest(directory: Path) -> str | None:
@@ -424,6 +440,12 @@ def load(directory: str | Path, *, gen: Generator | str | None = None, device: s
         flow.load_state_dict({key[len(prefix):]: v for key, v in tensors.items()
                               if key.startswith(prefix)}, strict=True)
         context = [ContextParam(**c.to_dict()) for c in stage.context]
+        below = getattr(sampler, "context_params", ())
+        if any(p.control != SLIDER or p not in context for p in below):
+            raise ArtifactError(
+                f"{directory / MANIFEST}: stage {stage.index} stands on a conditional stage "
+                "whose context it does not take (only an earlier stage's sliders carry over)",
+                hint="the manifest is damaged; train the artifact again")
         sampler = StageSampler(sampler, flow.to(device), stage.index, stage.source,
                                context).eval()
     if not isinstance(sampler, StageSampler):
@@ -526,6 +548,12 @@ class Sampler(nn.Module):
             return None
         return values.to(self.device)
 
+    def _stage_context(self, stage: StageSampler, values: torch.Tensor | None,
+                       n: int) -> torch.Tensor | None:
+        """One stage's flow context from the last stage's values (an earlier slider stage
+        takes its own sliders' columns)."""
+        return stage.flow_context(inherited_context(stage, self.chain.context_params, values), n)
+
     def noise(self, n: int, *, seed: int | None = None) -> torch.Tensor:
         """Return ``n`` noises ``eps ~ N(0, I)`` (drawn on the CPU: the same on any device)."""
         generator = torch.Generator()
@@ -542,7 +570,7 @@ class Sampler(nn.Module):
         with torch.set_grad_enabled(grad):
             x = eps.to(self.device)
             for stage in reversed(self.chain.stages):
-                x = stage.flow(x, stage.flow_context(values, len(x)))[0]
+                x = stage.flow(x, self._stage_context(stage, values, len(x)))[0]
             return x
 
     def forward(self, eps: torch.Tensor,
@@ -594,7 +622,7 @@ class Sampler(nn.Module):
             x = z.to(self.device)
             total = torch.zeros(len(x), device=x.device)
             for stage in self.chain.stages:
-                x, logdet = stage.flow.inverse(x, stage.flow_context(values, len(x)))
+                x, logdet = stage.flow.inverse(x, self._stage_context(stage, values, len(x)))
                 total = total + logdet
             return standard_normal_log_prob(x) + total
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from energyql.energies.base import Features
+from energyql.energies.conditional import inherited_context
 from energyql.energies.constraint import ConstraintList
 from energyql.energies.lower import StageEnergy
 from energyql.errors import SamplerError
@@ -102,6 +103,17 @@ class StageTarget:
         """Return ``m`` proposals ``u`` (``rows`` of them) and ``log p0(u) - log q(u)``."""
         return self.push(self.noise(m, rng, rows), use_flow=use_flow)
 
+    def decode(self, u: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Return the base's images of latents ``u``; ``context`` (the stage's values,
+        physical units) sets the sliders of a base that is an earlier slider stage."""
+        params = self.energy.context if self.energy is not None else []
+        return self.base.decode(u, inherited_context(self.base, params, context))
+
+    @property
+    def conditional_base(self) -> bool:
+        """Whether the base moves with the stage's context (it is an earlier slider stage)."""
+        return bool(getattr(self.base, "context_params", ()))
+
     # --- judging -----------------------------------------------------------------------------
 
     def _energy(self) -> StageEnergy:
@@ -125,7 +137,7 @@ class StageTarget:
 
     def energy_of(self, u: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
         """Return E(G(u)) with the current λ (differentiable in ``u``)."""
-        return self.total(*self.measure(self.base.decode(u), rng))
+        return self.total(*self.measure(self.decode(u), rng))
 
     # --- λ, packed over the stage's constraints (owned by its ConstraintList) ----------------
 
@@ -163,7 +175,7 @@ class StageTarget:
         with torch.no_grad():
             for start in range(0, n, batch):
                 u, log_ratio = self.propose(min(batch, n - start), rng)
-                pointwise, phi = self.measure(self.base.decode(u), rng)
+                pointwise, phi = self.measure(self.decode(u), rng)
                 energy = pointwise if phi is None or lam is None \
                     else pointwise - phi @ lam.to(phi.device)
                 out.append((log_ratio - energy).double().cpu())
@@ -184,7 +196,7 @@ class StageTarget:
                 eps = self.noise(m, rng)
                 u, log_ratio = self.push(eps, normalize_context(energy.context, rows))
                 total, _ = energy.total_and_parts(energy.features(
-                    self.base.decode(u), rng, context=rows))
+                    self.decode(u, rows), rng, context=rows))
                 out.append((log_ratio - total).double().cpu())
         return torch.cat(out)
 

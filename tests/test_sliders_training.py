@@ -17,6 +17,7 @@ from energyql.energies.sliders import (
     SliderScaledEnergy,
     settings_grid,
 )
+from energyql.errors import EnergyQLError
 from energyql.training import TrainConfig, train_stage
 from tests.toys import PointGenerator, QuadraticEnergy, SideAttribute
 
@@ -143,3 +144,40 @@ def test_grid_feedback_moves_the_training_offset_only_and_towards_each_target():
     assert float(grid.at(at)[0, 1] - grid.at(at)[0, 0]) > 0.5
     grid.exact = True
     assert grid.at(at).abs().sum() == 0
+
+
+def test_a_stage_after_a_slider_stage_takes_the_slider_as_its_context():
+    """Stage 1 moves the points right as w grows; stage 2 asks for 30 % on the right at every
+    w, so its λ (and its flow) must follow the earlier slider."""
+    quadratic = QuadraticEnergy([0.5, 0.0], [1.0, 0.0])
+    first = StageEnergy([SliderScaledEnergy(1.0, 0, quadratic, "(w in 0..4) * quadratic")],
+                        [], None, [W])
+    config = replace(CONFIG, steps=400, warm_start_samples=0)
+    stage1, _ = train_stage(PointGenerator(), first, config, progress=False)
+    constraint = ConstraintEnergy("dist", ("side",), (0.7, 0.3), "dist(side, right=0.3)")
+    second = StageEnergy([], [constraint], SideAttribute(), [W])
+    assert second.lambda_grid is not None  # λ moves with the inherited slider
+    sampler, log = train_stage(stage1, second, replace(config, steps=600), index=2,
+                               progress=False)
+    assert log.warm_start is None  # one base pool cannot serve every w: no start
+    lam = second.lambda_grid.values  # (17, 2): λ_right - λ_left must fall as w pushes right
+    assert float((lam[-1, 1] - lam[-1, 0]) - (lam[0, 1] - lam[0, 0])) < -0.5
+    for w in (0.0, 1.0, 2.5, 4.0):
+        base_share = _share_right(stage1, w)
+        assert _share_right(sampler, w) == pytest.approx(0.3, abs=0.04), (w, base_share)
+    assert _share_right(stage1, 4.0) > 0.75  # the base really moved
+    settings = log.closeness["settings"]
+    assert [s["setting"]["w"] for s in settings] == [0.0, 2.0, 4.0]
+    assert log.closeness["ess_fraction"] > 0.5
+
+
+def test_a_stage_cannot_stand_on_a_slider_stage_without_its_slider():
+    quadratic = QuadraticEnergy([0.5, 0.0], [1.0, 0.0])
+    first = StageEnergy([SliderScaledEnergy(1.0, 0, quadratic, "(w in 0..4) * quadratic")],
+                        [], None, [W])
+    stage1, _ = train_stage(PointGenerator(), first, replace(CONFIG, steps=2,
+                                                             warm_start_samples=0),
+                            progress=False)
+    with pytest.raises(EnergyQLError, match="does not take its base's slider"):
+        train_stage(stage1, StageEnergy([quadratic], [], None), CONFIG, index=2,
+                    progress=False)

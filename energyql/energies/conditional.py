@@ -48,6 +48,21 @@ def normalize_context(params: list[ContextParam], context: torch.Tensor) -> torc
     return torch.stack([p.normalize(context[:, i]) for i, p in enumerate(params)], dim=1)
 
 
+def inherited_context(base: object, params: list[ContextParam],
+                      context: torch.Tensor | None) -> torch.Tensor | None:
+    """The columns of ``context`` (values laid out as ``params``) that ``base`` takes: a
+    stage after a slider stage passes the earlier stage its sliders' values, by name. None
+    when ``base`` is unconditional (a generator, or a stage without sliders)."""
+    wanted = getattr(base, "context_params", ())
+    if not wanted or context is None:
+        return None  # a conditional base without values says so itself (flow_context)
+    names = [p.name for p in params]
+    missing = [p.name for p in wanted if p.name not in names]
+    if missing:
+        raise ValueError(f"the stage's context lacks its base's {', '.join(missing)}")
+    return context[:, [names.index(p.name) for p in wanted]]
+
+
 def sample_context(params: list[ContextParam], n: int, generator: torch.Generator) -> torch.Tensor:
     """Draw ``n`` contexts uniformly from the parameters' ranges (physical units)."""
     u = torch.rand(n, len(params), generator=generator)

@@ -6,7 +6,7 @@ loaded through :mod:`energyql.controls.registry` by the keys the world's catalog
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -368,11 +368,17 @@ class _LowerStageTerm(TermVisitor[None]):
         self.parts.pointwise.append(lower_term(term, self.models))
 
 
-def lower_stage(stage: g.Stage, models: ControlModels) -> StageEnergy:
-    """Return the StageEnergy for a checked ``graph.Stage``."""
+def lower_stage(stage: g.Stage, models: ControlModels,
+                sliders: Sequence[g.Slider] | None = None) -> StageEnergy:
+    """Return the StageEnergy for a checked ``graph.Stage``.
+
+    ``sliders`` are the sliders the stage takes as context (``Program.stage_sliders``: its
+    own and those of the stages before it); default: its own.
+    """
     parts = _StageParts()
     # Sliders come first in the context, then the controls' parameters as they are lowered.
-    parts.context.extend(ContextParam(SLIDER, s.name, s.low, s.high) for s in stage.sliders)
+    parts.context.extend(ContextParam(SLIDER, s.name, s.low, s.high)
+                         for s in (stage.sliders if sliders is None else sliders))
     lower = _LowerStageTerm(models, parts)
     for term in stage.terms:
         lower.visit(term)

@@ -598,6 +598,13 @@ class Program:
         """Every slider of the program, one per name, first use first."""
         return _unique_sliders(s for stage in self.stages for s in stage.sliders)
 
+    def stage_sliders(self, index: int) -> tuple[Slider, ...]:
+        """The sliders stage ``index`` (from 0) takes as its flow's context: every slider of
+        that stage and of the stages before it, one per name, first use first. A stage after
+        a slider stage samples a base that moves with the slider, so the slider is its
+        context too."""
+        return _unique_sliders(s for stage in self.stages[:index + 1] for s in stage.sliders)
+
     @property
     def attributes(self) -> tuple[str, ...]:
         """Every attribute the program names (predicates and constraints), first use first."""

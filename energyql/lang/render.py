@@ -152,7 +152,8 @@ def program_dict(program: Program) -> dict[str, Any]:
         "catalog": program.catalog,
         "generator": program.generator,
         "checked": program.catalog is not None,
-        "stages": [{"index": i, "terms": [_term_dict(t, catalog) for t in stage.terms]}
+        "stages": [{"index": i, "terms": [_term_dict(t, catalog) for t in stage.terms],
+                    "context_sliders": [s.name for s in program.stage_sliders(i - 1)]}
                    for i, stage in enumerate(program.stages, 1)],
         "sliders": [{**s.to_dict(), "moves": uses[s.name]} for s in program.sliders],
     }
@@ -292,6 +293,10 @@ def program_tree(program: Program) -> Group:
             kinds.append("conditional")
         if stage.sliders:
             kinds.append(f"{len(stage.sliders)} slider(s)")
+        inherited = [s.name for s in program.stage_sliders(index - 1) if s not in stage.sliders]
+        if inherited:
+            # Its base moves with an earlier stage's slider, so the stage's flow takes it too.
+            kinds.append(f"follows slider(s) {', '.join(inherited)}")
         branch = root.add(Text.assemble((f"stage {index}", "bold"), (f"  {', '.join(kinds)}",
                                                                       "dim")))
         for term in stage.terms:

@@ -64,20 +64,22 @@ MAX_GRID_SLIDERS = 5
 
 
 def validate_sliders(program: Program) -> None:
-    """Every use of a slider name has one range; sliders stand in the last stage only, are
-    named apart from the stage's control parameters, and are few enough to train."""
+    """Every use of a slider name has one range; the sliders a stage takes (its own and
+    every earlier stage's) are few enough to train and named apart from the stage's control
+    parameters."""
     for index, stage in enumerate(program.stages, 1):
-        sliders = stage.sliders
+        sliders = program.stage_sliders(index - 1)
         has_constraints = any(isinstance(t, (Constraint, DistSpec)) for t in stage.terms)
         most = MAX_GRID_SLIDERS if has_constraints else MAX_SLIDERS
         if len(sliders) > most:
             why = " with constraints (λ is fitted on a grid of settings)" \
                 if has_constraints else ""
-            raise error_at(ArgumentError, f"stage {index} has {len(sliders)} sliders; a stage"
-                           f"{why} takes at most {most}", sliders[most].origin,
-                           "fix some of the numbers, or split the stage")
+            earlier = " (with those of the stages before it)" if len(stage.sliders) < \
+                len(sliders) else ""
+            raise error_at(ArgumentError, f"stage {index} takes {len(sliders)} sliders"
+                           f"{earlier}; a stage{why} takes at most {most}",
+                           sliders[most].origin, "fix some of the numbers, or split the stage")
     ranges: dict[str, Slider] = {}
-    last = len(program.stages)
     for index, stage in enumerate(program.stages, 1):
         params = {p.name for control in stage.controls for p in control.params}
         for term in stage.terms:
@@ -95,15 +97,13 @@ def validate_sliders(program: Program) -> None:
                                    f"{slider.low:g}..{slider.high:g})", slider.origin,
                                    "a slider name used twice is one value: give it one range, "
                                    "or name the second slider apart")
-                if index != last:
-                    raise error_at(CompositionError, f"the slider '{slider.name}' stands in "
-                                   f"stage {index}, but sliders may stand in the last stage "
-                                   "only", slider.origin, "move the slider to the last stage, "
-                                   "or fix its value with a number")
-                if slider.name in params:
-                    raise error_at(ArgumentError, f"'{slider.name}' names both a slider and a "
-                                   "control parameter", slider.origin,
-                                   "give the slider a name of its own")
+        for slider in program.stage_sliders(index - 1):
+            if slider.name in params:
+                where = "" if slider in stage.sliders else \
+                    f" (stage {index} takes it from an earlier stage)"
+                raise error_at(ArgumentError, f"'{slider.name}' names both a slider and a "
+                               f"control parameter{where}", slider.origin,
+                               "give the slider a name of its own")
 
 
 def validate_stage(stage: Stage, index: int = 1, *, complete: bool = True) -> None:

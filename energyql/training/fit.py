@@ -52,7 +52,7 @@ def features_in_batches(target: StageTarget, n: int, batch: int, seed_generator:
         for start in range(0, n, batch):
             m = min(batch, n - start)
             z, log_ratio = target.propose(m, noise, use_flow=use_flow, rows=group.shard(m))
-            pointwise, phi = target.measure(target.base.decode(z), seed_generator)
+            pointwise, phi = target.measure(target.decode(z), seed_generator)
             if phi is None:
                 phi = torch.zeros(len(z), 0, device=z.device)
             for rows, out in ((phi, phis), (pointwise, energies), (log_ratio, log_ratios),
@@ -198,6 +198,8 @@ def fit_lambda_grid(target: StageTarget, n: int, config: TrainConfig,
     the target at that setting. The grid is the exact λ(c) at its points; the flow trains
     with it interpolated in between.
     """
+    if target.conditional_base:
+        return _fit_lambda_grid_per_setting(target, n, config, generator, group or Group())
     energy = cast(Any, target.energy)
     grid = energy.lambda_grid
     constraints = target.constraints()
@@ -214,6 +216,46 @@ def fit_lambda_grid(target: StageTarget, n: int, config: TrainConfig,
     constraints.set_lambda(fit.lam.float(), torch.zeros_like(fit.lam).float(),
                            torch.zeros_like(fit.lam).float())
     return fit
+
+
+#: Fewest base samples a λ fit rests on at one grid point when the base moves with the
+#: setting (a stage after a slider stage draws a pool per point).
+MIN_SETTING_POOL = 1024
+
+
+def _fit_lambda_grid_per_setting(target: StageTarget, n: int, config: TrainConfig,
+                                 generator: torch.Generator, group: Group) -> MomentFit:
+    """:func:`fit_lambda_grid` for a stage after a slider stage: its base's samples move with
+    the earlier slider, so one pool cannot serve every setting. Each grid point gets a pool
+    of its own (``n`` spread over the points, at least MIN_SETTING_POOL each), decoded at
+    that setting. Return the middle's fit, with the smallest ESS any point's fit rested on."""
+    energy = cast(Any, target.energy)
+    grid, constraints, params = energy.lambda_grid, target.constraints(), energy.context
+    settings = grid.setting_values(params)
+    per = max(MIN_SETTING_POOL, n // len(settings))
+    noise = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    fits = []
+    with torch.no_grad():
+        for values in settings:
+            phis, energies = [], []
+            for start in range(0, per, config.batch * 4):
+                m = min(config.batch * 4, per - start)
+                row = torch.tensor([[values[p.name] for p in params]],
+                                   device=target.device).expand(m, -1)
+                z, _ = target.propose(m, noise, use_flow=False, rows=group.shard(m))
+                rows = row[group.shard(m)]
+                features = energy.features(target.decode(z, rows).float(), generator,
+                                           context=rows)
+                phis.append(group.gather(energy.phi(features)).cpu())
+                energies.append(group.gather(energy.pointwise_energy(features)).cpu())
+            fits.append(fit_lambda(torch.cat(phis), constraints.target_at(values),
+                                   -torch.cat(energies)))
+    grid.values.copy_(torch.stack([f.lam for f in fits]).to(grid.values))
+    middle = fits[min(range(len(settings)), key=lambda k: sum(
+        abs(settings[k][p.name] - p.middle) for p in params))]
+    constraints.set_lambda(middle.lam.float(), torch.zeros_like(middle.lam).float(),
+                           torch.zeros_like(middle.lam).float())
+    return replace(middle, ess=min(f.ess_fraction for f in fits) * middle.samples)
 
 
 #: Settings per slider at which a slider stage's feedback is measured (3 per axis for more
@@ -245,8 +287,8 @@ def refit_grid_offsets(target: StageTarget, config: TrainConfig,
             row = torch.tensor([[values[p.name] for p in params]]).expand(per, -1)
             eps = target.noise(per, generator)
             z, _ = target.push(eps, normalize_context(params, row).to(target.device))
-            features = energy.features(target.base.decode(z).float(), generator,
-                                       context=row.to(target.device))
+            features = energy.features(target.decode(z, row.to(target.device)).float(),
+                                       generator, context=row.to(target.device))
             flow_moments = energy.phi(features).mean(0).cpu().clamp(min=1e-4)
             wanted = constraints.target_at(values)
             worst = max(worst, float((flow_moments - wanted).abs().max()))

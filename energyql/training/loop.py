@@ -25,6 +25,7 @@ from energyql.energies import StageEnergy
 from energyql.energies.base import Features
 from energyql.energies.constraint import prepare_targets
 from energyql.energies.predicate import PredicateEnergy
+from energyql.energies.sliders import SLIDER
 from energyql.errors import CheckpointError, EnergyQLError, TrainingError
 from energyql.flows import LatentFlow, flow_config_for
 from energyql.generators.base import Generator
@@ -35,6 +36,7 @@ from energyql.sampler import StageSampler
 from energyql.target import StageTarget, closeness
 from energyql.training.config import TrainConfig, learning_rate, step_generator
 from energyql.training.fit import (
+    MIN_SETTING_POOL,
     fit_constraints,
     fit_lambda_grid,
     fit_record,
@@ -141,6 +143,20 @@ class StageRun:
                         flow_max_moment_error=record.flow_max_moment_error)
 
 
+def check_base_context(base: Generator, energy: StageEnergy) -> None:
+    """A stage may stand on a conditional stage only if that stage's context is sliders
+    which this stage takes too (a later stage sees an earlier slider as its own context)."""
+    params = getattr(base, "context_params", ())
+    if any(p.control != SLIDER for p in params):
+        raise EnergyQLError("a stage cannot be trained on top of a conditional stage "
+                            "(pose)", hint="make the conditional stage (pose(...)) the last one")
+    missing = [p.name for p in params if p not in energy.context]
+    if missing:
+        raise EnergyQLError(f"the stage does not take its base's slider(s) "
+                            f"{', '.join(missing)} as context",
+                            hint="lower each stage with Program.stage_sliders(k)")
+
+
 def build_stage(base: Generator, energy: StageEnergy, config: TrainConfig, index: int,
                 source: str, group: Group) -> StageRun:
     """Return a fresh stage: its flow at the identity, target, optimizer, log and identity."""
@@ -148,9 +164,7 @@ def build_stage(base: Generator, energy: StageEnergy, config: TrainConfig, index
         raise EnergyQLError(f"the batch ({config.batch}) must divide evenly over "
                             f"{group.world} ranks",
                             hint=f"use a --batch that is a multiple of {group.world}")
-    if getattr(base, "context_dim", 0):
-        raise EnergyQLError("a stage cannot be trained on top of a conditional stage",
-                            hint="make the conditional stage (pose(...)) the last one")
+    check_base_context(base, energy)
     device = config.device
     flow = LatentFlow(flow_config_for(base, blocks=config.blocks, width=config.width,
                                       context_dim=len(energy.context),
@@ -205,10 +219,14 @@ def prepare_stage(run: StageRun, objective: StageObjective, checkpoint_dir: Path
                                   use_flow=False) if grid is None else \
                 fit_lambda_grid(target, pool, config, seeds, run.group)
             phase.note(ess=round(fit.ess), max_error=fit.max_error)
-        log.images += pool
+        log.images += pool if grid is None or not target.conditional_base else \
+            len(grid.values) * max(MIN_SETTING_POOL, pool // len(grid.values))
         run.record_fit(fit, 0, run_log)
         warn_low_ess(fit, run.index, log.warnings, "base samples", refitted=grid is None)
-    if config.warm_start_samples and energy.sliders and \
+    # The starts judge one pool of base samples: a base that moves with the setting (a
+    # stage after a slider stage) has none that serves every setting, so it starts at the
+    # identity.
+    if config.warm_start_samples and energy.sliders and not target.conditional_base and \
             len(energy.sliders) == len(energy.context):
         with prog.phase(f"stage {run.index}: mass-covering start on "
                         f"{config.warm_start_samples:,} base samples over the sliders' "

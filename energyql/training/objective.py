@@ -44,7 +44,7 @@ from energyql.distributed import Group
 from energyql.energies import StageEnergy
 from energyql.energies.base import Features
 from energyql.energies.conditional import normalize_context, sample_context
-from energyql.energies.sliders import SliderScaledEnergy
+from energyql.energies.sliders import SLIDER, SliderScaledEnergy
 from energyql.errors import TrainingError
 from energyql.flows import standard_normal_log_prob
 from energyql.target import StageTarget
@@ -199,7 +199,10 @@ class StageObjective(nn.Module):
         self.defensive_shard = self.group.shard(self.defensive)
         energy = target.energy
         sliders_only = bool(energy.sliders) and len(energy.sliders) == len(energy.context)
-        self.climbing = bool(config.chain_weight) and (not energy.is_conditional or sliders_only)
+        # A chain state's energy at another setting is a sum of cached columns, unless the
+        # base itself moves with the setting (a stage after a slider stage): no chains there.
+        self.climbing = bool(config.chain_weight) and not target.conditional_base and \
+            (not energy.is_conditional or sliders_only)
         self.rows_per_setting = setting_rows(config, self.group) if sliders_only else 1
         self.scaled_terms = [t for t in energy.pointwise if isinstance(t, SliderScaledEnergy)]
         rows = len(range(config.batch)[self.shard])
@@ -335,7 +338,7 @@ class StageObjective(nn.Module):
                                         Features]:
         """Push noise through the flow, decode and judge; return (z, logdet, flow context,
         features). Paired energies decode a second context for the same noise."""
-        base, energy, config = self.target.base, self.energy, self.config
+        energy, config = self.energy, self.config
         context = reference = flow_context = None
         if energy.is_conditional and self.rows_per_setting > 1:
             # A slider stage: each setting is shared by a few consecutive rows, so that the
@@ -355,14 +358,19 @@ class StageObjective(nn.Module):
             other = sample_context(energy.context, config.batch, generator)[self.shard] \
                 .to(self.target.device)
             # One forward pass for both contexts (DDP expects one forward per backward).
+            context = cast(torch.Tensor, context)
+            sliders = [i for i, p in enumerate(energy.context) if p.control == SLIDER]
+            # The reference differs in the control's parameters only: the sliders (of this
+            # stage or an earlier one) keep the row's values.
+            other[:, sliders] = context[:, sliders]
             both, logdet = self.flow(torch.cat([eps, eps]), torch.cat(
                 [cast(torch.Tensor, flow_context), normalize_context(energy.context, other)]))
             z, z_other = both.chunk(2)
             logdet = logdet[: len(eps)]
-            reference = base.decode(z_other).float()
+            reference = self.target.decode(z_other, other).float()
         else:
             z, logdet = self.flow(eps, flow_context)
-        images = base.decode(z).float()
+        images = self.target.decode(z, context).float()
         with self._autocast():
             features = energy.features(images, generator, context=context,
                                        reference_images=reference)

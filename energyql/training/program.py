@@ -117,13 +117,15 @@ def train_program(program: Any, gen: str | Generator = DEFAULT_GENERATOR,
         base = load_generator(gen, device=config.device, **generator_options)
     source = program if isinstance(program, str) else str(program)
     program = compile_program(program) if isinstance(program, str) else program
-    stages = list(program.checked(base.catalog).stages)
+    whole = program.checked(base.catalog)
+    stages = list(whole.stages)
     if start is not None:
         # New stages are checked after the artifact's own, so that what they refer to
         # (debias(clip_bias): what the earlier stages asked for and constrained) is the whole
         # program's, exactly as if it had been trained in one go.
-        whole = extend(start.manifest.canonical, program)  # graphs, not text
-        stages = list(whole.checked(base.catalog).stages)[-len(stages):]
+        whole = extend(start.manifest.canonical, program).checked(base.catalog)  # graphs
+        stages = list(whole.stages)[-len(stages):]
+    first = len(whole.stages) - len(stages)
     models = ControlModels(base.catalog, device=config.device, clip_copies=config.clip_copies,
                            clip=clip, face_attributes=face_attributes)
     out = Path(out) if out is not None else None
@@ -133,7 +135,8 @@ def train_program(program: Any, gen: str | Generator = DEFAULT_GENERATOR,
         stage_record(s) for s in earlier]
     # Every stage's energy is built (its control models loaded) before anything is written:
     # missing weights fail the run before it creates files or trains a stage.
-    energies = [lower_stage(stage, models) for stage in stages]
+    energies = [lower_stage(stage, models, whole.stage_sliders(first + k))
+                for k, stage in enumerate(stages)]
     sampler: Generator = base
     group = current_group()
     prog = progress if isinstance(progress, Progress) else \

@@ -175,3 +175,65 @@ def test_the_explorer_draws_a_slider_run_at_a_setting(slider_run):
     assert low.to_dict() != high.to_dict()
     with pytest.raises(eq.UsageError, match="0.1..0.9"):
         explorer.draw(out.name, seed=0, context={"p": 1.5})
+
+
+CHAINED = "dist(color, blue = p in 0.1..0.9) | then size == large & dist(shape, circle=0.5)"
+
+
+@pytest.fixture(scope="module")
+def chained_run(tmp_path_factory):
+    gen = register_tiny()
+    out = tmp_path_factory.mktemp("chained") / "art"
+    result = runner.invoke(app, ["run", CHAINED, "--gen", gen, "--out", str(out), "--steps",
+                                 "4", "--batch", "16", "--samples", "64", "--moment-samples",
+                                 "512", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return gen, out
+
+
+def test_a_stage_after_a_slider_stage_takes_the_slider(chained_run):
+    gen, out = chained_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    first, second = manifest["stages"]
+    assert [c["name"] for c in first["context"]] == [c["name"] for c in second["context"]] \
+        == ["p"]
+    # The second stage's constraint has λ per setting of the earlier slider (its base moves).
+    assert second["lambda_grid"]["sliders"] == ["p"]
+    assert len(second["lambda_grid"]["lambda"]) == 17
+    lam = torch.tensor(second["lambda_grid"]["lambda"])
+    assert not torch.allclose(lam[0], lam[-1])
+    # The sweep measures the earlier stage's dist slider on the final samples.
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert all("color = blue" in r["judged"] for r in metrics["sliders"]["p"])
+    sampler = eq.Sampler.load(out)
+    assert [p.name for p in sampler.context_params] == ["p"]
+    z = sampler.sample_latents(8, seed=0, context={"p": 0.2})
+    low, high = sampler.log_prob(z, p=0.2), sampler.log_prob(z, p=0.9)
+    assert torch.isfinite(low).all() and not torch.allclose(low, high)
+    art = eq.load(out)
+    a = art.sample(4, seed=1, context={"p": 0.2})
+    b = art.sample(4, seed=1, context={"p": 0.9})
+    assert not torch.allclose(a, b)  # both stages follow p
+    # At a setting every stage is fixed: the view draws what the conditional chain draws there.
+    view = art.at(p=0.2)
+    assert [s.context_params for s in view.sampler.stages] == [[], []]
+    assert torch.allclose(view.sample(4, seed=1), a, atol=1e-5)
+    assert " in 0.1..0.9" not in view.manifest.canonical
+    assert [s.lambda_grid for s in view.manifest.stages] == [None, None]
+    result = runner.invoke(app, ["sample", str(out), "--set", "p=0.3", "-n", "4", "--out",
+                                 str(out.parent / "s.png"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_manifest_whose_later_stage_drops_the_slider_is_refused(chained_run, tmp_path):
+    import shutil
+
+    _, out = chained_run
+    copy = tmp_path / "art"
+    shutil.copytree(out, copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    data["stages"][1]["context"] = []
+    data["stages"][1]["flow"]["context_dim"] = 0
+    (copy / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(eq.errors.EnergyQLError):
+        eq.load(copy)

@@ -66,7 +66,6 @@ def test_a_weight_slider_multiplies_the_fixed_weight():
     ("w in 0..1", ArgumentError, "not a term", "w in 0..1"),
     ('clip("x", augment=n in 1..4)', ArgumentError, "cannot stand here", "n in 1..4"),
     ("(w in -1..2) * red", ArgumentError, "below 0", "w in -1..2"),
-    ("(w in 0..1) * red | then blue", CompositionError, "last stage only", "w in 0..1"),
     ("dist(color, blue = p in 0.1..1.5)", ArgumentError, "must lie in 0..1", "p in 0.1..1.5"),
     ("dist(color, blue = p in 0.1..0.9, red=0.5)", ArgumentError, "at their highest", None),
     ("(a in 0..1) * (b in 0..1) * red", CompositionError, "two sliders", "b in 0..1"),
@@ -126,3 +125,30 @@ def test_too_many_sliders_in_a_stage_are_refused_at_the_slider_past_the_bound():
     with pytest.raises(ArgumentError, match="with constraints .* at most 5"):
         eq.compile(grid, gen="shapes")
     eq.compile(grid.rsplit(" & ", 1)[0], gen="shapes")  # five is fine
+
+
+def test_a_stage_after_a_slider_stage_takes_the_earlier_sliders_as_its_own():
+    program = eq.compile("(w in 0..1) * red | then blue | then dist(size, small=s in 0.2..0.8)",
+                         gen="shapes")
+    assert [s.name for s in program.stage_sliders(0)] == ["w"]
+    assert [s.name for s in program.stage_sliders(1)] == ["w"]
+    assert [s.name for s in program.stage_sliders(2)] == ["w", "s"]
+    assert [st["context_sliders"] for st in program.to_dict()["stages"]] == \
+        [["w"], ["w"], ["w", "s"]]
+    assert eq.compile(str(program), gen="shapes") == program
+
+
+def test_inherited_sliders_count_towards_a_later_stage_with_constraints():
+    first = " & ".join(f"(w{i} in 0..1) * blue" for i in range(5))
+    program = first + " | then dist(size, small=s in 0.2..0.8)"
+    with pytest.raises(ArgumentError, match="takes 6 sliders .with those of the stages before "
+                       "it.; a stage with constraints"):
+        eq.compile(program, gen="shapes")
+    eq.compile(first + " | then size == small", gen="shapes")  # no constraints: fine
+
+
+def test_an_inherited_slider_may_not_share_a_later_control_parameter_name():
+    text = "(yaw in 0..1) * gender == female | then pose(yaw in -30..30)"
+    with pytest.raises(ArgumentError, match="takes it from an earlier stage") as info:
+        eq.compile(text, gen="portraits")
+    assert text[info.value.span.start:info.value.span.end] == "yaw in 0..1"
