@@ -11,13 +11,14 @@ rewritten after every section, so a run killed by a timeout keeps what it had me
                   layers), a random-weight CLIP ViT-B-32 (open_clip, QuickGELU as the
                   ``ViT-B-32:openai`` default of the faces world) wrapped in energyql's
                   ClipModel and lowered through ``lower_stage`` from ``clip("...")``, and the
-                  default latent flow (8 blocks, width 256). One reverse-KL training step (the
-                  step of ``energyql.trainer.train_stage``: flow, generator, CLIP energy on 16
-                  augmented copies, backward, grad clip, AdamW) at batch 8, fp32 and bf16
-                  autocast: median ms/step over timed steps after warm-ups, a phase split, and
-                  ``torch.cuda.max_memory_allocated``; then ``train_stage`` itself for a few steps
-                  as a cross-check; generator-only sampling throughput (batch 32, no grad);
-                  flow+generator overhead; and an artifact saved, loaded with
+                  default latent flow (8 blocks, width 256). One training step, the trainer's
+                  own (``StageObjective``: flow, generator, CLIP energy on 16 augmented copies,
+                  the estimator's terms at their defaults; then the loop's ``_optimise``:
+                  backward, grad clip, AdamW) at batch 8, fp32 and bf16 autocast: median
+                  ms/step over timed steps after warm-ups, a phase split, the estimator's parts
+                  that ran, and ``torch.cuda.max_memory_allocated``; then ``train_stage`` itself
+                  for a few steps as a cross-check; generator-only sampling throughput (batch
+                  32, no grad); flow+generator overhead; and an artifact saved, loaded with
                   ``energyql.sampler.load`` and sampled.
 3. ``shapes``     ``python3 -m energyql run 'color == red & shape == circle' --gen shapes
                   --device DEV`` as a subprocess (wall time, training time, predicate share of
@@ -28,6 +29,7 @@ rewritten after every section, so a run killed by a timeout keeps what it had me
 
 ``--tiny`` shrinks everything (64 px StyleGAN2, batch 2, 2 copies, 20 shapes steps, 200
 evaluation samples) so that the whole script runs on one CPU thread in a few minutes.
+The trainer autocasts on CUDA only, so on the CPU the bf16 training steps run in float32.
 """
 
 from __future__ import annotations
@@ -190,67 +192,99 @@ def _clip_energy(ctx: Context, copies: int):
                     "copies": copies}
 
 
+def _step_config(ctx, *, batch: int, amp: bool, steps: int):
+    """The TrainConfig of both step measurements: the default latent flow (8 blocks × 256),
+    lr 1e-4, AdamW's weight decay 1e-4, grad clip 10, the estimator (score climbing, ...) at
+    the trainer's defaults; no λ refits, checkpoints or closeness measurement."""
+    from energyql.training import TrainConfig
+
+    return TrainConfig(steps=steps, batch=batch, lr=1e-4, weight_decay=1e-4, grad_clip=10.0,
+                       device=ctx.device, amp=amp, blocks=8, width=256, refit_every=0,
+                       checkpoint_every=10**9, closeness_samples=0)
+
+
+@contextlib.contextmanager
+def _call_marks(ctx: Context, obj, name: str, marks: list):
+    """Append ``(name, time)`` to ``marks`` each time ``obj.name`` returns (synchronised),
+    while the block runs; the method is the class's own again afterwards."""
+    method = getattr(obj, name)
+
+    def marked(*args, **kwargs):
+        out = method(*args, **kwargs)
+        ctx.sync()
+        marks.append((name, time.perf_counter()))
+        return out
+
+    setattr(obj, name, marked)
+    try:
+        yield
+    finally:
+        delattr(obj, name)
+
+
 def _train_step_timing(ctx, generator, energy, *, batch: int, amp: bool, warmup: int,
                        repeat: int) -> dict:
-    """Time the trainer's step (see energyql.trainer.train_stage) with a phase split."""
-    from energyql.flows import FlowConfig, LatentFlow
-    from energyql.training import _step_generator
+    """Time the trainer's own step with a phase split.
+
+    The stage is built as ``train_stage`` builds it (``build_stage``, ``StageObjective``), and
+    a step is the loop's: ``loss, parts = objective(step)``, then ``_optimise`` (backward,
+    grad clip, AdamW). The split marks when the generator's ``decode`` and the energy's
+    ``parts`` return: flow+generator up to the last decode before the energy is judged,
+    energy up to ``parts`` (the control models run there: ``features`` is lazy), the
+    estimator's other terms (prior, the flow's densities for score climbing, ...) up to the
+    loss, then backward+step. Each mark synchronises the device, as the totals do.
+    """
+    from energyql.distributed import current
+    from energyql.training import StageObjective
+    from energyql.training.loop import _optimise, build_stage
 
     ctx.reset_memory()
-    flow = LatentFlow(FlowConfig(dim=generator.latent_dim, blocks=8, width=256, seed=1))
-    flow = flow.to(ctx.device)
-    params = [p for p in flow.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4)
-    phases: dict[str, list[float]] = {"flow+generator": [], "energy": [], "backward+step": []}
-    totals, losses = [], []
-    step_index = [0]
-
-    def step(record: bool):
-        g = _step_generator(0, 1, step_index[0])
-        step_index[0] += 1
-        eps = torch.randn(batch, generator.latent_dim, generator=g).to(ctx.device)
-        ctx.sync()
-        t0 = time.perf_counter()
-        z, logdet = flow(eps)
-        # As the trainer does: the generator in float32, autocast over the control models.
-        images = generator.decode(z).float()
-        ctx.sync()
-        t1 = time.perf_counter()
-        with ctx.autocast(amp):
-            features = energy.features(images, g)
-            parts = energy.parts(features)
-            total = torch.stack(list(parts.values())).sum(0)
-        loss = (-generator.log_prior(z) + total - logdet).mean()
-        ctx.sync()
-        t2 = time.perf_counter()
-        finite = bool(torch.isfinite(loss))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, 10.0)
-        finite = finite and bool(torch.isfinite(norm))
-        if finite:
-            optimizer.step()
-        ctx.sync()
-        t3 = time.perf_counter()
-        if record:
-            phases["flow+generator"].append(t1 - t0)
-            phases["energy"].append(t2 - t1)
-            phases["backward+step"].append(t3 - t2)
-            totals.append(t3 - t0)
-        losses.append(float(loss.detach()) if finite else float("nan"))
-
-    for _ in range(warmup):
-        step(False)
-    for _ in range(repeat):
-        step(True)
-    result = {"batch": batch, "amp_bf16": amp, "warmup": warmup, "timed_steps": repeat,
-              "ms_per_step_median": ms(statistics.median(totals)),
-              "ms_per_step_min": ms(min(totals)),
-              "phases_ms_median": {k: ms(statistics.median(v)) for k, v in phases.items()},
-              "images_per_s": round(batch / statistics.median(totals), 2),
-              "finite_losses": sum(map(lambda x: x == x, losses)), "steps": len(losses),
-              "last_loss": round(losses[-1], 4), "max_memory_gib": ctx.peak_memory_gib()}
-    return result
+    config = _step_config(ctx, batch=batch, amp=amp, steps=warmup + repeat)
+    run = build_stage(generator, energy, config, 1, CLIP_EXPRESSION, current())
+    objective = StageObjective(run.target, config, 1, run.group)
+    before = [p.detach().clone() for p in run.flow.parameters()]
+    phases: dict[str, list[float]] = {"flow+generator": [], "energy": [], "estimator": [],
+                                      "backward+step": []}
+    totals: list[float] = []
+    losses: list[float] = []
+    marks: list[tuple[str, float]] = []  # (method, when it returned) in this step
+    estimator: list[str] = []
+    bad_in_a_row = 0
+    with _call_marks(ctx, run.target.base, "decode", marks), \
+            _call_marks(ctx, run.energy, "parts", marks):
+        for step in range(warmup + repeat):
+            marks.clear()
+            ctx.sync()
+            t0 = time.perf_counter()
+            loss, parts = objective(step)
+            ctx.sync()
+            t1 = time.perf_counter()
+            bad_in_a_row = _optimise(run, loss, parts, step, bad_in_a_row)
+            ctx.sync()
+            t2 = time.perf_counter()
+            losses.append(float("nan") if bad_in_a_row else float(loss.detach()))
+            estimator = sorted(parts.losses)
+            if step < warmup:
+                continue
+            names = [n for n, _ in marks]
+            judged = names.index("parts")
+            decoded = max(i for i, n in enumerate(names[:judged]) if n == "decode")
+            phases["flow+generator"].append(marks[decoded][1] - t0)
+            phases["energy"].append(marks[judged][1] - marks[decoded][1])
+            phases["estimator"].append(t1 - marks[judged][1])
+            phases["backward+step"].append(t2 - t1)
+            totals.append(t2 - t0)
+    moved = max(float((p.detach() - b).abs().max()) for p, b in zip(run.flow.parameters(),
+                                                                      before))
+    return {"batch": batch, "amp_bf16": amp, "autocast": amp and ctx.cuda,
+            "warmup": warmup, "timed_steps": repeat, "estimator_parts": estimator,
+            "ms_per_step_median": ms(statistics.median(totals)),
+            "ms_per_step_min": ms(min(totals)),
+            "phases_ms_median": {k: ms(statistics.median(v)) for k, v in phases.items()},
+            "images_per_s": round(batch / statistics.median(totals), 2),
+            "finite_losses": sum(x == x for x in losses), "steps": len(losses),
+            "skipped_steps": run.log.skipped_steps, "last_loss": round(losses[-1], 4),
+            "flow_params_max_change": moved, "max_memory_gib": ctx.peak_memory_gib()}
 
 
 def _components_alone(ctx, generator, energy, *, batch: int, amp: bool, warmup: int,
@@ -312,13 +346,12 @@ def _energy_split(ctx, clip, *, batch: int, copies: int, size: int, amp: bool, w
 
 
 def _train_stage_crosscheck(ctx, generator, energy, *, batch: int, amp: bool, steps: int) -> dict:
-    """Run the real ``train_stage`` for a few steps: mean seconds per step, finite losses."""
-    from energyql.training import TrainConfig, train_stage
+    """Run the real ``train_stage`` for a few steps with the settings the step timing used:
+    mean seconds per step (its λ fits and start are not counted), finite losses."""
+    from energyql.training import train_stage
 
     ctx.reset_memory()
-    config = TrainConfig(steps=steps, batch=batch, lr=1e-4, device=ctx.device, amp=amp,
-                         clip_copies=energy.pointwise[0].copies, refit_every=0,
-                         checkpoint_every=10**9)
+    config = _step_config(ctx, batch=batch, amp=amp, steps=steps)
     start = time.perf_counter()
     sampler, stage_log = train_stage(generator, energy, config, index=1, source=CLIP_EXPRESSION,
                                      progress=False)
@@ -452,7 +485,7 @@ def section_stylegan2(ctx: Context) -> dict:
         if ctx.left() < 200 and not tiny:
             result[key] = {"skipped": "time budget"}
             continue
-        log(f"{key}: energyql.trainer.train_stage, {2 if tiny else 6} steps")
+        log(f"{key}: energyql.training.train_stage, {2 if tiny else 6} steps")
         try:
             result[key] = _train_stage_crosscheck(ctx, generator, energy, batch=batch, amp=amp,
                                                   steps=2 if tiny else 6)

@@ -78,3 +78,29 @@ def test_truth_figures_count_what_the_generator_drew():
     assert 0.0 < figures["share"] < 0.03  # blue triangles are ~1 % of the base
     kl = goals.truth_figures(goals.GOALS["uniform"], Base, n=3000, seed=5)["kl"]
     assert 0.2 < kl < 0.5  # the base's shape x color is far from uniform (0.33)
+
+
+def test_gpu_benchmark_times_the_trainers_own_step():
+    import argparse
+
+    import energyql as eq
+    from energyql.energies import ControlModels, lower_stage
+    from energyql.generators import load
+
+    gpu = _load("gpu")
+    shapes = load("shapes")
+    energy = lower_stage(eq.compile("color == red", gen="shapes").stages[0],
+                         ControlModels("shapes"))
+    ctx = gpu.Context(argparse.Namespace(device="cpu", tiny=True, budget=60))
+    ctx.scratch.rmdir()
+    step = gpu._train_step_timing(ctx, shapes, energy, batch=8, amp=False, warmup=1, repeat=2)
+    assert step["finite_losses"] == step["steps"] == 3 and step["skipped_steps"] == 0
+    assert set(step["phases_ms_median"]) == {"flow+generator", "energy", "estimator",
+                                             "backward+step"}
+    assert all(v > 0 for v in step["phases_ms_median"].values())
+    assert {"reverse", "score", "chains"} <= set(step["estimator_parts"])  # flat term, chains
+    assert step["flow_params_max_change"] > 0  # the optimizer stepped the flow
+    # the timing marks are gone: the generator and the energy decode and judge as before
+    assert "decode" not in vars(shapes) and "parts" not in vars(energy)
+    check = gpu._train_stage_crosscheck(ctx, shapes, energy, batch=8, amp=False, steps=2)
+    assert check["steps"] == 2 and check["losses_finite"]
