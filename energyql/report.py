@@ -35,6 +35,7 @@ from typing import Any
 
 from energyql.io import write_bytes, write_text
 from energyql.manifest import Manifest
+from energyql.metrics import RunMetrics, SliderRow
 
 DRIFT_THRESHOLD = 0.1
 LOG_NAME = "log.jsonl"
@@ -80,17 +81,18 @@ class StageView:
         panels: ``(label, image file)`` pairs shown side by side in this order, typically
             ``("base", "base.png"), ("stage 1", "stage1.png"), ("stage 2", "stage2.png")``;
             relative paths are taken relative to the report's directory.
-        metrics: this stage's evaluation figures (``metrics.json`` shape), if evaluated.
+        metrics: this stage's evaluation figures (``metrics.json`` dict or its
+            :class:`~energyql.metrics.RunMetrics`), if evaluated.
         previous: the figures of the stage before it (None for stage 1: the base figures are
-            ``metrics["base"]``).
+            the run's ``base``).
         caption: a line under the panels (e.g. how a sweep grid is laid out).
     """
 
     index: int
     source: str
     panels: tuple[tuple[str, str | Path], ...] = ()
-    metrics: dict | None = None
-    previous: dict | None = None
+    metrics: RunMetrics | Mapping[str, Any] | None = None
+    previous: RunMetrics | Mapping[str, Any] | None = None
     caption: str = ""
 
 
@@ -292,6 +294,11 @@ class Links:
     items: list[tuple[str, str]]  # (label, file)
 
 
+def _count(value: int | None) -> str:
+    """A count of samples in running text ("—" where it was not recorded)."""
+    return "—" if value is None else str(value)
+
+
 def _fmt(value: Any) -> str:
     if value is None or value == "":
         return "—"
@@ -300,25 +307,39 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def collateral_drift_notes(metrics: dict, asked: Asked, *, previous: dict | None = None,
+def _base(metrics: RunMetrics) -> RunMetrics:
+    """The base figures of ``metrics`` (none where the base was not measured)."""
+    return metrics.base if metrics.base is not None else RunMetrics()
+
+
+def _truth_drift(metrics: RunMetrics) -> Mapping[str, float]:
+    """The collateral drift on ground truth (attribute -> TV), empty where not measured."""
+    drift = metrics.truth.collateral_drift if metrics.truth is not None else None
+    return drift.tv if drift is not None else {}
+
+
+def collateral_drift_notes(metrics: RunMetrics | Mapping[str, Any], asked: Asked, *,
+                           previous: RunMetrics | Mapping[str, Any] | None = None,
                            threshold: float = DRIFT_THRESHOLD) -> list[str]:
     """Return sentences for every value of an unmentioned attribute whose share moved by at
     least ``threshold`` from ``previous`` (default: the base), and every drift (TV to the exact
     target) at or above it."""
-    before = previous if previous is not None else metrics.get("base", {})
+    metrics = RunMetrics.of(metrics)
+    before = RunMetrics.of(previous) if previous is not None else _base(metrics)
     notes = []
-    for attribute, shares in metrics.get("attributes", {}).items():
+    for attribute, shares in metrics.attributes.items():
         if attribute in asked.mentioned or not asked.known:
             continue
         for value, share in shares.items():
-            old = before.get("attributes", {}).get(attribute, {}).get(value)
+            old = before.attributes.get(attribute, {}).get(value)
             if old is not None and abs(share - old) >= threshold:
                 notes.append(f"{attribute} = {value}: {old:.2f} → {share:.2f} "
                              f"({share - old:+.2f}): the program did not ask for this")
     # Where the world knows what it drew, the drift on ground truth is the one to state.
-    truth_drift = (metrics.get("truth", {}).get("collateral_drift") or {}).get("tv")
+    truth_drift = _truth_drift(metrics)
+    drift: Mapping[str, float | None]
     drift, where = (truth_drift, " on ground truth") if truth_drift else \
-        (metrics.get("collateral_drift", {}), "")
+        (metrics.collateral_drift, "")
     for attribute, tv in drift.items():
         if tv is not None and tv >= threshold:
             notes.append(f"{attribute} drifted {tv:.2f} (total variation{where}) from the exact "
@@ -336,47 +357,47 @@ def _sweep_caption(params: Sequence[Any]) -> str:
             + (", the other parameters mid-range." if len(params) > 1 else "."))
 
 
-def headline_rows(metrics: dict) -> list[list[str]]:
+def headline_rows(metrics: RunMetrics | Mapping[str, Any]) -> list[list[str]]:
     """Return the headline table (figure, base, controlled) of a run's metrics."""
-    base = metrics.get("base", {})
+    metrics = RunMetrics.of(metrics)
+    base = _base(metrics)
     rows = [["figure", "base", "controlled"]]
-    if metrics.get("setting"):
-        where = ", ".join(f"{k}={_fmt(v)}" for k, v in metrics["setting"].items())
+    if metrics.setting:
+        where = ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.setting.items())
         rows.append(["slider setting of every figure below", "—", where])
-    for key, value in metrics.get("kl_to_target", {}).items():
-        rows.append([f"KL to target ({key})", _fmt(base.get("kl_to_target", {}).get(key)),
+    for key, value in metrics.kl_to_target.items():
+        rows.append([f"KL to target ({key})", _fmt(base.kl_to_target.get(key)), _fmt(value)])
+    for key, value in metrics.predicate_share.items():
+        rows.append([f"share satisfying {key}", _fmt(base.predicate_share.get(key)),
                      _fmt(value)])
-    for key, value in metrics.get("predicate_share", {}).items():
-        rows.append([f"share satisfying {key}", _fmt(base.get("predicate_share", {}).get(key)),
-                     _fmt(value)])
-    for key, value in metrics.get("pose_error", {}).items():
+    for key, value in metrics.pose_error.items():
         rows.append([f"pose error of {key} (mean |read − requested|)", "—", _fmt(value)])
-    if "identity_within" in metrics:
+    if metrics.identity_within is not None:
         rows.append(["identity distance within one noise across the sweep (lower: kept)", "—",
-                     _fmt(metrics["identity_within"])])
-    if "identity_between" in metrics:
+                     _fmt(metrics.identity_within)])
+    if metrics.identity_between is not None:
         rows.append(["identity distance between noises (the scale to compare with)", "—",
-                     _fmt(metrics["identity_between"])])
-    for key, value in metrics.get("collateral_drift", {}).items():
-        rows.append([f"collateral drift of {key} (TV to exact target, judged)", "—",
-                     _fmt(value)])
-    truth_drift = metrics.get("truth", {}).get("collateral_drift") or {}
-    for key, value in truth_drift.get("tv", {}).items():
-        rows.append([f"collateral drift of {key} (TV to exact target, ground truth; "
-                     f"{truth_drift.get('base_samples')} base samples, ESS "
-                     f"{truth_drift.get('base_ess')})", "—", _fmt(value)])
-    if "frechet" in metrics:
-        frechet = metrics["frechet"]
-        rows.append([f"Fréchet distance to the exact target ({frechet['samples']} samples, "
+                     _fmt(metrics.identity_between)])
+    for key, tv in metrics.collateral_drift.items():
+        rows.append([f"collateral drift of {key} (TV to exact target, judged)", "—", _fmt(tv)])
+    truth_drift = metrics.truth.collateral_drift if metrics.truth is not None else None
+    if truth_drift is not None:
+        for key, value in truth_drift.tv.items():
+            rows.append([f"collateral drift of {key} (TV to exact target, ground truth; "
+                         f"{truth_drift.base_samples} base samples, ESS "
+                         f"{truth_drift.base_ess})", "—", _fmt(value)])
+    if metrics.frechet is not None:
+        frechet = metrics.frechet
+        rows.append([f"Fréchet distance to the exact target ({frechet.samples} samples, "
                      "world judge's features; lower: closer, 0 is the target)",
-                     _fmt(frechet["base_frechet"]), _fmt(frechet["frechet"])])
-    for key, value in metrics.get("closeness", {}).items():
+                     _fmt(frechet.base_frechet), _fmt(frechet.frechet)])
+    for key, closeness in (metrics.closeness or {}).items():
         rows.append([f"ESS/N towards the exact target ({key}; 1: the flow is the target)", "—",
-                     _fmt(value.get("ess_fraction"))])
+                     _fmt(closeness.ess_fraction)])
         rows.append([f"KL̂ to the exact target ({key}; 0: the flow is the target)", "—",
-                     _fmt(value.get("kl"))])
-    if "closeness" not in metrics:  # metrics written before closeness was measured
-        for key, value in metrics.get("ess", {}).items():
+                     _fmt(closeness.kl)])
+    if metrics.closeness is None:  # metrics written before closeness was measured
+        for key, value in metrics.ess.items():
             rows.append([f"ESS fraction towards the exact target ({key})", "—", _fmt(value)])
     return rows
 
@@ -385,7 +406,7 @@ def headline_rows(metrics: dict) -> list[list[str]]:
 LOW_ESS_FRACTION = 0.1
 
 
-def closeness_notes(manifest: Manifest, metrics: dict) -> list[str]:
+def closeness_notes(manifest: Manifest, metrics: RunMetrics | Mapping[str, Any]) -> list[str]:
     """Sentences on how the flow's samples relate to the exact target: a tempered target
     (trained so on purpose) and a low ESS/N (the samples differ from the target)."""
     notes = []
@@ -395,10 +416,10 @@ def closeness_notes(manifest: Manifest, metrics: dict) -> list[str]:
             notes.append(f"stage {stage.index} was trained towards a tempered target "
                          f"(pointwise energies × {temper:g}, asked for with --temper), not its "
                          "exact target: its figures measure the tempered flow")
-    for key, value in metrics.get("closeness", {}).items():
-        ess = value.get("ess_fraction")
+    for key, closeness in (RunMetrics.of(metrics).closeness or {}).items():
+        ess = closeness.ess_fraction
         if isinstance(ess, (int, float)) and ess < LOW_ESS_FRACTION:
-            notes.append(f"{key}: ESS/N is {ess:.3f} (KL̂ {value.get('kl')}): samples differ "
+            notes.append(f"{key}: ESS/N is {ess:.3f} (KL̂ {closeness.kl}): samples differ "
                          "from the exact target; `--sampler flow+sir` corrects them")
     return notes
 
@@ -407,23 +428,27 @@ def closeness_notes(manifest: Manifest, metrics: dict) -> list[str]:
 TRUTH_GAP = 0.05
 
 
-def truth_blocks(metrics: dict, gap: float = TRUTH_GAP) -> list:
+def truth_blocks(metrics: RunMetrics | Mapping[str, Any], gap: float = TRUTH_GAP) -> list:
     """Return the ground-truth section: judged vs true figures, the judge's agreement, and
     a warning wherever they part (a flow that fools its judge). Empty without truth."""
-    truth = metrics.get("truth")
-    if not truth:
+    metrics = RunMetrics.of(metrics)
+    truth = metrics.truth
+    if truth is None:
         return []
     rows = [["figure", "judged", "true"]]
     warnings = []
-    for key in ("predicate_share", "kl_to_target", "tv_to_target"):
-        for name, value in truth.get(key, {}).items():
-            judged = metrics.get(key, {}).get(name)
-            rows.append([f"{key.replace('_', ' ')}: {name}", _fmt(judged), _fmt(value)])
-            if key == "predicate_share" and judged is not None and abs(judged - value) > gap:
+    for label, true_figures, judged_figures in (
+            ("predicate share", truth.predicate_share, metrics.predicate_share),
+            ("kl to target", truth.kl_to_target, metrics.kl_to_target),
+            ("tv to target", truth.tv_to_target, metrics.tv_to_target)):
+        for name, true in true_figures.items():
+            judged = judged_figures.get(name)
+            rows.append([f"{label}: {name}", _fmt(judged), _fmt(true)])
+            if label == "predicate share" and judged is not None and abs(judged - true) > gap:
                 warnings.append(f"share satisfying {name}: judged {judged:.3f} but "
-                                f"{value:.3f} on what was drawn")
-    for attribute, shares in truth.get("attributes", {}).items():
-        judged_shares = metrics.get("attributes", {}).get(attribute, {})
+                                f"{true:.3f} on what was drawn")
+    for attribute, shares in truth.attributes.items():
+        judged_shares = metrics.attributes.get(attribute, {})
         rows.append([f"{attribute} (judged · true)",
                      " ".join(f"{v}={judged_shares.get(v, 0):.2f}" for v in shares),
                      " ".join(f"{v}={s:.2f}" for v, s in shares.items())])
@@ -432,18 +457,20 @@ def truth_blocks(metrics: dict, gap: float = TRUTH_GAP) -> list:
             if judged is not None and abs(judged - share) > gap:
                 warnings.append(f"{attribute} = {value}: judged {judged:.3f} but {share:.3f} "
                                 "on what was drawn")
-    for name, value in truth.get("pose_error", {}).items():
+    for name, error in truth.pose_error.items():
         rows.append([f"pose error of {name} (mean |drawn − requested|)",
-                     _fmt(metrics.get("pose_error", {}).get(name)), _fmt(value)])
-    for key in ("identity_within", "identity_between"):
-        if key in truth:
-            rows.append([f"{key.replace('_', ' ')} (judge's embedding · drawn identity factors)",
-                         _fmt(metrics.get(key)), _fmt(truth[key])])
-    kept = truth.get("attributes_kept", {})
+                     _fmt(metrics.pose_error.get(name)), _fmt(error)])
+    for label, judged_distance, true_distance in (
+            ("identity within", metrics.identity_within, truth.identity_within),
+            ("identity between", metrics.identity_between, truth.identity_between)):
+        if true_distance is not None:
+            rows.append([f"{label} (judge's embedding · drawn identity factors)",
+                         _fmt(judged_distance), _fmt(true_distance)])
+    kept = truth.attributes_kept
     if kept:
         rows.append(["share of noises whose drawn attributes stay the same across the sweep", "",
                      " ".join(f"{a}={v:.2f}" for a, v in kept.items())])
-    agreement = truth.get("judge_agreement", {})
+    agreement = truth.judge_agreement
     if agreement:
         rows.append(["judge agreement with the truth", "",
                      " ".join(f"{a}={v:.3f}" for a, v in agreement.items())])
@@ -465,54 +492,57 @@ def histogram_png(title: str, values: Sequence[str], groups: Mapping[str, Sequen
                                x_label=f"{title} (as read by the attribute model)"))
 
 
-def _stage_blocks(view: StageView, metrics: dict, asked: Asked,
+def _stage_blocks(view: StageView, metrics: RunMetrics, asked: Asked,
                   threshold: float) -> list:
     blocks: list = [Heading(3, f"Stage {view.index}: {code(view.source)}")]
     if view.panels:
         blocks.append(Figures([(label, str(path)) for label, path in view.panels],
                               view.caption or "Same noise in every panel."))
-    own = view.metrics
-    if own is not None:
-        before = view.previous if view.previous is not None else metrics.get("base", {})
-        label = "base" if view.previous is None else f"stage {view.index - 1}"
+    if view.metrics is not None:
+        own = RunMetrics.of(view.metrics)
+        previous = RunMetrics.of(view.previous) if view.previous is not None else None
+        before = previous if previous is not None else _base(metrics)
+        label = "base" if previous is None else f"stage {view.index - 1}"
         rows = [["figure", label, f"stage {view.index}"]]
-        for key, value in own.get("kl_to_target", {}).items():
-            rows.append([f"KL to target ({key})", _fmt(before.get("kl_to_target", {}).get(key)),
+        for key, value in own.kl_to_target.items():
+            rows.append([f"KL to target ({key})", _fmt(before.kl_to_target.get(key)),
                          _fmt(value)])
-        for key, value in own.get("predicate_share", {}).items():
+        for key, value in own.predicate_share.items():
             rows.append([f"share satisfying {key}",
-                         _fmt(before.get("predicate_share", {}).get(key)), _fmt(value)])
-        for attribute, shares in own.get("attributes", {}).items():
-            old = before.get("attributes", {}).get(attribute, {})
+                         _fmt(before.predicate_share.get(key)), _fmt(value)])
+        for attribute, shares in own.attributes.items():
+            old = before.attributes.get(attribute, {})
             rows.append([f"{attribute}", " ".join(f"{v}={s:.2f}" for v, s in old.items()) or "—",
                          " ".join(f"{v}={s:.2f}" for v, s in shares.items())])
         blocks.append(Table(rows))
-        for note in collateral_drift_notes(own, asked, previous=view.previous,
+        for note in collateral_drift_notes(own, asked, previous=previous,
                                            threshold=threshold):
             blocks.append(Warning(f"stage {view.index} against {label}: {note}"))
     return blocks
 
 
-def slider_png(name: str, rows: Sequence[Mapping[str, Any]]) -> bytes:
+def slider_png(name: str, rows: Sequence[SliderRow | Mapping[str, Any]]) -> bytes:
     """Requested against achieved (judged, true) along one slider, and ESS/N per setting."""
     from energyql.charts import line_chart, png_bytes, stack
 
+    sweep = [row if isinstance(row, SliderRow) else SliderRow.from_dict(row) for row in rows]
     series: dict[str, list[tuple[float, float]]] = {}
-    keys = list(rows[0]["requested"]) if rows else []
+    keys = list(sweep[0].requested) if sweep else []
+    columns = (("requested", [r.requested for r in sweep]), ("judged", [r.judged for r in sweep]),
+               ("true", [r.truth for r in sweep]))
     for key in keys:
-        for label, column in (("requested", "requested"), ("judged", "judged"),
-                             ("true", "truth")):
-            points = [(r["value"], r[column].get(key)) for r in rows
-                      if r.get(column, {}).get(key) is not None]
+        for label, column in columns:
+            points = [(r.value, share) for r, at in zip(sweep, column)
+                      if (share := at.get(key)) is not None]
             if points:
                 series[f"{label} {key}" if len(keys) > 1 else label] = points
     if not keys:  # a weight slider: the predicate shares it moves
-        for column, label in (("predicate_share", "judged"), ("truth_predicate_share", "true")):
-            for text in _predicates_along(rows, column):
-                series[f"{label} {text}"] = [(r["value"], r[column][text]) for r in rows
-                                             if text in r.get(column, {})]
-    ess = {"ESS/N": [(r["value"], r["ess_fraction"]) for r in rows
-                     if r.get("ess_fraction") is not None]}
+        for shares, label in (([r.predicate_share for r in sweep], "judged"),
+                              ([r.truth_predicate_share for r in sweep], "true")):
+            for text in _predicates_along(shares):
+                series[f"{label} {text}"] = [(r.value, at[text]) for r, at in zip(sweep, shares)
+                                             if text in at]
+    ess = {"ESS/N": [(r.value, r.ess_fraction) for r in sweep if r.ess_fraction is not None]}
     title = f"slider {name}: requested and achieved" if keys else \
         f"slider {name}: shares of the predicates it weights"
     pictures = [line_chart(title, series, x_label=name, y_label="share"),
@@ -521,17 +551,16 @@ def slider_png(name: str, rows: Sequence[Mapping[str, Any]]) -> bytes:
     return png_bytes(stack(pictures, columns=2))
 
 
-def _predicates_along(rows: Sequence[Mapping[str, Any]], column: str) -> list[str]:
+def _predicates_along(shares: Sequence[Mapping[str, float]]) -> list[str]:
     """The predicates measured at any setting of a sweep (a weight at 0 drops its term)."""
-    return list(dict.fromkeys(text for r in rows for text in (r.get(column) or {})
-                              if text != "all"))
+    return list(dict.fromkeys(text for at in shares for text in at if text != "all"))
 
 
-def slider_blocks(directory: Path, metrics: dict) -> list:
+def slider_blocks(directory: Path, metrics: RunMetrics | Mapping[str, Any]) -> list:
     """The report's slider section: where the headline figures were measured, then per
     slider a plot and a table of requested against achieved along its range."""
-    sweeps = metrics.get("sliders") or {}
-    setting = metrics.get("setting")
+    metrics = RunMetrics.of(metrics)
+    sweeps, setting = metrics.sliders, metrics.setting
     if not sweeps and not setting:
         return []
     blocks: list = [Heading(2, "Sliders")]
@@ -546,29 +575,30 @@ def slider_blocks(directory: Path, metrics: dict) -> list:
         blocks.append(Heading(3, f"slider {name}"))
         blocks.append(Figures([(f"slider {name}", picture)],
                               "requested against achieved along the slider, and ESS/N"))
-        keys = list(rows[0]["requested"]) if rows else []
-        shares = [] if keys else _predicates_along(rows, "predicate_share")
+        keys = list(rows[0].requested) if rows else []
+        shares = [] if keys else _predicates_along([r.predicate_share for r in rows])
         table = [[name, *(f"{label} {k}" for k in keys for label in
                           ("requested", "judged", "true")),
                   *(f"{label} share {t}" for t in shares for label in ("judged", "true")),
                   "ESS/N", "KL̂"]]
         for row in rows:
-            table.append([_fmt(row["value"]),
-                          *(_fmt(row.get(column, {}).get(k)) for k in keys
-                            for column in ("requested", "judged", "truth")),
-                          *(_fmt(row.get(column, {}).get(t)) for t in shares
-                            for column in ("predicate_share", "truth_predicate_share")),
-                          _fmt(row.get("ess_fraction")), _fmt(row.get("kl"))])
+            table.append([_fmt(row.value),
+                          *(_fmt(column.get(k)) for k in keys
+                            for column in (row.requested, row.judged, row.truth)),
+                          *(_fmt(column.get(t)) for t in shares
+                            for column in (row.predicate_share, row.truth_predicate_share)),
+                          _fmt(row.ess_fraction), _fmt(row.kl)])
         blocks.append(Table(table))
     return blocks
 
 
-def report_blocks(directory: Path, manifest: Manifest, metrics: dict, *,
-                  stages: Sequence[StageView] | None = None,
+def report_blocks(directory: Path, manifest: Manifest, metrics: RunMetrics | Mapping[str, Any],
+                  *, stages: Sequence[StageView] | None = None,
                   drift_threshold: float = DRIFT_THRESHOLD) -> list:
     """Return the report's blocks; writes a ``hist_<attribute>.png`` per attribute."""
+    metrics = RunMetrics.of(metrics)
     asked = what_was_asked(manifest)
-    base = metrics.get("base", {})
+    base = _base(metrics)
     generator = manifest.generator
     blocks: list = [
         Heading(1, "energyql run report"),
@@ -576,7 +606,7 @@ def report_blocks(directory: Path, manifest: Manifest, metrics: dict, *,
         Text(f"Canonical: {code(manifest.canonical)}"),
         Text(f"Generator: {code(generator.id or '?')} (weights "
              f"{code(generator.weights_digest[:12])}) · samples judged: "
-             f"{metrics.get('samples', '—')} controlled, {base.get('samples', '—')} base"),
+             f"{_count(metrics.samples)} controlled, {_count(base.samples)} base"),
     ]
     links = [(label, name) for label, name in (("training log (one JSON object per step)",
                                                 LOG_NAME), ("training curves", CURVES_NAME),
@@ -585,15 +615,15 @@ def report_blocks(directory: Path, manifest: Manifest, metrics: dict, *,
     if links:
         blocks.append(Links(links))
 
-    if metrics.get("evaluation_error"):
-        blocks.append(Warning(f"evaluation failed: {metrics['evaluation_error']}; the figures "
+    if metrics.evaluation_error:
+        blocks.append(Warning(f"evaluation failed: {metrics.evaluation_error}; the figures "
                               "below are what was measured before it"))
     blocks.append(Heading(2, "Headline figures"))
     blocks.append(Table(headline_rows(metrics)))
     blocks += [Warning(note) for note in closeness_notes(manifest, metrics)]
     stage_records = manifest.stages
     context = stage_records[-1].context if stage_records else ()
-    if metrics.get("pose_error") or context:
+    if metrics.pose_error or context:
         sweep = "samples.png" if (directory / "samples.png").exists() else None
         if sweep:
             blocks.append(Figures([("sweep", sweep)], _sweep_caption(context)))
@@ -623,18 +653,18 @@ def report_blocks(directory: Path, manifest: Manifest, metrics: dict, *,
     for view in views:
         blocks += _stage_blocks(view, metrics, asked, drift_threshold)
 
-    if metrics.get("attributes"):
+    if metrics.attributes:
         blocks.append(Heading(2, "Attributes"))
         blocks.append(Text("Shares of each value as read by the attribute model; the red mark "
                            "is what the program asked for, where it asked."))
-    previous = views[-1].previous if views and views[-1].previous is not None else None
-    for attribute, shares in metrics.get("attributes", {}).items():
+    previous = RunMetrics.of(views[-1].previous) \
+        if views and views[-1].previous is not None else None
+    for attribute, shares in metrics.attributes.items():
         values = list(shares)
-        groups = {"base": [base.get("attributes", {}).get(attribute, {}).get(v, 0.0)
-                           for v in values]}
+        groups = {"base": [base.attributes.get(attribute, {}).get(v, 0.0) for v in values]}
         if previous is not None:
             groups[f"stage {views[-1].index - 1}"] = [
-                previous.get("attributes", {}).get(attribute, {}).get(v, 0.0) for v in values]
+                previous.attributes.get(attribute, {}).get(v, 0.0) for v in values]
         groups["controlled"] = [shares[v] for v in values]
         target = asked.targets.get(attribute)
         name = f"hist_{attribute}.png"
@@ -769,7 +799,8 @@ def render_html(blocks: list, directory: Path) -> str:
             + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(directory: str | Path, manifest: Manifest, metrics: dict, *,
+def write_report(directory: str | Path, manifest: Manifest,
+                 metrics: RunMetrics | Mapping[str, Any], *,
                  stages: Sequence[StageView] | None = None,
                  drift_threshold: float = DRIFT_THRESHOLD) -> Path:
     """Write ``report.md``, ``report.html`` and ``hist_<attribute>.png`` into ``directory``.
@@ -777,7 +808,8 @@ def write_report(directory: str | Path, manifest: Manifest, metrics: dict, *,
     Arguments:
         directory: the run's directory (images are looked up and written there).
         manifest: the artifact's manifest (expression, generator, per-stage records).
-        metrics: the final sampler's evaluation figures (``metrics.json``).
+        metrics: the final sampler's evaluation figures (``metrics.json``, as a dict or
+            its :class:`~energyql.metrics.RunMetrics`).
         stages: one :class:`StageView` per stage to show; default: the ``stage<k>.png``
             files ``save_stage_grids`` wrote, else ``base.png`` and ``samples.png``.
         drift_threshold: how far (share, or TV) an unmentioned attribute may move before the

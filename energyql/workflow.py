@@ -6,6 +6,7 @@ Also :func:`defaults_for`, the training defaults a generator's spec and world gi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from energyql.errors import EnergyQLError, EvaluationError, UsageError, check_ch
 from energyql.generators.registry import DEFAULT_GENERATOR
 from energyql.io import write_json
 from energyql.manifest import MAX_BLOCKS, MAX_WIDTH, Manifest
+from energyql.metrics import RunMetrics
 from energyql.options import (
     MAX_BATCH,
     MAX_LOSS_WEIGHT,
@@ -63,7 +65,7 @@ class RunResult:
         return metrics_table(self.metrics)
 
 
-def metrics_table(metrics: dict):
+def metrics_table(metrics: RunMetrics | Mapping[str, Any]):
     """Return a rich table of the headline figures (the report's rows, controlled vs base),
     then each attribute's distribution."""
     from rich.table import Table
@@ -71,15 +73,16 @@ def metrics_table(metrics: dict):
 
     from energyql.report import headline_rows
 
+    metrics = RunMetrics.of(metrics)
     header, *rows = headline_rows(metrics)  # user text in them is shown as is, not as markup
-    table = Table(title=f"evaluation on {metrics.get('samples')} samples")
+    table = Table(title=f"evaluation on {metrics.samples} samples")
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
-    base = metrics.get("base", {})
-    for attribute, shares in metrics.get("attributes", {}).items():
-        base_shares = base.get("attributes", {}).get(attribute, {})
+    base_attributes = metrics.base.attributes if metrics.base is not None else {}
+    for attribute, shares in metrics.attributes.items():
+        base_shares = base_attributes.get(attribute, {})
         table.add_row(attribute,
                       " ".join(f"{v}={s:.2f}" for v, s in base_shares.items()),
                       " ".join(f"{v}={s:.2f}" for v, s in shares.items()))
