@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
 from energyql.errors import ArtifactError, UsageError
+from energyql.generators.options import MAX_TEXT as MAX_OPTION_TEXT
 from energyql.generators.options import RECORDED, check_options
 from energyql.io import climbs_out, dumps_strict, is_system_path, loads_strict
 from energyql.lang.graph import RESTORE
@@ -271,9 +272,11 @@ class GeneratorRecord:
             if key not in GENERATOR_OPTIONS:
                 r.fail(f"names the option '{key}'; a manifest may record only "
                        + ", ".join(GENERATOR_OPTIONS), "options")
+            # Text up to a prompt's length (a class name, a prompt); its declaration judges more.
             if not isinstance(value, (str, int, float)) or (isinstance(value, str)
-                                                             and len(value) > 200):
-                r.fail(f"'{key}' must be a number or a short string", "options")
+                                                             and len(value) > MAX_OPTION_TEXT):
+                r.fail(f"'{key}' must be a number or a string of at most {MAX_OPTION_TEXT:,} "
+                       "characters", "options")
             try:
                 check_options(None, {key: value})
             except UsageError as error:

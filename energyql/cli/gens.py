@@ -10,8 +10,9 @@ import typer
 from energyql.cli.app import app, guarded, stdout
 from energyql.generators import hf_folders
 
-# Loader module -> (the package it imports, the extra that installs it).
-_EXTRAS = {"energyql.generators.diffusion": ("diffusers", "energyql[diffusion]")}
+# Loader module -> (the packages it imports, the extra that installs them).
+_EXTRAS = {"energyql.generators.diffusion": (("diffusers",), "energyql[diffusion]"),
+           "energyql.generators.text2image": (("diffusers", "transformers"), "energyql[diffusion]")}
 
 
 def weight_keys(spec) -> list[str]:
@@ -28,7 +29,10 @@ def missing_extra(spec) -> str | None:
     from importlib.util import find_spec
 
     needed = _EXTRAS.get(spec.loader.partition(":")[0])
-    return needed[1] if needed and find_spec(needed[0]) is None else None
+    if needed is None:
+        return None
+    packages, extra = needed
+    return extra if any(find_spec(package) is None for package in packages) else None
 
 
 def _with_extra(spec) -> str:

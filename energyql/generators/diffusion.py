@@ -8,6 +8,9 @@ noise schedule and conventions), so the image is a differentiable function of x_
 call is gradient-checkpointed while gradients are on, so backpropagating through K steps keeps
 one step's activations at a time, not K.
 
+Text-to-image pipelines (Stable Diffusion) reuse this sampler with a text-conditioned UNet and
+classifier-free guidance: :mod:`energyql.generators.text2image`.
+
 ``diffusers`` is an optional dependency: ``pip install 'energyql[diffusion]'``.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -29,7 +33,8 @@ from energyql.errors import (
 from energyql.generators import hf_folders
 from energyql.generators.base import Generator
 
-__all__ = ["DiffusionGenerator", "ddim_timesteps", "load_pipeline_folder", "load_spec",
+__all__ = ["DiffusionGenerator", "ddim_timesteps", "folder_digest", "index_class",
+           "load_pipeline_folder", "load_spec", "pipeline_folder", "read_model_index",
            "require_diffusers"]
 
 _PREDICTIONS = ("epsilon", "sample", "v_prediction")
@@ -84,6 +89,8 @@ class DiffusionGenerator(Generator):
         steps: K, the number of DDIM steps of ``decode``.
         vae: a latent-diffusion decoder (``VQModel`` or ``AutoencoderKL``) or None.
         checkpointing: recompute each UNet call in the backward pass instead of storing it.
+        sample_size: ``(H, W)`` of x_T when it differs from the UNet's ``sample_size`` (a
+            text-to-image pipeline asked for another image size).
 
     Example:
         >>> gen = DiffusionGenerator(unet, scheduler, steps=25)             # doctest: +SKIP
@@ -94,7 +101,8 @@ class DiffusionGenerator(Generator):
     final_alpha: torch.Tensor
 
     def __init__(self, unet, scheduler, *, steps: int = 50, vae=None, checkpointing: bool = True,
-                 id: str = "diffusers", catalog: str = "generic", weights_digest: str = ""):
+                 sample_size: tuple[int, int] | None = None, id: str = "diffusers",
+                 catalog: str = "generic", weights_digest: str = ""):
         super().__init__()
         diffusers = require_diffusers()
         ddim = diffusers.DDIMScheduler.from_config(dict(scheduler.config))
@@ -114,16 +122,20 @@ class DiffusionGenerator(Generator):
         # The schedule in float32, as diffusers keeps it; cast per step to the sample's dtype.
         self.register_buffer("alphas_cumprod", ddim.alphas_cumprod.float().clone())
         self.register_buffer("final_alpha", ddim.final_alpha_cumprod.float().clone().reshape(()))
+        # x_T ~ N(0, I) times the scheduler's initial sigma, as pipelines draw it (1 for DDIM).
+        self.init_sigma = float(ddim.init_noise_sigma)
         self.checkpointing = checkpointing
-        shape = unet.config.sample_size
+        shape = unet.config.sample_size if sample_size is None else sample_size
         height, width = (shape, shape) if isinstance(shape, int) else tuple(shape)
         self.sample_shape = (int(unet.config.in_channels), int(height), int(width))
         self.latent_dim = self.sample_shape[0] * height * width
         self.latent_shape = self.sample_shape  # image-shaped: flows over it are convolutional
         self.scaling = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0) if vae else 1.0
-        self.image_size = height * (2 ** (len(vae.config.block_out_channels) - 1) if vae else 1)
+        self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1) if vae else 1
+        self.image_size = max(height, width) * self.vae_scale
         self.id, self.catalog, self.weights_digest = id, catalog, weights_digest
-        self.load_options = {"steps": self.steps}
+        # The options that shaped it, as a manifest records them.
+        self.load_options: dict[str, Any] = {"steps": self.steps}
 
     def _model_output(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = self.unet(x, t).sample
@@ -152,8 +164,8 @@ class DiffusionGenerator(Generator):
         return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
 
     def denoise(self, x_t: torch.Tensor) -> torch.Tensor:
-        """Return x_0 (about [-1, 1], or VAE latents) from x_T ``(B, C, H, W)``."""
-        x = x_t
+        """Return x_0 (about [-1, 1], or VAE latents) from x_T ``(B, C, H, W)`` drawn N(0, I)."""
+        x = x_t * self.init_sigma
         for t, t_prev in self.schedule:
             x = self.ddim_step(x, t, t_prev)
         return x
@@ -180,15 +192,67 @@ class DiffusionGenerator(Generator):
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
-def folder_digest(folder: Path) -> str:
-    """Return one sha256 over the weight files of a pipeline folder (names and bytes)."""
+def folder_digest(folder: Path, parts: tuple[str, ...] | None = None) -> str:
+    """Return one sha256 over the weight files of a pipeline folder (names and bytes).
+
+    ``parts`` (sub-folder names) limits it to the files those parts load: in each, the weights
+    without a variant (``model.safetensors``, not ``model.fp16.safetensors``), safetensors where
+    there are any, as diffusers and transformers choose them. None digests every weight file.
+    """
     from energyql.io import sha256_file
 
+    if parts is None:
+        files = sorted(p for p in folder.rglob("*") if p.suffix in _WEIGHT_SUFFIXES)
+    else:
+        files = []
+        for part in parts:
+            plain = [p for p in sorted((folder / part).glob("*"))
+                     if p.suffix in _WEIGHT_SUFFIXES and "." not in p.stem]
+            safe = [p for p in plain if p.suffix == ".safetensors"]
+            files += safe or plain
     digest = hashlib.sha256()
-    for file in sorted(p for p in folder.rglob("*") if p.suffix in _WEIGHT_SUFFIXES):
+    for file in files:
         digest.update(str(file.relative_to(folder)).encode())
         digest.update(sha256_file(file).encode())
     return digest.hexdigest()
+
+
+def read_model_index(folder: str | Path) -> dict:
+    """Return the parsed ``model_index.json`` of a saved pipeline folder.
+
+    Raises :class:`WeightsMissingError` when the folder has none (not a pipeline, or not here).
+    """
+    folder = Path(folder).expanduser()
+    index_file = folder / "model_index.json"
+    if not index_file.is_file():
+        raise WeightsMissingError(
+            f"'{folder}' is not a saved diffusers pipeline (no model_index.json)",
+            hint="pass the folder written by pipeline.save_pretrained(...) or fetched with "
+                 "`hf download REPO_ID --local-dir FOLDER`")
+    try:
+        index = json.loads(index_file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"'{index_file}' is not valid JSON ({error})") from None
+    if not isinstance(index, dict):
+        raise CheckpointError(f"'{index_file}' holds no JSON object")
+    return index
+
+
+def index_class(index: dict, part: str) -> str | None:
+    """Return the class a ``model_index.json`` names for a part (None: no such part)."""
+    entry = index.get(part)
+    if isinstance(entry, list) and len(entry) == 2:
+        return entry[1] if isinstance(entry[1], str) else None
+    return None
+
+
+def pipeline_folder(spec) -> Path:
+    """Return the pipeline folder of a registry spec: its local path or its Hub folder."""
+    if spec.path:
+        return Path(spec.path).expanduser()
+    if spec.weights and spec.weights.startswith(hf_folders.PREFIX):
+        return hf_folders.fetch(spec.weights)
+    raise CheckpointError(f"generator '{spec.name}' names neither a Hub repo nor a path")
 
 
 def load_pipeline_folder(folder: str | Path, *, steps: int = 50, checkpointing: bool = True,
@@ -197,22 +261,20 @@ def load_pipeline_folder(folder: str | Path, *, steps: int = 50, checkpointing: 
     """Return the Generator of a saved diffusers pipeline folder (``model_index.json`` + parts)."""
     diffusers = require_diffusers()
     folder = Path(folder).expanduser()
-    index_file = folder / "model_index.json"
-    if not index_file.is_file():
-        raise WeightsMissingError(
-            f"'{folder}' is not a saved diffusers pipeline (no model_index.json)",
-            hint="pass the folder written by pipeline.save_pretrained(...) or fetched with "
-                 "`hf download REPO_ID --local-dir FOLDER`")
-    index = json.loads(index_file.read_text())
+    index = read_model_index(folder)
     for part in ("unet", "scheduler"):
         if part not in index:
             raise CheckpointError(f"pipeline '{folder}' has no '{part}'",
                                   hint="energyql needs an unconditional UNet2DModel pipeline "
                                        "(DDPM, DDIM, or LDM with a VQ-VAE/VAE)")
     unet_class = index["unet"][1] if isinstance(index["unet"], list) else "UNet2DModel"
+    if unet_class == "UNet2DConditionModel" and index_class(index, "text_encoder"):
+        raise CheckpointError(f"pipeline '{folder}' is text-conditioned (a {unet_class})",
+                              hint=f"load it as a text-to-image generator: sd:{folder}")
     if unet_class != "UNet2DModel":
         raise CheckpointError(f"pipeline '{folder}' has a {unet_class}, not a UNet2DModel",
-                              hint="text-conditioned pipelines are not supported yet")
+                              hint="diffusers:PATH takes unconditional pipelines; sd:PATH takes "
+                                   "Stable Diffusion ones")
     unet = diffusers.UNet2DModel.from_pretrained(folder, subfolder="unet")
     scheduler = diffusers.DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
     vae = None
@@ -236,11 +298,5 @@ def load_spec(spec, *, device: torch.device | str = "cpu", steps: int = 50,
     checked = check_options("diffusion", {"steps": steps, "checkpointing": checkpointing,
                                           **options}, where=spec.name)
     steps, checkpointing = int(checked["steps"]), bool(checked["checkpointing"])
-    if spec.path:
-        folder = Path(spec.path).expanduser()
-    elif spec.weights and spec.weights.startswith(hf_folders.PREFIX):
-        folder = hf_folders.fetch(spec.weights)
-    else:
-        raise CheckpointError(f"generator '{spec.name}' names neither a Hub repo nor a path")
-    return load_pipeline_folder(folder, steps=int(steps), checkpointing=checkpointing,
+    return load_pipeline_folder(pipeline_folder(spec), steps=steps, checkpointing=checkpointing,
                                 device=device, id=spec.name, catalog=spec.catalog)

@@ -3,7 +3,9 @@
 A registry entry whose ``weights`` is ``"hf:OWNER/REPO"`` names a Hub repository holding a
 saved pipeline (``model_index.json`` and one sub-folder per part). Its files go to one folder
 of the energyql weights cache, ``$ENERGYQL_CACHE/hf/OWNER--REPO``; copying a pipeline folder
-there (or fetching it with the ``hf`` command) is all it takes.
+there (or fetching it with the ``hf`` command) is all it takes. A repository that holds more
+than energyql loads (Stable Diffusion's carries checkpoints in several formats and precisions)
+registers the files it needs with :func:`register_files`; fetching then takes only those.
 """
 
 from __future__ import annotations
@@ -14,6 +16,19 @@ from pathlib import Path
 from energyql.errors import WeightsMissingError
 
 PREFIX = "hf:"
+
+# Repositories fetched in part: ``hf:OWNER/REPO`` -> glob patterns of the files to fetch.
+_FILES: dict[str, tuple[str, ...]] = {}
+
+
+def register_files(weights: str, patterns: tuple[str, ...]) -> None:
+    """Fetch only the files matching ``patterns`` (globs, e.g. ``"unet/*.json"``) of a repo."""
+    _FILES[weights] = tuple(patterns)
+
+
+def files(weights: str) -> tuple[str, ...]:
+    """Return the file patterns fetched for ``hf:OWNER/REPO`` (empty: the whole repository)."""
+    return _FILES.get(weights, ())
 
 
 def repo_id(weights: str) -> str:
@@ -35,7 +50,8 @@ def is_present(weights: str) -> bool:
 
 def fetch_command(weights: str) -> str:
     """Return a shell command that puts the pipeline where energyql looks for it."""
-    return (f"hf download {shlex.quote(repo_id(weights))} "
+    include = "".join(f" --include {shlex.quote(p)}" for p in files(weights))
+    return (f"hf download {shlex.quote(repo_id(weights))}{include} "
             f"--local-dir {shlex.quote(str(location(weights)))}")
 
 
@@ -64,7 +80,11 @@ def fetch(weights: str) -> Path:
 
         # The Hub client checks each large file against its recorded sha256 and writes
         # atomically; a half-fetched folder has no model_index.json check passing below.
-        snapshot_download(repo_id(weights), local_dir=str(folder))
+        if files(weights):
+            snapshot_download(repo_id(weights), local_dir=str(folder),
+                              allow_patterns=list(files(weights)))
+        else:
+            snapshot_download(repo_id(weights), local_dir=str(folder))
     except failures as error:
         raise WeightsMissingError(
             f"pipeline '{repo_id(weights)}' is not at {folder} and could not be downloaded "

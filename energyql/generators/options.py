@@ -1,6 +1,7 @@
 """The options generator families take, declared once (torch-free).
 
-Every option a loader of the StyleGAN2, BigGAN or diffusion family accepts is declared here:
+Every option a loader of the StyleGAN2, BigGAN, diffusion or text-to-image family accepts is
+declared here:
 its name, kind, range and families, and whether it may travel in a manifest and on the command
 line (``--gen-option KEY=VALUE``). The loaders, ``energyql run`` and the manifest reader all
 check options with :func:`check_options`, so a bad value is the same
@@ -20,6 +21,10 @@ from typing import Any
 
 from energyql.errors import UsageError, did_you_mean
 
+#: The longest ``"text"`` option (a prompt): a CLIP text encoder reads 77 tokens, a few hundred
+#: characters, and cuts the rest; the manifest records text options up to this length.
+MAX_TEXT = 1000
+
 
 @dataclass(frozen=True)
 class GeneratorOption:
@@ -27,8 +32,9 @@ class GeneratorOption:
 
     Arguments:
         name: the keyword the loader takes.
-        kind: ``"int"``, ``"float"``, ``"bool"``, ``"choice"`` (one of ``choices``) or
-            ``"class"`` (an index from 0 or a non-empty name).
+        kind: ``"int"``, ``"float"``, ``"bool"``, ``"choice"`` (one of ``choices``),
+            ``"class"`` (an index from 0 or a non-empty name) or ``"text"`` (a string of at
+            most :data:`MAX_TEXT` characters without control characters, empty allowed).
         families: the generator families that take it.
         low, high: the finite range of a number (``low`` excluded when ``low_open``).
         recorded: whether it shapes the generator, so that a manifest records it and
@@ -58,6 +64,14 @@ class GeneratorOption:
         if self.kind == "choice":
             if value not in self.choices:
                 raise refuse("must be one of " + ", ".join(self.choices))
+            return value
+        if self.kind == "text":
+            if not isinstance(value, str):
+                raise refuse("must be text")
+            if len(value) > MAX_TEXT:
+                raise refuse(f"is {len(value):,} characters long, more than {MAX_TEXT:,}")
+            if any(ord(c) < 32 or ord(c) == 127 for c in value):
+                raise refuse("must not hold control characters (a newline, a tab)")
             return value
         if self.kind == "class":
             if isinstance(value, str) and value.strip() and len(value) <= 200:
@@ -99,10 +113,22 @@ DECLARED: tuple[GeneratorOption, ...] = (
                     help="older spelling of noise=random / noise=fixed"),
     GeneratorOption("class_name", "class", ("biggan",),
                     help="an ImageNet class (name or index) to fix"),
-    GeneratorOption("steps", "int", ("diffusion",), 1, 10_000,
+    GeneratorOption("steps", "int", ("diffusion", "text2image"), 1, 10_000,
                     help="DDIM steps K, e.g. 25"),
-    GeneratorOption("checkpointing", "bool", ("diffusion",), recorded=False,
+    GeneratorOption("checkpointing", "bool", ("diffusion", "text2image"), recorded=False,
                     help="recompute activations in the backward pass to save memory"),
+    GeneratorOption("prompt", "text", ("text2image",),
+                    help='the text the images are conditioned on, e.g. "a photo of a doctor" '
+                         '(default "": unconditional)'),
+    GeneratorOption("negative_prompt", "text", ("text2image",),
+                    help='the text classifier-free guidance steers away from (default "")'),
+    GeneratorOption("guidance", "float", ("text2image",), 1.0, 100.0,
+                    help="the classifier-free guidance scale from 1 (the prompt alone, no "
+                         "guidance) to 100, default 7.5"),
+    GeneratorOption("height", "int", ("text2image",), 8, 4096,
+                    help="image height in pixels, a multiple of 8 (default: the UNet's)"),
+    GeneratorOption("width", "int", ("text2image",), 8, 4096,
+                    help="image width in pixels, a multiple of 8 (default: the UNet's)"),
 )
 #: Option names, each with its first declaration (the one used where no family is known).
 OPTIONS: dict[str, GeneratorOption] = {}
@@ -126,6 +152,7 @@ FAMILIES: dict[str, str] = {
     "energyql.generators.stylegan2:load_spec": "stylegan2",
     "energyql.generators.biggan:load_spec": "biggan",
     "energyql.generators.diffusion:load_spec": "diffusion",
+    "energyql.generators.text2image:load_spec": "text2image",
 }
 
 
@@ -147,9 +174,9 @@ def check_options(family: str | None, options: Mapping[str, object], *,
     """Return ``options`` checked (and converted: ``steps=25.0`` becomes 25) for a family.
 
     Arguments:
-        family: ``"stylegan2"``, ``"biggan"``, ``"diffusion"``, or None for a family this
-            table does not know (a world's or a user's loader): then only the options declared
-            here are checked, by value, and the loader judges the rest.
+        family: ``"stylegan2"``, ``"biggan"``, ``"diffusion"``, ``"text2image"``, or None for
+            a family this table does not know (a world's or a user's loader): then only the
+            options declared here are checked, by value, and the loader judges the rest.
         recorded_only: refuse options a manifest does not record (the command line's rule).
         where: the generator's name, for messages.
 
@@ -175,5 +202,5 @@ def check_options(family: str | None, options: Mapping[str, object], *,
     return checked
 
 
-__all__ = ["DECLARED", "FAMILIES", "OPTIONS", "RECORDED", "GeneratorOption", "check_options",
-           "declared", "family_of", "family_options"]
+__all__ = ["DECLARED", "FAMILIES", "MAX_TEXT", "OPTIONS", "RECORDED", "GeneratorOption",
+           "check_options", "declared", "family_of", "family_options"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from energyql.errors import UnknownGeneratorError, did_you_mean
+from energyql.generators import hf_folders
 from energyql.io import is_system_path
 
 #: The generator ``energyql run`` and :func:`energyql.train` use when none is named.
@@ -153,6 +154,28 @@ for _name, _repo, _catalog, _res, _what in (
 register(GeneratorSpec("diffusers", "generic", _DIFFUSION,
                        "any saved unconditional diffusers pipeline folder (UNet2DModel + "
                        "scheduler, optional VQ-VAE/VAE)"), scheme=True)
+
+# Text-to-image latent diffusion (Stable Diffusion layout): x_T decoded by K DDIM steps with
+# classifier-free guidance; the prompt is a generator option. The faces catalog, so that FairFace
+# judges the people a prompt asks for (CLIP terms serve any prompt). Only the files the loader
+# reads are fetched: the repositories also hold full checkpoints and fp16 copies.
+_TEXT2IMAGE = "energyql.generators.text2image:load_spec"
+_SD_FILES = ("model_index.json", "scheduler/*", "tokenizer/*", "text_encoder/*.json",
+             "text_encoder/model.safetensors", "unet/*.json",
+             "unet/diffusion_pytorch_model.safetensors", "vae/*.json",
+             "vae/diffusion_pytorch_model.safetensors")
+for _name, _repo, _what in (
+    ("sd-1.4", "CompVis/stable-diffusion-v1-4", "Stable Diffusion 1.4"),
+    ("sd-1.5", "stable-diffusion-v1-5/stable-diffusion-v1-5",
+     "Stable Diffusion 1.5 (runwayml's release, as mirrored on the Hub)"),
+):
+    register(GeneratorSpec(_name, "faces", _TEXT2IMAGE, _what + ", text-to-image with DDIM and "
+                           "guidance (--gen-option prompt=...)", weights=f"hf:{_repo}",
+                           resolution=512))
+    hf_folders.register_files(f"hf:{_repo}", _SD_FILES)
+register(GeneratorSpec("sd", "faces", _TEXT2IMAGE,
+                       "any saved Stable Diffusion pipeline folder (CLIP text encoder, "
+                       "UNet2DConditionModel, AutoencoderKL, scheduler)"), scheme=True)
 
 # BigGAN-deep (ImageNet, 1000 classes) in the pytorch-pretrained-biggan layout: each size is a
 # state dict and a config JSON, under the package's official file names and URLs. No digests

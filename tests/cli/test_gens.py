@@ -74,6 +74,19 @@ def test_commands_fetch_pipelines_and_the_missing_biggan_file(tmp_path, monkeypa
     assert f"curl -L -o {tmp_path / 'biggan-deep-256-pytorch_model.bin'}" not in result.output
 
 
+def test_lists_text_to_image_specs_and_fetches_only_their_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENERGYQL_CACHE", str(tmp_path))
+    result = runner.invoke(app, ["gens", "--commands"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    rows = _rows(result.output)
+    assert "missing" in rows["sd-1.5"] and "faces" in rows["sd-1.5"] and "sd:PATH" in rows
+    folder = tmp_path / "hf" / "stable-diffusion-v1-5--stable-diffusion-v1-5"
+    command = next(line for line in result.output.splitlines()
+                   if "hf download stable-diffusion-v1-5/stable-diffusion-v1-5" in line)
+    assert "--include unet/diffusion_pytorch_model.safetensors" in command
+    assert command.endswith(f"--local-dir {folder}")
+
+
 def test_a_missing_extra_is_named(monkeypatch):
     import importlib.util
 
@@ -82,6 +95,17 @@ def test_a_missing_extra_is_named(monkeypatch):
                         lambda name, *a: None if name == "diffusers" else real(name, *a))
     result = runner.invoke(app, ["gens"], env={"COLUMNS": "400"})
     assert "pip install 'energyql[diffusion]'" in _rows(result.output)["ddpm-church-256"]
+
+
+def test_text_to_image_rows_name_the_extra_without_transformers(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "transformers" else real(name, *a))
+    rows = _rows(runner.invoke(app, ["gens"], env={"COLUMNS": "400"}).output)
+    assert "pip install 'energyql[diffusion]'" in rows["sd-1.5"]
+    assert "pip install" not in rows["ddpm-church-256"]  # diffusers alone serves those
 
 
 def test_embedded_worlds_are_ready_only_with_every_weights_file(tmp_path, monkeypatch):
