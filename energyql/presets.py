@@ -1,7 +1,9 @@
 """PromptGen's experiments (Wu et al., NeurIPS 2022) as named programs: plain data, no torch.
 
-Each preset is an energyql expression with the generator it was run on, the experiment of the
-paper it reproduces and the official config(s) it stands for. ``energyql presets`` lists them;
+Each preset is an energyql expression with the generator it was run on (and that generator's
+options, such as a text-to-image prompt), the experiment of the paper it reproduces and the
+official config(s) it stands for; text-to-image de-biasing, which the paper did not run, is
+stated the same way. ``energyql presets`` lists them;
 ``energyql run @name`` and ``energyql check @name`` expand one (see :func:`expand`).
 
 Example:
@@ -12,6 +14,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from energyql.errors import UsageError, check_choice
 
@@ -22,6 +25,8 @@ CLASSIFIER = "Classifier-guided image synthesis"
 DEBIAS = "De-biasing with the moment constraint"
 ITERATIVE = "Iterative control (CLIP's reporting bias)"
 POSE = "Inverse-graphics-guided synthesis (pose with identity)"
+# Not PromptGen's: the fairness use of text-to-image models (ITI-GEN, Fair Diffusion, ...).
+TEXT_TO_IMAGE = "De-biasing text-to-image diffusion (beyond the paper)"
 
 PREFIX = "@"
 
@@ -38,6 +43,8 @@ class Preset:
         configs: the official config file(s) under ``config/experiments/`` it stands for.
         description: one line saying what the samples should show.
         note: how the program differs from the official config, where it does.
+        gen_options: the generator's options as ``(name, value)`` pairs (a text-to-image
+            prompt), applied as ``--gen-option`` would apply them.
     """
 
     name: str
@@ -47,11 +54,13 @@ class Preset:
     configs: tuple[str, ...]
     description: str
     note: str = ""
+    gen_options: tuple[tuple[str, Any], ...] = ()
 
     def to_dict(self) -> dict:
         """Return the preset as JSON-ready data."""
         data = asdict(self)
         data["configs"] = list(self.configs)
+        data["gen_options"] = dict(self.gen_options)
         return data
 
 
@@ -150,6 +159,14 @@ PRESETS: tuple[Preset, ...] = (
            "judged by DECA, identity by ArcFace (weight 10, pose 200); energyql uses the faces "
            "catalog's pose and identity models. Checks now; running it needs the conditional "
            "trainer"),
+    # Text-to-image: the de-biasing the text-to-image fairness work does on Stable Diffusion.
+    Preset("doctor_fair_sd15", "uniform(gender x race)", "sd-1.5", TEXT_TO_IMAGE, (),
+           "Stable Diffusion 1.5's 'a photo of a doctor' with gender and race jointly uniform "
+           "(FairFace classes)",
+           "the joint target of ITI-GEN and 'Finetuning text-to-image diffusion models for "
+           "fairness', reached here by a flow over x_T with the prompt and the UNet unchanged; "
+           "checks offline, runs where the sd-1.5 weights are (energyql gens --commands)",
+           gen_options=(("prompt", "a photo of a doctor"),)),
 )
 
 _BY_NAME = {preset.name: preset for preset in PRESETS}
@@ -168,6 +185,28 @@ def get(name: str) -> Preset:
 def is_reference(expression: str) -> bool:
     """Return whether ``expression`` names a preset (``@name``) rather than being a program."""
     return expression.strip().startswith(PREFIX)
+
+
+def generator_options(expression: str) -> dict[str, Any]:
+    """Return the generator options of the preset ``expression`` names (``{}`` for a program)."""
+    return dict(get(expression.strip()).gen_options) if is_reference(expression) else {}
+
+
+def merge_options(expression: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Return a preset's generator options with ``given`` ones added.
+
+    Changing an option the preset sets (its prompt) is a usage error, as another ``--gen`` is:
+    it would be another experiment.
+    """
+    own = generator_options(expression)
+    for key, value in given.items():
+        if key in own and own[key] != value:
+            preset = get(expression.strip())
+            raise UsageError(
+                f"preset '@{preset.name}' sets {key}={own[key]!r}, not {value!r}",
+                hint=f"drop --gen-option {key}=..., or write the program out: "
+                     f"'{preset.expression}' --gen {preset.gen} --gen-option {key}=...")
+    return {**own, **given}
 
 
 def expand(expression: str, gen: str | None) -> tuple[str, str | None]:

@@ -20,7 +20,7 @@ def test_presets_are_at_least_ten_with_unique_names_and_cover_every_experiment_g
     assert len(names) >= 10 and len(set(names)) == len(names)
     groups = {p.experiment for p in presets.PRESETS}
     assert groups == {presets.CLIP_TEXT, presets.CLASSIFIER, presets.DEBIAS, presets.ITERATIVE,
-                      presets.POSE}
+                      presets.POSE, presets.TEXT_TO_IMAGE}
     # Faces and generic worlds are both exercised.
     assert {registry.resolve(p.gen).catalog for p in presets.PRESETS} >= {"faces", "generic"}
 
@@ -39,6 +39,21 @@ def test_expand_replaces_a_reference_and_keeps_other_expressions():
                                                                          "stylegan2-ffhq")
     assert presets.expand("smiling", None) == ("smiling", None)
     assert presets.expand("smiling", "shapes") == ("smiling", "shapes")
+
+
+def test_a_text_to_image_preset_carries_its_prompt():
+    preset = presets.get("doctor_fair_sd15")
+    assert preset.gen == "sd-1.5" and preset.expression == "uniform(gender x race)"
+    assert presets.generator_options("@doctor_fair_sd15") == {"prompt": "a photo of a doctor"}
+    assert presets.generator_options("uniform(gender)") == {}
+    assert preset.to_dict()["gen_options"] == {"prompt": "a photo of a doctor"}
+    # Other options may be added; the preset's own may not be changed.
+    assert presets.merge_options("@doctor_fair_sd15", {"steps": 10}) == {
+        "prompt": "a photo of a doctor", "steps": 10}
+    with pytest.raises(UsageError) as caught:
+        presets.merge_options("@doctor_fair_sd15", {"prompt": "a photo of a nurse"})
+    assert "sets prompt='a photo of a doctor'" in caught.value.message
+    assert "--gen sd-1.5 --gen-option prompt=" in caught.value.hint
 
 
 def test_expand_refuses_a_different_generator():

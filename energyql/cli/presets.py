@@ -16,6 +16,7 @@ def presets_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the presets as JSON.")] = False,
 ) -> None:
     """List the paper's experiments; run one with `energyql run @NAME`."""
+    from rich.markup import escape
     from rich.table import Table
 
     from energyql.presets import PRESETS
@@ -32,7 +33,9 @@ def presets_command(
         for column in ("name", "generator", "expression"):
             table.add_column(column, no_wrap=column != "expression")
         for preset in members:
-            table.add_row("@" + preset.name, preset.gen, preset.expression)
+            # A preset's generator options (a text-to-image prompt) belong with its generator.
+            gen = preset.gen + "".join(f" {k}={v!r}" for k, v in preset.gen_options)
+            table.add_row("@" + preset.name, escape(gen), preset.expression)
         stdout.print(table)
     stdout.print("run one with `energyql run @NAME`; check it with `energyql check @NAME`; "
                  "sources and notes: `energyql presets --json`")

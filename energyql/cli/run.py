@@ -40,10 +40,12 @@ from energyql.generators.registry import DEFAULT_GENERATOR
 
 
 def gen_options(pairs: list[str], truncation: float | None,
-                gen: str | None = None) -> dict[str, Any]:
+                gen: str | None = None, preset: str | None = None) -> dict[str, Any]:
     """The generator's load options from ``--gen-option`` pairs and ``--truncation``: only
     those a manifest may record (a path never travels this way), each checked against the
-    declaration of ``gen``'s family (:mod:`energyql.generators.options`): a usage error."""
+    declaration of ``gen``'s family (:mod:`energyql.generators.options`): a usage error.
+    ``preset`` (``@name``) adds the preset's own options (a prompt), which the pairs may not
+    change."""
     from energyql.errors import EnergyQLError
     from energyql.generators.options import check_options, family_of
     from energyql.generators.registry import resolve
@@ -56,6 +58,10 @@ def gen_options(pairs: list[str], truncation: float | None,
             raise UsageError("truncation is given twice (--truncation and --gen-option)",
                              hint="give it once")
         options["truncation"] = truncation
+    if preset is not None:
+        from energyql.presets import merge_options
+
+        options = merge_options(preset, options)
     try:
         family = family_of(resolve(gen).loader) if gen is not None else None
     except EnergyQLError:
@@ -116,6 +122,7 @@ def run(
     truncation: TruncationOption = None,
     gen_option: Annotated[Optional[list[str]], typer.Option(
         "--gen-option", help="Generator option KEY=VALUE (repeatable): steps=K (diffusion), "
+                             "prompt=TEXT, negative_prompt=TEXT, guidance=G (text-to-image), "
                              "class_name=NAME (BigGAN), noise=fixed|random (StyleGAN2).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
     start_from: Annotated[Optional[Path], typer.Option(
@@ -133,8 +140,9 @@ def run(
 ) -> None:
     """Train a controlled sampler for EXPRESSION and write artifact, grids, metrics and report."""
     from energyql.lang.api import compile as compile_program
-    from energyql.presets import expand
+    from energyql.presets import expand, is_reference
 
+    preset = expression if is_reference(expression) else None
     expression, gen = expand(expression, gen)  # '@name': a paper preset and its generator
     explicit = gen  # given with --gen, or the @preset's: None when neither
     gen = gen or DEFAULT_GENERATOR
@@ -144,7 +152,7 @@ def run(
         gen = check_start_generator(explicit, start_from)
         expression = re.sub(r"^\s*\|?\s*then\b", "", expression, count=1)
     # Check the options and the expression before anything heavy is imported or loaded.
-    options = gen_options(gen_option or [], truncation, gen)
+    options = gen_options(gen_option or [], truncation, gen, preset)
     program = compile_program(expression, gen=gen)
     from energyql.api import train
 
