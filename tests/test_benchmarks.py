@@ -6,6 +6,7 @@ import io
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -104,3 +105,31 @@ def test_gpu_benchmark_times_the_trainers_own_step():
     assert "decode" not in vars(shapes) and "parts" not in vars(energy)
     check = gpu._train_stage_crosscheck(ctx, shapes, energy, batch=8, amp=False, steps=2)
     assert check["steps"] == 2 and check["losses_finite"]
+
+
+def test_slider_stages_reads_the_exact_share_off_stage_ones_triangles():
+    from types import SimpleNamespace
+
+    stages = _load("slider_stages")
+
+    class Root:
+        latent_dim = 2
+
+        def truth(self, z):  # blue when z0 > z1, a triangle when z1 > 0: blue triangles rare
+            return {"color": torch.where(z[:, 0] > z[:, 1], 2, 0),
+                    "shape": torch.where(z[:, 1] > 0, 2, 0)}
+
+    root = Root()
+    # Stage 1 keeps the noise; stage 2 moves every sample to z1 > 0 (all triangles) and flips
+    # z0: blue after it is P(-z0 > |z1|) = 1/4, the exact share P(z0 > z1 | z1 > 0) = 1/4 too.
+    first = SimpleNamespace(root=root, latent=lambda eps: eps)
+    second = SimpleNamespace(latent=lambda eps: torch.stack([-eps[:, 0], eps[:, 1].abs()], 1))
+    artifact = SimpleNamespace(at=lambda p: SimpleNamespace(
+        sampler=SimpleNamespace(stages=[first, second])))
+    row = stages.shares_at(artifact, 0.5, 4000, 2000)
+    assert row["stage1_blue"] == pytest.approx(0.5, abs=0.03)
+    assert row["stage1_triangle"] == pytest.approx(0.5, abs=0.03)
+    assert row["exact_blue"] == pytest.approx(0.25, abs=0.03)  # not the overall 0.5
+    assert row["final_triangle"] == 1.0
+    assert row["final_blue"] == pytest.approx(0.25, abs=0.03)
+    assert row["stage1_triangles_counted"] == pytest.approx(2000, abs=150)
