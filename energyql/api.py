@@ -89,13 +89,8 @@ def train(program: Any, gen: Any = None, *, out: str | Path | None = None, repor
     result = run_and_report(program, gen=gen, out=out, config=config, report=report,
                             resume=resume, start=start, progress=progress, samples=samples,
                             grid=grid, generator_options=generator_options, on_step=on_step,
-                            clip=clip, face_attributes=face_attributes)
-    if out is not None and not keep_checkpoints:
-        from energyql import checkpoints
-        from energyql.distributed import current as current_group
-
-        if current_group().is_main:  # the artifact is whole: its optimizer state is not needed
-            checkpoints.remove_all(Path(out))
+                            clip=clip, face_attributes=face_attributes,
+                            keep_checkpoints=keep_checkpoints)
     return result.artifact
 
 

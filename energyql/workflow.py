@@ -182,13 +182,19 @@ def run_and_report(program, *, gen=DEFAULT_GENERATOR, out: str | Path | None = N
                    report: bool = True, resume: bool = False, start=None,
                    progress=True, samples: int = 2000, grid: int = 64,
                    generator_options: dict | None = None, on_step=None,
-                   clip: str | None = None, face_attributes: str | None = None) -> RunResult:
-    """Train ``program`` (the job behind ``energyql.train`` and ``energyql run``).
+                   clip: str | None = None, face_attributes: str | None = None,
+                   keep_checkpoints: bool = False) -> RunResult:
+    """Train ``program`` (the job behind ``energyql.train`` and ``energyql run``): the one
+    owner of a run's folder.
 
-    With ``report`` (needs ``out``) also evaluate on ``samples`` samples and write the grids
-    (``base.png``, ``stage<k>.png``, ``samples.png``), ``metrics.json``, ``curves.png``,
-    ``report.md`` and ``report.html`` beside the artifact. Every phase shows progress on stderr.
-    ``clip`` and ``face_attributes`` choose the judges of training and evaluation alike.
+    Training writes checkpoints, ``log.jsonl`` and the artifact into ``out`` (the artifact as
+    soon as training ends, so that a failing evaluation loses nothing). With ``report`` (needs
+    ``out``) the run is then evaluated on ``samples`` samples, the artifact saved again with
+    its metrics, and the grids (``base.png``, ``stage<k>.png``, ``samples.png``),
+    ``metrics.json``, ``curves.png``, ``report.md`` and ``report.html`` written beside it.
+    Once all of that succeeded the stage checkpoints are deleted (``keep_checkpoints`` keeps
+    them). Every phase shows progress on stderr. ``clip`` and ``face_attributes`` choose the
+    judges of training and evaluation alike.
     """
     import torch
 
@@ -207,6 +213,7 @@ def run_and_report(program, *, gen=DEFAULT_GENERATOR, out: str | Path | None = N
                              progress=prog, on_step=on_step, clip=clip,
                              face_attributes=face_attributes, **(generator_options or {}))
     if not report or out is None:
+        _remove_checkpoints(out, keep_checkpoints)
         return RunResult(out, {}, artifact.manifest, artifact)
     sampler = artifact.sampler.eval()
     # The artifact is saved: from here on a failure must not lose the training. What was
@@ -259,7 +266,18 @@ def run_and_report(program, *, gen=DEFAULT_GENERATOR, out: str | Path | None = N
             f"failed: {failure.message}",
             hint=f"measure it again with: energyql eval {out}"
                  + (f" ({failure.hint})" if failure.hint else "")) from None
+    _remove_checkpoints(out, keep_checkpoints)
     return RunResult(out, metrics, artifact.manifest, artifact)
+
+
+def _remove_checkpoints(out: Path | None, keep: bool) -> None:
+    """Delete a finished run's stage checkpoints (the artifact is whole; their optimizer state
+    is not needed), on rank 0."""
+    from energyql import checkpoints
+    from energyql.distributed import current as current_group
+
+    if out is not None and not keep and current_group().is_main:
+        checkpoints.remove_all(out)
 
 
 FRECHET_SAMPLES = 1000
