@@ -66,11 +66,13 @@ def parse_sweep(text: str) -> tuple[str, list[float]]:
     return name.strip(), context_grid(low_value, high_value, count)
 
 
-def stats_table(stats: dict):
-    """A rich table of a sampler's figures (acceptance rate, ESS, proposals, ...)."""
+def stats_table(stats: dict, setting: dict[str, float] | None = None):
+    """A rich table of a sampler's figures (acceptance rate, ESS, proposals, ...), titled with
+    the slider setting it sampled at, if any."""
     from rich.table import Table
 
-    table = Table(title=f"sampler {stats.get('sampler')}")
+    at = f" at {', '.join(f'{k}={v:g}' for k, v in setting.items())}" if setting else ""
+    table = Table(title=f"sampler {stats.get('sampler')}{at}")
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in stats.items():
@@ -102,9 +104,6 @@ def check_request(artifact: Path, values: dict[str, float], sweep: tuple[str, li
                              "artifacts with sliders only (at one --set setting)",
                              hint="sample a pose-conditional artifact with the flow (the "
                                   "default)")
-        if sweep is not None:
-            raise UsageError("--sweep works with the flow sampler only",
-                             hint="sample one setting at a time with --set NAME=VALUE")
         try:
             check_options(sampler, options)
         except SamplerError as error:  # a bad value given on the command line: usage
@@ -172,13 +171,20 @@ def sample(
             from energyql.baselines import sample as draw
 
             art = load(artifact, device=device, **generator_options)
-            if art.sliders:
-                art = art.at(values)  # the corrected samplers aim at that setting's target
-            result = draw(sampler, art, n=n, seed=seed, device=device, **options)
-            if result.images is None:
-                raise SamplerError(f"the {sampler} sampler returned latents only, no images")
-            images, columns = result.images, None
-            stdout.print(stats_table(result.stats))
+            # The corrected samplers aim at one setting's target: a sweep samples each setting
+            # on its own (column j holds n samples of the j-th value).
+            settings = [values] if swept is None else \
+                [{**values, swept[0]: v} for v in swept[1]]
+            drawn = []
+            for setting in settings:
+                view = art.at(setting) if art.sliders else art
+                result = draw(sampler, view, n=n, seed=seed, device=device, **options)
+                if result.images is None:
+                    raise SamplerError(f"the {sampler} sampler returned latents only, no images")
+                drawn.append(result.images)
+                stdout.print(stats_table(result.stats, view.setting))
+            images = drawn[0] if swept is None else torch.stack(drawn, 1).flatten(0, 1)
+            columns = None if swept is None else len(drawn)
         else:
             model = Sampler.load(artifact, device=device, **generator_options)
             if swept is None:

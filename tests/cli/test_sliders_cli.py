@@ -104,6 +104,16 @@ def test_sample_sweeps_a_slider_and_corrects_at_a_setting(slider_run, tmp_path):
                                  "--out", str(tmp_path / "sir.png"), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "sir.png").is_file()
+    # A corrected sampler sweeps too: each setting sampled towards its own exact target.
+    result = runner.invoke(app, ["sample", str(out), "-n", "2", "--sweep", "p=0.1..0.9:3",
+                                 "--sampler", "flow+sir", "--option", "pool=32",
+                                 "--out", str(tmp_path / "sir-sweep.png"),
+                                 "--tensors", str(tmp_path / "sir-sweep.safetensors"),
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert load_file(tmp_path / "sir-sweep.safetensors")["images"].shape[0] == 6
+    for p in ("0.1", "0.5", "0.9"):
+        assert f"sampler flow+sir at p={p}, w=1" in result.output
 
 
 def test_python_sampler_takes_sliders_by_name(slider_run):
