@@ -39,7 +39,7 @@ WORLDS = {
                          "template": "{value} * (glasses == yes) & uniform(race x age)",
                          "at_zero": "uniform(race x age)", "world": "portraits",
                          "slider": "w", "cell": ("glasses", "yes"), "joint": "race x age",
-                         "settings": [0.0, 1.5, 3.0], "extra": [0.75, 2.25],
+                         "settings": [0.0, 1.5, 3.0], "extra": [0.6, 2.4],
                          "requests": False},
 }
 SETTINGS = [round(0.1 * k, 1) for k in range(1, 10)]
