@@ -247,3 +247,17 @@ def test_a_manifest_whose_later_stage_drops_the_slider_is_refused(chained_run, t
     (copy / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(eq.errors.EnergyQLError):
         eq.load(copy)
+
+
+def test_a_stage_added_with_from_takes_the_artifacts_sliders(slider_run, tmp_path):
+    gen, out = slider_run
+    more = tmp_path / "more"
+    result = runner.invoke(app, ["run", "then shape == circle", "--from", str(out), "--out",
+                                 str(more), "--steps", "2", "--batch", "16", "--samples", "64",
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((more / "manifest.json").read_text())
+    assert [c["name"] for c in manifest["stages"][1]["context"]] == ["p", "w"]
+    assert "lambda_grid" not in manifest["stages"][1]  # no constraint in the new stage
+    art = eq.load(more)
+    assert art.at(p=0.2, w=0).sample(2, seed=0).shape[0] == 2
