@@ -8,18 +8,29 @@ writes the same grids, metrics, curves and report as the CLI.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from energyql.errors import UsageError
 from energyql.generators.registry import DEFAULT_GENERATOR
 
+if TYPE_CHECKING:  # torch-backed types, for the signature only
+    from energyql.generators.base import Generator
+    from energyql.lang.graph import Program
+    from energyql.progress import Progress
+    from energyql.sampler import Artifact
+    from energyql.training import StepInfo, TrainConfig
 
-def train(program: Any, gen: Any = None, *, out: str | Path | None = None, report: bool = False,
-          config: Any = None, start: Any = None, resume: bool = False, progress: Any = True,
-          samples: int = 2000, grid: int = 64, generator_options: dict[str, Any] | None = None,
-          keep_checkpoints: bool = False, on_step: Any = None, clip: str | None = None,
-          face_attributes: str | None = None, **settings: Any):
+
+def train(program: str | Program, gen: str | Generator | None = None, *,
+          out: str | Path | None = None, report: bool = False,
+          config: TrainConfig | None = None, start: Artifact | str | Path | None = None,
+          resume: bool = False, progress: bool | Progress = True, samples: int = 2000,
+          grid: int = 64, generator_options: dict[str, Any] | None = None,
+          keep_checkpoints: bool = False, on_step: Callable[[StepInfo], None] | None = None,
+          clip: str | None = None, face_attributes: str | None = None,
+          **settings: Any) -> Artifact:
     """Train every stage of ``program``; return the controlled sampler as an Artifact.
 
     Arguments:

@@ -204,7 +204,9 @@ class Trainings:
         train = self._train or library_train
         try:
             train(checked["program"], gen=checked["gen"], out=out, report=checked["report"],
-                  samples=checked["samples"], progress=self._watch, on_step=self._on_step,
+                  samples=checked["samples"],
+                  progress=self._watch if self._watch is not None else False,
+                  on_step=self._on_step,
                   **checked["settings"])
         except Cancelled as stop:
             self._finish("cancelled", stop.message)
