@@ -256,35 +256,49 @@ class LatentFlow(nn.Module):
 
 
 class FixedContextFlow(nn.Module):
-    """A conditional flow with its context held at one value: an unconditional flow.
+    """A conditional flow with (some of) its context held at one value.
 
     A slider stage's flow at one setting (``Artifact.at(p=0.3)``) is this, so every sampler
     and measure of unconditional flows applies to it. It shares the trained flow's weights.
+    ``columns`` names the context entries held (default: all, an unconditional flow); the
+    others stay inputs, in their order (a pose stage's parameters beside fixed sliders).
     """
 
     context: torch.Tensor
 
-    def __init__(self, flow: LatentFlow, context: torch.Tensor):
+    def __init__(self, flow: LatentFlow, context: torch.Tensor,
+                 columns: list[int] | None = None):
         super().__init__()
         self.inner = flow
-        self.config = replace(flow.config, context_dim=0)
+        total = flow.config.context_dim
+        self.columns = list(range(total)) if columns is None else list(columns)
+        self.free = [i for i in range(total) if i not in self.columns]
+        self.config = replace(flow.config, context_dim=len(self.free))
         self.register_buffer("context", context.reshape(1, -1).float())
 
     @property
     def dim(self) -> int:
         return self.config.dim
 
-    def _rows(self, x: torch.Tensor) -> torch.Tensor:
-        return self.context.to(x.device).expand(len(x), -1)
+    def _rows(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        fixed = self.context.to(x.device).expand(len(x), -1)
+        if not self.free:
+            return fixed
+        if context is None:
+            raise ValueError("this flow still takes context values for its free entries")
+        rows = torch.empty(len(x), len(self.columns) + len(self.free), device=x.device)
+        rows[:, self.columns] = fixed
+        rows[:, self.free] = context.to(rows)
+        return rows
 
     def forward(self, eps: torch.Tensor, context: torch.Tensor | None = None):
-        return self.inner(eps, self._rows(eps))
+        return self.inner(eps, self._rows(eps, context))
 
     def inverse(self, z: torch.Tensor, context: torch.Tensor | None = None):
-        return self.inner.inverse(z, self._rows(z))
+        return self.inner.inverse(z, self._rows(z, context))
 
     def log_prob(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        return self.inner.log_prob(z, self._rows(z))
+        return self.inner.log_prob(z, self._rows(z, context))
 
 
 class MultiscaleINN(nn.Module):

@@ -222,10 +222,11 @@ class Artifact:
         return [p for p in self.sampler.context_params if p.control == SLIDER]
 
     def at(self, values: Mapping[str, float] | None = None, /, **named: float) -> Artifact:
-        """Return this artifact at one slider setting: an unconditional view sharing the
-        flow's weights, whose manifest is the program at that setting with λ at it (from the
-        stage's λ grid). Every sampler and :func:`energyql.evaluate` take it as they take an
-        artifact trained at that setting alone. Sliders not given sit at their middles; a
+        """Return this artifact at one slider setting: a view without sliders sharing the
+        flows' weights (a pose stage keeps its own parameters), whose manifest is the program
+        at that setting with λ at it (from the stage's λ grid). Every sampler and
+        :func:`energyql.evaluate` take it as they take an artifact trained at that setting
+        alone. Sliders not given sit at their middles; a
         value outside a range is a UsageError that gives the range."""
         return artifact_at(self, {**(values or {}), **named})
 
@@ -272,27 +273,27 @@ def artifact_at(artifact: Artifact, values: Mapping[str, Any]) -> Artifact:
     from energyql.lang.settings import check_setting
 
     last = artifact.sampler
-    if any(p.control != SLIDER for p in last.context_params):
-        raise UsageError("at() sets sliders, but this artifact's last stage also takes control "
-                         "parameters (pose)", hint="sample it with --set/context= instead")
     program = compile_program(artifact.manifest.canonical, gen=last.catalog)
     setting = check_setting(program.sliders, values)  # unknown names, values out of range
     fixed = program.at(setting)
     if not last.context_params:
         return artifact
     # Every stage that takes sliders (the one that has them and every stage after it) is
-    # fixed at the setting.
+    # fixed at the setting; a pose stage's own parameters stay free.
     records = list(artifact.manifest.stages)
     sampler: Generator = last.root
     for k, stage in enumerate(last.stages):
-        if stage.context_params:
+        params = stage.context_params
+        held = [i for i, p in enumerate(params) if p.control == SLIDER]
+        if held:
             records[k] = _record_at(records[k], stage, str(fixed.stages[k]), fixed.stages[k],
                                     setting)
-            row = setting_row(stage.context_params, setting)
-            flow = FixedContextFlow(
-                stage.flow, normalize_context(stage.context_params, row[None]).to(stage.device))
+            row = torch.tensor([[setting[params[i].name] for i in held]])
+            values = normalize_context([params[i] for i in held], row)
+            flow = FixedContextFlow(stage.flow, values.to(stage.device), held)
             sampler = StageSampler(sampler, cast(LatentFlow, flow), stage.index,
-                                   str(fixed.stages[k])).eval()
+                                   str(fixed.stages[k]),
+                                   [p for p in params if p.control != SLIDER]).eval()
         else:
             sampler = StageSampler(sampler, stage.flow, stage.index, stage.source).eval()
     manifest = replace(artifact.manifest, canonical=str(fixed), stages=tuple(records))
@@ -302,11 +303,12 @@ def artifact_at(artifact: Artifact, values: Mapping[str, Any]) -> Artifact:
 def _record_at(record: StageRecord, stage: StageSampler, source: str, fixed_stage: Any,
                setting: Mapping[str, float]) -> StageRecord:
     """A slider stage's manifest record at one setting: its source with the sliders' values,
-    no context, and λ read off the stage's λ grid there (the exact fit)."""
+    no sliders in its context (pose parameters stay), and λ read off the stage's λ grid there
+    (the exact fit)."""
     lam = dict(record.exact_lambdas())
+    params = stage.context_params
     if record.lambda_grid is not None:
         constraints = fixed_stage.constraints
-        params = stage.context_params
         grid = LambdaGrid(list(params), list(range(len(params))),
                           sum(c.size for c in constraints), record.lambda_grid.points)
         grid.values.copy_(torch.tensor(record.lambda_grid.lam, dtype=grid.values.dtype))
@@ -315,8 +317,9 @@ def _record_at(record: StageRecord, stage: StageSampler, source: str, fixed_stag
         for constraint in constraints:
             lam[str(constraint)] = tuple(round(v, 6) for v in packed[start:start + constraint.size])
             start += constraint.size
-    return replace(record, source=source, context=(),
-                   flow=replace(record.flow, context_dim=0), lam=lam, lam_exact=lam,
+    free = tuple(c for c in record.context if c.control != SLIDER)  # pose parameters
+    return replace(record, source=source, context=free,
+                   flow=replace(record.flow, context_dim=len(free)), lam=lam, lam_exact=lam,
                    lambda_grid=None)
 
 

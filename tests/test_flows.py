@@ -326,3 +326,23 @@ def test_a_diffusion_generator_gets_a_conv_flow_that_trains_through_it():
     assert images.shape == (2, 3, 8, 8)
     (images.mean() - logdet.mean()).backward()
     assert all(p.grad is not None for p in flow.parameters() if p.requires_grad)
+
+
+def test_a_flow_with_some_context_held_takes_the_rest_in_order():
+    from energyql.flows import FixedContextFlow
+
+    flow = LatentFlow(FlowConfig(dim=4, blocks=2, width=8, context_dim=3, seed=0))
+    for p in flow.parameters():  # away from the identity, so that the context matters
+        torch.nn.init.normal_(p, std=0.2)
+    held = FixedContextFlow(flow, torch.tensor([0.5, -0.25]), columns=[0, 2])
+    assert held.config.context_dim == 1
+    eps = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    free = torch.full((5, 1), 0.75)
+    full = torch.tensor([[0.5, 0.75, -0.25]]).expand(5, -1)
+    z, logdet = held(eps, free)
+    z_full, logdet_full = flow(eps, full)
+    assert torch.allclose(z, z_full) and torch.allclose(logdet, logdet_full)
+    assert torch.allclose(held.log_prob(z, free), flow.log_prob(z, full))
+    assert not torch.allclose(held(eps, -free)[0], z)  # the free entry is an input
+    with pytest.raises(ValueError, match="free entries"):
+        held(eps)

@@ -261,3 +261,25 @@ def test_a_stage_added_with_from_takes_the_artifacts_sliders(slider_run, tmp_pat
     assert "lambda_grid" not in manifest["stages"][1]  # no constraint in the new stage
     art = eq.load(more)
     assert art.at(p=0.2, w=0).sample(2, seed=0).shape[0] == 2
+
+
+def test_a_pose_stage_after_a_slider_stage_keeps_its_pose_free_at_a_setting(tmp_path):
+    gen = register_tiny()
+    out = tmp_path / "pose"
+    result = runner.invoke(app, ["run", "dist(color, blue = p in 0.1..0.9) | then "
+                                 "pose(x in 0.2..0.8) & keep(identity)", "--gen", gen,
+                                 "--out", str(out), "--steps", "2", "--batch", "16",
+                                 "--samples", "32", "--moment-samples", "512",
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output  # the run's evaluation sets p, leaves x free
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [c["name"] for c in manifest["stages"][1]["context"]] == ["p", "x"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["setting"] == {"p": 0.5} and "x" in metrics["pose_error"]
+    art = eq.load(out)
+    view = art.at(p=0.2)
+    assert [p.name for p in view.sampler.context_params] == ["x"]
+    assert view.manifest.stages[1].flow.context_dim == 1
+    # The view at p = 0.2 draws what the conditional chain draws at (p, x) = (0.2, 0.3).
+    chain = art.sample(3, seed=2, context={"p": 0.2, "x": 0.3})
+    assert torch.allclose(view.sample(3, seed=2, context={"x": 0.3}), chain, atol=1e-5)
