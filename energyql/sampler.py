@@ -289,8 +289,8 @@ def artifact_at(artifact: Artifact, values: Mapping[str, Any]) -> Artifact:
             records[k] = _record_at(records[k], stage, str(fixed.stages[k]), fixed.stages[k],
                                     setting)
             row = torch.tensor([[setting[params[i].name] for i in held]])
-            values = normalize_context([params[i] for i in held], row)
-            flow = FixedContextFlow(stage.flow, values.to(stage.device), held)
+            held_values = normalize_context([params[i] for i in held], row)
+            flow = FixedContextFlow(stage.flow, held_values.to(stage.device), held)
             sampler = StageSampler(sampler, cast(LatentFlow, flow), stage.index,
                                    str(fixed.stages[k]),
                                    [p for p in params if p.control != SLIDER]).eval()
