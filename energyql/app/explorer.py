@@ -3,7 +3,8 @@
 Thin over the Python API: runs load with :func:`energyql.load`, grids come from
 :class:`energyql.Sampler` exactly as ``energyql sample`` draws them (the same noise for the
 same seed, the same grid layout), ``flow+sir`` from :func:`energyql.baselines.sample`. Loaded
-runs and the worlds' judges are kept, so that moving a slider only samples and judges.
+runs and the worlds' judges are kept, so that moving a slider only samples and judges. What a
+run measured along its sliders is read from its ``metrics.json`` (:func:`slider_sweeps`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from energyql.app.runs import REPORTS, RunsDir
 from energyql.errors import ArtifactError, UsageError, check_choice
 from energyql.manifest import MANIFEST, Manifest
+from energyql.metrics import RunMetrics
 
 #: Images in the page's grid (and in its downloaded PNG).
 GRID = 16
@@ -33,6 +35,8 @@ PAGE_SAMPLERS = ("flow", "flow+sir")
 MAX_SEED = 2**63 - 1
 #: Runs kept loaded (each holds its flows and its generator).
 KEEP_LOADED = 4
+#: Most sliders, settings per slider and cells (or predicates) per setting the page tables.
+MAX_SLIDERS, MAX_SWEEP_ROWS, MAX_COLUMNS = 16, 101, 8
 
 
 def whole(value: Any, name: str, low: int, high: int) -> int:
@@ -129,28 +133,33 @@ class Explorer:
             "stages": [{"index": s.index, "source": s.source} for s in manifest.stages],
             "context": context,
             "samplers": ["flow"] if context else list(PAGE_SAMPLERS),
-            "headline": self._headline(folder),
+            **self._figures(folder),
             "reports": [kind for kind, file in REPORTS.items() if (folder / file).is_file()],
         }
 
-    def _headline(self, folder: Path) -> list[list[str]]:
+    def _figures(self, folder: Path) -> dict[str, Any]:
+        """Return the run's measured figures for the page: ``headline`` (the report's table)
+        and ``sliders`` (each slider's sweep, see :func:`slider_sweeps`)."""
         path = folder / "metrics.json"
         if not path.is_file() or path.stat().st_size > 16 << 20:
-            return []
+            return {"headline": [], "sliders": []}
         try:
-            metrics = json.loads(path.read_text(encoding="utf-8"))
+            raw = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError):  # not UTF-8 or JSON, a 5,000-digit
             # number, nesting deeper than the parser goes
-            return [["figure", "base", "controlled"], ["metrics.json cannot be read", "—", "—"]]
-        if not isinstance(metrics, dict):
-            return []
+            return {"headline": [["figure", "base", "controlled"],
+                                 ["metrics.json cannot be read", "—", "—"]], "sliders": []}
+        if not isinstance(raw, dict):
+            return {"headline": [], "sliders": []}
         from energyql.report import headline_rows
 
         try:
-            return headline_rows(metrics)
+            metrics = RunMetrics.from_dict(raw)
+            return {"headline": headline_rows(metrics), "sliders": slider_sweeps(metrics)}
         except (AttributeError, KeyError, TypeError, ValueError):  # a hand-edited file
-            return [["figure", "base", "controlled"], ["metrics.json has an unexpected shape",
-                                                       "—", "—"]]
+            return {"headline": [["figure", "base", "controlled"],
+                                 ["metrics.json has an unexpected shape", "—", "—"]],
+                    "sliders": []}
 
     # -- loading (torch) -------------------------------------------------------------------
     def load(self, name: Any) -> Loaded:
@@ -311,10 +320,56 @@ class Explorer:
         return self.runs.file(name, REPORTS[kind])
 
 
+def slider_sweeps(metrics: RunMetrics) -> list[dict[str, Any]]:
+    """Return what the page shows of each slider's sweep (``metrics.json``'s ``sliders``).
+
+    One entry per slider: ``name``; ``cells``, the dist entries it sets (``"color = blue"``),
+    empty for a weight slider, which has no requested share; ``predicates``, for a weight
+    slider the predicates whose shares it moves (as the report tables them); and ``rows``, low
+    to high, each with ``value``, ``requested``, ``judged``, ``truth``, ``predicate_share``,
+    ``truth_predicate_share`` and ``ess_fraction``. Figures that are not finite numbers (a
+    hand-edited file, a NaN) are None; rows without a finite value are left out.
+    """
+    sweeps = []
+    for name, rows in list(metrics.sliders.items())[:MAX_SLIDERS]:
+        kept = [row for row in rows if _finite(row.value) is not None][:MAX_SWEEP_ROWS]
+        cells = _keys(row.requested for row in kept)
+        predicates = [] if cells else [text for text in _keys(row.predicate_share
+                                                              for row in kept)
+                                       if text != "all"]
+        sweeps.append({"name": str(name), "cells": cells, "predicates": predicates, "rows": [{
+            "value": _finite(row.value),
+            "requested": _pick(row.requested, cells),
+            "judged": _pick(row.judged, cells),
+            "truth": _pick(row.truth, cells),
+            "predicate_share": _pick(row.predicate_share, predicates),
+            "truth_predicate_share": _pick(row.truth_predicate_share, predicates),
+            "ess_fraction": _finite(row.ess_fraction),
+        } for row in kept]})
+    return sweeps
+
+
+def _keys(columns: Any) -> list[str]:
+    """The keys of a column's mappings in order of first appearance (at most MAX_COLUMNS)."""
+    return list(dict.fromkeys(str(k) for column in columns for k in column))[:MAX_COLUMNS]
+
+
+def _pick(figures: Mapping[str, Any], keys: list[str]) -> dict[str, float | None]:
+    return {key: _finite(figures.get(key)) for key in keys if key in figures}
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` if it is a finite real number (JSON cannot carry NaN), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 def _scale(images: Any) -> int:
     """The grid scale ``energyql sample`` uses: small images doubled."""
     return 2 if images.shape[-1] <= 64 else 1
 
 
 __all__ = ["GRID", "MAX_SEED", "PAGE_SAMPLERS", "Drawing", "Explorer", "number", "png_data_url",
-           "whole"]
+           "slider_sweeps", "whole"]

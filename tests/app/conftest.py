@@ -21,6 +21,9 @@ TINY = dict(steps=3, batch=8, blocks=2, width=16, moment_samples=32, refit_sampl
             closeness_samples=32, threads=1)
 POSE = "pose(x in 0.3..0.7) & keep(identity)"
 STAGES = "color == red | then uniform(shape)"
+SLIDER = "dist(color, blue = p in 0.1..0.9)"
+#: A real slider run's metrics (`energyql run SLIDER --gen shapes`): its sweep along p.
+SLIDER_METRICS = Path(__file__).resolve().parents[1] / "data" / "metrics" / "shapes-slider.json"
 
 
 def chromium_path() -> str | None:
@@ -43,6 +46,18 @@ def runs_dir(tmp_path_factory) -> Path:
     eq.train(STAGES, gen="shapes", out=root / "sub" / "stages", report=True, samples=32,
              grid=16, progress=False, **TINY)
     return root
+
+
+@pytest.fixture(scope="session")
+def slider_run(runs_dir) -> Path:
+    """A tiny run of SLIDER in ``runs_dir/slider``, with a real slider run's metrics.json
+    (trained without the report: the sweep's evaluation would take minutes)."""
+    import energyql as eq
+
+    folder = runs_dir / "slider"
+    eq.train(SLIDER, gen="shapes", out=folder, report=False, progress=False, **TINY)
+    shutil.copyfile(SLIDER_METRICS, folder / "metrics.json")
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -189,10 +189,12 @@ async function openRun(name) {
     const value = document.createElement("span");
     value.className = "value"; value.id = `slider-${param.name}-value`;
     value.textContent = Number(input.value).toFixed(3);
-    input.addEventListener("input", () => { value.textContent = Number(input.value).toFixed(3); requestDraw(); });
+    input.addEventListener("input", () => {
+      value.textContent = Number(input.value).toFixed(3); markSweeps(); requestDraw(); });
     row.append(label, input, value);
     sliders.appendChild(row);
   }
+  showSweeps(info);
   const report = $("download-report");
   report.hidden = !info.reports.length;
   if (info.reports.length) {
@@ -207,6 +209,117 @@ async function openRun(name) {
   $("compare").hidden = false;
   requestDraw();
   requestCompare();
+}
+
+// --- Sliders: what `energyql run` measured along each (metrics.json's sweeps) ---------------
+const tidy = (v) => String(Number(Number(v).toPrecision(6)));  // 0.30000000000000004 -> 0.3
+const share = (v) => (v === null || v === undefined ? "—" : Number(v).toFixed(3));
+
+// [heading, row -> figure] per column, as the report tables them. A weight slider has no
+// requested share: its columns are the shares of the predicates it weights.
+function sweepColumns(sweep) {
+  const many = sweep.cells.length + sweep.predicates.length > 1;
+  const columns = [];
+  for (const cell of sweep.cells) {
+    const tail = many ? ` ${cell}` : "";
+    columns.push([`requested${tail}`, (r) => r.requested[cell]], [`judged${tail}`, (r) => r.judged[cell]],
+                 [`true${tail}`, (r) => r.truth[cell]]);
+  }
+  for (const text of sweep.predicates) {
+    const tail = many ? ` ${text}` : "";
+    columns.push([`judged share${tail}`, (r) => r.predicate_share[text]],
+                 [`true share${tail}`, (r) => r.truth_predicate_share[text]]);
+  }
+  columns.push(["ESS/N", (r) => r.ess_fraction]);
+  return columns;
+}
+
+function sweepTitle(sweep) {
+  if (sweep.cells.length) return `slider ${sweep.name}: share of ${sweep.cells.join(", ")}, requested against achieved`;
+  if (sweep.predicates.length) return `slider ${sweep.name} (a weight): shares satisfying ${sweep.predicates.join(", ")}`;
+  return `slider ${sweep.name}`;
+}
+
+function showSweeps(info) {
+  const box = $("sweeps");
+  box.innerHTML = "";
+  for (const sweep of info.sliders || []) {
+    if (!sweep.rows.length) continue;
+    const panel = document.createElement("div");
+    panel.className = "sweep"; panel.dataset.slider = sweep.name;
+    const title = document.createElement("h3"); title.textContent = sweepTitle(sweep);
+    const table = document.createElement("table");
+    const columns = sweepColumns(sweep);
+    const head = table.insertRow();
+    for (const heading of [sweep.name, ...columns.map((c) => c[0])]) {
+      const th = document.createElement("th"); th.textContent = heading; head.appendChild(th);
+    }
+    for (const row of sweep.rows) {
+      const tr = table.insertRow();
+      tr.dataset.value = tidy(row.value);
+      tr.insertCell().textContent = tidy(row.value);
+      for (const [, figure] of columns) tr.insertCell().textContent = share(figure(row));
+    }
+    const note = document.createElement("div");
+    note.className = "dim";
+    note.textContent = "measured by energyql run at each setting (true: what the world drew); " +
+      "marked: the setting nearest the slider";
+    panel.append(title, table, note);
+    box.appendChild(panel);
+  }
+  markSweeps();
+}
+
+function nearestRow(sweep, value) {
+  return sweep.rows.reduce((best, row) => (Math.abs(row.value - value) < Math.abs(best.value - value) ? row : best));
+}
+
+// Mark each sweep's row nearest its slider, and show that setting's figures beside the grid.
+function markSweeps() {
+  const measured = $("measured");
+  measured.innerHTML = "";
+  const sweeps = ((state.info && state.info.sliders) || []).filter((s) => s.rows.length);
+  let shown = 0;
+  for (const sweep of sweeps) {
+    const input = document.getElementById(`slider-${sweep.name}`);
+    const panel = [...document.querySelectorAll("#sweeps .sweep")].find((p) => p.dataset.slider === sweep.name);
+    if (!input || !panel) continue;
+    const row = nearestRow(sweep, Number(input.value));
+    panel.dataset.nearest = tidy(row.value);
+    panel.querySelectorAll("tr").forEach((tr, i) => {
+      tr.classList.toggle("nearest", i > 0 && i - 1 === sweep.rows.indexOf(row));
+    });
+    const box = document.createElement("div");
+    box.dataset.slider = sweep.name;
+    const title = document.createElement("h3");
+    title.textContent = `measured at ${sweep.name}=${tidy(row.value)}`;
+    // One line per share the slider moves: requested (dist entries), judged, true; then ESS/N.
+    const table = document.createElement("table");
+    const lines = [[sweep.cells.length ? "share of" : "share satisfying",
+                    ...(sweep.cells.length ? ["requested"] : []), "judged", "true"]];
+    for (const cell of sweep.cells) {
+      lines.push([cell, share(row.requested[cell]), share(row.judged[cell]), share(row.truth[cell])]);
+    }
+    for (const text of sweep.predicates) {
+      lines.push([text, share(row.predicate_share[text]), share(row.truth_predicate_share[text])]);
+    }
+    lines.push(["ESS/N", share(row.ess_fraction)]);
+    lines.forEach((cells, i) => {
+      const tr = table.insertRow();
+      for (const text of cells) {
+        const cell = document.createElement(i ? "td" : "th"); cell.textContent = text; tr.appendChild(cell);
+      }
+    });
+    box.append(title, table);
+    const note = document.createElement("div");
+    note.className = "dim";
+    note.textContent = `the nearest of the ${sweep.rows.length} measured settings to ${sweep.name}=` +
+      `${Number(input.value).toFixed(3)}` + (state.info.context.length > 1 ? "; other sliders at their middles" : "");
+    box.appendChild(note);
+    measured.appendChild(box);
+    shown += 1;
+  }
+  measured.hidden = !shown;
 }
 
 function request() {
@@ -226,7 +339,7 @@ async function requestDraw() {
     const asked = request();
     const began = performance.now();
     const data = await call("/api/run/draw", asked);
-    if (asked.name !== state.run) break;
+    if (asked.name !== state.run) continue;  // another run was opened: draw that one next
     if (data.error !== undefined) { showError($("draw-error"), data); continue; }
     showError($("draw-error"), null);
     const grid = $("grid");
@@ -289,7 +402,7 @@ async function requestCompare() {
     state.comparePending = false;
     const asked = { ...request(), stage: $("stage-select").value || 1 };
     const data = await call("/api/run/compare", asked);
-    if (asked.name !== state.run) break;
+    if (asked.name !== state.run) continue;  // another run was opened: compare that one next
     const box = $("compare-panels");
     box.innerHTML = "";
     if (data.error !== undefined) { const e = document.createElement("div"); e.className = "error"; box.appendChild(e); showError(e, data); continue; }
