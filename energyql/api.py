@@ -93,7 +93,10 @@ def train(program: str | Program, gen: str | Generator | None = None, *,
         raise UsageError(f"out='{out}' is the start= artifact; writing there would replace it",
                          hint="give the extended artifact a folder of its own")
     if start is not None and not isinstance(start, Artifact):
-        start = load(start, gen=gen, device=config.device, **(generator_options or {}))
+        # A name is the artifact's own generator (checked above): loading without it rebuilds
+        # that generator with the options its manifest records (a prompt), and these over them.
+        start = load(start, gen=None if isinstance(gen, str) else gen, device=config.device,
+                     **(generator_options or {}))
     if start is not None and isinstance(program, str):
         # Stages added to an artifact: a leading 'then' is optional.
         program = re.sub(r"^\s*\|?\s*then\b", "", program, count=1)

@@ -29,6 +29,7 @@ from typing import Any, ClassVar, NoReturn
 from energyql.errors import ArtifactError, UsageError
 from energyql.generators.options import MAX_TEXT as MAX_OPTION_TEXT
 from energyql.generators.options import RECORDED, check_options
+from energyql.generators.registry import own_options
 from energyql.io import climbs_out, dumps_strict, is_system_path, loads_strict
 from energyql.lang.graph import RESTORE
 
@@ -267,18 +268,23 @@ class GeneratorRecord:
         if len(digest) > 256 or any(ord(c) < 32 for c in digest):
             r.fail("must be a digest of at most 256 printable characters", "weights_digest")
         options = r.plain("options") or {}
+        # A registered generator's own options (a world's prompt) are recorded too, and
+        # judged by their own declarations.
+        own = own_options(ident) if options else ()
+        recorded = tuple(dict.fromkeys((*GENERATOR_OPTIONS,
+                                        *(o.name for o in own if o.recorded))))
         for key, value in options.items():
             # Only options that shape the model travel in a manifest: never a path to load.
-            if key not in GENERATOR_OPTIONS:
+            if key not in recorded:
                 r.fail(f"names the option '{key}'; a manifest may record only "
-                       + ", ".join(GENERATOR_OPTIONS), "options")
+                       + ", ".join(recorded), "options")
             # Text up to a prompt's length (a class name, a prompt); its declaration judges more.
             if not isinstance(value, (str, int, float)) or (isinstance(value, str)
                                                              and len(value) > MAX_OPTION_TEXT):
                 r.fail(f"'{key}' must be a number or a string of at most {MAX_OPTION_TEXT:,} "
                        "characters", "options")
             try:
-                check_options(None, {key: value})
+                check_options(None, {key: value}, own=own)
             except UsageError as error:
                 r.fail(f"'{key}': {error.message}", "options")
         return cls(ident, digest, r.integer("latent_dim", 0, MAX_IMAGE_DIM, 0),

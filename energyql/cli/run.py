@@ -63,10 +63,12 @@ def gen_options(pairs: list[str], truncation: float | None,
 
         options = merge_options(preset, options)
     try:
-        family = family_of(resolve(gen).loader) if gen is not None else None
+        spec = resolve(gen) if gen is not None else None
     except EnergyQLError:
-        family = None
-    return check_options(family, options, recorded_only=True, where=gen or "")
+        spec = None
+    family = family_of(spec.loader) if spec is not None else None
+    return check_options(family, options, recorded_only=True, where=gen or "",
+                         own=spec.options if spec is not None else ())
 
 
 def check_start_generator(gen: str | None, start: Path) -> str:
@@ -123,7 +125,8 @@ def run(
     gen_option: Annotated[Optional[list[str]], typer.Option(
         "--gen-option", help="Generator option KEY=VALUE (repeatable): steps=K (diffusion), "
                              "prompt=TEXT, negative_prompt=TEXT, guidance=G (text-to-image), "
-                             "class_name=NAME (BigGAN), noise=fixed|random (StyleGAN2).")] = None,
+                             "class_name=NAME (BigGAN), noise=fixed|random (StyleGAN2), "
+                             "prompt=TEXT (portraits: one of its designed prompts).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
     start_from: Annotated[Optional[Path], typer.Option(
         "--from", help="Add stages to this artifact.")] = None,

@@ -35,7 +35,8 @@ class GeneratorOption:
         kind: ``"int"``, ``"float"``, ``"bool"``, ``"choice"`` (one of ``choices``),
             ``"class"`` (an index from 0 or a non-empty name) or ``"text"`` (a string of at
             most :data:`MAX_TEXT` characters without control characters, empty allowed).
-        families: the generator families that take it.
+        families: the generator families that take it (none for one generator's own
+            option, declared in its spec's ``options``).
         low, high: the finite range of a number (``low`` excluded when ``low_open``).
         recorded: whether it shapes the generator, so that a manifest records it and
             ``--gen-option`` may set it (``checkpointing`` only trades memory for time).
@@ -63,7 +64,13 @@ class GeneratorOption:
             return value
         if self.kind == "choice":
             if value not in self.choices:
-                raise refuse("must be one of " + ", ".join(self.choices))
+                # Choices with spaces (a world's prompts) are quoted; the hint names the closest.
+                shown = (f'"{c}"' if " " in c else c for c in self.choices)
+                close = did_you_mean(str(value), self.choices)
+                raise UsageError(f"generator option {self.name}={value!r} must be one of "
+                                 + ", ".join(shown),
+                                 hint=" ".join(p for p in (close, f"{self.name}: {self.help}"
+                                                           if self.help else "") if p) or None)
             return value
         if self.kind == "text":
             if not isinstance(value, str):
@@ -158,7 +165,8 @@ FAMILIES: dict[str, str] = {
 
 def family_of(loader: str) -> str | None:
     """Return the option family of a loader: a built-in family, ``"world"`` for an embedded
-    world's generator (it takes none of these options), or None for a loader of one's own."""
+    world's generator (it takes none of these options, only those its spec declares as its
+    own), or None for a loader of one's own."""
     if loader in FAMILIES:
         return FAMILIES[loader]
     return "world" if loader.startswith("energyql.worlds.") else None
@@ -170,22 +178,29 @@ def family_options(family: str) -> tuple[str, ...]:
 
 
 def check_options(family: str | None, options: Mapping[str, object], *,
-                  recorded_only: bool = False, where: str = "") -> dict[str, Any]:
+                  recorded_only: bool = False, where: str = "",
+                  own: tuple[GeneratorOption, ...] = ()) -> dict[str, Any]:
     """Return ``options`` checked (and converted: ``steps=25.0`` becomes 25) for a family.
 
     Arguments:
-        family: ``"stylegan2"``, ``"biggan"``, ``"diffusion"``, ``"text2image"``, or None for
-            a family this table does not know (a world's or a user's loader): then only the
+        family: ``"stylegan2"``, ``"biggan"``, ``"diffusion"``, ``"text2image"``, ``"world"``,
+            or None for a family this table does not know (a user's loader): then only the
             options declared here are checked, by value, and the loader judges the rest.
         recorded_only: refuse options a manifest does not record (the command line's rule).
         where: the generator's name, for messages.
+        own: options one generator declares for itself (an embedded world's, in its
+            :class:`~energyql.generators.registry.GeneratorSpec`); they win over this table's
+            declarations of the same name.
 
     Raises :class:`~energyql.errors.UsageError` for an unknown name, a value of the wrong kind,
     a non-finite number or one out of range.
     """
+    mine = {option.name: option for option in own}
     allowed = family_options(family) if family is not None else tuple(OPTIONS)
+    allowed = tuple(dict.fromkeys((*allowed, *mine)))
     if recorded_only:
-        allowed = tuple(name for name in allowed if name in RECORDED)
+        allowed = tuple(name for name in allowed
+                        if (mine[name].recorded if name in mine else name in RECORDED))
     of = f" of generator '{where}'" if where else (f" of {family} generators" if family else "")
     checked: dict[str, Any] = {}
     for key, value in options.items():
@@ -198,7 +213,7 @@ def check_options(family: str | None, options: Mapping[str, object], *,
                 continue
             raise UsageError(f"unknown generator option '{key}'{of}", hint=did_you_mean(
                 str(key), allowed, listing="options", limit=len(allowed)))
-        checked[key] = declared(key, family).check(value, where)
+        checked[key] = (mine[key] if key in mine else declared(key, family)).check(value, where)
     return checked
 
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from energyql.errors import UnknownGeneratorError, did_you_mean
 from energyql.generators import hf_folders
+from energyql.generators.options import GeneratorOption
 from energyql.io import is_system_path
 
 #: The generator ``energyql run`` and :func:`energyql.train` use when none is named.
@@ -36,6 +37,9 @@ class GeneratorSpec:
             (:attr:`FAMILY_TRAINING`), as ``(name, value)`` pairs of ``TrainConfig`` fields.
         inherit_training: False when ``training`` alone holds its defaults (a world's own
             generator, measured on its own, inherits no family's).
+        options: loader options of this generator's own (an embedded world's, e.g. the
+            portraits prompt), beside its family's (:mod:`energyql.generators.options`):
+            ``--gen-option`` sets them, the loader checks them, a manifest records them.
     """
 
     name: str
@@ -47,6 +51,7 @@ class GeneratorSpec:
     path: str | None = None
     training: tuple[tuple[str, Any], ...] = ()
     inherit_training: bool = True
+    options: tuple[GeneratorOption, ...] = ()
 
     # Training defaults per generator family (keyed by loader), so that `energyql run` needs no
     # tuning flags. The world's CLIP settings (copies, weight, augmentation) are in its catalog.
@@ -98,6 +103,13 @@ def names() -> list[str]:
 def specs() -> list[GeneratorSpec]:
     table = _table()
     return [table[n] for n in sorted(table)]
+
+
+def own_options(name: str) -> tuple[GeneratorOption, ...]:
+    """Return the options the generator registered as ``name`` declares as its own (an
+    embedded world's, e.g. the portraits prompt); none for a name not registered."""
+    spec = _table().get(name)
+    return spec.options if spec is not None else ()
 
 
 def path_schemes() -> dict[str, GeneratorSpec]:

@@ -63,9 +63,9 @@ def test_images_are_differentiable_in_the_latent():
     assert (z.grad.abs().sum(0) > 0).sum() >= LATENT_DIM - 2
 
 
-def test_loader_refuses_options():
+def test_loader_refuses_options_other_than_the_prompt():
     from energyql.errors import UsageError
 
     assert load().latent_dim == LATENT_DIM
-    with pytest.raises(UsageError, match="takes no options"):
+    with pytest.raises(UsageError, match="unknown generator option 'truncation'"):
         load(truncation=0.7)

@@ -11,6 +11,7 @@ from energyql.catalog import Attribute, Catalog, ClipSettings, Control, Paramete
 from energyql.controls.registry import model
 from energyql.generators.registry import GeneratorSpec
 from energyql.worlds import World, register_world
+from energyql.worlds.portraits.prompts import OPTION as PROMPT_OPTION
 
 # The world's small CLIP: its logit scale as the weight, 4 gentle geometric copies and no
 # colour jitter (skin and hair colours are what several attributes are about).
@@ -60,6 +61,8 @@ GENERATOR = GeneratorSpec(
               ("warm_start_samples", 4096), ("chain_weight", 3.0), ("forward_weight", 0.0),
               ("blocks", 8), ("width", 256)),
     inherit_training=False,
+    # "a photo of a doctor", ...: who is drawn, for the text-to-image de-biasing workflow.
+    options=(PROMPT_OPTION,),
 )
 
 WORLD = register_world(World(

@@ -7,7 +7,9 @@ Keys: ``judge`` (held-out accuracy per attribute, pose MAE, identity error),
 truth, TV per attribute to the data's distribution, how many gender x age x race cells
 occur, the share of samples whose every factor is clearly one value), ``clip`` (zero-shot
 accuracy per attribute on held-out data) and ``identity`` (distance between one face's
-embeddings across poses, "within", against the distance between faces, "between").
+embeddings across poses, "within", against the distance between faces, "between") and
+``prompts`` (per prompt of the generator: the written gender x race KL to uniform, the
+drawn one on generator samples, their TV, and every attribute's drawn shares).
 """
 
 from __future__ import annotations
@@ -65,6 +67,34 @@ def generator_figures(judge, n: int = 5000, seed: int = GENERATED_SEED, batch: i
             "clear_share": round(float(clear.float().mean()), 4)}
 
 
+def _kl_to_uniform(shares: torch.Tensor) -> float:
+    positive = shares[shares > 0]
+    return float((positive * (positive * len(shares)).log()).sum())
+
+
+@torch.no_grad()
+def prompt_figures(n: int = 20_000, seed: int = GENERATED_SEED) -> dict:
+    """Per prompt: who the generator draws against the written tables, on its ground truth."""
+    from energyql.worlds.portraits.generator import PortraitsGenerator
+    from energyql.worlds.portraits.prompts import PROMPTS
+
+    out: dict = {"samples": n}
+    for text, people in PROMPTS.items():
+        gen = PortraitsGenerator(text)
+        truth = gen.truth(gen.sample_latent(n, generator=torch.Generator().manual_seed(seed)))
+        joint = _shares(truth["gender"] * len(R.RACES) + truth["race"], 2 * len(R.RACES))
+        written = torch.tensor(people.joint(), dtype=torch.float64).flatten()
+        out[text] = {
+            "gender x race KL to uniform (written)": round(people.kl_to_uniform(), 4),
+            "gender x race KL to uniform (drawn)": round(_kl_to_uniform(joint), 4),
+            "gender x race TV to written": round(0.5 * float((joint - written).abs().sum()), 4),
+            "shares": {name: {v: round(float(s), 4) for v, s in
+                              zip(values, _shares(truth[name], len(values)))}
+                       for name, values in R.ATTRIBUTES.items()},
+        }
+    return out
+
+
 @torch.no_grad()
 def identity_figures(embedder, faces: int = 200, poses: int = 5,
                      seed: int = IDENTITY_SEED) -> dict:
@@ -84,7 +114,7 @@ def identity_figures(embedder, faces: int = 200, poses: int = 5,
 
 
 def measure(n: int = 5000, *, include: tuple[str, ...] = ("judge", "generator", "clip",
-                                                         "identity")) -> dict:
+                                                         "identity", "prompts")) -> dict:
     """Return the card's figures (see the module docstring)."""
     from energyql.worlds.portraits import judge as judge_module
     from energyql.worlds.portraits.models import IdentityEmbedder
@@ -104,6 +134,8 @@ def measure(n: int = 5000, *, include: tuple[str, ...] = ("judge", "generator", 
         card["clip"] = zero_shot(model, tokenizer, images, labels)
     if "identity" in include:
         card["identity"] = identity_figures(IdentityEmbedder(judge).eval())
+    if "prompts" in include:
+        card["prompts"] = prompt_figures()
     return card
 
 

@@ -10,6 +10,10 @@ differentiable in ``z`` and a flow in front of the generator feels where a value
 Conditional factors mix the cuts of every conditioning value by its soft weight, e.g. the age
 cuts of each appearance group weighted by the group's weights.
 
+A ``prompt`` (:mod:`energyql.worlds.portraits.prompts`) selects who is drawn, P(gender) and
+P(race); every other table is the same for every prompt. The default prompt is the data's
+distribution, and the generator without a prompt, bit for bit.
+
 Example:
     >>> gen = PortraitsGenerator()
     >>> z = gen.sample_latent(4)
@@ -19,11 +23,14 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 
 import torch
 
 from energyql.generators.base import Generator
+from energyql.worlds.portraits import prompts as P
 from energyql.worlds.portraits import render as R
 
 # Slope of the soft cuts, per unit of latent: the blend between two values spans about
@@ -35,6 +42,8 @@ DISCRETE = ("gender", "race", "age", "smiling", "glasses", "beard", "grey", "hai
 CONTINUOUS = ("yaw", "pitch", *R.IDENTITY, "light")
 NUISANCE_DIMS = 6 + 3 + 3  # background (2 x RGB), shirt RGB, skin jitter
 LATENT_DIM = len(DISCRETE) + len(CONTINUOUS) + NUISANCE_DIMS
+# The default generator's digest (the map is written down: no weights file to hash).
+ANALYTIC_DIGEST = "analytic-v1"
 
 
 def _cuts(probabilities: torch.Tensor) -> torch.Tensor:
@@ -66,12 +75,13 @@ def _uniform(z: torch.Tensor, low: float, high: float) -> torch.Tensor:
     return low + (high - low) * 0.5 * (1 + torch.erf(z / math.sqrt(2)))
 
 
-def _tables() -> dict[str, torch.Tensor]:
+def _tables(people: P.Prompt) -> dict[str, torch.Tensor]:
+    """The generator's tables for a prompt's ``people`` (its P(gender) and P(race))."""
     ages, races = R.AGES, R.RACES
     beard_male = torch.tensor([R.P_BEARD_GIVEN_AGE_MALE[a] for a in ages])
     return {
-        "gender": torch.tensor(R.P_GENDER),
-        "race": torch.tensor(R.P_RACE),
+        "gender": torch.tensor(people.gender),
+        "race": torch.tensor(people.race),
         "age": torch.tensor([R.P_AGE_GIVEN_RACE[r] for r in races]),
         "smiling": torch.tensor([[1 - R.P_SMILING_GIVEN_AGE[a], R.P_SMILING_GIVEN_AGE[a]]
                                  for a in ages]),
@@ -87,7 +97,12 @@ def _tables() -> dict[str, torch.Tensor]:
 
 
 class PortraitsGenerator(Generator):
-    """The embedded portraits world's generator (no weights: the map is written down)."""
+    """The embedded portraits world's generator (no weights: the map is written down).
+
+    Arguments:
+        prompt: one of :data:`energyql.worlds.portraits.prompts.PROMPTS` (default: "a photo of
+            a person", the data's distribution); an unknown one is a UsageError naming them.
+    """
 
     id = "portraits"
     catalog = "portraits"
@@ -104,12 +119,22 @@ class PortraitsGenerator(Generator):
     p_grey: torch.Tensor
     p_colour: torch.Tensor
 
-    def __init__(self) -> None:
+    def __init__(self, prompt: str | None = None) -> None:
         super().__init__()
+        people = P.get(prompt)
+        self.prompt = people.text
         self.latent_dim = LATENT_DIM
-        for name, table in _tables().items():
+        for name, table in _tables(people).items():
             self.register_buffer(f"p_{name}", table, persistent=False)
-        self.weights_digest = "analytic-v1"
+        # The default is the world without prompts: no option recorded, the same digest. Another
+        # prompt is recorded, and its digest names its tables, so an artifact trained on it
+        # is refused by the default generator (and by the same prompt written differently).
+        self.load_options: dict[str, str] = {}
+        self.weights_digest = ANALYTIC_DIGEST
+        if people.text != P.DEFAULT:
+            self.load_options["prompt"] = people.text
+            tables = json.dumps([people.gender, people.race]).encode()
+            self.weights_digest += "+" + hashlib.sha256(tables).hexdigest()[:16]
 
     def params(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return the renderer's parameters for latents ``z``, discrete factors as weights."""
@@ -153,9 +178,13 @@ class PortraitsGenerator(Generator):
 
 
 def load(spec=None, *, device: str | torch.device = "cpu", **options) -> PortraitsGenerator:
-    """Return the portraits generator (the registry's loader for ``"portraits"``)."""
-    if options:
-        from energyql.errors import UsageError
+    """Return the portraits generator (the registry's loader for ``"portraits"``).
 
-        raise UsageError(f"the portraits generator takes no options, got: {', '.join(options)}")
-    return PortraitsGenerator().eval().requires_grad_(False).to(device)
+    Its one option is ``prompt`` (:mod:`energyql.worlds.portraits.prompts`); any other, or an
+    unknown prompt, is a UsageError.
+    """
+    from energyql.generators.options import check_options
+
+    checked = check_options("world", options, where=getattr(spec, "name", "portraits"),
+                            own=(P.OPTION,))
+    return PortraitsGenerator(**checked).eval().requires_grad_(False).to(device)

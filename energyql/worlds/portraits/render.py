@@ -37,6 +37,8 @@ import math
 
 import torch
 
+from energyql.worlds.portraits.prompts import get as drawn_by
+
 IMAGE_SIZE = 64
 
 GENDERS = ("male", "female")
@@ -57,8 +59,10 @@ PITCH_RANGE = (-20.0, 20.0)
 
 # --- the designed joint distribution ----------------------------------------------------------
 
-P_GENDER = (0.5, 0.5)
-P_RACE = (0.45, 0.27, 0.20, 0.08)
+# Who is drawn: the default prompt's P(gender) and P(race). energyql.worlds.portraits.prompts
+# holds every prompt's; the tables below are shared by all prompts.
+P_GENDER = drawn_by(None).gender
+P_RACE = drawn_by(None).race
 # P(age | race): old is 15 % overall, and rarer in the smallest group (a rare cell for tests).
 P_AGE_GIVEN_RACE = {
     "alpha": (0.40, 0.43, 0.17), "beta": (0.45, 0.40, 0.15),
