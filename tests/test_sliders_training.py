@@ -82,20 +82,6 @@ def test_a_weight_slider_gives_each_weight_its_gaussian_target():
     assert log.closeness["ess_fraction"] > 0.8
 
 
-def test_fix_makes_the_energy_of_one_setting():
-    energy = _share_energy()
-    energy.lambda_grid.values.copy_(torch.linspace(-1, 1, 17)[:, None] * torch.tensor([[-1., 1.]]))
-    energy.fix({"p": 0.8})
-    assert not energy.is_conditional and energy.lambda_grid is not None
-    constraint = energy.constraints[0]
-    assert constraint.target.tolist() == pytest.approx([0.2, 0.8])
-    assert constraint.lam.tolist() == pytest.approx([-1.0, 1.0])
-    scaled = SliderScaledEnergy(2.0, 0, QuadraticEnergy([0.0, 0.0], [1.0, 1.0]), "w")
-    weights = StageEnergy([scaled], [], None, [W]).fix({"w": 1.5})
-    x = torch.ones(3, 2)
-    assert weights.pointwise_energy(weights.features(x)).tolist() == pytest.approx([3.0] * 3)
-
-
 def test_a_resumed_slider_stage_retraces_the_uninterrupted_one(tmp_path):
     from tests.test_train import Crash, CrashingQuadratic
 

@@ -6,7 +6,7 @@ loaded through :mod:`energyql.controls.registry` by the keys the world's catalog
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -32,7 +32,6 @@ from energyql.energies.sliders import (
     SLIDER,
     LambdaGrid,
     SliderScaledEnergy,
-    setting_row,
     slider_params,
 )
 from energyql.errors import EnergyQLError, check_choice
@@ -232,37 +231,11 @@ class StageEnergy(nn.Module):
                 stop = start + constraint.target.numel()
                 constraint.grid = (self.lambda_grid, start, stop)
                 start = stop
-        self.setting: dict[str, float] | None = None
 
     @property
     def sliders(self) -> list[ContextParam]:
         """The stage's sliders (context entries set at sample time)."""
         return slider_params(self.context)
-
-    def fix(self, values: Mapping[str, float]) -> StageEnergy:
-        """Make this the energy of one slider setting, in place (no context needed after);
-        return it. Constraint targets and λ become the setting's, weights its values."""
-        sliders = self.sliders
-        if not sliders:
-            return self
-        values = {p.name: float(values[p.name]) for p in sliders}
-        if self.lambda_grid is not None:
-            row = setting_row(self.context, {**{p.name: p.middle
-                                                 for p in self.context}, **values})
-            self.lambda_grid.exact = True  # the setting's exact target, not the training offset
-            lam = self.lambda_grid.at(row[None])[0]
-            self.constraints.set_lambda(lam.float().cpu(), torch.zeros_like(lam).float(),
-                                        torch.zeros_like(lam).float())
-            for constraint in self.constraints:
-                if constraint.target_at is not None:
-                    constraint.target.copy_(torch.tensor(constraint.target_at(values)))
-                constraint.grid = None
-        for module in self.modules():
-            if isinstance(module, SliderScaledEnergy):
-                module.fixed = values[self.context[module.column].name]
-        self.context = [p for p in self.context if p.control != SLIDER]
-        self.setting = values
-        return self
 
     def features(self, images: torch.Tensor, generator: torch.Generator | None = None, *,
                  context: torch.Tensor | None = None,

@@ -120,8 +120,8 @@ class LambdaGrid(torch.nn.Module):
 class SliderScaledEnergy(EnergyTerm):
     """``w · c_s · E``: a term whose weight is a slider (column ``column`` of the context).
 
-    ``fixed`` (set by :meth:`StageEnergy.fix`) replaces the context's value: the energy of
-    one setting, for samplers and evaluation that pass no context.
+    The energy of one setting without a context is the program at that setting, lowered
+    (``Program.at``: the weight becomes a number).
     """
 
     def __init__(self, weight: float, column: int, term: EnergyTerm, text: str):
@@ -130,7 +130,6 @@ class SliderScaledEnergy(EnergyTerm):
         self.column = column
         self.term = term
         self.text = text
-        self.fixed: float | None = None
 
     @property
     def flat(self) -> bool:  # type: ignore[override]
@@ -138,8 +137,6 @@ class SliderScaledEnergy(EnergyTerm):
 
     def forward(self, features: Features) -> torch.Tensor:
         inner: torch.Tensor = self.term(features)
-        if self.fixed is not None:
-            return self.weight * self.fixed * inner
         if features.context is None:
             raise ValueError(f"'{self.text}' needs the slider's value (a context)")
         return self.weight * features.context[:, self.column].to(inner.dtype) * inner
