@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from energyql.energies.base import EnergyTerm, Features
+from energyql.energies.combinators import ScaledEnergy
 from energyql.energies.conditional import ContextParam
 from energyql.lang.structure import MAX_GRID_SLIDERS  # the language refuses more
 
@@ -117,7 +118,7 @@ class LambdaGrid(torch.nn.Module):
                 "lambda": [[round(v, 6) for v in row] for row in self.values.tolist()]}
 
 
-class SliderScaledEnergy(EnergyTerm):
+class SliderScaledEnergy(ScaledEnergy):
     """``w · c_s · E``: a term whose weight is a slider (column ``column`` of the context).
 
     The energy of one setting without a context is the program at that setting, lowered
@@ -125,15 +126,8 @@ class SliderScaledEnergy(EnergyTerm):
     """
 
     def __init__(self, weight: float, column: int, term: EnergyTerm, text: str):
-        super().__init__()
-        self.weight = weight
+        super().__init__(weight, term, text)
         self.column = column
-        self.term = term
-        self.text = text
-
-    @property
-    def flat(self) -> bool:  # type: ignore[override]
-        return self.term.flat
 
     def forward(self, features: Features) -> torch.Tensor:
         inner: torch.Tensor = self.term(features)
