@@ -187,14 +187,16 @@ def run_and_report(program, *, gen=DEFAULT_GENERATOR, out: str | Path | None = N
     """Train ``program`` (the job behind ``energyql.train`` and ``energyql run``): the one
     owner of a run's folder.
 
-    Training writes checkpoints, ``log.jsonl`` and the artifact into ``out`` (the artifact as
-    soon as training ends, so that a failing evaluation loses nothing). With ``report`` (needs
-    ``out``) the run is then evaluated on ``samples`` samples, the artifact saved again with
-    its metrics, and the grids (``base.png``, ``stage<k>.png``, ``samples.png``),
-    ``metrics.json``, ``curves.png``, ``report.md`` and ``report.html`` written beside it.
-    Once all of that succeeded the stage checkpoints are deleted (``keep_checkpoints`` keeps
-    them). Every phase shows progress on stderr. ``clip`` and ``face_attributes`` choose the
-    judges of training and evaluation alike.
+    Training writes checkpoints and ``log.jsonl`` into ``out``; the artifact is saved once.
+    Without ``report`` that is as soon as training ends. With ``report`` (needs ``out``) the
+    run is evaluated on ``samples`` samples first, and the artifact saved with its metrics
+    before the grids (``base.png``, ``stage<k>.png``, ``samples.png``), ``metrics.json``,
+    ``curves.png``, ``report.md`` and ``report.html`` are written beside it; an evaluation that
+    fails or is interrupted still saves the artifact (without what it did not measure). Once
+    all of that succeeded the stage checkpoints are deleted (``keep_checkpoints`` keeps them;
+    until then ``--resume`` rebuilds a finished run without training it again). Every phase
+    shows progress on stderr. ``clip`` and ``face_attributes`` choose the judges of training
+    and evaluation alike.
     """
     import torch
 
@@ -209,15 +211,18 @@ def run_and_report(program, *, gen=DEFAULT_GENERATOR, out: str | Path | None = N
         Progress(enabled=bool(progress) and group.is_main)
     config = replace(config, device=device_for(config.device, group))
     out = Path(out) if out is not None else None
+    reporting = report and out is not None
     artifact = train_program(program, gen, config, out=out, resume=resume, start=start,
                              progress=prog, on_step=on_step, clip=clip,
-                             face_attributes=face_attributes, **(generator_options or {}))
-    if not report or out is None:
+                             face_attributes=face_attributes, save=not reporting,
+                             **(generator_options or {}))
+    if not reporting:
         _remove_checkpoints(out, keep_checkpoints)
         return RunResult(out, {}, artifact.manifest, artifact)
+    assert out is not None  # reporting
     sampler = artifact.sampler.eval()
-    # The artifact is saved: from here on a failure must not lose the training. What was
-    # measured before it is still written (grids, metrics, report), then the error is raised.
+    # From here on a failure must not lose the training: what was measured before it is
+    # still written (the artifact, grids, metrics, report), then the error is raised.
     metrics: dict = {}
     previous = None
     failure: EnergyQLError | None = None
@@ -255,6 +260,10 @@ def run_and_report(program, *, gen=DEFAULT_GENERATOR, out: str | Path | None = N
     except EnergyQLError as error:
         failure = error
         metrics["evaluation_error"] = error.message
+    except BaseException:  # interrupted (Ctrl-C) or a bug: keep the trained artifact
+        if group.is_main:
+            artifact.save(out)
+        raise
     if group.is_main:
         noise = torch.randn(grid, sampler.latent_dim,
                             generator=torch.Generator().manual_seed(config.seed))
@@ -309,6 +318,9 @@ def _write_files(out: Path, artifact, metrics: dict, noise, prog,
 
     sampler = artifact.sampler
     stages = sampler.stages
+    # The artifact first, with its metrics: a grid or the report failing must not lose it.
+    artifact.manifest = artifact.manifest.with_metrics(metrics)
+    artifact.save(out)
     with prog.task("grids", total=len(stages) + 2, unit="grid") as task:
         views = save_stage_grids(out, sampler, noise)
         if previous is not None and len(views) > 1:
@@ -329,8 +341,6 @@ def _write_files(out: Path, artifact, metrics: dict, noise, prog,
         else:
             shutil.copyfile(out / f"stage{sampler.index}.png", out / "samples.png")
         task.update(len(stages) + 2)
-    artifact.manifest = artifact.manifest.with_metrics(metrics)
-    artifact.save(out)
     write_json(out / "metrics.json", metrics)
     with prog.phase("writing the report"):
         if (out / LOG_NAME).exists():

@@ -518,3 +518,40 @@ def test_two_processes_racing_for_a_stale_lock_one_wins(tmp_path):
     outputs = [r.communicate(timeout=60)[0] for r in racers]
     assert sum(o.startswith("won") for o in outputs) == 1, outputs
     assert all(o.startswith(("won", "lost ArtifactError")) for o in outputs), outputs
+
+
+def test_a_run_saves_its_artifact_once_with_its_metrics(tmp_path, monkeypatch):
+    from energyql.sampler import Artifact
+
+    saved = []
+    original = Artifact.save
+
+    def counting(self, directory):
+        saved.append(dict(self.manifest.metrics or {}))
+        return original(self, directory)
+
+    monkeypatch.setattr(Artifact, "save", counting)
+    out = tmp_path / "o"
+    result = runner.invoke(app, ["run", "color == red", "--gen", "shapes", "--out", str(out),
+                                 *FAST])
+    assert result.exit_code == 0, result.output
+    assert len(saved) == 1 and "attributes" in saved[0]  # once, after the evaluation
+    assert not list(out.glob("stage*.ckpt*"))  # and the checkpoints are gone
+
+
+def test_an_interrupted_evaluation_keeps_the_artifact_and_the_checkpoints(tmp_path, monkeypatch):
+    import energyql as eq
+    import energyql.evaluation
+    from energyql.checkpoints import any_checkpoint
+    from energyql.sampler import load
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(energyql.evaluation, "evaluate", interrupted)
+    out = tmp_path / "o"
+    with pytest.raises(KeyboardInterrupt):
+        eq.train("color == red", gen="shapes", out=out, report=True, progress=False,
+                 steps=2, batch=16, samples=16, moment_samples=256, warm_start_samples=0)
+    assert load(out).sample(2, seed=0).shape[0] == 2
+    assert any_checkpoint(out)  # the run did not finish: --resume rebuilds it

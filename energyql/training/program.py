@@ -78,7 +78,7 @@ def train_program(program: Any, gen: str | Generator = DEFAULT_GENERATOR,
                   progress: bool | Progress = True,
                   on_step: Callable[[StepInfo], None] | None = None,
                   clip: str | None = None, face_attributes: str | None = None,
-                  **generator_options: Any) -> Artifact:
+                  save: bool = True, **generator_options: Any) -> Artifact:
     """Train every stage of a program; return the controlled sampler as an Artifact.
 
     Arguments:
@@ -89,6 +89,8 @@ def train_program(program: Any, gen: str | Generator = DEFAULT_GENERATOR,
         resume: continue from the checkpoints in ``out``.
         start: an existing artifact whose stages come first (``--from``).
         progress: show progress on stderr (a bool, or a shared Progress).
+        save: write the artifact into ``out`` (the run's workflow saves it itself, once, with
+            its metrics).
         on_step: called after every training step with a :class:`StepInfo`.
         clip, face_attributes: the judges' CLIP spec and face-attribute backend (see
             :class:`~energyql.energies.ControlModels`); recorded in the manifest.
@@ -167,7 +169,7 @@ def train_program(program: Any, gen: str | Generator = DEFAULT_GENERATOR,
     manifest = manifest_for(sampler, source=source, canonical=canonical,
                             controls=controls_record(models), stages=tuple(stage_records))
     artifact = Artifact(sampler, manifest)
-    if out is not None and current_group().is_main:
+    if out is not None and save and current_group().is_main:
         artifact.save(out)
     current_group().barrier()
     return artifact
