@@ -223,6 +223,13 @@ def fit_lambda_grid(target: StageTarget, n: int, config: TrainConfig,
 MIN_SETTING_POOL = 1024
 
 
+def grid_fit_images(target: StageTarget, n: int) -> int:
+    """The images :func:`fit_lambda_grid` decodes for a pool of ``n``: ``n``, or a pool per
+    grid point (at least MIN_SETTING_POOL each) when the base moves with the setting."""
+    points = len(cast(Any, target.energy).lambda_grid.values)
+    return points * max(MIN_SETTING_POOL, n // points) if target.conditional_base else n
+
+
 def _fit_lambda_grid_per_setting(target: StageTarget, n: int, config: TrainConfig,
                                  generator: torch.Generator, group: Group) -> MomentFit:
     """:func:`fit_lambda_grid` for a stage after a slider stage: its base's samples move with
@@ -232,7 +239,7 @@ def _fit_lambda_grid_per_setting(target: StageTarget, n: int, config: TrainConfi
     energy = cast(Any, target.energy)
     grid, constraints, params = energy.lambda_grid, target.constraints(), energy.context
     settings = grid.setting_values(params)
-    per = max(MIN_SETTING_POOL, n // len(settings))
+    per = grid_fit_images(target, n) // len(settings)
     noise = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
     fits = []
     with torch.no_grad():

@@ -36,10 +36,10 @@ from energyql.sampler import StageSampler
 from energyql.target import StageTarget, closeness
 from energyql.training.config import TrainConfig, learning_rate, step_generator
 from energyql.training.fit import (
-    MIN_SETTING_POOL,
     fit_constraints,
     fit_lambda_grid,
     fit_record,
+    grid_fit_images,
     refit_grid_offsets,
     slider_warm_start,
     warm_start,
@@ -211,16 +211,16 @@ def prepare_stage(run: StageRun, objective: StageObjective, checkpoint_dir: Path
         # A slider stage's grid is never refitted on the flow's samples, so its one pool is
         # larger: λ's Monte Carlo error, not the interpolation, dominates (docs/sliders.md).
         pool = config.moment_samples * (GRID_POOL_FACTOR if grid is not None else 1)
+        images = pool if grid is None else grid_fit_images(target, pool)
         where = f" at {len(grid.values)} slider settings" if grid is not None else ""
-        with prog.phase(f"stage {run.index}: fitting λ on {pool:,} base "
+        with prog.phase(f"stage {run.index}: fitting λ on {images:,} base "
                         f"samples{where}") as phase:
             seeds = step_generator(config.seed, run.index, -1)
             fit = fit_constraints(target, pool, config, seeds, run.group,
                                   use_flow=False) if grid is None else \
                 fit_lambda_grid(target, pool, config, seeds, run.group)
             phase.note(ess=round(fit.ess), max_error=fit.max_error)
-        log.images += pool if grid is None or not target.conditional_base else \
-            len(grid.values) * max(MIN_SETTING_POOL, pool // len(grid.values))
+        log.images += images
         run.record_fit(fit, 0, run_log)
         warn_low_ess(fit, run.index, log.warnings, "base samples", refitted=grid is None)
     # The starts judge one pool of base samples: a base that moves with the setting (a
