@@ -36,6 +36,8 @@ from torch import nn
 FLOW_KINDS = ("dense", "conv")
 #: The most squeezes a conv flow takes (each halves the sides and quadruples the channels).
 MAX_LEVELS = 6
+#: The most Fourier features per context entry (FlowConfig.frequencies).
+MAX_FREQUENCIES = 16
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,10 @@ class FlowConfig:
         kind: ``"dense"`` or ``"conv"``.
         shape: ``(C, H, W)`` of the latent for a conv flow; ``()`` for a dense one.
         levels: the conv flow's squeezes (scales); 0 keeps one scale at full resolution.
+        frequencies: Fourier features of the context: each entry ``c`` (in [-1, 1]) also
+            enters the subnets as ``sin(πkc/2)`` and ``cos(πkc/2)`` for k = 1..frequencies, so
+            that a target that moves fast over part of a slider's range can be followed (0:
+            the raw values only).
 
     Example:
         >>> FlowConfig(dim=4 * 8 * 8, kind="conv", shape=(4, 8, 8), levels=2, width=32)
@@ -66,15 +72,23 @@ class FlowConfig:
     kind: str = "dense"
     shape: tuple[int, ...] = ()
     levels: int = 0
+    frequencies: int = 0
+
+    @property
+    def condition_dim(self) -> int:
+        """The size of the context the subnets see (raw values and their Fourier features)."""
+        return self.context_dim * (1 + 2 * self.frequencies)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         if self.kind not in FLOW_KINDS:
             raise ValueError(f"flow kind '{self.kind}' is not one of {', '.join(FLOW_KINDS)}")
-        if self.dim < 1 or self.blocks < 1 or self.width < 1 or self.context_dim < 0:
+        if self.dim < 1 or self.blocks < 1 or self.width < 1 or self.context_dim < 0 \
+                or not 0 <= self.frequencies <= MAX_FREQUENCIES:
             raise ValueError(f"flow sizes must be positive: dim={self.dim}, "
                              f"blocks={self.blocks}, width={self.width}, "
-                             f"context_dim={self.context_dim}")
+                             f"context_dim={self.context_dim}, frequencies="
+                             f"{self.frequencies} (at most {MAX_FREQUENCIES})")
         if self.kind == "dense":
             if self.shape or self.levels:
                 raise ValueError("a dense flow takes no shape or levels (those are conv's)")
@@ -87,6 +101,8 @@ class FlowConfig:
         """Return the config as plain values; a dense flow's record omits the conv fields, so
         it reads exactly as it did before there were two kinds."""
         data = asdict(self)
+        if not self.frequencies:
+            data.pop("frequencies")  # flows without them read as they always did
         if self.kind == "dense":
             for key in ("kind", "shape", "levels"):
                 data.pop(key)
@@ -149,6 +165,16 @@ def _conv_subnet(width: int):
         return nn.Sequential(*hidden, last)
 
     return build
+
+
+def context_features(context: torch.Tensor, frequencies: int) -> torch.Tensor:
+    """Return ``context`` (rows in [-1, 1]) with ``sin(πkc/2)``, ``cos(πkc/2)`` for k = 1..
+    ``frequencies`` of every entry appended (unchanged for 0)."""
+    if not frequencies:
+        return context
+    k = torch.arange(1, frequencies + 1, device=context.device, dtype=context.dtype)
+    angles = (context[:, :, None] * k * (math.pi / 2)).flatten(1)
+    return torch.cat([context, angles.sin(), angles.cos()], dim=1)
 
 
 def _random_rotation(dim: int, generator: torch.Generator) -> torch.Tensor:
@@ -219,7 +245,7 @@ class LatentFlow(nn.Module):
                     sequence.append(
                         fm.AllInOneBlock,
                         cond=0 if conditional else None,
-                        cond_shape=(config.context_dim,) if conditional else None,
+                        cond_shape=(config.condition_dim,) if conditional else None,
                         subnet_constructor=_subnet(config.width),
                         affine_clamping=config.clamp,
                         # Redrawn below either way; scipy's draw is slow on large latents.
@@ -237,7 +263,7 @@ class LatentFlow(nn.Module):
             return None
         if context is None:
             raise ValueError("this flow is conditional: pass a context tensor")
-        return [context]
+        return [context_features(context, self.config.frequencies)]
 
     def forward(self, eps: torch.Tensor, context: torch.Tensor | None = None):
         """Return ``(z, log|det dz/deps|)`` for a batch of noise ``eps``."""
@@ -335,7 +361,7 @@ class MultiscaleINN(nn.Module):
                     channels, height, width = 4 * channels, height // 2, width // 2
                 condition = None
                 if config.context_dim:
-                    condition = ff.ConditionNode(config.context_dim, height, width,
+                    condition = ff.ConditionNode(config.condition_dim, height, width,
                                                  name=f"context{scale}")
                     nodes.append(condition)
                     self.condition_sizes.append((height, width))
@@ -394,13 +420,15 @@ CONV_BLOCKS, CONV_WIDTH = 4, 64
 
 
 def flow_config_for(generator: Any, blocks: int | None = None, width: int | None = None,
-                    context_dim: int = 0, seed: int = 0, kind: str | None = None) -> FlowConfig:
+                    context_dim: int = 0, seed: int = 0, kind: str | None = None,
+                    frequencies: int = 0) -> FlowConfig:
     """Return the config of a flow over ``generator``'s latent.
 
     A generator that declares an image-shaped latent (``latent_shape``, e.g. diffusion's
     initial noise) gets a conv flow, any other a dense one; ``kind`` overrides the choice.
     ``blocks`` and ``width`` left at None are sized to the latent (:func:`dense_size`; conv:
-    ``CONV_BLOCKS`` per scale of ``CONV_WIDTH`` channels).
+    ``CONV_BLOCKS`` per scale of ``CONV_WIDTH`` channels). ``frequencies``: Fourier features
+    of the context (FlowConfig).
 
     Example:
         >>> flow = LatentFlow(flow_config_for(generator, context_dim=2, seed=1))
@@ -413,14 +441,14 @@ def flow_config_for(generator: Any, blocks: int | None = None, width: int | None
     if kind == "dense":
         auto_blocks, auto_width = dense_size(dim)
         return FlowConfig(dim=dim, context_dim=context_dim, blocks=blocks or auto_blocks,
-                          width=width or auto_width, seed=seed)
+                          width=width or auto_width, seed=seed, frequencies=frequencies)
     if not shape:
         raise ValueError(f"a conv flow needs an image-shaped latent, and generator "
                          f"'{getattr(generator, 'id', generator)}' declares no latent_shape")
     shape = tuple(int(s) for s in shape)
     return FlowConfig(dim=dim, context_dim=context_dim, blocks=blocks or CONV_BLOCKS,
                       width=width or CONV_WIDTH, seed=seed, kind="conv", shape=shape,
-                      levels=auto_levels(shape))
+                      levels=auto_levels(shape), frequencies=frequencies)
 
 
 def standard_normal_log_prob(x: torch.Tensor) -> torch.Tensor:
@@ -429,5 +457,6 @@ def standard_normal_log_prob(x: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["CONV_BLOCKS", "CONV_WIDTH", "FLOW_KINDS", "FlowConfig", "LatentFlow",
-           "MultiscaleINN", "auto_levels", "dense_size", "flow_config_for",
+           "MAX_FREQUENCIES", "MultiscaleINN", "auto_levels", "context_features", "dense_size",
+           "flow_config_for",
            "standard_normal_log_prob"]

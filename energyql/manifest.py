@@ -11,7 +11,7 @@ Bounds on what a manifest may ask to be built (generous for real artifacts: Prom
 StyleGAN2 flows use 8-16 blocks of width 256-512 over 512 latent dimensions):
 
     flow blocks <= 64, width <= 8192, dim <= 16384 (conv flows and generator latents: 2**20),
-    conv levels <= 6, context entries <= 64, stages <= 64,
+    conv levels <= 6, context entries <= 64, Fourier features per entry <= 16, stages <= 64,
     every stage's flow together <= 2**27 floats (512 MiB), λ entries per constraint <= 65536,
     |λ| and context bounds <= 1e6, text fields <= 65536 characters
 
@@ -48,6 +48,7 @@ FLOW_KINDS = ("dense", "conv")
 # and the dim x dim rotation of every block.
 MAX_FLOW_FLOATS = 1 << 27
 MAX_CONTEXT = 64
+MAX_FREQUENCIES = 16  # energyql.flows.MAX_FREQUENCIES, without importing torch
 MAX_STAGES = 64
 MAX_LAMBDA = 1 << 16
 # |λ| and context ranges beyond this overflow float32 arithmetic downstream (exp(λ·φ),
@@ -308,15 +309,21 @@ class FlowRecord:
     kind: str = "dense"
     shape: tuple[int, ...] = ()
     levels: int = 0
+    frequencies: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(self.shape))
+
+    @property
+    def condition_dim(self) -> int:
+        """The context entries the subnets see (raw values and their Fourier features)."""
+        return self.context_dim * (1 + 2 * self.frequencies)
 
     def floats(self) -> int:
         """Return about how many floats a flow of this shape allocates (subnets, rotations)."""
         if self.kind == "conv":
             return self._conv_floats()
-        per_block = ((self.dim + self.context_dim) * self.width + self.width * self.width
+        per_block = ((self.dim + self.condition_dim) * self.width + self.width * self.width
                      + self.width * self.dim + self.dim * self.dim)
         return self.blocks * per_block
 
@@ -328,7 +335,7 @@ class FlowRecord:
             if self.levels:
                 channels *= 4
             half = channels // 2
-            per_block = (9 * (channels - half + self.context_dim) * self.width
+            per_block = (9 * (channels - half + self.condition_dim) * self.width
                          + self.width * self.width + 9 * self.width * 2 * half
                          + 2 * channels * channels)
             total += self.blocks * per_block
@@ -339,6 +346,8 @@ class FlowRecord:
         out: dict[str, Any] = {"dim": self.dim, "context_dim": self.context_dim,
                                "blocks": self.blocks, "width": self.width, "clamp": self.clamp,
                                "seed": self.seed}
+        if self.frequencies:
+            out["frequencies"] = self.frequencies
         if self.kind != "dense":
             out.update(kind=self.kind, shape=list(self.shape), levels=self.levels)
         return out
@@ -346,7 +355,7 @@ class FlowRecord:
     @classmethod
     def from_reader(cls, r: _Reader) -> FlowRecord:
         r.only("dim", "context_dim", "blocks", "width", "clamp", "seed", "kind", "shape",
-               "levels")
+               "levels", "frequencies")
         kind = r.text("kind", "dense")
         if kind not in FLOW_KINDS:
             r.fail(f"is '{kind[:40]}', not one of " + ", ".join(FLOW_KINDS), "kind")
@@ -373,7 +382,8 @@ class FlowRecord:
                    width=r.integer("width", 1, MAX_WIDTH, 256),
                    clamp=r.real("clamp", 2.0, low=0.0, high=MAX_CLAMP),
                    seed=r.integer("seed", -(2**63), 2**63 - 1, 0),
-                   kind=kind, shape=shape, levels=levels)
+                   kind=kind, shape=shape, levels=levels,
+                   frequencies=r.integer("frequencies", 0, MAX_FREQUENCIES, 0))
 
 
 def _conv_shape_problem(dim: int, shape: tuple[int, ...], levels: int) -> str:

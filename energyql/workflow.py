@@ -14,7 +14,7 @@ from typing import Any
 from energyql.errors import EnergyQLError, EvaluationError, UsageError, check_choice
 from energyql.generators.registry import DEFAULT_GENERATOR
 from energyql.io import write_json
-from energyql.manifest import MAX_BLOCKS, MAX_WIDTH, Manifest
+from energyql.manifest import MAX_BLOCKS, MAX_FREQUENCIES, MAX_WIDTH, Manifest
 from energyql.metrics import RunMetrics
 from energyql.options import (
     MAX_BATCH,
@@ -123,13 +123,13 @@ _AT_LEAST = {"steps": 1, "batch": 1, "blocks": 1, "width": 1, "clip_copies": 1,
              "closeness_samples": 0,
              "moment_samples": 1, "refit_every": 0, "refit_samples": 1, "warm_start_samples": 0,
              "warm_start_steps": 0, "checkpoint_every": 1, "max_bad_steps": 1, "seed": 0,
-             "threads": 1}
+             "threads": 1, "slider_frequencies": 0}
 # ... and at most this much: bounds on what a typo can ask to allocate or to run.
 _AT_MOST = {"steps": MAX_STEPS, "batch": MAX_BATCH, "moment_samples": MAX_SAMPLES,
             "refit_samples": MAX_SAMPLES, "warm_start_samples": MAX_SAMPLES,
             "warm_start_steps": MAX_STEPS, "clip_copies": 1024, "threads": MAX_THREADS,
             "seed": 2**63 - 1, "blocks": MAX_BLOCKS, "width": MAX_WIDTH,
-            "closeness_samples": MAX_SAMPLES}
+            "closeness_samples": MAX_SAMPLES, "slider_frequencies": MAX_FREQUENCIES}
 # Settings whose None means "chosen for you" (threads: the idle cores; the flow's size: sized
 # to the generator's latent).
 _MAY_BE_NONE = ("threads", "blocks", "width")

@@ -16,6 +16,7 @@ from energyql.flows import (
     LatentFlow,
     MultiscaleINN,
     auto_levels,
+    context_features,
     dense_size,
     flow_config_for,
     standard_normal_log_prob,
@@ -27,6 +28,8 @@ CONFIGS = [
     FlowConfig(dim=4, blocks=2, width=16),
     FlowConfig(dim=7, blocks=3, width=32, seed=3),
     FlowConfig(dim=6, context_dim=2, blocks=2, width=16),
+    # Fourier features of the context (a slider stage's flow).
+    FlowConfig(dim=6, context_dim=2, blocks=2, width=16, frequencies=3),
     # Conv flows on a (2, 4, 4) latent: two scales (squeeze, split, squeeze), one scale with
     # no squeeze, and a conditional one.
     FlowConfig(dim=32, blocks=2, width=8, kind="conv", shape=(2, 4, 4), levels=2),
@@ -35,6 +38,8 @@ CONFIGS = [
                levels=1),
     FlowConfig(dim=16, context_dim=1, blocks=1, width=4, kind="conv", shape=(1, 4, 4),
                levels=2),
+    FlowConfig(dim=32, context_dim=1, blocks=2, width=8, kind="conv", shape=(2, 4, 4),
+               levels=1, frequencies=2),
 ]
 CONDITIONAL = [c for c in CONFIGS if c.context_dim]
 SOURCE = 'clip("a red square")'
@@ -56,7 +61,7 @@ def _context(config, n):
 
 def test_a_flow_builds_the_network_of_the_kind_its_config_names():
     kinds = [type(LatentFlow(c).inn).__name__ for c in CONFIGS]
-    assert kinds == ["SequenceINN"] * 3 + ["MultiscaleINN"] * 4
+    assert kinds == ["SequenceINN"] * 4 + ["MultiscaleINN"] * 5
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
@@ -179,6 +184,8 @@ def test_the_conv_flow_keeps_the_latent_layout_of_an_image():
     ({"kind": "conv", "shape": (1, 2, 2), "levels": 0}, "one-channel"),
     ({"shape": (1, 2, 2)}, "dense flow takes no shape"),
     ({"width": 0}, "positive"),
+    ({"context_dim": 1, "frequencies": 17}, "at most 16"),
+    ({"context_dim": 1, "frequencies": -1}, "frequencies=-1"),
 ])
 def test_impossible_configs_are_refused_when_built(fields, match):
     with pytest.raises(ValueError, match=match):
@@ -213,6 +220,30 @@ def test_flow_config_for_picks_conv_for_image_shaped_latents_and_dense_otherwise
                                            ((3, 5, 5), 0), ((1, 2, 2), 1), ((3, 12, 20), 2)])
 def test_auto_levels_squeeze_while_the_sides_allow(shape, levels):
     assert auto_levels(shape) == levels
+
+
+def test_fourier_features_keep_the_values_and_add_a_sine_and_cosine_per_frequency():
+    context = torch.tensor([[-1.0, 0.5], [0.0, 1.0]])
+    assert context_features(context, 0) is context
+    features = context_features(context, 3)
+    assert features.shape == (2, 2 * (1 + 2 * 3))
+    assert torch.equal(features[:, :2], context)
+    # Entry 1 of row 0 (c = 0.5) at k = 2: sin(π/2) = 1 and cos(π/2) = 0.
+    sines, cosines = features[:, 2:8].view(2, 2, 3), features[:, 8:].view(2, 2, 3)
+    assert sines[0, 1, 1] == pytest.approx(1.0) and cosines[0, 1, 1] == pytest.approx(0.0, abs=1e-6)
+    # Every feature is a sine or cosine of the entry: bounded, and the k = 1 pair is one turn
+    # of a quarter circle over [-1, 1], so no two settings in the range share features.
+    assert features[:, 2:].abs().max() <= 1
+
+
+def test_a_flow_with_fourier_features_records_them_and_flows_without_read_as_before():
+    with_features = FlowConfig(dim=6, context_dim=2, frequencies=3)
+    assert with_features.to_dict()["frequencies"] == 3
+    assert "frequencies" not in FlowConfig(dim=6, context_dim=2).to_dict()
+    assert FlowRecord(**with_features.to_dict()).to_dict() == with_features.to_dict()
+    # The record's size estimate counts the subnets' wider input.
+    assert FlowRecord(**with_features.to_dict()).floats() > \
+        FlowRecord(dim=6, context_dim=2).floats()
 
 
 def test_dense_manifests_read_and_write_as_before_conv_fields_came():

@@ -167,3 +167,63 @@ def test_a_stage_cannot_stand_on_a_slider_stage_without_its_slider():
     with pytest.raises(EnergyQLError, match="does not take its base's slider"):
         train_stage(stage1, StageEnergy([quadratic], [], None), CONFIG, index=2,
                     progress=False)
+
+
+def test_a_slider_stage_with_chains_holds_each_setting_for_a_block_of_steps():
+    """A chain retargeted every step carries states of the settings it came from; so rows keep
+    their settings for CHAIN_SETTING_STEPS steps, and then every chain restarts from the
+    step's flow sample at the new setting."""
+    from energyql.flows import FlowConfig, LatentFlow
+    from energyql.target import StageTarget
+    from energyql.training import StageObjective
+    from energyql.training.objective import CHAIN_SETTING_STEPS as BLOCK
+
+    def objective(chain_weight):
+        quadratic = QuadraticEnergy([1.5, 0.0], [1.0, 0.0])
+        energy = StageEnergy([SliderScaledEnergy(1.0, 0, quadratic, "(w in 0..4) * quadratic")],
+                             [], None, [W])
+        flow = LatentFlow(FlowConfig(dim=2, blocks=2, width=8, context_dim=1))
+        return StageObjective(StageTarget(PointGenerator(), energy, flow),
+                              TrainConfig(batch=32, chain_weight=chain_weight), 1)
+
+    climbing = objective(1.0)
+    settings = [climbing.step_settings(step, torch.Generator().manual_seed(step))
+                for step in range(BLOCK + 1)]
+    assert all(torch.equal(settings[0], s) for s in settings[:BLOCK])
+    assert not torch.equal(settings[0], settings[BLOCK])
+    assert settings[0].unique().numel() == 32 // 8  # groups of 8 rows share a setting
+    # Without chains nothing needs holding: every step draws its own settings.
+    plain = objective(0.0)
+    assert not torch.equal(plain.step_settings(0, torch.Generator().manual_seed(0)),
+                           plain.step_settings(1, torch.Generator().manual_seed(1)))
+    stayed = []
+    for step in range(BLOCK + 1):
+        _, parts = climbing(step)
+        stayed.append(bool((climbing.chains.z != parts.z).any()))
+    assert any(stayed[1:BLOCK])  # within a block some proposals were refused
+    assert not stayed[BLOCK]  # the restart: every chain is the step's flow sample
+
+
+def test_each_chain_of_a_slider_stage_starts_from_the_pool_at_its_own_setting():
+    from energyql.flows import FlowConfig, LatentFlow
+    from energyql.target import StageTarget
+    from energyql.training import StageObjective
+
+    quadratic = QuadraticEnergy([1.5, 0.0], [1.0, 0.0])
+    energy = StageEnergy([SliderScaledEnergy(1.0, 0, quadratic, "(w in 0..4) * quadratic")],
+                         [], None, [W])
+    flow = LatentFlow(FlowConfig(dim=2, blocks=2, width=8, context_dim=1))
+    objective = StageObjective(StageTarget(PointGenerator(), energy, flow),
+                               TrainConfig(batch=16, chain_weight=1.0), 1)
+    pool = torch.randn(40, 2)
+    # Row r's weights are split between pool samples 2r and 2r + 1 (two effective samples,
+    # the least the seeding accepts).
+    log_w = torch.full((16, 40), -50.0)
+    log_w[torch.arange(16), 2 * torch.arange(16)] = 0.0
+    log_w[torch.arange(16), 2 * torch.arange(16) + 1] = 0.0
+    seeded = objective.seed_chains(pool, torch.zeros(40), torch.zeros(40, 0), log_w,
+                                   torch.Generator().manual_seed(0),
+                                   scaled=torch.zeros(40, 1))
+    assert seeded
+    chosen = [int(torch.nonzero((pool == row).all(1))[0]) for row in objective.chains.z]
+    assert [c // 2 for c in chosen] == list(range(16))

@@ -310,7 +310,8 @@ def refit_grid_offsets(target: StageTarget, config: TrainConfig,
 
 def slider_warm_start(target: StageTarget, config: TrainConfig, generator: torch.Generator,
                       group: Group | None = None,
-                      on_pool: Callable[[SliderPool, torch.Tensor], object] | None = None
+                      on_pool: Callable[[SliderPool, Callable[[torch.Tensor], torch.Tensor]],
+                                        object] | None = None
                       ) -> dict[str, Any]:
     """The mass-covering start of a slider stage: weighted maximum likelihood of the
     conditional flow on judged base samples, each row at its own setting.
@@ -319,7 +320,8 @@ def slider_warm_start(target: StageTarget, config: TrainConfig, generator: torch
     sample from that setting's exact target weights ``exp(-E(z; c) + λ(c)·φ(z))``, so the
     flow starts near the target at every setting; reverse KL then refines it. Fitted until a
     held-out fifth of the pool, measured at 8 fixed settings, stops improving. ``on_pool``
-    receives the judged pool and its log-weights at the sliders' middles (the chains' seed).
+    receives the judged pool and a function from settings ``(B, P)`` to the pool's
+    log-weights ``(B, N)`` at each (the chains' seed).
     """
     from energyql.energies.conditional import normalize_context, sample_context
 
@@ -336,8 +338,8 @@ def slider_warm_start(target: StageTarget, config: TrainConfig, generator: torch
         return log_w
 
     if on_pool is not None:
-        middle = torch.tensor([[p.middle for p in params]], dtype=torch.float64)
-        on_pool(pool, log_weights(middle, torch.arange(len(pool.z)))[0])
+        everyone = torch.arange(len(pool.z))
+        on_pool(pool, lambda context: log_weights(context.double().cpu(), everyone))
     order = torch.randperm(len(pool.z), generator=draws)
     held_out, fit_rows = order[: len(pool.z) // 5], order[len(pool.z) // 5:]
     checks = sample_context(params, 8, draws)

@@ -166,9 +166,15 @@ def build_stage(base: Generator, energy: StageEnergy, config: TrainConfig, index
                             hint=f"use a --batch that is a multiple of {group.world}")
     check_base_context(base, energy)
     device = config.device
+    # Fourier features of the sliders where the stage sets them on a fixed base; a stage after
+    # a slider stage sees the raw values (with 6 features a toy's stage 2 held 0.26 where its
+    # target is 0.30, tests/test_sliders_training.py).
+    frequencies = config.slider_frequencies \
+        if energy.sliders and not getattr(base, "context_params", ()) else 0
     flow = LatentFlow(flow_config_for(base, blocks=config.blocks, width=config.width,
                                       context_dim=len(energy.context),
-                                      seed=config.seed * 100 + index)).to(device)
+                                      seed=config.seed * 100 + index,
+                                      frequencies=frequencies)).to(device)
     target = StageTarget(base.to(device).eval().requires_grad_(False), energy.to(device), flow,
                          device=device)
     optimizer = torch.optim.AdamW([p for p in flow.parameters() if p.requires_grad],
@@ -234,8 +240,10 @@ def prepare_stage(run: StageRun, objective: StageObjective, checkpoint_dir: Path
             seeds = step_generator(config.seed, run.index, -2 * 10**6)
             log.warm_start = slider_warm_start(
                 target, config, step_generator(config.seed, run.index, -10**6), run.group,
-                on_pool=lambda pool, log_w: objective.seed_chains(
-                    pool.z, config.temper * pool.fixed, pool.phi.float(), log_w, seeds,
+                # Each chain from the pool at its first rows' setting.
+                on_pool=lambda pool, log_weights: objective.seed_chains(
+                    pool.z, config.temper * pool.fixed, pool.phi.float(),
+                    log_weights(objective.step_settings(0, seeds)), seeds,
                     scaled=config.temper * pool.scaled))
             log.images += config.warm_start_samples
             phase.note(**{k: v for k, v in log.warm_start.items()

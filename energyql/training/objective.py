@@ -57,10 +57,12 @@ class Chains:
 
     ``log_target`` is recomputed from its parts every step, so that a λ refit moves it:
     ``log p0 - pointwise + φ·λ``. ``ready`` is 0 until the first batch seeds the chains.
-    In a slider stage the target moves with the setting, and each step retargets every chain
-    to its row's setting ``c``: ``pointwise`` is then the fixed part of the energy and
-    ``scaled[:, k]`` the slider-weighted terms unweighted, so the energy at ``c`` is
-    ``pointwise + Σ_k w_k·c_k·scaled[:, k]`` and λ is λ(c).
+    In a slider stage every chain keeps one setting ``c`` for ``CHAIN_SETTING_STEPS`` steps
+    (its rows are drawn at it), so that each chain is a Markov chain of one target; then the
+    settings are drawn afresh and the chains restart from the flow's samples at them.
+    ``pointwise`` is the fixed part of the energy and ``scaled[:, k]`` the slider-weighted
+    terms unweighted, so the energy at ``c`` is ``pointwise + Σ_k w_k·c_k·scaled[:, k]`` and
+    λ is λ(c).
     """
 
     z: torch.Tensor
@@ -133,6 +135,12 @@ def leave_one_out(values: torch.Tensor, group: Group) -> torch.Tensor:
 #: Rows per slider setting in a step: the score function's baseline is the mean of the other
 #: rows at the same setting, since the energy's scale moves with the setting (λ(c), w·c).
 ROWS_PER_SETTING = 8
+#: Steps a slider stage keeps its rows' settings while it climbs. A chain retargeted to a new
+#: setting every step carries states of the settings it came from: a weight slider's chains,
+#: mostly at strong weights, then held w = 0 at 0.71 glasses against the target's 0.30
+#: (0.43 without chains; docs/sliders.md). Held for a few steps, each chain runs towards one
+#: target, and a restart from the flow's own samples keeps the target as the fixed point.
+CHAIN_SETTING_STEPS = 10
 
 
 def setting_rows(config: TrainConfig, group: Group) -> int:
@@ -218,7 +226,7 @@ class StageObjective(nn.Module):
         config, group, energy = self.config, self.group, self.energy
         generator = step_generator(config.seed, self.index, step)
         eps = self.target.noise(config.batch, generator, self.shard)
-        z, logdet, flow_context, features = self._judged_flow_samples(eps, generator)
+        z, logdet, flow_context, features = self._judged_flow_samples(eps, generator, step)
         parts = energy.parts(features)
         smooth, flat = split_flat(parts, energy, config.temper)
         share = config.score_share if self.has_flat else 0.0
@@ -251,7 +259,9 @@ class StageObjective(nn.Module):
             losses["forward"] = float(forward.detach())
         if self.climbing and log_q is not None:
             climb = self._climb(z.detach(), log_p0.detach(), log_q, log_q_own, parts,
-                                features, generator, flow_context)
+                                features, generator, flow_context,
+                                restart=self._holds_settings and step > 0
+                                and step % CHAIN_SETTING_STEPS == 0)
             loss = loss + config.chain_weight * climb
             losses["chains"] = float(climb.detach())
         return loss, StepParts(parts, features, z, logdet, losses, defensive_images)
@@ -261,13 +271,18 @@ class StageObjective(nn.Module):
                     scaled: torch.Tensor | None = None) -> bool:
         """Start the chains from a judged base pool, resampled by its target weights
         (sampling importance resampling: both modes of a rare target, in their exact
-        proportion, from the first step on). Return False (chains unchanged) when the pool
-        says nothing: fewer than two effective samples."""
-        weights = torch.softmax(log_w.double(), 0)
-        if not self.climbing or float(1 / (weights * weights).sum()) < 2:
+        proportion, from the first step on). ``log_w`` is ``(N,)``, or ``(rows, N)`` with
+        one row of weights per chain of this rank (a slider stage: each at its setting).
+        Return False (chains unchanged) when the pool says nothing: fewer than two effective
+        samples (at any setting)."""
+        weights = torch.softmax(log_w.double(), -1)
+        if not self.climbing or float((1 / (weights * weights).sum(-1)).min()) < 2:
             return False
-        rows = torch.multinomial(weights, self.config.batch, replacement=True,
-                                 generator=generator)[self.shard]
+        if weights.dim() == 2:
+            rows = torch.multinomial(weights, 1, generator=generator)[:, 0]
+        else:
+            rows = torch.multinomial(weights, self.config.batch, replacement=True,
+                                     generator=generator)[self.shard]
         chains, device = self.chains, self.target.device
         chains.z.copy_(z[rows].to(device))
         chains.log_p0.copy_(self.target.base.log_prior(chains.z))
@@ -292,11 +307,12 @@ class StageObjective(nn.Module):
 
     def _climb(self, z: torch.Tensor, log_p0: torch.Tensor, log_q: torch.Tensor,
                log_q_own: torch.Tensor, parts: dict[str, torch.Tensor], features: Features,
-               generator: torch.Generator, flow_context: torch.Tensor | None = None
-               ) -> torch.Tensor:
+               generator: torch.Generator, flow_context: torch.Tensor | None = None,
+               restart: bool = False) -> torch.Tensor:
         """Move each chain by one independent Metropolis–Hastings step proposing the step's
         flow sample (at the row's setting, in a slider stage); return ``-mean log q`` of the
-        chains' new states (differentiable)."""
+        chains' new states (differentiable). ``restart``: the settings just changed, and
+        every chain starts again from the step's flow sample."""
         energy, chains, temper = self.energy, self.chains, self.config.temper
         context = features.context
         with torch.no_grad():
@@ -311,7 +327,7 @@ class StageObjective(nn.Module):
             phi = energy.phi(features).float() if energy.has_constraints \
                 else chains.phi.new_zeros(len(z), 0)
             uniform = torch.rand(self.config.batch, generator=generator)[self.shard]
-        if not bool(chains.ready):
+        if restart or not bool(chains.ready):
             # The first batch seeds the chains (a proposal always beats an empty state).
             for key, value in (("z", z), ("log_p0", log_p0), ("pointwise", pointwise),
                                ("phi", phi), ("scaled", scaled)):
@@ -333,7 +349,24 @@ class StageObjective(nn.Module):
             chains.scaled.copy_(torch.where(rows, scaled, chains.scaled))
         return -torch.where(accept, log_q, log_q_chain).mean()
 
-    def _judged_flow_samples(self, eps: torch.Tensor, generator: torch.Generator
+    @property
+    def _holds_settings(self) -> bool:
+        """Whether rows keep their slider settings for CHAIN_SETTING_STEPS steps (a slider
+        stage with chains)."""
+        return self.climbing and self.rows_per_setting > 1
+
+    def step_settings(self, step: int, generator: torch.Generator) -> torch.Tensor:
+        """The slider settings of a step's rows (physical units; this rank's rows), drawn in
+        groups of ``rows_per_setting``: from the step's stream, or, while chains climb, from
+        a stream of the step's block of CHAIN_SETTING_STEPS steps."""
+        config, size = self.config, self.rows_per_setting
+        if self._holds_settings:
+            block = step // CHAIN_SETTING_STEPS
+            generator = step_generator(config.seed, self.index, -3 * 10**6 - block)
+        return sample_settings(self.energy.context, config.batch // size, generator) \
+            .repeat_interleave(size, 0)[self.shard]
+
+    def _judged_flow_samples(self, eps: torch.Tensor, generator: torch.Generator, step: int
                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
                                         Features]:
         """Push noise through the flow, decode and judge; return (z, logdet, flow context,
@@ -343,9 +376,7 @@ class StageObjective(nn.Module):
         if energy.is_conditional and self.rows_per_setting > 1:
             # A slider stage: each setting is shared by a few consecutive rows, so that the
             # score function's baseline compares energies of one target.
-            size = self.rows_per_setting
-            context = sample_settings(energy.context, config.batch // size, generator) \
-                .repeat_interleave(size, 0)[self.shard].to(self.target.device)
+            context = self.step_settings(step, generator).to(self.target.device)
             flow_context = normalize_context(energy.context, context)
         elif energy.is_conditional:
             context = sample_context(energy.context, config.batch, generator)[self.shard] \
