@@ -46,8 +46,15 @@ def test_shapes_training_defaults_are_unchanged():
     assert defaults_for("shapes") == {"steps": 600, "batch": 64, "lr": 3e-3, "clip_copies": 4,
                                       "warm_start_samples": 8192, "chain_weight": 3.0,
                                       "smooth_score_share": 1.0,
-                                      "forward_weight": 0.0, "refit_samples": 2048,
-                                      "blocks": 8, "width": 256}
+                                      "forward_weight": 0.0, "refit_samples": 2048}
+
+
+def test_the_shapes_flow_is_sized_to_its_latent():
+    from energyql.flows import flow_config_for
+    from energyql.worlds.shapes.generator import load
+
+    config = flow_config_for(load())  # what training builds with no blocks or width given
+    assert (config.blocks, config.width) == (8, 128)
 
 
 def test_a_spec_may_override_its_familys_training_defaults():
