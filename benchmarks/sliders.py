@@ -9,7 +9,8 @@ and KL̂ of the flow against that setting's exact target. Settings off the amort
 grid (``--extra``) are measured on the amortised flow alone, against the requested value.
 
     python benchmarks/sliders.py [--world shapes|portraits] [--part amortised|settings|all]
-                                 [--steps N] [--samples 2000] [--threads 1] [--json F]
+                                 [--steps N] [--set KEY=VALUE ...] [--samples 2000]
+                                 [--threads 1] [--json F]
 
 Parts can run in two processes (``--part``) and be merged with ``--merge A B``.
 """
@@ -82,7 +83,7 @@ def train(program: str, world: str, out: str | None = None,
 
 
 def amortised(world: str, samples: int, steps: int | None,
-              out: str | None = None) -> dict[str, Any]:
+              out: str | None = None, **overrides: Any) -> dict[str, Any]:
     import energyql as eq
 
     spec = WORLDS[world]
@@ -92,7 +93,7 @@ def amortised(world: str, samples: int, steps: int | None,
         record = {"images": stage.train.images, "seconds": stage.train.seconds}
     else:
         artifact, record = train(spec["program"], spec.get("world", world), out,
-                                 **({"steps": steps} if steps else {}))
+                                 **({"steps": steps} if steps else {}), **overrides)
     record["steps"] = artifact.manifest.stages[-1].train.steps
     record["at"] = {}
     for value in spec.get("settings", SETTINGS) + spec.get("extra", EXTRA):
@@ -203,12 +204,25 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _setting(item: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` as a TrainConfig field and a number where it reads as one."""
+    key, _, text = item.partition("=")
+    for kind in (int, float):
+        try:
+            return key, kind(text)
+        except ValueError:
+            pass
+    return key, text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", choices=sorted(WORLDS), default="shapes")
     parser.add_argument("--part", choices=("amortised", "settings", "all"), default="all")
     parser.add_argument("--steps", type=int, help="the amortised flow's steps (default: the "
                         "world's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting (TrainConfig field) of the amortised flow")
     parser.add_argument("--samples", type=int, default=2000, help="samples judged per setting")
     parser.add_argument("--settings", type=float, nargs="+", metavar="P",
                         help="train per-setting flows at these settings only (default: all "
@@ -235,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
                    "threads": args.threads, "samples": args.samples}
         if args.part in ("amortised", "all"):
             print(f"amortised: {WORLDS[args.world]['program']}", file=sys.stderr, flush=True)
-            results["amortised"] = amortised(args.world, args.samples, args.steps, args.out)
+            overrides = dict(_setting(item) for item in args.set)
+            results["overrides"] = overrides
+            results["amortised"] = amortised(args.world, args.samples, args.steps, args.out,
+                                             **overrides)
         if args.part in ("settings", "all"):
             print("one flow per setting", file=sys.stderr, flush=True)
             results["settings"] = per_setting(args.world, args.samples, args.settings)

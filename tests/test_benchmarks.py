@@ -133,3 +133,12 @@ def test_slider_stages_reads_the_exact_share_off_stage_ones_triangles():
     assert row["final_triangle"] == 1.0
     assert row["final_blue"] == pytest.approx(0.25, abs=0.03)
     assert row["stage1_triangles_counted"] == pytest.approx(2000, abs=150)
+
+
+def test_slider_benchmarks_read_training_settings_as_numbers_where_they_are():
+    sliders = _load("sliders")
+    assert sliders._setting("chain_weight=0") == ("chain_weight", 0)
+    assert sliders._setting("lr=3e-3") == ("lr", 0.003)
+    assert sliders._setting("device=cpu") == ("device", "cpu")
+    ablation = _load("slider_ablation")
+    assert ablation.SETTINGS[0] == 0.0 and ablation.SETTINGS[-1] == 3.0  # the slider's ends
