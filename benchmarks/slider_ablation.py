@@ -83,12 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     spec = WORLDS["portraits-weight"]
     if args.exact:
-        out = {"program": spec["program"], "pool": args.pool, "exact": exact_shares(args.pool)}
-        text = json.dumps(out, indent=2)
-        if args.json:
-            Path(args.json).write_text(text + "\n")
-        print(text)
-        return 0
+        return _emit({"program": spec["program"], "pool": args.pool,
+                      "exact": exact_shares(args.pool)}, args.json)
     overrides = dict(_setting(item) for item in args.set)
     began = time.perf_counter()
     artifact, record = train(spec["program"], "portraits", **overrides)
@@ -99,9 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         out["at"][str(value)] = measure(artifact.at({spec["slider"]: value}), spec,
                                         args.samples)
         print(f"  w = {value}: {out['at'][str(value)]}", file=sys.stderr, flush=True)
-    text = json.dumps(out, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    return _emit(out, args.json)
+
+
+def _emit(result: dict, path: str | None) -> int:
+    """Print the result as JSON, and write it to ``path`` when given."""
+    text = json.dumps(result, indent=2)
+    if path:
+        Path(path).write_text(text + "\n")
     print(text)
     return 0
 
