@@ -137,9 +137,10 @@ def leave_one_out(values: torch.Tensor, group: Group) -> torch.Tensor:
 ROWS_PER_SETTING = 8
 #: Steps a slider stage keeps its rows' settings while it climbs. A chain retargeted to a new
 #: setting every step carries states of the settings it came from: a weight slider's chains,
-#: mostly at strong weights, then held w = 0 at 0.71 glasses against the target's 0.30
-#: (0.43 without chains; docs/sliders.md). Held for a few steps, each chain runs towards one
-#: target, and a restart from the flow's own samples keeps the target as the fixed point.
+#: mostly at strong weights, then held w = 0 at 0.71 glasses against the exact target's 0.27
+#: (0.43 without chains, 0.37 with held settings; docs/sliders.md). Held for a few steps,
+#: each chain runs towards one target, and a restart from the flow's own samples keeps the
+#: target as the fixed point.
 CHAIN_SETTING_STEPS = 10
 
 
