@@ -56,8 +56,9 @@ def test_fixture_matches_the_helpers():
     for name in GOLDEN_CONFIGS:
         assert configs[name] == json.loads(json.dumps(seeded_network(name).config.to_dict()))
         z, classes = inputs(name)
-        assert torch.equal(tensors[f"{name}.z"], z) and torch.equal(tensors[f"{name}.classes"],
-                                                                     classes)
+        assert torch.equal(tensors[f"{name}.z"], z)
+        # The soft class rows pass through a softmax, whose last bit differs between CPU kinds.
+        torch.testing.assert_close(tensors[f"{name}.classes"], classes, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN_CONFIGS))
