@@ -26,6 +26,9 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from to_target import _value  # noqa: E402  (benchmarks/to_target.py: numbers where they read so)
+
 #: Per world: the slider program, the per-setting template, the slider, and the value whose
 #: share the slider sets (attribute, value).
 WORLDS = {
@@ -207,12 +210,7 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
 def _setting(item: str) -> tuple[str, Any]:
     """``KEY=VALUE`` as a TrainConfig field and a number where it reads as one."""
     key, _, text = item.partition("=")
-    for kind in (int, float):
-        try:
-            return key, kind(text)
-        except ValueError:
-            pass
-    return key, text
+    return key, _value(text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,11 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
+# The most Fourier features per context entry (FlowConfig.frequencies): the manifest's bound.
+from energyql.manifest import MAX_FREQUENCIES
+
 FLOW_KINDS = ("dense", "conv")
 #: The most squeezes a conv flow takes (each halves the sides and quadruples the channels).
 MAX_LEVELS = 6
-#: The most Fourier features per context entry (FlowConfig.frequencies).
-MAX_FREQUENCIES = 16
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ FLOW_KINDS = ("dense", "conv")
 # and the dim x dim rotation of every block.
 MAX_FLOW_FLOATS = 1 << 27
 MAX_CONTEXT = 64
-MAX_FREQUENCIES = 16  # energyql.flows.MAX_FREQUENCIES, without importing torch
+MAX_FREQUENCIES = 16  # Fourier features per context entry (energyql.flows reads it here)
 MAX_STAGES = 64
 MAX_LAMBDA = 1 << 16
 # |λ| and context ranges beyond this overflow float32 arithmetic downstream (exp(λ·φ),
