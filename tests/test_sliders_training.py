@@ -55,6 +55,8 @@ def test_one_flow_meets_a_dist_slider_at_every_setting():
     energy = _share_energy()
     sampler, log = train_stage(PointGenerator(), energy, CONFIG, progress=False)
     assert log.warm_start["steps"] > 0  # the start over the sliders' ranges ran
+    # A dist slider's target moves smoothly: the flow reads the raw value (no Fourier features).
+    assert sampler.flow.config.frequencies == 0
     # λ at the grid's ends is the exact fit for those targets: opposite signs, growing apart.
     grid = energy.lambda_grid.values
     assert grid.shape == (17, 2)
@@ -72,6 +74,7 @@ def test_a_weight_slider_gives_each_weight_its_gaussian_target():
     energy = StageEnergy([term], [], None, [W])
     sampler, log = train_stage(PointGenerator(), energy, replace(CONFIG, steps=400),
                                progress=False)
+    assert sampler.flow.config.frequencies == CONFIG.slider_frequencies > 0
     eps = torch.randn(8000, 2, generator=torch.Generator().manual_seed(1))
     for w in (0.0, 1.0, 4.0):
         with torch.no_grad():

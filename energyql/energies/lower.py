@@ -237,6 +237,12 @@ class StageEnergy(nn.Module):
         """The stage's sliders (context entries set at sample time)."""
         return slider_params(self.context)
 
+    @property
+    def has_weight_slider(self) -> bool:
+        """Whether a slider scales a term's weight (``(w in 0..3) * term``), not a ``dist``'s
+        target."""
+        return any(isinstance(term, SliderScaledEnergy) for term in self.pointwise)
+
     def features(self, images: torch.Tensor, generator: torch.Generator | None = None, *,
                  context: torch.Tensor | None = None,
                  reference_images: torch.Tensor | None = None) -> Features:

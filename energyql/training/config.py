@@ -33,8 +33,8 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast of the control models, GPU only
     blocks: int | None = None  # flow depth; None: sized to the latent (flows.flow_config_for)
     width: int | None = None   # coupling subnet width (conv: channels); None: sized likewise
-    # Fourier features of each context entry in a slider stage's flow (FlowConfig.frequencies):
-    # a weight slider's target can move fast over a small part of its range.
+    # Fourier features of each context entry in the flow of a stage with a weight slider
+    # (FlowConfig.frequencies): its target can move fast over a small part of the range.
     slider_frequencies: int = 6
     clip_copies: int = 8
     moment_samples: int = 4096

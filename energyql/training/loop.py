@@ -166,11 +166,14 @@ def build_stage(base: Generator, energy: StageEnergy, config: TrainConfig, index
                             hint=f"use a --batch that is a multiple of {group.world}")
     check_base_context(base, energy)
     device = config.device
-    # Fourier features of the sliders where the stage sets them on a fixed base; a stage after
-    # a slider stage sees the raw values (with 6 features a toy's stage 2 held 0.26 where its
-    # target is 0.30, tests/test_sliders_training.py).
+    # Fourier features of the sliders only where a slider scales a term's weight on a fixed
+    # base: that target turns fast over a small part of the range (portraits' glasses share
+    # goes 0.27 -> 0.87 -> 0.99 at w = 0, 0.3, 0.6). A dist slider's target moves smoothly and
+    # lost evenness with them (portraits' gender slider: largest gap to the request 0.070 with
+    # 6 features, 0.043 without, docs/sliders.md); a stage after a slider stage held 0.26
+    # where its target is 0.30 (tests/test_sliders_training.py).
     frequencies = config.slider_frequencies \
-        if energy.sliders and not getattr(base, "context_params", ()) else 0
+        if energy.has_weight_slider and not getattr(base, "context_params", ()) else 0
     flow = LatentFlow(flow_config_for(base, blocks=config.blocks, width=config.width,
                                       context_dim=len(energy.context),
                                       seed=config.seed * 100 + index,
