@@ -235,9 +235,17 @@ def run_samplers(world: World, artifact, energy, counts: dict, seed: int, option
     return results
 
 
+def round_up(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 times a power of ten at or above ``value`` (> 0): an axis
+    top whose half reads cleanly (0.1002 made ticks of 0.1 and 0.0501)."""
+    scale = 10.0 ** math.floor(math.log10(value))
+    return next(s * scale for s in (1, 2, 2.5, 5, 10) if s * scale >= value * (1 - 1e-9))
+
+
 def plot_curves(path: Path, title: str, curves: dict[str, list[tuple[float, float]]],
-                ylabel: str, xlabel: str = "training step") -> None:
-    """Write a small line plot (PIL; no plotting library is a dependency)."""
+                ylabel: str, xlabel: str = "training step", goal: float | None = None) -> None:
+    """Write a small line plot (PIL; no plotting library is a dependency), with a dashed
+    line at ``goal`` if given."""
     from PIL import Image, ImageDraw
 
     width, height, left, top, bottom = 560, 300, 60, 30, 40
@@ -246,7 +254,7 @@ def plot_curves(path: Path, title: str, curves: dict[str, list[tuple[float, floa
     draw.text((left, 8), title, fill="black")
     xs = [x for c in curves.values() for x, _ in c]
     ys = [y for c in curves.values() for _, y in c]
-    x_max, y_max = max(xs), max(max(ys), 1e-6)
+    x_max, y_max = max(xs), round_up(max(max(ys), goal or 0.0, 1e-6))
     w, h = width - left - 20, height - top - bottom
     draw.line([left, top, left, top + h, left + w, top + h], fill="black")
     for frac in (0, 0.5, 1):
@@ -254,6 +262,11 @@ def plot_curves(path: Path, title: str, curves: dict[str, list[tuple[float, floa
         draw.text((left + frac * w - 10, top + h + 6), f"{frac * x_max:.0f}", fill="black")
     draw.text((left + w // 2 - 40, height - 16), xlabel, fill="black")
     draw.text((left + 4, top + 2), ylabel, fill="black")
+    if goal is not None:
+        goal_y = top + h - goal / y_max * h
+        for x in range(left, left + w, 8):
+            draw.line([x, goal_y, min(x + 4, left + w), goal_y], fill="gray")
+        draw.text((left + 4, goal_y - 12), f"goal {goal:g}", fill="gray")
     colours = ["#1f5fbf", "#bf5f1f", "#2f9f4f", "#8f2fbf"]
     for (label, curve), colour in zip(curves.items(), colours):
         points = [(left + x / x_max * w, top + h - y / y_max * h) for x, y in curve]
@@ -333,7 +346,7 @@ def main(argv: list[str] | None = None) -> dict:
         curve = out["images_to_target"]["uniform"]["curve"]
         plot_curves(args.plot, f"de-biasing '{DEBIAS}': KL of shape x color to uniform",
                     {"defaults": [(c["images"] / 1000, c["kl"]) for c in curve]}, "KL",
-                    xlabel="thousand images decoded")
+                    xlabel="thousand images decoded", goal=GOALS["uniform"].threshold)
 
     if "overhead" not in args.skip:
         with _item("overhead: shapes, batch 256 (the sampler's) and 64"):

@@ -142,3 +142,18 @@ def test_slider_benchmarks_read_training_settings_as_numbers_where_they_are():
     assert sliders._setting("device=cpu") == ("device", "cpu")
     ablation = _load("slider_ablation")
     assert ablation.SETTINGS[0] == 0.0 and ablation.SETTINGS[-1] == 3.0  # the slider's ends
+
+
+def test_plots_put_a_round_number_at_the_axis_top_and_draw_the_goal(tmp_path):
+    from PIL import Image
+
+    run = _load("run")
+    assert [run.round_up(v) for v in (0.1002, 0.1, 0.26, 3, 0.0012)] == \
+        pytest.approx([0.2, 0.1, 0.5, 5.0, 0.002])
+    path = tmp_path / "curve.png"
+    run.plot_curves(path, "t", {"a": [(1, 0.1002), (2, 0.01)]}, "KL", goal=0.02)
+    pixels = Image.open(path).convert("RGB")
+    # The dashed goal line is gray at 0.02 of a 0.2 axis: 9/10 of the way down the plot area.
+    goal_row = round(30 + 230 - 0.1 * 230)
+    row = [pixels.getpixel((x, goal_row)) for x in range(70, 480)]
+    assert sum(p == (128, 128, 128) for p in row) > 100
