@@ -9,7 +9,7 @@ and KL̂ of the flow against that setting's exact target. Settings off the amort
 grid (``--extra``) are measured on the amortised flow alone, against the requested value.
 
     python benchmarks/sliders.py [--world shapes|portraits] [--part amortised|settings|all]
-                                 [--steps N] [--set KEY=VALUE ...] [--samples 2000]
+                                 [--steps N] [--set KEY=VALUE ...] [--samples 2000] [--sir]
                                  [--threads 1] [--json F]
 
 Parts can run in two processes (``--part``) and be merged with ``--merge A B``.
@@ -54,9 +54,25 @@ EXTRA = [0.125, 0.475, 0.875]
 SHARE_GOAL, CLOSENESS_GOAL, IMAGES_SHARE = 0.02, 0.05, 1 / 3
 
 
-def measure(artifact, world: dict, samples: int, seed: int = 0) -> dict[str, Any]:
+def corrected_share(artifact, world: dict, samples: int, seed: int = 0) -> dict[str, Any]:
+    """The true share of the slider's value in ``flow+sir`` samples at the artifact's setting
+    (the flow as proposal, exact weights, λ refitted on the pool), and the pool's ESS/N."""
+    from energyql.baselines import sample
+    from energyql.catalog import CATALOGS
+
+    result = sample("flow+sir", artifact, n=samples, seed=seed, decode=False)
+    base = artifact.sampler.base
+    attribute, value = world["cell"]
+    index = CATALOGS[base.catalog].attribute(attribute).values.index(value)
+    drawn = base.truth(result.latents)[attribute]
+    return {"sir_true_share": round(float((drawn == index).float().mean()), 4),
+            "sir_ess_fraction": round(float(result.stats["ess_fraction"]), 4)}
+
+
+def measure(artifact, world: dict, samples: int, seed: int = 0,
+            sir: bool = False) -> dict[str, Any]:
     """The figures of one flow at its setting (an artifact view at one setting, or a flow
-    trained for one setting)."""
+    trained for one setting); with ``sir`` also :func:`corrected_share`."""
     from energyql.evaluation import evaluate
 
     result = evaluate(artifact, samples=samples, seed=seed)
@@ -66,6 +82,8 @@ def measure(artifact, world: dict, samples: int, seed: int = 0) -> dict[str, Any
                .get(value),
                "judged_share": result["attributes"][attribute][value],
                "ess_fraction": closeness.get("ess_fraction"), "kl_hat": closeness.get("kl")}
+    if sir:
+        figures.update(corrected_share(artifact, world, samples, seed))
     joint = world["joint"]
     if joint is not None:
         figures["true_joint_kl"] = next(
@@ -86,7 +104,7 @@ def train(program: str, world: str, out: str | None = None,
 
 
 def amortised(world: str, samples: int, steps: int | None,
-              out: str | None = None, **overrides: Any) -> dict[str, Any]:
+              out: str | None = None, sir: bool = False, **overrides: Any) -> dict[str, Any]:
     import energyql as eq
 
     spec = WORLDS[world]
@@ -101,7 +119,8 @@ def amortised(world: str, samples: int, steps: int | None,
     record["at"] = {}
     for value in spec.get("settings", SETTINGS) + spec.get("extra", EXTRA):
         print(f"  amortised at {value}", file=sys.stderr, flush=True)
-        record["at"][str(value)] = measure(artifact.at({spec["slider"]: value}), spec, samples)
+        record["at"][str(value)] = measure(artifact.at({spec["slider"]: value}), spec, samples,
+                                           sir=sir)
     return record
 
 
@@ -184,6 +203,10 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"rows": rows}
     if requests:
         out["max_share_off_request"] = round(worst["request"], 4)
+        corrected = [abs(at["sir_true_share"] - float(key)) for key, at in amortised_["at"].items()
+                     if at.get("sir_true_share") is not None]
+        if corrected:
+            out["max_sir_share_off_request"] = round(max(corrected), 4)
     joint = [at["true_joint_kl"] for at in amortised_["at"].values()
              if at.get("true_joint_kl") is not None]
     if joint:
@@ -227,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                         "nine); the images bar then scales to the nine")
     parser.add_argument("--out", help="keep the amortised artifact here (measured again, not "
                         "trained again, when it exists)")
+    parser.add_argument("--sir", action="store_true", help="also measure the amortised "
+                        "flow's flow+sir samples at each setting (true share, ESS/N)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="merge part results")
     parser.add_argument("--lambda-check", action="store_true",
@@ -250,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides = dict(_setting(item) for item in args.set)
             results["overrides"] = overrides
             results["amortised"] = amortised(args.world, args.samples, args.steps, args.out,
-                                             **overrides)
+                                             sir=args.sir, **overrides)
         if args.part in ("settings", "all"):
             print("one flow per setting", file=sys.stderr, flush=True)
             results["settings"] = per_setting(args.world, args.samples, args.settings)

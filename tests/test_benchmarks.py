@@ -157,3 +157,16 @@ def test_plots_put_a_round_number_at_the_axis_top_and_draw_the_goal(tmp_path):
     goal_row = round(30 + 230 - 0.1 * 230)
     row = [pixels.getpixel((x, goal_row)) for x in range(70, 480)]
     assert sum(p == (128, 128, 128) for p in row) > 100
+
+
+def test_the_slider_benchmark_reads_flow_sir_shares_off_the_generators_truth():
+    import energyql as eq
+
+    sliders = _load("sliders")
+    artifact = eq.train("dist(color, blue = p in 0.1..0.9)", gen="shapes", progress=False,
+                        steps=5, warm_start_samples=0, moment_samples=512,
+                        closeness_samples=64, threads=1)
+    for p in (0.2, 0.7):  # a 5-step flow is far off; SIR's exact weights bring the share back
+        figures = sliders.corrected_share(artifact.at({"p": p}), sliders.WORLDS["shapes"], 400)
+        assert figures["sir_true_share"] == pytest.approx(p, abs=0.08)
+        assert 0 < figures["sir_ess_fraction"] <= 1
