@@ -17,7 +17,7 @@ CARD = 'clip("a smiling man") & uniform(race x age) | then debias(clip_bias)'
 def _run(tmp_path, expression, *extra):
     out = tmp_path / "run"
     result = runner.invoke(app, ["run", expression, "--gen", "portraits", "--out", str(out),
-                                 "--no-progress", "--threads", "2", *extra])
+                                 "--no-progress", "--threads", "1", *extra])
     assert result.exit_code == 0, result.output
     return json.loads((out / "metrics.json").read_text()), out
 
