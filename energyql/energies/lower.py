@@ -238,10 +238,14 @@ class StageEnergy(nn.Module):
         return slider_params(self.context)
 
     @property
+    def weight_slider_terms(self) -> list[SliderScaledEnergy]:
+        """The pointwise terms whose weight is a slider (``(w in 0..3) * term``)."""
+        return [term for term in self.pointwise if isinstance(term, SliderScaledEnergy)]
+
+    @property
     def has_weight_slider(self) -> bool:
-        """Whether a slider scales a term's weight (``(w in 0..3) * term``), not a ``dist``'s
-        target."""
-        return any(isinstance(term, SliderScaledEnergy) for term in self.pointwise)
+        """Whether a slider scales a term's weight, not (only) a ``dist``'s target."""
+        return bool(self.weight_slider_terms)
 
     def features(self, images: torch.Tensor, generator: torch.Generator | None = None, *,
                  context: torch.Tensor | None = None,

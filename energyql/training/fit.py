@@ -166,7 +166,7 @@ def judge_slider_pool(target: StageTarget, n: int, config: TrainConfig,
     energy = cast(Any, target.energy)
     group = group or Group()
     noise = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-    scaled = [t for t in energy.pointwise if isinstance(t, SliderScaledEnergy)]
+    scaled = energy.weight_slider_terms
     fixed_terms = [t for t in energy.pointwise if not isinstance(t, SliderScaledEnergy)]
     latents: list[torch.Tensor] = []
     phis: list[torch.Tensor] = []

@@ -213,7 +213,7 @@ class StageObjective(nn.Module):
         self.climbing = bool(config.chain_weight) and not target.conditional_base and \
             (not energy.is_conditional or sliders_only)
         self.rows_per_setting = setting_rows(config, self.group) if sliders_only else 1
-        self.scaled_terms = [t for t in energy.pointwise if isinstance(t, SliderScaledEnergy)]
+        self.scaled_terms = energy.weight_slider_terms
         rows = len(range(config.batch)[self.shard])
         self.chains = Chains.empty(rows if self.climbing else 0, target.dim,
                                    sum(c.target.numel() for c in energy.constraints),
