@@ -1,12 +1,18 @@
 """Latent flows: invertible maps ``eps -> z`` from N(0, I) to a generator's latent space.
 
-Two kinds, both built from FrEIA's modules and both starting at the identity:
+Three kinds, all starting at the identity:
 
-``dense`` (the default) is PromptGen's choice: a stack of Glow-style blocks, each an affine
-coupling with a learned global affine scale and a fixed random rotation ("soft permutation"),
-built from FrEIA's ``AllInOneBlock`` on the flat latent. FrEIA measured ~1.6x faster per
-training step than zuko's RealNVP here (benchmarks/flows.py). Its rotations are ``dim x dim``
-matrices, so it suits latents of up to a few thousand entries.
+``spline`` (the default for a flat latent) stacks rational-quadratic spline couplings (neural
+spline flows, Durkan et al. 2019) from zuko, each over a random half of the entries. A spline
+bends a coordinate where an affine coupling can only shift and scale it, which is what a
+target with a judge's sharp class edges needs: on the shapes world it reached red circles in
+9,792 images with size drift 0.026, where the affine flow took 17,792 and drifted 0.047
+(docs/training.md).
+
+``dense`` is PromptGen's choice: a stack of Glow-style blocks, each an affine coupling with a
+learned global affine scale and a fixed random rotation ("soft permutation"), built from
+FrEIA's ``AllInOneBlock`` on the flat latent (``coupling="affine"``). Its rotations are
+``dim x dim`` matrices, so it suits latents of up to a few thousand entries.
 
 ``conv`` is a multiscale convolutional flow for image-shaped latents ``(C, H, W)`` (a diffusion
 model's initial noise), the RealNVP/Glow family: at each scale a Haar squeeze, then blocks
@@ -16,9 +22,9 @@ out after every scale but the last. Its parameters and cost per sample grow with
 of pixels, not its square (docs/scaling.md). A context (pose, sliders) enters every subnet as
 extra constant channels.
 
-The last layer of every coupling subnet starts at zero, so at step 0 either flow is a product
-of rotations and permutations: it maps N(0, I) onto N(0, I) exactly, and the stage samples its
-base distribution.
+The last layer of every coupling network starts at zero, so at step 0 each flow is a product
+of rotations and permutations (the spline's splines are the identity): it maps N(0, I) onto
+N(0, I) exactly, and the stage samples its base distribution.
 """
 
 from __future__ import annotations
@@ -34,9 +40,12 @@ import torch
 from torch import nn
 
 # The most Fourier features per context entry (FlowConfig.frequencies): the manifest's bound.
-from energyql.manifest import MAX_FREQUENCIES
+from energyql.manifest import FLOW_KINDS, MAX_FREQUENCIES, SPLINE_BINS
 
-FLOW_KINDS = ("dense", "conv")
+#: Flat kinds (a vector latent): FrEIA's affine blocks and zuko's spline couplings.
+FLAT_KINDS = ("dense", "spline")
+# SPLINE_BINS: bins of each rational-quadratic spline (zuko's splines cover [-5, 5] and are
+# the identity outside it, where N(0, 1) puts 6e-7 of its mass).
 #: The most squeezes a conv flow takes (each halves the sides and quadruples the channels).
 MAX_LEVELS = 6
 
@@ -52,7 +61,7 @@ class FlowConfig:
         width: the subnets' hidden width (dense: features; conv: channels).
         clamp: the coupling's soft clamp on log-scales.
         seed: the seed of its initial weights and rotations.
-        kind: ``"dense"`` or ``"conv"``.
+        kind: ``"spline"``, ``"dense"`` (affine) or ``"conv"``.
         shape: ``(C, H, W)`` of the latent for a conv flow; ``()`` for a dense one.
         levels: the conv flow's squeezes (scales); 0 keeps one scale at full resolution.
         frequencies: Fourier features of the context: each entry ``c`` (in [-1, 1]) also
@@ -90,9 +99,10 @@ class FlowConfig:
                              f"blocks={self.blocks}, width={self.width}, "
                              f"context_dim={self.context_dim}, frequencies="
                              f"{self.frequencies} (at most {MAX_FREQUENCIES})")
-        if self.kind == "dense":
+        if self.kind in FLAT_KINDS:
             if self.shape or self.levels:
-                raise ValueError("a dense flow takes no shape or levels (those are conv's)")
+                raise ValueError(f"a {self.kind} flow takes no shape or levels (those are "
+                                 "conv's)")
             return
         problem = conv_shape_problem(self.dim, self.shape, self.levels)
         if problem:
@@ -104,8 +114,9 @@ class FlowConfig:
         data = asdict(self)
         if not self.frequencies:
             data.pop("frequencies")  # flows without them read as they always did
-        if self.kind == "dense":
-            for key in ("kind", "shape", "levels"):
+        if self.kind in FLAT_KINDS:
+            for key in ("kind", "shape", "levels") if self.kind == "dense" else ("shape",
+                                                                                  "levels"):
                 data.pop(key)
         else:
             data["shape"] = list(self.shape)
@@ -238,6 +249,8 @@ class LatentFlow(nn.Module):
         self.inn: nn.Module
         if config.kind == "conv":
             self.inn = MultiscaleINN(config)
+        elif config.kind == "spline":
+            self.inn = SplineINN(config)
         else:
             conditional = config.context_dim > 0
             sequence = ff.SequenceINN(config.dim)
@@ -424,11 +437,12 @@ CONV_BLOCKS, CONV_WIDTH = 4, 64
 
 def flow_config_for(generator: Any, blocks: int | None = None, width: int | None = None,
                     context_dim: int = 0, seed: int = 0, kind: str | None = None,
-                    frequencies: int = 0) -> FlowConfig:
+                    frequencies: int = 0, coupling: str = "spline") -> FlowConfig:
     """Return the config of a flow over ``generator``'s latent.
 
     A generator that declares an image-shaped latent (``latent_shape``, e.g. diffusion's
-    initial noise) gets a conv flow, any other a dense one; ``kind`` overrides the choice.
+    initial noise) gets a conv flow, any other a flat one: spline couplings, or FrEIA's affine
+    blocks for ``coupling="affine"`` (kind ``dense``); ``kind`` overrides the choice.
     ``blocks`` and ``width`` left at None are sized to the latent (:func:`dense_size`; conv:
     ``CONV_BLOCKS`` per scale of ``CONV_WIDTH`` channels). ``frequencies``: Fourier features
     of the context (FlowConfig).
@@ -438,13 +452,16 @@ def flow_config_for(generator: Any, blocks: int | None = None, width: int | None
     """
     dim = int(generator.latent_dim)
     shape = getattr(generator, "latent_shape", None)
-    kind = kind or ("conv" if shape else "dense")
+    if coupling not in COUPLINGS:
+        raise ValueError(f"coupling '{coupling}' is not one of {', '.join(COUPLINGS)}")
+    kind = kind or ("conv" if shape else COUPLINGS[coupling])
     if kind not in FLOW_KINDS:
         raise ValueError(f"flow kind '{kind}' is not one of {', '.join(FLOW_KINDS)}")
-    if kind == "dense":
+    if kind in FLAT_KINDS:
         auto_blocks, auto_width = dense_size(dim)
         return FlowConfig(dim=dim, context_dim=context_dim, blocks=blocks or auto_blocks,
-                          width=width or auto_width, seed=seed, frequencies=frequencies)
+                          width=width or auto_width, seed=seed, frequencies=frequencies,
+                          kind=kind)
     if not shape:
         raise ValueError(f"a conv flow needs an image-shaped latent, and generator "
                          f"'{getattr(generator, 'id', generator)}' declares no latent_shape")
@@ -454,12 +471,49 @@ def flow_config_for(generator: Any, blocks: int | None = None, width: int | None
                       levels=auto_levels(shape), frequencies=frequencies)
 
 
+#: A flat latent's coupling (TrainConfig.coupling) and the flow kind it makes.
+COUPLINGS = {"spline": "spline", "affine": "dense"}  # keys: options.COUPLING_CHOICES
+
+
+class SplineINN(nn.Module):
+    """Creates a flat flow of rational-quadratic spline couplings (neural spline flows, Durkan
+    et al. 2019), built from zuko; called like FrEIA's ``SequenceINN`` (``rev=False``:
+    eps -> z, with ``log|det dz/deps|``).
+
+    Each of ``blocks`` couplings transforms half the entries (a random split per block) by
+    monotone splines of ``SPLINE_BINS`` bins whose knots a ``width`` x ``width`` network
+    reads from the other half and the context. A spline bends a coordinate where an affine
+    coupling can only shift and scale it, so a target's sharp edges (a judge's class
+    boundary) cost far fewer blocks. The networks' last layers start at zero: every spline
+    is the identity at step 0.
+    """
+
+    def __init__(self, config: FlowConfig):
+        super().__init__()
+        import zuko
+
+        with _Seeded(config.seed):  # the random splits and initial weights
+            self.nsf = zuko.flows.NSF(config.dim, context=config.condition_dim,
+                                      transforms=config.blocks, bins=SPLINE_BINS,
+                                      hidden_features=(config.width, config.width),
+                                      passes=2, randperm=True)
+        for layer in self.nsf.transform.transforms:
+            last = layer.hyper[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    def forward(self, x: torch.Tensor, c: list[torch.Tensor] | None = None, rev: bool = False):
+        transform = self.nsf.transform(c[0] if c else None)  # maps z -> eps
+        return transform.call_and_ladj(x) if rev else transform.inv.call_and_ladj(x)
+
+
 def standard_normal_log_prob(x: torch.Tensor) -> torch.Tensor:
     """Return log N(x; 0, I) per row."""
     return -0.5 * (x.pow(2).sum(dim=1) + x.shape[1] * math.log(2 * math.pi))
 
 
-__all__ = ["CONV_BLOCKS", "CONV_WIDTH", "FLOW_KINDS", "FlowConfig", "LatentFlow",
+__all__ = ["CONV_BLOCKS", "CONV_WIDTH", "COUPLINGS", "FLAT_KINDS", "FLOW_KINDS", "FlowConfig",
+           "LatentFlow", "SplineINN",
            "MAX_FREQUENCIES", "MultiscaleINN", "auto_levels", "context_features", "dense_size",
            "flow_config_for",
            "standard_normal_log_prob"]

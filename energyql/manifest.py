@@ -43,7 +43,9 @@ MAX_DIM = 1 << 14
 # not their square, so it may cover 4 x 512 x 512 entries.
 MAX_IMAGE_DIM = 1 << 20
 MAX_LEVELS = 6
-FLOW_KINDS = ("dense", "conv")
+FLOW_KINDS = ("dense", "conv", "spline")
+#: Bins per spline of a spline flow (energyql.flows.SPLINE_BINS; the allocation estimate).
+SPLINE_BINS = 8
 # Floats a manifest's flows may ask for, all stages together (512 MiB in float32): subnets
 # and the dim x dim rotation of every block.
 MAX_FLOW_FLOATS = 1 << 27
@@ -323,6 +325,10 @@ class FlowRecord:
         """Return about how many floats a flow of this shape allocates (subnets, rotations)."""
         if self.kind == "conv":
             return self._conv_floats()
+        if self.kind == "spline":  # knots: 3 bins - 1 numbers per entry, from a 2-layer net
+            return self.blocks * ((self.dim + self.condition_dim) * self.width
+                                  + self.width * self.width
+                                  + self.width * self.dim * (3 * SPLINE_BINS - 1))
         per_block = ((self.dim + self.condition_dim) * self.width + self.width * self.width
                      + self.width * self.dim + self.dim * self.dim)
         return self.blocks * per_block
@@ -348,7 +354,9 @@ class FlowRecord:
                                "seed": self.seed}
         if self.frequencies:
             out["frequencies"] = self.frequencies
-        if self.kind != "dense":
+        if self.kind == "spline":
+            out["kind"] = self.kind
+        elif self.kind != "dense":
             out.update(kind=self.kind, shape=list(self.shape), levels=self.levels)
         return out
 
@@ -359,7 +367,7 @@ class FlowRecord:
         kind = r.text("kind", "dense")
         if kind not in FLOW_KINDS:
             r.fail(f"is '{kind[:40]}', not one of " + ", ".join(FLOW_KINDS), "kind")
-        if kind == "dense":
+        if kind in ("dense", "spline"):
             if "shape" in r.data or "levels" in r.data:
                 r.fail("is a field of conv flows only", "shape" if "shape" in r.data
                        else "levels")

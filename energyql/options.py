@@ -60,3 +60,7 @@ def parse_key_values(pairs: Sequence[str], *, what: str, example: str,
                                                                 f"{example}")
         options[name] = value
     return options
+
+#: A flat latent's flow couplings (TrainConfig.coupling; energyql.flows.COUPLINGS has the
+#: flow kind each makes).
+COUPLING_CHOICES = ("spline", "affine")

@@ -17,6 +17,7 @@ from energyql.io import write_json
 from energyql.manifest import MAX_BLOCKS, MAX_FREQUENCIES, MAX_WIDTH, Manifest
 from energyql.metrics import RunMetrics
 from energyql.options import (
+    COUPLING_CHOICES,
     MAX_BATCH,
     MAX_LOSS_WEIGHT,
     MAX_SAMPLES,
@@ -123,24 +124,25 @@ _AT_LEAST = {"steps": 1, "batch": 1, "blocks": 1, "width": 1, "clip_copies": 1,
              "closeness_samples": 0,
              "moment_samples": 1, "refit_every": 0, "refit_samples": 1, "warm_start_samples": 0,
              "warm_start_steps": 0, "checkpoint_every": 1, "max_bad_steps": 1, "seed": 0,
-             "threads": 1, "slider_frequencies": 0}
+             "threads": 1, "slider_frequencies": 0, "replay_rows": 0, "replay_capacity": 0}
 # ... and at most this much: bounds on what a typo can ask to allocate or to run.
 _AT_MOST = {"steps": MAX_STEPS, "batch": MAX_BATCH, "moment_samples": MAX_SAMPLES,
             "refit_samples": MAX_SAMPLES, "warm_start_samples": MAX_SAMPLES,
             "warm_start_steps": MAX_STEPS, "clip_copies": 1024, "threads": MAX_THREADS,
             "seed": 2**63 - 1, "blocks": MAX_BLOCKS, "width": MAX_WIDTH,
-            "closeness_samples": MAX_SAMPLES, "slider_frequencies": MAX_FREQUENCIES}
+            "closeness_samples": MAX_SAMPLES, "slider_frequencies": MAX_FREQUENCIES,
+            "replay_rows": MAX_BATCH, "replay_capacity": MAX_SAMPLES}
 # Settings whose None means "chosen for you" (threads: the idle cores; the flow's size: sized
 # to the generator's latent).
 _MAY_BE_NONE = ("threads", "blocks", "width")
 _POSITIVE = ("lr", "grad_clip", "temper")
 _NON_NEGATIVE = ("final_lr_fraction", "weight_decay", "forward_weight", "chain_weight",
-                 "feedback_gain")
+                 "feedback_gain", "replay_weight")
 # Shares: numbers from 0 to at most this much.
 _SHARES = {"score_share": 1.0, "smooth_score_share": 1.0, "defensive": 0.9}
 # Numbers with a ceiling (the CLI's too): past it the loss overflows and no step counts.
 _NUMBER_AT_MOST = {"temper": MAX_TEMPER, "forward_weight": MAX_LOSS_WEIGHT,
-                   "chain_weight": MAX_LOSS_WEIGHT}
+                   "chain_weight": MAX_LOSS_WEIGHT, "replay_weight": MAX_LOSS_WEIGHT}
 
 
 def _check_setting(name: str, value) -> None:
@@ -174,6 +176,8 @@ def _check_setting(name: str, value) -> None:
             refuse(f"must be at most {_NUMBER_AT_MOST[name]:g}")
     elif name == "amp" and not isinstance(value, bool):
         refuse("must be True or False")
+    elif name == "coupling" and value not in COUPLING_CHOICES:
+        refuse(f"must be one of {', '.join(COUPLING_CHOICES)}")
     elif name == "device" and not isinstance(value, str):
         refuse("must be a device name such as 'cpu' or 'cuda:0'")
 

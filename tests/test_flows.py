@@ -12,6 +12,7 @@ import torch
 
 from energyql.errors import ArtifactError
 from energyql.flows import (
+    COUPLINGS,
     FlowConfig,
     LatentFlow,
     MultiscaleINN,
@@ -40,6 +41,10 @@ CONFIGS = [
                levels=2),
     FlowConfig(dim=32, context_dim=1, blocks=2, width=8, kind="conv", shape=(2, 4, 4),
                levels=1, frequencies=2),
+    # Spline couplings (the default over flat latents): plain, odd-sized and conditional.
+    FlowConfig(dim=4, blocks=2, width=16, kind="spline"),
+    FlowConfig(dim=7, blocks=3, width=16, kind="spline", seed=3),
+    FlowConfig(dim=6, context_dim=2, blocks=2, width=16, kind="spline", frequencies=2),
 ]
 CONDITIONAL = [c for c in CONFIGS if c.context_dim]
 SOURCE = 'clip("a red square")'
@@ -61,7 +66,7 @@ def _context(config, n):
 
 def test_a_flow_builds_the_network_of_the_kind_its_config_names():
     kinds = [type(LatentFlow(c).inn).__name__ for c in CONFIGS]
-    assert kinds == ["SequenceINN"] * 4 + ["MultiscaleINN"] * 5
+    assert kinds == ["SequenceINN"] * 4 + ["MultiscaleINN"] * 5 + ["SplineINN"] * 3
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
@@ -156,14 +161,20 @@ def test_the_context_changes_the_output(config):
         flow(eps)
 
 
-@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("kind", ["dense", "conv", "spline"])
 def test_same_seed_builds_the_same_flow_and_another_seed_does_not(kind):
-    extra = {"kind": "conv", "shape": (2, 4, 4), "levels": 1} if kind == "conv" else {}
+    extra = {"kind": "conv", "shape": (2, 4, 4), "levels": 1} if kind == "conv" else \
+        {"kind": kind}
     dim = 32 if kind == "conv" else 4
     a, b = (LatentFlow(FlowConfig(dim=dim, seed=1, width=8, **extra)) for _ in range(2))
     c = LatentFlow(FlowConfig(dim=dim, seed=2, width=8, **extra))
     eps = torch.randn(3, dim)
     assert torch.equal(a(eps)[0], b(eps)[0])
+    if kind == "spline":  # the identity at step 0 whatever the seed: its weights differ
+        same, other = (list(f.state_dict().values()) for f in (b, c))
+        assert all(torch.equal(x, y) for x, y in zip(list(a.state_dict().values()), same))
+        assert not all(torch.equal(x, y) for x, y in zip(same, other))
+        return
     assert not torch.allclose(a(eps)[0], c(eps)[0])
 
 
@@ -207,13 +218,34 @@ def test_flow_config_for_picks_conv_for_image_shaped_latents_and_dense_otherwise
     conv = flow_config_for(_Image((3, 32, 32)), context_dim=2, seed=7)
     assert (conv.kind, conv.shape, conv.levels, conv.dim) == ("conv", (3, 32, 32), 4, 3072)
     assert (conv.context_dim, conv.seed) == (2, 7)
-    dense = flow_config_for(_Image(), blocks=3, width=16)
+    flat = flow_config_for(_Image(), blocks=3, width=16)
+    assert (flat.kind, flat.dim, flat.blocks, flat.width) == ("spline", 48, 3, 16)
+    dense = flow_config_for(_Image(), blocks=3, width=16, coupling="affine")
     assert (dense.kind, dense.dim, dense.blocks, dense.width) == ("dense", 48, 3, 16)
     assert (flow_config_for(_Image()).blocks, flow_config_for(_Image()).width) == dense_size(48)
     forced = flow_config_for(_Image((3, 4, 4)), kind="dense")
     assert forced.kind == "dense" and forced.shape == ()
     with pytest.raises(ValueError, match="declares no latent_shape"):
         flow_config_for(_Image(), kind="conv")
+    with pytest.raises(ValueError, match="coupling 'cubic'"):
+        flow_config_for(_Image(), coupling="cubic")
+
+
+def test_the_couplings_users_name_are_the_flows_couplings():
+    from energyql.options import COUPLING_CHOICES
+
+    assert tuple(COUPLINGS) == COUPLING_CHOICES
+
+
+def test_a_spline_flow_records_its_kind_and_a_spline_record_refuses_conv_fields(tmp_path):
+    config = FlowConfig(dim=6, blocks=2, width=8, kind="spline")
+    assert config.to_dict()["kind"] == "spline" and "shape" not in config.to_dict()
+    assert FlowRecord(**config.to_dict()).to_dict() == config.to_dict()
+    # Its allocation estimate counts the knots: 23 numbers per entry and block at 8 bins.
+    assert FlowRecord(**config.to_dict()).floats() > FlowRecord(dim=6, blocks=2,
+                                                                width=8).floats()
+    with pytest.raises(ValueError, match="no shape or levels"):
+        FlowConfig(dim=6, kind="spline", shape=(1, 2, 3))
 
 
 @pytest.mark.parametrize("shape, levels", [((3, 32, 32), 4), ((4, 64, 64), 4), ((2, 4, 4), 1),
@@ -292,6 +324,7 @@ def test_a_conv_flow_on_a_generator_of_another_shape_is_refused(tmp_path):
     ({"levels": 3}, "flow.shape"),
     ({"levels": 99}, "flow.levels"),
     ({"kind": "dense"}, "flow.shape"),
+    ({"kind": "spline"}, "flow.shape"),
 ])
 def test_a_bad_conv_flow_record_is_refused_naming_the_field(change, match, tmp_path):
     _artifact_on(_Image((3, 4, 4)), flow_config_for(_Image((3, 4, 4)), 1, 4), tmp_path)

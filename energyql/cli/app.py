@@ -26,6 +26,7 @@ from energyql.errors import (
     check_choice,
 )
 from energyql.options import (  # bounds shared with energyql.train
+    COUPLING_CHOICES,
     MAX_BATCH,
     MAX_LOSS_WEIGHT,
     MAX_SAMPLES,
@@ -202,6 +203,19 @@ ChainWeightOption = Annotated[Optional[float], typer.Option(
     help="Weight of the score-climbing term: persistent chains of exact Metropolis-Hastings "
          "steps pull the flow towards every part of the target they found (0: off).",
     callback=in_range(0, MAX_LOSS_WEIGHT))]
+def _one_of(value: str | None, choices: tuple[str, ...]) -> str | None:
+    if value is not None and value not in choices:
+        raise typer.BadParameter(f"'{value[:40]}' is not one of {', '.join(choices)}")
+    return value
+
+
+ReplayWeightOption = Annotated[Optional[float], typer.Option(
+    help="Weight of the replay term: maximum likelihood on every image the stage judged, "
+         "resampled by its exact importance weight (0: off).",
+    callback=in_range(0, MAX_LOSS_WEIGHT))]
+CouplingOption = Annotated[Optional[str], typer.Option(
+    help="The flow's couplings over a flat latent: spline (rational-quadratic) or affine "
+         "(PromptGen's Glow blocks).", callback=lambda value: _one_of(value, COUPLING_CHOICES))]
 DefensiveOption = Annotated[Optional[float], typer.Option(
     help="Share of each batch drawn from the base for the forward-KL term (0 to 0.9).",
     callback=in_range(0, 0.9))]

@@ -15,12 +15,14 @@ from energyql.cli.app import (
     BatchOption,
     ChainWeightOption,
     ClipOption,
+    CouplingOption,
     DefensiveOption,
     DeviceOption,
     FaceAttributesOption,
     ForwardWeightOption,
     LearningRateOption,
     MomentSamplesOption,
+    ReplayWeightOption,
     ReportSamplesOption,
     ScoreShareOption,
     SeedOption,
@@ -115,6 +117,8 @@ def run(
     defensive: DefensiveOption = None,
     score_share: ScoreShareOption = None,
     chain_weight: ChainWeightOption = None,
+    replay_weight: ReplayWeightOption = None,
+    coupling: CouplingOption = None,
     temper: TemperOption = None,
     seed: SeedOption = 0,
     device: DeviceOption = "cpu",
@@ -170,7 +174,8 @@ def run(
     given = dict(steps=steps, batch=batch, lr=lr, warm_start_samples=warm_start,
                  moment_samples=moment_samples,
                  forward_weight=forward_weight, defensive=defensive,
-                 score_share=score_share, chain_weight=chain_weight, temper=temper,
+                 score_share=score_share, chain_weight=chain_weight,
+                 replay_weight=replay_weight, coupling=coupling, temper=temper,
                  threads=threads or idle_threads())
     settings: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     from energyql.outdir import claim

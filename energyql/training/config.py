@@ -16,8 +16,9 @@ class TrainConfig:
     The estimator (see :mod:`energyql.training.objective`): ``score_share`` of the flat terms'
     gradient comes from the score-function estimator, the rest from their slope;
     ``forward_weight`` adds the self-normalised forward KL with a ``defensive`` share of base
-    samples; ``chain_weight`` adds Markovian score climbing on persistent chains. All of them
-    keep the stage's exact target. ``temper`` multiplies the pointwise
+    samples; ``chain_weight`` adds Markovian score climbing on persistent chains;
+    ``replay_weight`` adds maximum likelihood on every judged image resampled by its exact
+    weight. All of them keep the stage's exact target. ``temper`` multiplies the pointwise
     energies of the target the flow trains towards (1: the exact target; anything else moves
     it, is recorded in the manifest and named in the report).
     """
@@ -33,6 +34,9 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast of the control models, GPU only
     blocks: int | None = None  # flow depth; None: sized to the latent (flows.flow_config_for)
     width: int | None = None   # coupling subnet width (conv: channels); None: sized likewise
+    # A flat latent's couplings: "spline" (rational-quadratic, zuko) or "affine" (FrEIA's
+    # Glow blocks, PromptGen's flow); image-shaped latents keep the conv flow.
+    coupling: str = "spline"
     # Fourier features of each context entry in the flow of a stage with a weight slider
     # (FlowConfig.frequencies): its target can move fast over a small part of the range.
     slider_frequencies: int = 6
@@ -49,6 +53,12 @@ class TrainConfig:
     forward_weight: float = 0.0  # weight of the self-normalised forward-KL term
     defensive: float = 0.1       # share of the batch drawn from the base for that term
     chain_weight: float = 1.0    # weight of the score-climbing term (persistent chains)
+    # Replay (energyql.training.replay): weight of maximum likelihood on rows resampled from
+    # every image the stage judged (the start's pool and every step's batch) by their exact
+    # importance weights; rows per step (0: the batch) and the buffer's size.
+    replay_weight: float = 0.0
+    replay_rows: int = 0
+    replay_capacity: int = 65_536
     temper: float = 1.0          # factor on pointwise energies; 1 = the exact target
     feedback_gain: float = 1.0  # how much of log(target / flow moments) each refit adds to λ
     closeness_samples: int = 1024  # flow samples that measure ESS/N and KL̂ after each stage

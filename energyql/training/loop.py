@@ -177,7 +177,8 @@ def build_stage(base: Generator, energy: StageEnergy, config: TrainConfig, index
     flow = LatentFlow(flow_config_for(base, blocks=config.blocks, width=config.width,
                                       context_dim=len(energy.context),
                                       seed=config.seed * 100 + index,
-                                      frequencies=frequencies)).to(device)
+                                      frequencies=frequencies,
+                                      coupling=config.coupling)).to(device)
     target = StageTarget(base.to(device).eval().requires_grad_(False), energy.to(device), flow,
                          device=device)
     optimizer = torch.optim.AdamW([p for p in flow.parameters() if p.requires_grad],
@@ -257,8 +258,8 @@ def prepare_stage(run: StageRun, objective: StageObjective, checkpoint_dir: Path
             seeds = step_generator(config.seed, run.index, -2 * 10**6)
             log.warm_start = warm_start(
                 target, config, step_generator(config.seed, run.index, -10**6), run.group,
-                on_pool=lambda pool: objective.seed_chains(pool.z, pool.pointwise, pool.phi,
-                                                           pool.log_w, seeds))
+                on_pool=lambda pool: objective.take_pool(pool.z, pool.pointwise, pool.phi,
+                                                         pool.log_w, seeds))
             log.images += config.warm_start_samples
             phase.note(**{k: v for k, v in log.warm_start.items()
                           if k in ("ess", "steps", "nll_last") and v is not None})
@@ -312,7 +313,7 @@ def train_stage(base: Generator, energy: StageEnergy, config: TrainConfig, *, in
         Progress(enabled=progress and group.is_main)
     run = build_stage(base, energy, config, index, source, group)
     objective = StageObjective(run.target, config, index, group)
-    run.extra = objective.chains.state() if objective.climbing else {}
+    run.extra = objective.state()
     start = prepare_stage(run, objective, checkpoint_dir, resume, prog, run_log)
     stepped = _distributed(objective, group, config.device)
     # Images one step decodes: its flow samples (both contexts of a paired energy), all

@@ -28,6 +28,10 @@ when asked for):
   of the target keeps it until something as good comes along: the flow is pulled towards every
   part its own samples have ever found, not only those in this step's batch. It decodes no
   image of its own (the proposals are the step's batch).
+- **replay** (``replay_weight`` ρ): ``-ρ·mean log q(r_j)`` over rows ``r_j`` resampled from
+  every image the stage has judged (the start's pool and every step's batch) by their exact
+  importance weights (:mod:`energyql.training.replay`). Its fixed point is ``q = p`` as the
+  buffer grows; it decodes no image of its own.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from energyql.errors import TrainingError
 from energyql.flows import standard_normal_log_prob
 from energyql.target import StageTarget
 from energyql.training.config import TrainConfig, step_generator
+from energyql.training.replay import ReplayBuffer, replay_capacity
 
 
 @dataclass
@@ -215,9 +220,22 @@ class StageObjective(nn.Module):
         self.rows_per_setting = setting_rows(config, self.group) if sliders_only else 1
         self.scaled_terms = energy.weight_slider_terms
         rows = len(range(config.batch)[self.shard])
-        self.chains = Chains.empty(rows if self.climbing else 0, target.dim,
-                                   sum(c.target.numel() for c in energy.constraints),
+        features = sum(c.target.numel() for c in energy.constraints)
+        self.chains = Chains.empty(rows if self.climbing else 0, target.dim, features,
                                    target.device, len(self.scaled_terms))
+        # Replay weights need a target that one pool serves: not a conditional stage (its
+        # target moves with the context) nor a paired energy (no function of one sample).
+        capacity = replay_capacity(config.replay_capacity, target.dim)
+        self.replay = ReplayBuffer(capacity, target.dim, features, target.device) \
+            if config.replay_weight and capacity >= config.batch and not energy.is_conditional \
+            and not target.conditional_base else None
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The objective's own tensors a checkpoint carries (chains, replay buffer)."""
+        state = self.chains.state() if self.climbing else {}
+        if self.replay is not None:
+            state.update(self.replay.state())
+        return state
 
     @property
     def energy(self) -> StageEnergy:
@@ -265,6 +283,11 @@ class StageObjective(nn.Module):
                                 and step % CHAIN_SETTING_STEPS == 0)
             loss = loss + config.chain_weight * climb
             losses["chains"] = float(climb.detach())
+        if self.replay is not None:
+            replayed = self._replay(z, log_p0, log_q_own, parts, features, generator)
+            if replayed is not None:
+                loss = loss + config.replay_weight * replayed
+                losses["replay"] = float(replayed.detach())
         return loss, StepParts(parts, features, z, logdet, losses, defensive_images)
 
     def seed_chains(self, z: torch.Tensor, pointwise: torch.Tensor, phi: torch.Tensor,
@@ -293,6 +316,36 @@ class StageObjective(nn.Module):
             chains.scaled.copy_(scaled[rows].to(device))
         chains.ready.fill_(1)
         return True
+
+    def take_pool(self, z: torch.Tensor, pointwise: torch.Tensor, phi: torch.Tensor,
+                  log_w: torch.Tensor, generator: torch.Generator) -> None:
+        """Start from a judged base pool: seed the chains from it and keep it for replay
+        (its rows were drawn from the base, whose density is the prior)."""
+        self.seed_chains(z, pointwise, phi, log_w, generator)
+        if self.replay is not None:
+            device = self.target.device
+            with torch.no_grad():
+                log_p0 = self.target.base.log_prior(z.to(device))
+            self.replay.add(z, log_p0, pointwise, phi, log_p0)
+
+    def _replay(self, z: torch.Tensor, log_p0: torch.Tensor, log_q_own: torch.Tensor,
+                parts: dict[str, torch.Tensor], features: Features,
+                generator: torch.Generator) -> torch.Tensor | None:
+        """Keep the step's rows, resample the buffer by exact weights and return ``-mean
+        log q`` of the rows drawn (None while the buffer holds no weight)."""
+        energy, replay = self.energy, cast(ReplayBuffer, self.replay)
+        with torch.no_grad():
+            values = [value for _, value in zip(energy.pointwise, parts.values())]
+            pointwise = self.config.temper * torch.stack(values).sum(0).float() if values \
+                else torch.zeros_like(log_p0)
+            phi = energy.phi(features).float() if energy.has_constraints \
+                else z.new_zeros(len(z), 0)
+            replay.add(z, log_p0, pointwise, phi, log_q_own)
+            rows = self.config.replay_rows or len(z)
+            drawn, _ = replay.sample(rows, self.target.lam(), generator)
+        if not len(drawn):
+            return None
+        return -self.flow.log_prob(drawn).mean()
 
     def _energy_at(self, pointwise: torch.Tensor, scaled: torch.Tensor, phi: torch.Tensor,
                    context: torch.Tensor | None) -> torch.Tensor:
@@ -335,7 +388,8 @@ class StageObjective(nn.Module):
                 getattr(chains, key).copy_(value)
             chains.ready.fill_(1)
             return -log_q.mean()
-        log_q_chain = self.flow.log_prob(chains.z, flow_context)
+        # A copy: the states are overwritten in place below, and autograd may keep the input.
+        log_q_chain = self.flow.log_prob(chains.z.clone(), flow_context)
         with torch.no_grad():
             new = log_p0.float() - self._energy_at(pointwise, scaled, phi, context) \
                 - log_q_own.float()
