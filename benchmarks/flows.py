@@ -1,4 +1,5 @@
-"""Flow libraries compared on one reverse-KL training step: FrEIA AllInOneBlock vs zuko RealNVP.
+"""Flows compared on one reverse-KL training step: FrEIA AllInOneBlock, zuko RealNVP and
+energyql's spline flow (zuko's rational-quadratic NSF).
 
     python benchmarks/flows.py [--dim 64] [--batch 64] [--blocks 8] [--width 256] [--threads 1]
                                [--steps 60] [--json PATH]
@@ -6,8 +7,9 @@
 A step is: draw noise, sample the flow with its log-density, add a quadratic energy, backward,
 AdamW step — what the trainer does minus the generator and the energies. FrEIA is energyql's
 own ``LatentFlow`` (8 AllInOneBlocks with soft permutations, subnets of two hidden layers);
-zuko is ``zuko.flows.RealNVP`` with the same depth and hidden widths. The two are timed in
-alternating rounds so that background load hits both alike; the median ms/step is reported.
+zuko is ``zuko.flows.RealNVP`` with the same depth and hidden widths, and the spline flow
+energyql's ``LatentFlow`` of kind ``spline`` (the default over flat latents). They are timed in
+alternating rounds so that background load hits all alike; the median ms/step is reported.
 """
 
 from __future__ import annotations
@@ -27,6 +29,18 @@ def _freia(dim: int, blocks: int, width: int):
     def sample(eps):
         from energyql.flows import standard_normal_log_prob
 
+        z, logdet = flow(eps)
+        return z, standard_normal_log_prob(eps) - logdet
+
+    return flow, sample
+
+
+def _spline(dim: int, blocks: int, width: int):
+    from energyql.flows import FlowConfig, LatentFlow, standard_normal_log_prob
+
+    flow = LatentFlow(FlowConfig(dim=dim, blocks=blocks, width=width, kind="spline"))
+
+    def sample(eps):
         z, logdet = flow(eps)
         return z, standard_normal_log_prob(eps) - logdet
 
@@ -95,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(args.threads)
     shape = dict(dim=args.dim, batch=args.batch, blocks=args.blocks, width=args.width)
-    libraries = {"freia_allinone": _freia, "zuko_realnvp": _zuko}
+    libraries = {"freia_allinone": _freia, "zuko_realnvp": _zuko, "energyql_spline": _spline}
     samples: dict[str, list[float]] = {k: [] for k in libraries}
     for _ in range(args.rounds):
         for name, build in libraries.items():
@@ -107,11 +121,13 @@ def main(argv: list[str] | None = None) -> dict:
     }
     ms = result["ms_per_step"]
     result["zuko_over_freia"] = round(ms["zuko_realnvp"] / ms["freia_allinone"], 2)
+    result["spline_over_freia"] = round(ms["energyql_spline"] / ms["freia_allinone"], 2)
     print(f"reverse-KL step, dim {args.dim}, batch {args.batch}, {args.blocks} blocks, width "
           f"{args.width}, {args.threads} thread(s), median of {args.steps * args.rounds} steps")
     for name, value in ms.items():
         print(f"  {name:16s} {value:8.2f} ms/step")
     print(f"  zuko / FrEIA     {result['zuko_over_freia']:8.2f}x")
+    print(f"  spline / FrEIA   {result['spline_over_freia']:8.2f}x")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=2)

@@ -2,17 +2,19 @@
 
 Three kinds, all starting at the identity:
 
-``spline`` (the default for a flat latent) stacks rational-quadratic spline couplings (neural
-spline flows, Durkan et al. 2019) from zuko, each over a random half of the entries. A spline
-bends a coordinate where an affine coupling can only shift and scale it, which is what a
-target with a judge's sharp class edges needs: on the shapes world it reached red circles in
-9,792 images with size drift 0.026, where the affine flow took 17,792 and drifted 0.047
-(docs/training.md).
+``spline`` (the embedded worlds' default, ``coupling="spline"``) stacks rational-quadratic
+spline couplings (neural spline flows, Durkan et al. 2019) from zuko, each over a random half
+of the entries. A spline bends a coordinate where an affine coupling can only shift and
+scale it, which is what a target with a judge's sharp class edges needs: on the shapes world
+it reached red circles in 9,792 images with size drift 0.026, where the affine flow took
+17,792 and drifted 0.047 (docs/training.md).
 
-``dense`` is PromptGen's choice: a stack of Glow-style blocks, each an affine coupling with a
-learned global affine scale and a fixed random rotation ("soft permutation"), built from
-FrEIA's ``AllInOneBlock`` on the flat latent (``coupling="affine"``). Its rotations are
-``dim x dim`` matrices, so it suits latents of up to a few thousand entries.
+``dense`` (the default for other generators, ``coupling="affine"``) is PromptGen's choice: a
+stack of Glow-style blocks, each an affine coupling with a learned global affine scale and a
+fixed random rotation ("soft permutation"), built from FrEIA's ``AllInOneBlock`` on the flat
+latent. Per flow step it is 8-13 times faster than the spline flow (docs/benchmarks.md).
+Its rotations are ``dim x dim`` matrices, so it suits latents of up to a few thousand
+entries.
 
 ``conv`` is a multiscale convolutional flow for image-shaped latents ``(C, H, W)`` (a diffusion
 model's initial noise), the RealNVP/Glow family: at each scale a Haar squeeze, then blocks
@@ -437,12 +439,12 @@ CONV_BLOCKS, CONV_WIDTH = 4, 64
 
 def flow_config_for(generator: Any, blocks: int | None = None, width: int | None = None,
                     context_dim: int = 0, seed: int = 0, kind: str | None = None,
-                    frequencies: int = 0, coupling: str = "spline") -> FlowConfig:
+                    frequencies: int = 0, coupling: str = "affine") -> FlowConfig:
     """Return the config of a flow over ``generator``'s latent.
 
     A generator that declares an image-shaped latent (``latent_shape``, e.g. diffusion's
-    initial noise) gets a conv flow, any other a flat one: spline couplings, or FrEIA's affine
-    blocks for ``coupling="affine"`` (kind ``dense``); ``kind`` overrides the choice.
+    initial noise) gets a conv flow, any other a flat one: FrEIA's affine blocks (kind
+    ``dense``), or spline couplings for ``coupling="spline"``; ``kind`` overrides the choice.
     ``blocks`` and ``width`` left at None are sized to the latent (:func:`dense_size`; conv:
     ``CONV_BLOCKS`` per scale of ``CONV_WIDTH`` channels). ``frequencies``: Fourier features
     of the context (FlowConfig).

@@ -491,7 +491,8 @@ class TrainRecord:
     _NUMBERS: ClassVar[dict[str, tuple[float, float | None, bool]]] = {
         "temper": (0.0, None, True), "forward_weight": (0.0, None, False),
         "chain_weight": (0.0, None, False), "score_share": (0.0, 1.0, False),
-        "smooth_score_share": (0.0, 1.0, False), "defensive": (0.0, 1.0, False)}
+        "smooth_score_share": (0.0, 1.0, False), "defensive": (0.0, 1.0, False),
+        "replay_weight": (0.0, None, False)}
 
     @classmethod
     def from_reader(cls, r: _Reader) -> TrainRecord:

@@ -170,3 +170,13 @@ def test_the_slider_benchmark_reads_flow_sir_shares_off_the_generators_truth():
         figures = sliders.corrected_share(artifact.at({"p": p}), sliders.WORLDS["shapes"], 400)
         assert figures["sir_true_share"] == pytest.approx(p, abs=0.08)
         assert 0 < figures["sir_ess_fraction"] <= 1
+
+
+def test_the_flow_benchmark_times_all_three_flows(tmp_path):
+    flows = _load("flows")
+    out = tmp_path / "flows.json"
+    result = flows.main(["--dim", "4", "--batch", "8", "--blocks", "1", "--width", "8",
+                         "--steps", "2", "--rounds", "1", "--json", str(out)])
+    assert set(result["ms_per_step"]) == {"freia_allinone", "zuko_realnvp", "energyql_spline"}
+    assert all(ms > 0 for ms in result["ms_per_step"].values())
+    assert result["spline_over_freia"] > 0 and out.exists()

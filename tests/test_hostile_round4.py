@@ -62,6 +62,9 @@ def _edit(art: Path, tmp_path: Path, change, name: str = "copy") -> Path:
     ("--score-share", "-0.1", "at least 0"),
     ("--defensive", "0.95", "at most 0.9"),
     ("--defensive", "nan", "finite number"),
+    ("--replay-weight", "1e308", "at most 1,000"),
+    ("--replay-weight", "-1", "at least 0"),
+    ("--coupling", "cubic", "not one of spline, affine"),
 ])
 def test_run_refuses_bad_estimator_options(tmp_path, option, value, words):
     out = tmp_path / "out"
@@ -87,6 +90,12 @@ def test_run_refuses_bad_estimator_options(tmp_path, option, value, words):
     ({"blocks": 0}, "at least 1"),
     ({"blocks": "4"}, "whole number"),
     ({"width": 10**9}, "at most"),
+    ({"replay_weight": float("inf")}, "must be a finite number"),
+    ({"replay_weight": 1e6}, "must be at most 1000"),
+    ({"replay_capacity": 10**12}, "at most"),
+    ({"replay_rows": -1}, "at least 0"),
+    ({"coupling": "cubic"}, "must be one of spline, affine"),
+    ({"coupling": ["spline"]}, "must be one of spline, affine"),
 ])
 def test_train_refuses_bad_settings_before_training(tmp_path, settings, words):
     with pytest.raises(UsageError, match=words):
@@ -137,6 +146,7 @@ def _train(key, value):
     (_train("temper", True), "True, not a number greater than 0"),       # fixed
     (_train("defensive", 7), "7, not a number from 0 to 1"),             # fixed
     (_train("chain_weight", -1), "-1, not a number of at least 0"),      # fixed
+    (_train("replay_weight", "lots"), "'lots', not a number of at least 0"),
 ])
 def test_eval_json_refuses_hostile_closeness_and_temper_fields(red, tmp_path, change, words):
     copy = _edit(red, tmp_path, change)

@@ -34,9 +34,9 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast of the control models, GPU only
     blocks: int | None = None  # flow depth; None: sized to the latent (flows.flow_config_for)
     width: int | None = None   # coupling subnet width (conv: channels); None: sized likewise
-    # A flat latent's couplings: "spline" (rational-quadratic, zuko) or "affine" (FrEIA's
-    # Glow blocks, PromptGen's flow); image-shaped latents keep the conv flow.
-    coupling: str = "spline"
+    # A flat latent's couplings: "affine" (FrEIA's Glow blocks, PromptGen's flow) or "spline"
+    # (rational-quadratic, zuko; the worlds' default); image-shaped latents keep the conv flow.
+    coupling: str = "affine"
     # Fourier features of each context entry in the flow of a stage with a weight slider
     # (FlowConfig.frequencies): its target can move fast over a small part of the range.
     slider_frequencies: int = 6

@@ -147,8 +147,10 @@ def test_bad_input_on_the_page_is_a_message_and_the_page_goes_on(page):
     assert answer[0] == 400 and "leaves the runs folder" in answer[1]["error"]
 
 
+# A small start pool too: the shapes default (8,192 images judged 16 at a time at batch 4)
+# kept the first step past the page's 30-second wait on a loaded 2-core machine.
 TINY_PAGE = {"blocks": 2, "width": 16, "moment_samples": 32, "refit_samples": 32,
-             "closeness_samples": 32, "refit_every": 0}
+             "closeness_samples": 32, "refit_every": 0, "warm_start_samples": 256}
 
 
 def test_start_cancel_and_finish_trainings_from_the_page(page, runs_dir):

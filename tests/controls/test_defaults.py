@@ -46,7 +46,8 @@ def test_shapes_training_defaults_are_unchanged():
     assert defaults_for("shapes") == {"steps": 600, "batch": 64, "lr": 3e-3, "clip_copies": 4,
                                       "warm_start_samples": 8192, "chain_weight": 3.0,
                                       "smooth_score_share": 1.0,
-                                      "forward_weight": 0.0, "refit_samples": 2048}
+                                      "forward_weight": 0.0, "refit_samples": 2048,
+                                      "coupling": "spline"}
 
 
 def test_the_shapes_flow_is_sized_to_its_latent():
