@@ -243,10 +243,14 @@ def test_the_start_pool_seeds_the_chains_in_the_targets_proportions():
 
 
 def test_a_resumed_run_with_chains_retraces_the_uninterrupted_one(tmp_path):
+    assert_resume_retraces(tmp_path, TrainConfig(steps=30, batch=32, blocks=2, width=8,
+                                                 checkpoint_every=10, chain_weight=1.0))
+
+
+def assert_resume_retraces(tmp_path, config: TrainConfig) -> None:
+    """A stage killed at step 25 and resumed ends with the uninterrupted run's flow."""
     from tests.test_train import Crash, CrashingQuadratic
 
-    config = TrainConfig(steps=30, batch=32, blocks=2, width=8, checkpoint_every=10,
-                         chain_weight=1.0)
     args = ([1.0, 0.5], [2.0, 1.0])
     whole, _ = train_stage(PointGenerator(), stage(QuadraticEnergy(*args)), config,
                            progress=False)

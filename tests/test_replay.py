@@ -140,18 +140,8 @@ def test_the_estimator_with_replay_converges_to_the_exact_target():
 
 def test_a_resumed_run_with_replay_retraces_the_uninterrupted_one(tmp_path):
     from energyql.training import TrainConfig
-    from tests.test_train import Crash, CrashingQuadratic
-    from tests.toys import QuadraticEnergy
+    from tests.test_objective import assert_resume_retraces
 
-    config = TrainConfig(steps=30, batch=32, blocks=2, width=8, checkpoint_every=10,
-                         chain_weight=0.0, replay_weight=1.0, replay_capacity=256)
-    args = ([1.0, 0.5], [2.0, 1.0])
-    whole, _ = train_stage(PointGenerator(), stage(QuadraticEnergy(*args)), config,
-                           progress=False)
-    with pytest.raises(Crash):
-        train_stage(PointGenerator(), stage(CrashingQuadratic(*args, crash_at=25)), config,
-                    checkpoint_dir=tmp_path, progress=False)
-    resumed, _ = train_stage(PointGenerator(), stage(QuadraticEnergy(*args)), config,
-                             checkpoint_dir=tmp_path, resume=True, progress=False)
-    for p, q in zip(whole.flow.state_dict().values(), resumed.flow.state_dict().values()):
-        assert torch.allclose(p, q, atol=1e-6)
+    assert_resume_retraces(tmp_path, TrainConfig(
+        steps=30, batch=32, blocks=2, width=8, checkpoint_every=10, chain_weight=0.0,
+        replay_weight=1.0, replay_capacity=256))
