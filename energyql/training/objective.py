@@ -224,7 +224,7 @@ class StageObjective(nn.Module):
         self.chains = Chains.empty(rows if self.climbing else 0, target.dim, features,
                                    target.device, len(self.scaled_terms))
         # Replay weights need a target that one pool serves: not a conditional stage (its
-        # target moves with the context) nor a paired energy (no function of one sample).
+        # target moves with the context; paired energies are conditional too).
         capacity = replay_capacity(config.replay_capacity, target.dim)
         self.replay = ReplayBuffer(capacity, target.dim, features, target.device) \
             if config.replay_weight and capacity >= config.batch and not energy.is_conditional \
