@@ -1,5 +1,5 @@
-"""Flows compared on one reverse-KL training step: FrEIA AllInOneBlock, zuko RealNVP and
-energyql's spline flow (zuko's rational-quadratic NSF).
+"""Flows compared on one reverse-KL training step: FrEIA AllInOneBlock, zuko RealNVP, energyql's
+spline flow and zuko's rational-quadratic NSF (the spline flow energyql used before its own).
 
     python benchmarks/flows.py [--dim 64] [--batch 64] [--blocks 8] [--width 256] [--threads 1]
                                [--steps 60] [--json PATH]
@@ -8,7 +8,9 @@ A step is: draw noise, sample the flow with its log-density, add a quadratic ene
 AdamW step — what the trainer does minus the generator and the energies. FrEIA is energyql's
 own ``LatentFlow`` (8 AllInOneBlocks with soft permutations, subnets of two hidden layers);
 zuko is ``zuko.flows.RealNVP`` with the same depth and hidden widths, and the spline flow
-energyql's ``LatentFlow`` of kind ``spline`` (the default over flat latents). They are timed in
+energyql's ``LatentFlow`` of kind ``spline`` (the worlds' default; energyql.splines); zuko's
+NSF has the same depth, bins, widths and half splits (``passes=2``) and samples through its
+inverse, as energyql's first spline flow did. They are timed in
 alternating rounds so that background load hits all alike; the median ms/step is reported.
 """
 
@@ -56,6 +58,22 @@ def _zuko(dim: int, blocks: int, width: int):
         # zuko samples by inverting its transform; rsample_and_log_prob draws its own noise,
         # so the given eps only sets the batch size.
         return flow().rsample_and_log_prob((eps.shape[0],))
+
+    return flow, sample
+
+
+def _zuko_nsf(dim: int, blocks: int, width: int):
+    import zuko
+
+    from energyql.flows import standard_normal_log_prob
+    from energyql.manifest import SPLINE_BINS
+
+    flow = zuko.flows.NSF(dim, transforms=blocks, bins=SPLINE_BINS,
+                          hidden_features=(width, width), passes=2, randperm=True)
+
+    def sample(eps):
+        z, logdet = flow.transform().inv.call_and_ladj(eps)
+        return z, standard_normal_log_prob(eps) - logdet
 
     return flow, sample
 
@@ -109,7 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(args.threads)
     shape = dict(dim=args.dim, batch=args.batch, blocks=args.blocks, width=args.width)
-    libraries = {"freia_allinone": _freia, "zuko_realnvp": _zuko, "energyql_spline": _spline}
+    libraries = {"freia_allinone": _freia, "zuko_realnvp": _zuko, "energyql_spline": _spline,
+                 "zuko_nsf": _zuko_nsf}
     samples: dict[str, list[float]] = {k: [] for k in libraries}
     for _ in range(args.rounds):
         for name, build in libraries.items():
@@ -122,12 +141,14 @@ def main(argv: list[str] | None = None) -> dict:
     ms = result["ms_per_step"]
     result["zuko_over_freia"] = round(ms["zuko_realnvp"] / ms["freia_allinone"], 2)
     result["spline_over_freia"] = round(ms["energyql_spline"] / ms["freia_allinone"], 2)
+    result["zuko_nsf_over_spline"] = round(ms["zuko_nsf"] / ms["energyql_spline"], 2)
     print(f"reverse-KL step, dim {args.dim}, batch {args.batch}, {args.blocks} blocks, width "
           f"{args.width}, {args.threads} thread(s), median of {args.steps * args.rounds} steps")
     for name, value in ms.items():
         print(f"  {name:16s} {value:8.2f} ms/step")
     print(f"  zuko / FrEIA     {result['zuko_over_freia']:8.2f}x")
     print(f"  spline / FrEIA   {result['spline_over_freia']:8.2f}x")
+    print(f"  zuko NSF / spline {result['zuko_nsf_over_spline']:7.2f}x")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=2)

@@ -3,8 +3,8 @@
 Three kinds, all starting at the identity:
 
 ``spline`` (the embedded worlds' default, ``coupling="spline"``) stacks rational-quadratic
-spline couplings (neural spline flows, Durkan et al. 2019) from zuko, each over a random half
-of the entries. A spline bends a coordinate where an affine coupling can only shift and
+spline couplings (neural spline flows, Durkan et al. 2019; energyql.splines), each bending a
+random half of the entries. A spline bends a coordinate where an affine coupling can only shift and
 scale it, which is what a target with a judge's sharp class edges needs: on the shapes world
 it reached red circles in 9,792 images with size drift 0.026, where the affine flow took
 17,792 and drifted 0.047 (docs/training.md).
@@ -12,7 +12,7 @@ it reached red circles in 9,792 images with size drift 0.026, where the affine f
 ``dense`` (the default for other generators, ``coupling="affine"``) is PromptGen's choice: a
 stack of Glow-style blocks, each an affine coupling with a learned global affine scale and a
 fixed random rotation ("soft permutation"), built from FrEIA's ``AllInOneBlock`` on the flat
-latent. Per flow step it is 8-13 times faster than the spline flow (docs/benchmarks.md).
+latent. Per flow step it is 2.6-2.8 times faster than the spline flow (docs/benchmarks.md).
 Its rotations are ``dim x dim`` matrices, so it suits latents of up to a few thousand
 entries.
 
@@ -42,12 +42,11 @@ import torch
 from torch import nn
 
 # The most Fourier features per context entry (FlowConfig.frequencies): the manifest's bound.
-from energyql.manifest import FLOW_KINDS, MAX_FREQUENCIES, SPLINE_BINS
+from energyql.manifest import FLOW_KINDS, MAX_FREQUENCIES
+from energyql.splines import SplineINN
 
-#: Flat kinds (a vector latent): FrEIA's affine blocks and zuko's spline couplings.
+#: Flat kinds (a vector latent): FrEIA's affine blocks and spline couplings (energyql.splines).
 FLAT_KINDS = ("dense", "spline")
-# SPLINE_BINS: bins of each rational-quadratic spline (zuko's splines cover [-5, 5] and are
-# the identity outside it, where N(0, 1) puts 6e-7 of its mass).
 #: The most squeezes a conv flow takes (each halves the sides and quadruples the channels).
 MAX_LEVELS = 6
 
@@ -252,7 +251,8 @@ class LatentFlow(nn.Module):
         if config.kind == "conv":
             self.inn = MultiscaleINN(config)
         elif config.kind == "spline":
-            self.inn = SplineINN(config)
+            self.inn = SplineINN(config.dim, config.condition_dim, config.blocks, config.width,
+                                 config.seed)
         else:
             conditional = config.context_dim > 0
             sequence = ff.SequenceINN(config.dim)
@@ -475,38 +475,6 @@ def flow_config_for(generator: Any, blocks: int | None = None, width: int | None
 
 #: A flat latent's coupling (TrainConfig.coupling) and the flow kind it makes.
 COUPLINGS = {"spline": "spline", "affine": "dense"}  # keys: options.COUPLING_CHOICES
-
-
-class SplineINN(nn.Module):
-    """Creates a flat flow of rational-quadratic spline couplings (neural spline flows, Durkan
-    et al. 2019), built from zuko; called like FrEIA's ``SequenceINN`` (``rev=False``:
-    eps -> z, with ``log|det dz/deps|``).
-
-    Each of ``blocks`` couplings transforms half the entries (a random split per block) by
-    monotone splines of ``SPLINE_BINS`` bins whose knots a ``width`` x ``width`` network
-    reads from the other half and the context. A spline bends a coordinate where an affine
-    coupling can only shift and scale it, so a target's sharp edges (a judge's class
-    boundary) cost far fewer blocks. The networks' last layers start at zero: every spline
-    is the identity at step 0.
-    """
-
-    def __init__(self, config: FlowConfig):
-        super().__init__()
-        import zuko
-
-        with _Seeded(config.seed):  # the random splits and initial weights
-            self.nsf = zuko.flows.NSF(config.dim, context=config.condition_dim,
-                                      transforms=config.blocks, bins=SPLINE_BINS,
-                                      hidden_features=(config.width, config.width),
-                                      passes=2, randperm=True)
-        for layer in self.nsf.transform.transforms:
-            last = layer.hyper[-1]
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
-
-    def forward(self, x: torch.Tensor, c: list[torch.Tensor] | None = None, rev: bool = False):
-        transform = self.nsf.transform(c[0] if c else None)  # maps z -> eps
-        return transform.call_and_ladj(x) if rev else transform.inv.call_and_ladj(x)
 
 
 def standard_normal_log_prob(x: torch.Tensor) -> torch.Tensor:

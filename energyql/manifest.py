@@ -325,10 +325,11 @@ class FlowRecord:
         """Return about how many floats a flow of this shape allocates (subnets, rotations)."""
         if self.kind == "conv":
             return self._conv_floats()
-        if self.kind == "spline":  # knots: 3 bins - 1 numbers per entry, from a 2-layer net
-            return self.blocks * ((self.dim + self.condition_dim) * self.width
+        if self.kind == "spline":  # a 2-layer net reads one half, sets the other's knots
+            kept = self.dim // 2
+            return self.blocks * ((kept + self.condition_dim) * self.width
                                   + self.width * self.width
-                                  + self.width * self.dim * (3 * SPLINE_BINS - 1))
+                                  + self.width * (self.dim - kept) * (3 * SPLINE_BINS - 1))
         per_block = ((self.dim + self.condition_dim) * self.width + self.width * self.width
                      + self.width * self.dim + self.dim * self.dim)
         return self.blocks * per_block

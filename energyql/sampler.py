@@ -476,10 +476,13 @@ def _read_flows(directory: Path, manifest: Manifest, state: dict[str, torch.Tens
     # Generous room for the header (names, dtypes, shapes) on top of the tensors' bytes.
     max_bytes = sum(v.numel() * v.element_size() for v in state.values()) + (1 << 20) \
         + 512 * len(state)
+    hint = "the artifact is damaged, or its flows and manifest come from different runs; " \
+        "train it again"
+    if any(stage.flow.kind == "spline" for stage in manifest.stages):
+        hint += " (spline flows trained before 2026-12-08 used zuko's couplings, which this " \
+            "version replaced by its own: train those again too)"
     tensors, _ = read_safetensors(committed, max_bytes=max_bytes, expected=expected_tensors(state),
-                                  error=ArtifactError, digest=digest,
-                                  hint="the artifact is damaged, or its flows and manifest come "
-                                       "from different runs; train it again")
+                                  error=ArtifactError, digest=digest, hint=hint)
     return tensors
 
 

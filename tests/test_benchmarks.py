@@ -3,6 +3,7 @@ themselves train for minutes and are run by hand; docs/benchmarks.md has their f
 
 import importlib.util
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -172,11 +173,13 @@ def test_the_slider_benchmark_reads_flow_sir_shares_off_the_generators_truth():
         assert 0 < figures["sir_ess_fraction"] <= 1
 
 
-def test_the_flow_benchmark_times_all_three_flows(tmp_path):
+def test_the_flow_benchmark_times_all_four_flows(tmp_path):
     flows = _load("flows")
     out = tmp_path / "flows.json"
     result = flows.main(["--dim", "4", "--batch", "8", "--blocks", "1", "--width", "8",
                          "--steps", "2", "--rounds", "1", "--json", str(out)])
-    assert set(result["ms_per_step"]) == {"freia_allinone", "zuko_realnvp", "energyql_spline"}
+    assert set(result["ms_per_step"]) == {"freia_allinone", "zuko_realnvp", "energyql_spline",
+                                          "zuko_nsf"}
     assert all(ms > 0 for ms in result["ms_per_step"].values())
-    assert result["spline_over_freia"] > 0 and out.exists()
+    assert result["spline_over_freia"] > 0 and result["zuko_nsf_over_spline"] > 0
+    assert json.loads(out.read_text())["ms_per_step"] == result["ms_per_step"]

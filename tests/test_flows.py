@@ -45,6 +45,7 @@ CONFIGS = [
     FlowConfig(dim=4, blocks=2, width=16, kind="spline"),
     FlowConfig(dim=7, blocks=3, width=16, kind="spline", seed=3),
     FlowConfig(dim=6, context_dim=2, blocks=2, width=16, kind="spline", frequencies=2),
+    FlowConfig(dim=1, blocks=2, width=8, kind="spline"),  # nothing kept: knots from biases
 ]
 CONDITIONAL = [c for c in CONFIGS if c.context_dim]
 SOURCE = 'clip("a red square")'
@@ -66,7 +67,7 @@ def _context(config, n):
 
 def test_a_flow_builds_the_network_of_the_kind_its_config_names():
     kinds = [type(LatentFlow(c).inn).__name__ for c in CONFIGS]
-    assert kinds == ["SequenceINN"] * 4 + ["MultiscaleINN"] * 5 + ["SplineINN"] * 3
+    assert kinds == ["SequenceINN"] * 4 + ["MultiscaleINN"] * 5 + ["SplineINN"] * 4
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
@@ -84,7 +85,8 @@ def test_inverse_recovers_input_and_logdets_cancel(config):
     z, logdet = flow(eps, ctx)
     back, inverse_logdet = flow.inverse(z, ctx)
     assert torch.allclose(back, eps, atol=1e-5)
-    assert torch.allclose(logdet, -inverse_logdet, atol=1e-5)
+    # float32 sums of logs: relative to the log-determinant's size (a spline flow's reach 7)
+    assert torch.allclose(logdet, -inverse_logdet, atol=1e-5, rtol=1e-5)
     assert logdet.abs().max() > 1e-3  # the perturbed flow is not volume-preserving
 
 

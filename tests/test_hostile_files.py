@@ -561,3 +561,25 @@ def test_checkpoint_metadata_of_the_wrong_kind_is_refused(tmp_path, metadata):
     with pytest.raises(CheckpointError) as info:
         _points(tmp_path, resume=True)
     _names(info.value, "stage1.ckpt.safetensors")
+
+
+def test_a_spline_artifact_from_zukos_couplings_says_to_train_it_again(tmp_path):
+    """Spline flows first came from zuko's NSF (2026-12-07); energyql's own couplings hold other
+    tensors, and such an artifact is refused with a reason instead of loading wrong."""
+    from safetensors.torch import load_file, save_file
+
+    register_tiny()
+    out = tmp_path / "spline"
+    eq.train("color == red", gen="toy-shapes", out=out, progress=False,
+             config=TrainConfig(steps=2, batch=8, blocks=2, width=8, moment_samples=64,
+                                refit_every=0, coupling="spline"))
+    tensors = load_file(str(out / "flows.safetensors"))
+    assert any(".couplings.0.net." in k for k in tensors)
+    old = {k.replace(".couplings.", ".nsf.transform.transforms."): v for k, v in tensors.items()}
+    save_file(old, str(out / "flows.safetensors"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["flows_sha256"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="is missing") as caught:
+        eq.load(out)
+    assert "zuko's couplings" in caught.value.hint

@@ -35,7 +35,8 @@ class TrainConfig:
     blocks: int | None = None  # flow depth; None: sized to the latent (flows.flow_config_for)
     width: int | None = None   # coupling subnet width (conv: channels); None: sized likewise
     # A flat latent's couplings: "affine" (FrEIA's Glow blocks, PromptGen's flow) or "spline"
-    # (rational-quadratic, zuko; the worlds' default); image-shaped latents keep the conv flow.
+    # (rational-quadratic, energyql.splines; the worlds' default); image-shaped latents keep
+    # the conv flow.
     coupling: str = "affine"
     # Fourier features of each context entry in the flow of a stage with a weight slider
     # (FlowConfig.frequencies): its target can move fast over a small part of the range.
