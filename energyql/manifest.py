@@ -325,11 +325,13 @@ class FlowRecord:
         """Return about how many floats a flow of this shape allocates (subnets, rotations)."""
         if self.kind == "conv":
             return self._conv_floats()
-        if self.kind == "spline":  # a 2-layer net reads one half, sets the other's knots
-            kept = self.dim // 2
+        if self.kind == "spline":  # a 2-layer net reads one half, sets the other's knots;
+            kept = self.dim // 2     # the kept half's knots are read from the context alone
+            knots = 3 * SPLINE_BINS - 1
             return self.blocks * ((kept + self.condition_dim) * self.width
                                   + self.width * self.width
-                                  + self.width * (self.dim - kept) * (3 * SPLINE_BINS - 1))
+                                  + self.width * (self.dim - kept) * knots
+                                  + (1 + self.condition_dim) * kept * knots)
         per_block = ((self.dim + self.condition_dim) * self.width + self.width * self.width
                      + self.width * self.dim + self.dim * self.dim)
         return self.blocks * per_block

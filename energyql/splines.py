@@ -3,7 +3,8 @@
 A flat flow of ``blocks`` couplings. Each block splits the entries in two halves (a random split
 per block, drawn from the config's seed), and bends every entry of the second half by a
 monotone rational-quadratic spline on ``[-SPLINE_BOUND, SPLINE_BOUND]`` whose knots a
-two-layer network reads from the first half and the context. Outside the bound a spline is the
+two-layer network reads from the first half and the context; each entry of the first half
+gets a spline of its own, set by the context alone. Outside the bound a spline is the
 identity, where N(0, 1) puts 6e-7 of its mass.
 
 Written here rather than taken from zuko's NSF (which energyql used first, on 2026-12-07)

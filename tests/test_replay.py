@@ -145,3 +145,12 @@ def test_a_resumed_run_with_replay_retraces_the_uninterrupted_one(tmp_path):
     assert_resume_retraces(tmp_path, TrainConfig(
         steps=30, batch=32, blocks=2, width=8, checkpoint_every=10, chain_weight=0.0,
         replay_weight=1.0, replay_capacity=256))
+
+
+def test_replay_asked_for_with_no_room_for_a_batch_says_it_is_off():
+    flow = LatentFlow(FlowConfig(dim=2, blocks=1, width=4))
+    config = replace(TOY, replay_weight=1.0, replay_capacity=8, batch=16)
+    with pytest.warns(UserWarning, match="replay is off for stage 1: its buffer holds 8 rows"):
+        objective = StageObjective(StageTarget(PointGenerator(), stage(Step()), flow), config,
+                                   index=1)
+    assert objective.replay is None

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -226,9 +227,15 @@ class StageObjective(nn.Module):
         # Replay weights need a target that one pool serves: not a conditional stage (its
         # target moves with the context; paired energies are conditional too).
         capacity = replay_capacity(config.replay_capacity, target.dim)
+        replaying = bool(config.replay_weight) and not energy.is_conditional \
+            and not target.conditional_base
+        if replaying and capacity < config.batch:
+            warnings.warn(f"replay is off for stage {index}: its buffer holds {capacity} rows of "
+                          f"{target.dim}-entry latents (replay_capacity, at most 256 MB), "
+                          f"fewer than a batch ({config.batch})", stacklevel=2)
+            replaying = False
         self.replay = ReplayBuffer(capacity, target.dim, features, target.device) \
-            if config.replay_weight and capacity >= config.batch and not energy.is_conditional \
-            and not target.conditional_base else None
+            if replaying else None
 
     def state(self) -> dict[str, torch.Tensor]:
         """The objective's own tensors a checkpoint carries (chains, replay buffer)."""
