@@ -12,7 +12,7 @@ it reached red circles in 9,792 images with size drift 0.026, where the affine f
 ``dense`` (the default for other generators, ``coupling="affine"``) is PromptGen's choice: a
 stack of Glow-style blocks, each an affine coupling with a learned global affine scale and a
 fixed random rotation ("soft permutation"), built from FrEIA's ``AllInOneBlock`` on the flat
-latent. Per flow step it is 2.6-2.8 times faster than the spline flow (docs/benchmarks.md).
+latent. Per flow step it is 2.9-3.2 times faster than the spline flow (docs/benchmarks.md).
 Its rotations are ``dim x dim`` matrices, so it suits latents of up to a few thousand
 entries.
 
