@@ -5,12 +5,10 @@ below the acceptance figures in docs/worlds/portraits.md and far above the base)
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from energyql.cli import app
+from tests.e2e.helpers import run_world
 
 pytestmark = pytest.mark.slow
-runner = CliRunner()
 CARD = 'clip("a smiling man") & uniform(race x age) | then debias(clip_bias)'
 
 
@@ -20,27 +18,26 @@ CARD = 'clip("a smiling man") & uniform(race x age) | then debias(clip_bias)'
 AFFINE = ("--coupling", "affine")
 
 
-def _run(tmp_path, expression, *extra):
-    out = tmp_path / "run"
-    result = runner.invoke(app, ["run", expression, "--gen", "portraits", "--out", str(out),
-                                 "--no-progress", "--threads", "1", *extra])
-    assert result.exit_code == 0, result.output
-    return json.loads((out / "metrics.json").read_text()), out
+def _run(folder, expression, *extra):
+    return run_world(folder, "portraits", expression, *extra)
 
 
 def test_the_card_expression_selects_smiling_men_evens_race_x_age_and_restores_the_rest(
         tmp_path):
-    metrics, out = _run(tmp_path, CARD, "--steps", "300", "--samples", "400", *AFFINE)
+    # 150 steps per stage (CI's budget; 540 s on one thread beside one other run). Measured
+    # 2026-12-07 at 150 and 200 steps: smiling men 0.860 and 0.850 (base 0.217), race x age
+    # KL 0.036 and 0.033, restore TV glasses 0.033 / 0.003, beard 0.046 / 0.008, hair
+    # 0.050 / 0.041 (hair has four values and 400 samples), judge agreement 0.975 / 0.965.
+    metrics, out = _run(tmp_path, CARD, "--steps", "150", "--samples", "400", *AFFINE)
     truth, base = metrics["truth"], metrics["base"]["truth"]
     drawn = truth["joint"]["gender x smiling"]["male,yes"]
     assert base["joint"]["gender x smiling"]["male,yes"] < 0.3
-    assert drawn >= 0.85  # the exact target's estimator, 300 steps
+    assert drawn >= 0.8  # the exact target's estimator: far above the base
     assert truth["kl_to_target"]["race x age"] <= 0.08
-    # what clip_bias resolved to, brought back to p0(. | smiling, male); measured TV 0.010,
-    # 0.031 and 0.081 (hair has four values and 400 samples)
+    # what clip_bias resolved to, brought back to p0(. | smiling, male)
     for attribute, bound in (("glasses", 0.06), ("beard", 0.08), ("hair", 0.13)):
         assert truth["tv_to_target"][f"restore({attribute})"] <= bound
-    assert min(truth["judge_agreement"].values()) >= 0.93  # measured 0.96
+    assert min(truth["judge_agreement"].values()) >= 0.93
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["stages"][1]["targets"]) == {"restore(glasses)", "restore(beard)",
                                                      "restore(hair)"}
