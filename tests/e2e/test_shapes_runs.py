@@ -14,13 +14,10 @@ its subprocesses, chromium and the other test worker."""
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from energyql.cli import app
 from tests.e2e.helpers import run_world
 
 pytestmark = pytest.mark.slow
-runner = CliRunner()
 
 
 def _run(folder, expression, *extra):
@@ -61,12 +58,8 @@ def test_then_debias_fixes_the_size_balance_the_first_stage_left(red_circles, tm
     # Red circles are mostly large in the base; the second stage, added to the saved red-circle
     # artifact, evens out size while the first stage's selection stays.
     _, first = red_circles
-    out = tmp_path / "run"
-    result = runner.invoke(app, ["run", "then debias(size)", "--from", str(first), "--out",
-                                 str(out), "--no-progress", "--threads", "1", "--steps", "300",
-                                 "--samples", "600"])
-    assert result.exit_code == 0, result.output
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics, out = _run(tmp_path, "then debias(size)", "--from", str(first), "--steps", "300",
+                        "--samples", "600")
     assert metrics["kl_to_target"]["size"] <= 0.03
     assert metrics["base"]["kl_to_uniform"]["size"] > 0.02
     assert metrics["joint"]["shape x color"]["circle,red"] >= 0.6  # far above the base share
