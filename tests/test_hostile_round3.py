@@ -28,7 +28,9 @@ from energyql.errors import (
 from tests.controls.conftest import hf_cache, offline_cache, tiny_clip  # noqa: F401
 
 runner = CliRunner()
-FAST = ["--steps", "2", "--batch", "8", "--samples", "16", "--no-progress", "--threads", "1"]
+# No start pool (the shapes world judges 8,192 base samples for it: most of a tiny run).
+FAST = ["--steps", "2", "--batch", "8", "--samples", "16", "--warm-start", "0", "--no-progress",
+        "--threads", "1"]
 ROOT = Path(__file__).resolve().parents[1]
 
 

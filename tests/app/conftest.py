@@ -18,7 +18,7 @@ pytest.importorskip("uvicorn", reason='the explorer needs the app extra: pip ins
 
 #: Tiny settings: each fixture training takes a few seconds on one thread.
 TINY = dict(steps=3, batch=8, blocks=2, width=16, moment_samples=32, refit_samples=32,
-            closeness_samples=32, threads=1)
+            closeness_samples=32, warm_start_samples=0, threads=1)
 POSE = "pose(x in 0.3..0.7) & keep(identity)"
 STAGES = "color == red | then uniform(shape)"
 SLIDER = "dist(color, blue = p in 0.1..0.9)"

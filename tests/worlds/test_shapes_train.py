@@ -67,7 +67,11 @@ def test_card_prints_stable_keys(capsys):
 
 @pytest.mark.slow
 def test_shipped_models_meet_the_quality_bars():
-    figures = card.measure(5000)
+    # 2,000 samples per figure (the card's own default is 5,000; CI's time budget): measured
+    # 2026-12-07 with the shipped weights, every bar holds with room (classifier 1.0, TV at
+    # most 0.017, joint ratio 0.72-1.20, CLIP on generated images 0.987, sturdiness 0.875);
+    # the figures are seeded, so this is the same check every run.
+    figures = card.measure(2000)
     assert min(figures["classifier_accuracy"].values()) >= 0.99
     gen = figures["generator"]
     assert gen["confident_share"] >= 0.9
