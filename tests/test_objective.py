@@ -247,6 +247,15 @@ def test_a_resumed_run_with_chains_retraces_the_uninterrupted_one(tmp_path):
                                                  checkpoint_every=10, chain_weight=1.0))
 
 
+def test_a_resumed_run_whose_chains_came_from_a_start_pool_retraces_the_uninterrupted_one(
+        tmp_path):
+    # The pool is judged once, before step 0; a resumed run restores the chains from the
+    # checkpoint instead of judging it again (the shapes kill-9 test runs without a pool).
+    assert_resume_retraces(tmp_path, TrainConfig(steps=30, batch=32, blocks=2, width=8,
+                                                 checkpoint_every=10, chain_weight=1.0,
+                                                 warm_start_samples=512))
+
+
 def assert_resume_retraces(tmp_path, config: TrainConfig) -> None:
     """A stage killed at step 25 and resumed ends with the uninterrupted run's flow."""
     from tests.test_train import Crash, CrashingQuadratic

@@ -2,7 +2,7 @@
 the way its expression says, judged by the classifier and by what the generator drew (its
 truth). Single-stage runs use the shapes defaults (600 steps), so the thresholds are the goals
 of docs/training.md, with a margin for the smaller evaluation (600 samples). The `then
-debias` test adds its stage (300 steps, CI's budget) to the red-circle run's artifact with
+debias` test adds its stage (200 steps, CI's budget) to the red-circle run's artifact with
 `--from`, so that stage 1 trains once for both tests (a module fixture: pytest-xdist's
 `--dist loadfile` runs a file on one worker). The CLIP, resume and pose runs are in
 test_shapes_more_runs.py, so that the two files train on two workers at once.
@@ -58,7 +58,9 @@ def test_then_debias_fixes_the_size_balance_the_first_stage_left(red_circles, tm
     # Red circles are mostly large in the base; the second stage, added to the saved red-circle
     # artifact, evens out size while the first stage's selection stays.
     _, first = red_circles
-    metrics, out = _run(tmp_path, "then debias(size)", "--from", str(first), "--steps", "300",
+    # 200 steps (CI's budget): measured 2026-12-08, size KL 0.0005 (judge) and 0.0001
+    # (truth), red circles 0.878.
+    metrics, out = _run(tmp_path, "then debias(size)", "--from", str(first), "--steps", "200",
                         "--samples", "600")
     assert metrics["kl_to_target"]["size"] <= 0.03
     assert metrics["base"]["kl_to_uniform"]["size"] > 0.02
@@ -66,4 +68,4 @@ def test_then_debias_fixes_the_size_balance_the_first_stage_left(red_circles, tm
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["index"] for s in manifest["stages"]] == [1, 2]
     assert manifest["canonical"] == "color == red & shape == circle | then debias(size)"
-    assert manifest["stages"][1]["train"]["steps"] == 300
+    assert manifest["stages"][1]["train"]["steps"] == 200
