@@ -434,6 +434,10 @@ def main(argv: list[str] | None = None) -> dict:
     return out
 
 
+def _with_error(value, error) -> str:
+    return str(value) if error is None else f"{value} ± {error}"
+
+
 def print_table(out: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -453,7 +457,8 @@ def print_table(out: dict) -> None:
             table.add_row(record["program"], goal, f"{reached:,}" if reached else "never",
                           f"{record['budget']:,}", f"{record['final'][figure]:.4f} at "
                           f"{record['final']['images']:,}", str(record["holds_at_end"]),
-                          str(record["met"]), str(record.get("max_drift")),
+                          str(record["met"]), _with_error(record.get("max_drift"),
+                                                          record.get("max_drift_se")),
                           str(record.get("ess_fraction")), str(record.get("kl_hat")),
                           str(record["train_seconds"]))
         console.print(table)

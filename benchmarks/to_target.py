@@ -167,18 +167,24 @@ def images_to_target(goal: Goal, *, every: int = 25, samples: int = 2000,
 def exactness_figures(goal: Goal, artifact, samples: int) -> dict[str, Any]:
     """How close the trained flow is to the stage's exact target: ESS/N and KL̂ on its own
     samples, and the drift (TV, on ground truth) of every attribute the program leaves free
-    from the exact target, estimated by reweighting ``goal.reference_samples`` base samples.
+    from the exact target, estimated by ``goal.reference_samples`` base samples pooled with
+    the evaluation's flow samples (energyql.reference), with each drift's standard error.
     """
     import energyql
 
     metrics = energyql.evaluate(artifact, samples=samples, base_samples=goal.reference_samples)
     closeness = next(iter(metrics.get("closeness", {}).values()), {})
     drift = metrics.get("truth", {}).get("collateral_drift") or {}
+    tv, errors = drift.get("tv", {}), drift.get("tv_se", {})
+    largest = max(tv, key=tv.get, default=None)
     return {"ess_fraction": closeness.get("ess_fraction"), "kl_hat": closeness.get("kl"),
-            "drift": drift.get("tv", {}), "max_drift": max(drift.get("tv", {}).values(),
-                                                           default=None),
+            "drift": tv, "drift_se": errors,
+            "max_drift": tv[largest] if largest else None,
+            "max_drift_se": errors.get(largest) if largest else None,
             "reference": {"base_samples": drift.get("base_samples"),
-                          "ess": drift.get("base_ess")}}
+                          "ess": drift.get("base_ess"),
+                          "flow_samples": drift.get("flow_samples"),
+                          "pooled_ess": drift.get("reference_ess")}}
 
 
 def _value(text: str) -> Any:

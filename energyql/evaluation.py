@@ -34,6 +34,8 @@ from energyql.energies.sliders import SLIDER
 from energyql.generators.base import Generator
 from energyql.lang import graph as g
 from energyql.manifest import Manifest
+from energyql.reference import BOOTSTRAP_REPLICATES, Reference
+from energyql.reference import drift as reference_drift
 from energyql.sampler import Artifact, StageSampler, context_grid, set_exact_lambdas
 from energyql.target import StageTarget, closeness, effective_sample_size
 
@@ -84,12 +86,17 @@ class Judged:
 
     def __init__(self, labels: dict[str, torch.Tensor], parts: dict[str, torch.Tensor],
                  predicate_probs: dict[str, torch.Tensor], log_weights: torch.Tensor | None,
-                 truth: Judged | None = None):
+                 truth: Judged | None = None, *, log_q_over_p0: torch.Tensor | None = None,
+                 latents: torch.Tensor | None = None):
         self.labels = labels
         self.parts = parts
         self.predicate_probs = predicate_probs
         self.log_weights = log_weights
         self.truth = truth
+        # log q(u)/p0(u) of each weighted row's latent (its flow against its stage's base),
+        # and the latents themselves where asked for (judge(keep_latents=True)).
+        self.log_q_over_p0 = log_q_over_p0
+        self.latents = latents
 
     @property
     def n(self) -> int:
@@ -108,7 +115,7 @@ def _predicate_in(term: Any) -> PredicateEnergy | None:
 @torch.no_grad()
 def judge(generator: Generator | None, n: int, models: ControlModels, energies: list[StageEnergy],
           *, seed: int = 0, batch: int = 256, device: str = "cpu", group: Group | None = None,
-          images: torch.Tensor | None = None) -> Judged:
+          images: torch.Tensor | None = None, keep_latents: bool = False) -> Judged:
     """Sample ``n`` images and measure them with the attribute model and the program's energies.
 
     ``log_weights`` are, for a StageSampler, ``log p(u) - log q(u)`` of its last stage (the
@@ -116,6 +123,7 @@ def judge(generator: Generator | None, n: int, models: ControlModels, energies: 
     ``-E`` of the first stage (weights that turn base samples into the exact target).
     Under torchrun each rank judges its rows of every batch and the results are gathered.
     With ``images`` given (e.g. from a baseline sampler) those are judged instead, unweighted.
+    ``keep_latents`` keeps the sampled latents ``u`` (``Judged.latents``, on the CPU).
     """
     group = group or current_group()
     augmentation = torch.Generator().manual_seed(seed + 1)
@@ -124,17 +132,22 @@ def judge(generator: Generator | None, n: int, models: ControlModels, energies: 
     parts: dict[str, list] = {}
     probs: dict[str, list] = {}
     weights: list[torch.Tensor] = []
+    ratios: list[torch.Tensor] = []
+    latents: list[torch.Tensor] = []
     true_labels: dict[str, list] = {}
     true_probs: dict[str, list] = {}
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor | None, int | None, dict | None]]
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor | None, int | None, dict | None,
+                            torch.Tensor | None]]
     if images is not None:
         batches = ((images[s:s + batch][group.shard(len(images[s:s + batch]))].to(device), None,
-                    None, None) for s in range(0, len(images), batch))
+                    None, None, None) for s in range(0, len(images), batch))
     elif generator is not None:
         batches = _sampled_batches(generator, n, seed, batch, device, group)
     else:
         raise ValueError("judge() needs a generator or images")
-    for batch_images, log_ratio, weighting, truth in batches:
+    for batch_images, log_ratio, weighting, truth, u in batches:
+        if keep_latents and u is not None:
+            latents.append(u.detach().float())
         # One Features per batch: every energy shares the attribute model's single pass.
         features = Features(batch_images, attribute_model, augmentation)
         if attribute_model is not None:
@@ -163,6 +176,7 @@ def judge(generator: Generator | None, n: int, models: ControlModels, energies: 
                     probs.setdefault(term.text, []).append(term.probability(features))
             if k == weighting and log_ratio is not None:
                 weights.append((log_ratio - total).float())
+                ratios.append(-log_ratio.float())
 
     def collect(chunks: dict[str, list]) -> dict[str, torch.Tensor]:
         return {k: group.gather(torch.cat(v)).cpu() for k, v in chunks.items()}
@@ -170,7 +184,9 @@ def judge(generator: Generator | None, n: int, models: ControlModels, energies: 
     truth_judged = Judged(collect(true_labels), {}, collect(true_probs), None) \
         if true_labels else None
     return Judged(collect(labels), collect(parts), collect(probs),
-                  group.gather(torch.cat(weights)).cpu() if weights else None, truth_judged)
+                  group.gather(torch.cat(weights)).cpu() if weights else None, truth_judged,
+                  log_q_over_p0=group.gather(torch.cat(ratios)).cpu() if ratios else None,
+                  latents=group.gather(torch.cat(latents)).cpu() if latents else None)
 
 
 def _one_hot_log_probs(truth: dict[str, torch.Tensor], catalog: Catalog) -> dict[str, torch.Tensor]:
@@ -198,8 +214,10 @@ def _root_latent(base: Generator, u: torch.Tensor,
 
 
 def _sampled_batches(generator: Generator, n: int, seed: int, batch: int, device: str,
-                     group: Group) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, dict | None]]:
-    """Yield ``(images, log p0/q, stage index the weights aim at, ground truth or None)``."""
+                     group: Group) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, dict | None,
+                                                     torch.Tensor]]:
+    """Yield ``(images, log p0/q, stage index the weights aim at, ground truth or None,
+    the latents u)``."""
     noise = torch.Generator().manual_seed(seed)
     contexts = torch.Generator().manual_seed(seed + 2)
     if isinstance(generator, StageSampler):
@@ -222,7 +240,7 @@ def _sampled_batches(generator: Generator, n: int, seed: int, batch: int, device
         truth = None
         if knows_truth:  # map to the root's latent only where the root can say what it drew
             truth = root.truth(_root_latent(target.base, u, below))
-        yield target.base.decode(u, below), log_ratio, weighting, truth
+        yield target.base.decode(u, below), log_ratio, weighting, truth, u
 
 
 def figures(judged: Judged, program, catalog: Catalog,
@@ -297,34 +315,66 @@ def _mentioned_attributes(program: g.Program) -> set[str]:
 
 
 def collateral_drift(sampled: Judged, base: Judged, program, catalog: Catalog, *,
-                     on_truth: bool = False) -> dict[str, Any]:
+                     on_truth: bool = False, reference: Reference | None = None) -> dict[str, Any]:
     """TV distance, per attribute the program does not mention, between the sampler and the
-    exact target estimated by importance-weighting base samples with exp(-E) (for predicates
-    at weight 1 that is rejection sampling: the base conditioned on the predicate).
+    exact target estimated by importance weights (:mod:`energyql.reference`).
 
+    ``reference`` pools the base samples and the sampler's own (:func:`exact_reference`);
+    without it the base samples alone, weighted by exp(-E), estimate the target (for
+    predicates at weight 1 that is rejection sampling: the base conditioned on the predicate).
     With ``on_truth`` both sides are read from what the generator drew (the weights stay the
-    judged energies': they define the target) and the result also says how many base samples
-    estimated the target and their effective sample size, which bounds its precision.
+    judged energies': they define the target) and the result also says how many samples
+    estimated the target, their effective sample size (which bounds its precision) and each
+    TV's bootstrap standard error.
     """
     if base.log_weights is None or len(program.stages) != 1:
         return {}
     ours_side, exact_side = (sampled.truth, base.truth) if on_truth else (sampled, base)
     if ours_side is None or exact_side is None:
         return {}
-    weights = torch.softmax(base.log_weights.double(), 0)
+    reference = reference or Reference.from_base(base.log_weights)
     mentioned = _mentioned_attributes(program)
     drift: dict[str, Any] = {}
+    errors: dict[str, Any] = {}
     for attribute in catalog.attributes:
         name = attribute.name
         if name in mentioned or name not in ours_side.labels or name not in exact_side.labels:
             continue
-        exact = _histogram(exact_side.labels[name], len(attribute.values), weights)
-        ours = _histogram(ours_side.labels[name], len(attribute.values))
-        drift[name] = round(total_variation(ours, exact), 4)
+        ours = ours_side.labels[name]
+        values = torch.cat([exact_side.labels[name], ours]) if reference.pooled \
+            else exact_side.labels[name]
+        tv, error = reference_drift(ours, values, reference, len(attribute.values),
+                                    replicates=BOOTSTRAP_REPLICATES if on_truth else 0)
+        drift[name] = round(tv, 4)
+        errors[name] = round(error, 4)
     if on_truth:
-        return {"tv": drift, "base_samples": len(weights),
-                "base_ess": round(effective_sample_size(base.log_weights), 1)}
+        return {"tv": drift, "tv_se": errors, "base_samples": reference.base_rows,
+                "base_ess": round(effective_sample_size(base.log_weights), 1),
+                "flow_samples": reference.flow_rows, "reference_ess": round(reference.ess, 1)}
     return drift
+
+
+#: Latents with more entries than this are not kept for a pooled reference (an image-shaped
+#: latent would hold gigabytes over a base pool); the base samples alone estimate it there.
+MAX_POOLED_LATENT = 4096
+
+
+@torch.no_grad()
+def exact_reference(sampled: Judged, base: Judged, sampler: Generator) -> Reference | None:
+    """Pool base samples and a one-stage flow's own (their latents and weights judged) into
+    one estimate of the stage's exact target; None where that cannot be done (a conditional
+    or later stage, no latents kept, no weights)."""
+    if not isinstance(sampler, StageSampler) or sampler.index != 1 or sampler.context_params \
+            or base.latents is None or base.log_weights is None \
+            or sampled.log_weights is None or sampled.log_q_over_p0 is None:
+        return None
+    root = sampler.root
+    log_q = torch.cat([sampler.flow.log_prob(chunk.to(sampler.device)).double().cpu()
+                       for chunk in base.latents.split(1024)])
+    base_ratio = log_q - root.log_prior(base.latents).double()
+    flow_neg_energy = sampled.log_weights.double() + sampled.log_q_over_p0.double()
+    return Reference.pooled_with_flow(base.log_weights, base_ratio, flow_neg_energy,
+                                      sampled.log_q_over_p0)
 
 
 def _energies_for(program: g.Program, models: ControlModels,
@@ -392,14 +442,19 @@ def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | N
     if artifact is not None:
         sampler = artifact.sampler  # the generator judged above
         root = sampler.root
+        pooled = len(energies) == 1 and not sampler.context_params and sampler.index == 1 \
+            and math.prod(root.latent_shape or (root.latent_dim,)) <= MAX_POOLED_LATENT
         base_judged = judge(root, base_samples or 4 * samples, models, energies, seed=seed + 1,
-                            device=device)
+                            device=device, keep_latents=pooled)
         result["base"] = figures(base_judged, program, catalog, targets)
         if base_judged.truth is not None:
             result["base"]["truth"] = truth_figures(base_judged, program, catalog, targets)
         if program is not None:
-            result["collateral_drift"] = collateral_drift(judged, base_judged, program, catalog)
-            truth_drift = collateral_drift(judged, base_judged, program, catalog, on_truth=True)
+            reference = exact_reference(judged, base_judged, sampler) if pooled else None
+            result["collateral_drift"] = collateral_drift(judged, base_judged, program, catalog,
+                                                          reference=reference)
+            truth_drift = collateral_drift(judged, base_judged, program, catalog, on_truth=True,
+                                           reference=reference)
             if truth_drift:
                 result.setdefault("truth", {})["collateral_drift"] = truth_drift
         if judged.log_weights is not None:

@@ -100,12 +100,18 @@ class TruthDrift:
     Arguments:
         tv: attribute -> total variation to the exact target's distribution.
         base_samples: the base samples the target's distribution was estimated from.
-        base_ess: their effective sample size.
+        base_ess: their effective sample size (alone).
+        tv_se: attribute -> the TV's bootstrap standard error.
+        flow_samples: the sampler's own samples pooled with the base samples (0: none).
+        reference_ess: the effective sample size of the pooled estimate.
     """
 
     tv: Figures = field(default_factory=dict)
     base_samples: int | None = None
     base_ess: float | None = None
+    tv_se: Figures = field(default_factory=dict)
+    flow_samples: int | None = None
+    reference_ess: float | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,9 @@ class Truth:
             identity_between=data.get("identity_between"),
             attributes_kept=_mapping(data, "attributes_kept", where),
             collateral_drift=TruthDrift(_mapping(drift, "tv", "truth: collateral drift: "),
-                                        drift.get("base_samples"), drift.get("base_ess"))
+                                        drift.get("base_samples"), drift.get("base_ess"),
+                                        _mapping(drift, "tv_se", "truth: collateral drift: "),
+                                        drift.get("flow_samples"), drift.get("reference_ess"))
             if drift else None,
         )
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from energyql.io import write_bytes, write_text
 from energyql.manifest import Manifest
-from energyql.metrics import RunMetrics, SliderRow
+from energyql.metrics import RunMetrics, SliderRow, TruthDrift
 
 DRIFT_THRESHOLD = 0.1
 LOG_NAME = "log.jsonl"
@@ -318,6 +318,19 @@ def _truth_drift(metrics: RunMetrics) -> Mapping[str, float]:
     return drift.tv if drift is not None else {}
 
 
+def _reference_words(drift: TruthDrift) -> str:
+    """How the exact target behind a drift figure was estimated, in words."""
+    words = f"{drift.base_samples} base samples"
+    if drift.flow_samples:
+        words += f" pooled with the sampler's {drift.flow_samples}"
+        return f"{words}, ESS {drift.reference_ess}"
+    return f"{words}, ESS {drift.base_ess}"
+
+
+def _error_words(error: float | None) -> str:
+    return f" ± {_fmt(error)}" if error else ""
+
+
 def collateral_drift_notes(metrics: RunMetrics | Mapping[str, Any], asked: Asked, *,
                            previous: RunMetrics | Mapping[str, Any] | None = None,
                            threshold: float = DRIFT_THRESHOLD) -> list[str]:
@@ -384,8 +397,8 @@ def headline_rows(metrics: RunMetrics | Mapping[str, Any]) -> list[list[str]]:
     if truth_drift is not None:
         for key, value in truth_drift.tv.items():
             rows.append([f"collateral drift of {key} (TV to exact target, ground truth; "
-                         f"{truth_drift.base_samples} base samples, ESS "
-                         f"{truth_drift.base_ess})", "—", _fmt(value)])
+                         f"{_reference_words(truth_drift)})", "—",
+                         _fmt(value) + _error_words(truth_drift.tv_se.get(key))])
     if metrics.frechet is not None:
         frechet = metrics.frechet
         rows.append([f"Fréchet distance to the exact target ({frechet.samples} samples, "
