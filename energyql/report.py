@@ -353,10 +353,14 @@ def collateral_drift_notes(metrics: RunMetrics | Mapping[str, Any], asked: Asked
     drift: Mapping[str, float | None]
     drift, where = (truth_drift, " on ground truth") if truth_drift else \
         (metrics.collateral_drift, "")
+    errors = metrics.truth.collateral_drift.tv_se if truth_drift and metrics.truth is not None \
+        and metrics.truth.collateral_drift is not None else {}
     for attribute, tv in drift.items():
         if tv is not None and tv >= threshold:
-            notes.append(f"{attribute} drifted {tv:.2f} (total variation{where}) from the exact "
-                         f"target's distribution: the program did not ask for this")
+            error = errors.get(attribute)
+            measured = f"{tv:.2f} ± {error:.2f}" if error else f"{tv:.2f}"
+            notes.append(f"{attribute} drifted {measured} (total variation{where}) from the "
+                         f"exact target's distribution: the program did not ask for this")
     return notes
 
 

@@ -20,6 +20,7 @@ from energyql.manifest import (
 from energyql.report import (
     StageView,
     collateral_drift_notes,
+    headline_rows,
     save_stage_grids,
     what_was_asked,
     write_report,
@@ -101,6 +102,21 @@ def test_mentioned_attributes_and_small_moves_are_not_flagged():
     assert asked.mentioned == {"shape"} and asked.targets == {"shape": {"circle": 1.0}}
     notes = collateral_drift_notes(metrics, asked, threshold=0.1)
     assert len(notes) == 1 and notes[0].startswith("color drifted 0.20 (total variation)")
+
+
+def test_drift_on_ground_truth_is_stated_with_its_error_and_its_reference():
+    truth_drift = {"tv": {"size": 0.19, "color": 0.01}, "tv_se": {"size": 0.02, "color": 0.01},
+                   "base_samples": 60000, "base_ess": 523.4, "flow_samples": 2000,
+                   "reference_ess": 912.0}
+    metrics = {"attributes": shares((0.9, 0.05, 0.05), size=(0.3, 0.7)),
+               "base": {"attributes": shares((0.5, 0.3, 0.2), size=(0.4, 0.6))},
+               "collateral_drift": {"size": 0.15}, "truth": {"collateral_drift": truth_drift}}
+    asked = what_was_asked(manifest("shape == circle", ["shape == circle"]))
+    notes = collateral_drift_notes(metrics, asked, threshold=0.1)
+    assert notes[-1].startswith("size drifted 0.19 ± 0.02 (total variation on ground truth)")
+    rows = {row[0]: row[2] for row in headline_rows(metrics)}
+    assert rows["collateral drift of size (TV to exact target, ground truth; 60000 base "
+                "samples pooled with the sampler's 2000, ESS 912.0)"] == "0.19 ± 0.02"
 
 
 def test_report_links_the_log_and_curves_and_the_html_is_self_contained(pose_run):
