@@ -8,7 +8,8 @@ proposal's density from the forward pass, the chain's from the inverse, as in tr
 It prints the exact target's large share among blue triangles (base samples weighted by
 ``exp(-E)``), the flow's, the flow's after SIR, and the chains' every 25 steps. If the
 chains stay at the target's share here but not in training, the bias is made by training
-the flow on the chains (docs/training.md, "More chains, and chains under a fixed flow").
+the flow on the chains (docs/training.md, "More chains, lagged chains, chains under a
+fixed flow").
 
     python benchmarks/chains_fixed_flow.py [--steps 150] [--moves 300] [--batch 64]
 """
