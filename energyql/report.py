@@ -358,7 +358,8 @@ def collateral_drift_notes(metrics: RunMetrics | Mapping[str, Any], asked: Asked
     for attribute, tv in drift.items():
         if tv is not None and tv >= threshold:
             error = errors.get(attribute)
-            measured = f"{tv:.2f} ± {error:.2f}" if error else f"{tv:.2f}"
+            measured = f"{tv:.2f} ± {error:.2f}" if isinstance(error, (int, float)) and error \
+                else f"{tv:.2f}"
             notes.append(f"{attribute} drifted {measured} (total variation{where}) from the "
                          f"exact target's distribution: the program did not ask for this")
     return notes
