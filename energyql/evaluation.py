@@ -34,7 +34,7 @@ from energyql.energies.sliders import SLIDER
 from energyql.generators.base import Generator
 from energyql.lang import graph as g
 from energyql.manifest import Manifest
-from energyql.reference import BOOTSTRAP_REPLICATES, Reference
+from energyql.reference import BOOTSTRAP_REPLICATES, Reference, distribution
 from energyql.reference import drift as reference_drift
 from energyql.sampler import Artifact, StageSampler, context_grid, set_exact_lambdas
 from energyql.target import StageTarget, closeness, effective_sample_size
@@ -51,9 +51,7 @@ def total_variation(p: list[float], q: list[float]) -> float:
 
 def _histogram(indices: torch.Tensor, size: int,
                weights: torch.Tensor | None = None) -> list[float]:
-    weights = torch.ones(len(indices), dtype=torch.float64) if weights is None else weights.double()
-    counts = torch.zeros(size, dtype=torch.float64).index_add_(0, indices, weights)
-    return (counts / counts.sum().clamp(min=1e-300)).tolist()
+    return distribution(indices, size, None if weights is None else weights.double()).tolist()
 
 
 def _values(catalog: Catalog, name: str) -> tuple[str, ...]:
@@ -359,14 +357,22 @@ def collateral_drift(sampled: Judged, base: Judged, program, catalog: Catalog, *
 MAX_POOLED_LATENT = 4096
 
 
+def poolable(sampler: Generator, energies: list[StageEnergy]) -> bool:
+    """Whether a reference can pool ``sampler``'s own rows with base samples: a first stage
+    without context, one stage's energies, a flat latent small enough to keep."""
+    if not isinstance(sampler, StageSampler) or sampler.index != 1 or sampler.context_params:
+        return False
+    root = sampler.root
+    return len(energies) == 1 and \
+        math.prod(root.latent_shape or (root.latent_dim,)) <= MAX_POOLED_LATENT
+
+
 @torch.no_grad()
-def exact_reference(sampled: Judged, base: Judged, sampler: Generator) -> Reference | None:
-    """Pool base samples and a one-stage flow's own (their latents and weights judged) into
-    one estimate of the stage's exact target; None where that cannot be done (a conditional
-    or later stage, no latents kept, no weights)."""
-    if not isinstance(sampler, StageSampler) or sampler.index != 1 or sampler.context_params \
-            or base.latents is None or base.log_weights is None \
-            or sampled.log_weights is None or sampled.log_q_over_p0 is None:
+def exact_reference(sampled: Judged, base: Judged, sampler: StageSampler) -> Reference | None:
+    """Pool base samples (judged with ``keep_latents``) and a :func:`poolable` sampler's own
+    rows into one estimate of the stage's exact target; None without weights or latents."""
+    if base.latents is None or base.log_weights is None or sampled.log_weights is None \
+            or sampled.log_q_over_p0 is None:
         return None
     root = sampler.root
     log_q = torch.cat([sampler.flow.log_prob(chunk.to(sampler.device)).double().cpu()
@@ -442,8 +448,7 @@ def evaluate(target: Artifact | Generator | str, *, program: g.Program | str | N
     if artifact is not None:
         sampler = artifact.sampler  # the generator judged above
         root = sampler.root
-        pooled = len(energies) == 1 and not sampler.context_params and sampler.index == 1 \
-            and math.prod(root.latent_shape or (root.latent_dim,)) <= MAX_POOLED_LATENT
+        pooled = poolable(sampler, energies)
         base_judged = judge(root, base_samples or 4 * samples, models, energies, seed=seed + 1,
                             device=device, keep_latents=pooled)
         result["base"] = figures(base_judged, program, catalog, targets)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from energyql.target import effective_sample_size
+
 #: Bootstrap replicates behind a drift's standard error (its own error is about 5 %).
 BOOTSTRAP_REPLICATES = 200
 
@@ -85,12 +87,12 @@ class Reference:
     @property
     def ess(self) -> float:
         """Kish's effective sample size of the rows."""
-        w = torch.softmax(self.log_weights, 0)
-        return float(1.0 / (w * w).sum())
+        return effective_sample_size(self.log_weights)
 
 
-def _distribution(values: torch.Tensor, size: int,
-                  weights: torch.Tensor | None = None) -> torch.Tensor:
+def distribution(values: torch.Tensor, size: int,
+                 weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The (weighted) distribution of value indices over ``size`` values (float64)."""
     weights = torch.ones(len(values), dtype=torch.float64) if weights is None else weights
     counts = torch.zeros(size, dtype=torch.float64).index_add_(0, values, weights)
     return counts / counts.sum().clamp(min=1e-300)
@@ -99,7 +101,7 @@ def _distribution(values: torch.Tensor, size: int,
 def _tv(ours: torch.Tensor, reference: torch.Tensor, log_weights: torch.Tensor,
         size: int) -> float:
     weights = torch.softmax(log_weights, 0)
-    return 0.5 * float((_distribution(ours, size) - _distribution(reference, size, weights))
+    return 0.5 * float((distribution(ours, size) - distribution(reference, size, weights))
                        .abs().sum())
 
 
@@ -129,4 +131,4 @@ def drift(ours: torch.Tensor, reference_values: torch.Tensor, reference: Referen
     return tv, float(torch.tensor(values, dtype=torch.float64).std())
 
 
-__all__ = ["BOOTSTRAP_REPLICATES", "Reference", "balance_log_weights", "drift"]
+__all__ = ["BOOTSTRAP_REPLICATES", "Reference", "balance_log_weights", "distribution", "drift"]

@@ -312,10 +312,15 @@ def _base(metrics: RunMetrics) -> RunMetrics:
     return metrics.base if metrics.base is not None else RunMetrics()
 
 
+def _truth_drift_record(metrics: RunMetrics) -> TruthDrift | None:
+    """The collateral drift on ground truth, None where not measured."""
+    return metrics.truth.collateral_drift if metrics.truth is not None else None
+
+
 def _truth_drift(metrics: RunMetrics) -> Mapping[str, float]:
     """The collateral drift on ground truth (attribute -> TV), empty where not measured."""
-    drift = metrics.truth.collateral_drift if metrics.truth is not None else None
-    return drift.tv if drift is not None else {}
+    record = _truth_drift_record(metrics)
+    return record.tv if record is not None else {}
 
 
 def _reference_words(drift: TruthDrift) -> str:
@@ -353,8 +358,8 @@ def collateral_drift_notes(metrics: RunMetrics | Mapping[str, Any], asked: Asked
     drift: Mapping[str, float | None]
     drift, where = (truth_drift, " on ground truth") if truth_drift else \
         (metrics.collateral_drift, "")
-    errors = metrics.truth.collateral_drift.tv_se if truth_drift and metrics.truth is not None \
-        and metrics.truth.collateral_drift is not None else {}
+    record = _truth_drift_record(metrics)
+    errors = record.tv_se if truth_drift and record is not None else {}
     for attribute, tv in drift.items():
         if tv is not None and tv >= threshold:
             error = errors.get(attribute)
@@ -398,7 +403,7 @@ def headline_rows(metrics: RunMetrics | Mapping[str, Any]) -> list[list[str]]:
                      _fmt(metrics.identity_between)])
     for key, tv in metrics.collateral_drift.items():
         rows.append([f"collateral drift of {key} (TV to exact target, judged)", "—", _fmt(tv)])
-    truth_drift = metrics.truth.collateral_drift if metrics.truth is not None else None
+    truth_drift = _truth_drift_record(metrics)
     if truth_drift is not None:
         for key, value in truth_drift.tv.items():
             rows.append([f"collateral drift of {key} (TV to exact target, ground truth; "
